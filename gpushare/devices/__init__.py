@@ -1,0 +1,1 @@
+"""GPU inventory: the NVML edge and its static/test twin."""

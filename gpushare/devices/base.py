@@ -1,0 +1,48 @@
+"""The GPU inventory interface. Real: NVML (`nvml.py`). Static: a described set (`static.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process holding memory on a GPU, as NVML reports it."""
+
+    pid: int
+    used_bytes: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as the driver reports it.
+
+    `total_bytes` is NVML's total (the H100 80GB HBM3 reports 85,520,809,984). `reserved_bytes` is
+    what the driver keeps for itself (NVML v2 `reserved`); CUDA and so vLLM see
+    `total_bytes - reserved_bytes` as the device total (79.18 GiB on that H100).
+    """
+
+    index: int
+    name: str
+    total_bytes: int
+    reserved_bytes: int = 0
+    used_bytes: int = 0
+    free_bytes: int | None = None
+    uuid: str | None = None
+    mig_enabled: bool = False
+    processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+
+    @property
+    def cuda_total_bytes(self) -> int:
+        """The total that `torch.cuda.mem_get_info` and vLLM see."""
+        return self.total_bytes - self.reserved_bytes
+
+
+class GpuInventory(Protocol):
+    """Where GPUs come from: NVML on a real machine, a description in tests and profiles."""
+
+    def gpus(self) -> list[Gpu]: ...
+
+    def mps_daemon_running(self) -> bool: ...
