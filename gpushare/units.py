@@ -60,7 +60,9 @@ def parse_bytes(text: str | int | float, what: str = "size") -> int:
         return int(text)
     match = _SIZE_RE.match(text)
     if not match:
-        raise InputError(f"{what}: cannot read {text!r} as a size", hint="write e.g. 80GiB, 24GB or 1073741824")
+        raise InputError(
+            f"{what}: cannot read {text!r} as a size", hint="write e.g. 80GiB, 24GB or 1073741824"
+        )
     number, unit = match.groups()
     factor = _UNITS.get(unit.lower())
     if factor is None:

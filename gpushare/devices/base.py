@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gpushare.errors import EnvironmentProblem
+
+
+class NoGpuDriver(EnvironmentProblem):
+    """No NVIDIA driver (or no NVML library) on this machine. Callers that can do without GPUs
+    (`gpushare gpus`, planning from a described inventory) catch this one and carry on."""
+
 
 @dataclass(frozen=True)
 class GpuProcess:
@@ -43,6 +50,8 @@ class Gpu:
 class GpuInventory(Protocol):
     """Where GPUs come from: NVML on a real machine, a description in tests and profiles."""
 
-    def gpus(self) -> list[Gpu]: ...
+    def gpus(self) -> list[Gpu]:
+        """The GPUs, by NVML index. Raises NoGpuDriver where there is no driver to ask."""
+        ...
 
     def mps_daemon_running(self) -> bool: ...

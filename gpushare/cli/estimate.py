@@ -1,0 +1,88 @@
+"""`gpushare estimate MODEL`: what one vLLM instance of MODEL takes on a GPU."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from gpushare.cli.app import app
+from gpushare.errors import InputError
+from gpushare.estimate_job import DEFAULT_GPU, gpu_target, load_model, parse_one_gpu, run_estimate
+from gpushare.memory import DEFAULT_VLLM_VERSION, ServeSettings
+from gpushare.units import parse_bytes
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Argument(help="Local folder, Hugging Face repo id, or catalog name.")],
+    gpu: Annotated[
+        str, typer.Option(help="GPU name (H100, A100-80GB, L4, ...) or total size (80GiB).")
+    ] = DEFAULT_GPU,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length (default: the model's).")] = None,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option("--gpu-memory-utilization", help="Forward: vLLM's budget fraction.")
+    ] = None,
+    kv_cache_memory_bytes: Annotated[
+        str | None,
+        typer.Option("--kv-cache-memory-bytes", help="Forward: a fixed KV cache size (e.g. 10GiB)."),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Inverse: concurrent requests of max_model_len to serve.")
+    ] = None,
+    kv_tokens: Annotated[
+        int | None, typer.Option("--kv-tokens", help="Inverse: KV cache tokens to hold.")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="Model dtype: auto, bfloat16, float16.")] = "auto",
+    kv_cache_dtype: Annotated[str, typer.Option(help="auto, fp8, fp8_e4m3, fp8_e5m2.")] = "auto",
+    block_size: Annotated[int | None, typer.Option(help="KV block size in tokens (vLLM default 16).")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(help="vLLM --max-num-seqs.")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(help="vLLM --max-num-batched-tokens.")] = None,
+    tensor_parallel_size: Annotated[int, typer.Option("--tensor-parallel-size", "--tp", min=1)] = 1,
+    enforce_eager: Annotated[bool, typer.Option(help="No CUDA graphs.")] = False,
+    quantization: Annotated[str | None, typer.Option(help="Online quantization (fp8).")] = None,
+    vllm_version: Annotated[str, typer.Option(help="The vLLM version to model.")] = DEFAULT_VLLM_VERSION,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, sizes in bytes.")] = False,
+) -> None:
+    """Predict weights, KV cache, activation, CUDA graphs and the process footprint of one instance.
+
+    Forward (default): from --gpu-memory-utilization (or vLLM's default) or --kv-cache-memory-bytes
+    to KV tokens and max concurrency. Inverse: from --concurrency or --kv-tokens to the least
+    utilization and the matching --kv-cache-memory-bytes.
+    """
+    if max_model_len is not None and max_model_len < 1:
+        raise InputError(f"--max-model-len must be ≥ 1, got {max_model_len}")
+    settings = ServeSettings(
+        max_model_len=max_model_len,
+        dtype=dtype,
+        kv_cache_dtype=kv_cache_dtype,
+        block_size=block_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        tensor_parallel_size=tensor_parallel_size,
+        enforce_eager=enforce_eager,
+        quantization=quantization,
+        vllm_version=vllm_version,
+    )
+    kv_bytes = (
+        parse_bytes(kv_cache_memory_bytes, "--kv-cache-memory-bytes") if kv_cache_memory_bytes else None
+    )
+    facts = load_model(model)
+    result = run_estimate(
+        facts,
+        gpu_target(parse_one_gpu(gpu)),
+        settings,
+        gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_bytes,
+        concurrency=concurrency,
+        kv_tokens=kv_tokens,
+    )
+    if as_json:
+        data = result.to_json()
+        data["model_location"] = facts.resolved.location
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from gpushare.cli.render import render_estimate
+
+    render_estimate(result, facts.resolved.location)

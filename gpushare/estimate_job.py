@@ -1,0 +1,108 @@
+"""The `estimate` job as data: resolve a model, pick the GPU, run the memory model.
+
+Shared by `gpushare estimate` and the planner so both read models the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpushare.devices.base import Gpu
+from gpushare.errors import InputError
+from gpushare.hfconfig import ModelArch
+from gpushare.memory import (
+    Coefficients,
+    Estimate,
+    GpuTarget,
+    ServeSettings,
+    estimate,
+    minimum_for_target,
+    model_dtype,
+)
+from gpushare.resolve import HubClient, ResolvedModel, resolve_model
+from gpushare.weights import weights_from_header
+
+DEFAULT_GPU = "H100"
+
+
+def gpu_target(gpu: Gpu) -> GpuTarget:
+    """The memory model's view of a GPU from the inventory/catalog's."""
+    from gpushare.catalog.gpus import compute_capability_of
+
+    return GpuTarget(
+        name=gpu.name,
+        cuda_total_bytes=gpu.cuda_total_bytes,
+        nvml_total_bytes=gpu.total_bytes,
+        is_a100="A100" in gpu.name.upper(),
+        compute_capability=compute_capability_of(gpu.name),
+    )
+
+
+def parse_one_gpu(spec: str) -> Gpu:
+    from gpushare.catalog.gpus import parse_gpu_spec
+
+    gpus = parse_gpu_spec(spec)
+    if len(gpus) != 1:
+        raise InputError(f"--gpu {spec!r}: give one GPU (a name such as H100 or a size such as 80GiB)")
+    return gpus[0]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A resolved model with its normalised architecture and exact weights when known."""
+
+    resolved: ResolvedModel
+    arch: ModelArch
+
+    def weights_bytes(self, settings: ServeSettings) -> int | None:
+        """Exact bytes from safetensors headers (tp=1, no online quantization), else None."""
+        if self.resolved.tensors is None or settings.tensor_parallel_size != 1 or settings.quantization:
+            return None
+        from gpushare.memory import DTYPE_BYTES
+
+        dtype_bytes = DTYPE_BYTES[model_dtype(self.arch, settings)]
+        return weights_from_header(list(self.resolved.tensors), self.arch, dtype_bytes)
+
+
+def load_model(reference: str, hub: HubClient | None = None) -> ModelFacts:
+    resolved = resolve_model(reference, hub)
+    return ModelFacts(resolved, resolved.arch())
+
+
+def run_estimate(
+    facts: ModelFacts,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    *,
+    gpu_memory_utilization: float | None = None,
+    kv_cache_memory_bytes: int | None = None,
+    concurrency: int | None = None,
+    kv_tokens: int | None = None,
+    coeff: Coefficients | None = None,
+) -> Estimate:
+    """Forward when given a utilization or KV size, inverse when given a capacity target."""
+    weights = facts.weights_bytes(settings)
+    if concurrency is not None or kv_tokens is not None:
+        if gpu_memory_utilization is not None or kv_cache_memory_bytes is not None:
+            raise InputError(
+                "give either a capacity target (--concurrency/--kv-tokens) or a size "
+                "(--gpu-memory-utilization/--kv-cache-memory-bytes), not both"
+            )
+        return minimum_for_target(
+            facts.arch,
+            gpu,
+            settings,
+            concurrency=concurrency,
+            kv_tokens=kv_tokens,
+            weights_bytes=weights,
+            coeff=coeff,
+        )
+    return estimate(
+        facts.arch,
+        gpu,
+        settings,
+        gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_cache_memory_bytes,
+        weights_bytes=weights,
+        coeff=coeff,
+    )

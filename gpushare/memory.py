@@ -1,0 +1,584 @@
+"""The memory model: what one vLLM instance takes on a GPU, and the inverse.
+
+It follows vLLM's own accounting (v1 engine; ../shared/VLLM-MEMORY.md, vllm/v1/worker/gpu_worker.py
+and vllm/v1/core/kv_cache_utils.py):
+
+    requested   = ceil(cuda_total × gpu_memory_utilization)          (v1/worker/utils.py)
+    kv_budget   = requested − weights − peak activation − non-torch  [− CUDA graphs, when the
+                  profiler estimates them: VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS]
+    num_blocks  = kv_budget // (page_bytes × layers per KV group)
+    process     = context (outside the budget) + requested-in-use [+ CUDA graphs, when not in budget]
+
+Pure: no I/O. Terms that vLLM measures rather than computes (peak activation, CUDA graphs,
+non-torch, context) come from `Coefficients`, fitted on real runs and recorded in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gpushare.errors import ConfigError, DoesNotFitError, InputError
+from gpushare.hfconfig import LayerKind, ModelArch, Quantization
+from gpushare.units import GiB, MiB, cdiv, format_bytes
+from gpushare.weights import weight_bytes_from_config
+
+DTYPE_BYTES = {
+    "float32": 4,
+    "float": 4,
+    "float16": 2,
+    "half": 2,
+    "bfloat16": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "fp8_inc": 1,
+    "int8": 1,
+}
+KV_CACHE_DTYPES = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
+DEFAULT_VLLM_VERSION = "0.26.0"
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:3]]
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Measured terms of vLLM's memory use, per vLLM version and device family.
+
+    Each value has its source next to it. `gpushare calibrate` replaces them per model and GPU.
+    """
+
+    # CUDA context, cuBLAS/NCCL handles: allocated before vLLM's baseline snapshot, so outside the
+    # budget. H100, vLLM 0.26.0: process − requested − graphs (VLLM-MEMORY.md, 1.75 GiB − 0.98 GiB).
+    context_bytes: int = int(0.77 * GiB)
+    # Non-torch memory that grows during the profile run (inside the budget): 0.22 GiB logged for a
+    # Llama-3.1-8B shape on the H100 (device-vllm/README.md).
+    non_torch_bytes: int = int(0.22 * GiB)
+    # Extra non-torch per GPU when tensor parallel (NCCL buffers and custom all-reduce).
+    tp_non_torch_bytes: int = 512 * MiB
+    # Activation: a fixed workspace (attention backend, sampler scratch) plus the tensors of the
+    # largest layer for max_num_batched_tokens tokens, and the sampler's logits.
+    activation_base_bytes: int = 64 * MiB
+    # Live hidden-size tensors during a layer's forward (residual, normed input, output, ...).
+    activation_hidden_copies: float = 4.0
+    # Sampler: rows × vocab × bytes. bf16 logits + fp32 copy + fp32 probabilities.
+    sampler_bytes_per_logit: float = 10.0
+    # CUDA graphs: bytes per captured (size, piece). 0.98 GiB for Llama-3.1-8B (32 layers,
+    # 51 capture sizes, piecewise + full graphs) on the H100 with vLLM 0.26.0.
+    cudagraph_bytes_per_graph: int = int(0.98 * GiB / (51 * 34))
+    # vLLM keeps this much free after its own KV suggestion (--kv-cache-memory-bytes hints).
+    suggestion_margin_bytes: int = 150 * MiB
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """What the memory model needs to know of a GPU."""
+
+    name: str
+    cuda_total_bytes: int  # what torch.cuda.mem_get_info reports as total (vLLM's base)
+    nvml_total_bytes: int
+    is_a100: bool = False
+    compute_capability: tuple[int, int] = (9, 0)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The `vllm serve` settings that change memory use. None means vLLM's default."""
+
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
+    block_size: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    quantization: str | None = None  # online quantization, e.g. "fp8" of a bf16 checkpoint
+    vllm_version: str = DEFAULT_VLLM_VERSION
+    estimate_cudagraphs: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+
+
+@dataclass(frozen=True)
+class KvLayout:
+    """How vLLM lays the KV cache out (v1 kv_cache_utils): groups of layers sharing blocks."""
+
+    block_size: int
+    kv_bytes_per_token: int  # all layers on one GPU
+    page_bytes: int  # one block of one layer
+    layers_per_group: int
+    num_groups: int
+    blocks_per_request: int  # at max_model_len, summed over groups (sliding groups hold fewer)
+
+    @property
+    def kv_block_bytes(self) -> int:
+        """Bytes that one more block in the pool costs (a page in each layer of a group)."""
+        return self.page_bytes * self.layers_per_group
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One instance of one model on one GPU (per GPU when tensor parallel). All sizes in bytes."""
+
+    model: str
+    gpu: str
+    vllm_version: str
+    dtype: str
+    kv_cache_dtype: str
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    tensor_parallel_size: int
+    block_size: int
+    weights_bytes: int
+    weights_source: str
+    kv_bytes_per_token: int
+    kv_block_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    cuda_graph_in_budget: bool
+    overhead_bytes: int  # context and handles outside vLLM's budget
+    requested_bytes: int
+    kv_cache_bytes: int
+    kv_cache_tokens: int
+    num_blocks: int
+    max_concurrency: float
+    gpu_memory_utilization: float
+    kv_cache_memory_bytes: int | None
+    process_bytes: int
+    cuda_total_bytes: int
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Defaults vLLM picks
+
+
+def default_utilization(version: str) -> float:
+    """vLLM's default gpu_memory_utilization: 0.92 from 0.20.0 on, 0.9 before (VLLM-MEMORY.md)."""
+    return 0.92 if parse_version(version) >= (0, 20, 0) else 0.9
+
+
+def default_batching(gpu: GpuTarget) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) defaults for the OpenAI server (engine/arg_utils.py)."""
+    if gpu.cuda_total_bytes >= 160 * GiB:
+        return 16384, 1024
+    if gpu.cuda_total_bytes >= 70 * GiB and not gpu.is_a100:
+        return 8192, 1024
+    return 2048, 256
+
+
+def cudagraphs_in_budget(settings: ServeSettings) -> bool:
+    """Whether vLLM subtracts CUDA-graph memory from the KV budget (profiler estimate on).
+
+    Seen on 0.26.0 (H100): not subtracted. Later releases turn the estimate on by default; we take
+    0.30.0 as the first with it on (the 0.33.0 source reads it as on), overridable per instance.
+    """
+    if settings.estimate_cudagraphs is not None:
+        return settings.estimate_cudagraphs
+    return parse_version(settings.vllm_version) >= (0, 30, 0)
+
+
+def model_dtype(arch: ModelArch, settings: ServeSettings) -> str:
+    """vLLM's `--dtype auto`: the checkpoint's dtype, with float32 served as bfloat16 on GPUs."""
+    if settings.dtype != "auto":
+        if settings.dtype not in DTYPE_BYTES:
+            raise InputError(f"dtype {settings.dtype!r} is not one of bfloat16, float16, float32")
+        return settings.dtype
+    dtype = arch.torch_dtype
+    if dtype in ("float32", "float"):
+        return "bfloat16"
+    if arch.quantization is not None and arch.quantization.method in ("gptq", "awq") and dtype == "bfloat16":
+        return "float16"  # GPTQ/AWQ kernels run in half precision; vLLM casts bf16 to fp16
+    return dtype if dtype in DTYPE_BYTES else "bfloat16"
+
+
+def kv_dtype_bytes(arch: ModelArch, settings: ServeSettings) -> int:
+    kv = settings.kv_cache_dtype
+    if kv == "auto":
+        return DTYPE_BYTES[model_dtype(arch, settings)]
+    if kv not in KV_CACHE_DTYPES:
+        raise InputError(
+            f"kv cache dtype {kv!r} is not supported",
+            hint=f"use one of {', '.join(KV_CACHE_DTYPES)}",
+        )
+    return DTYPE_BYTES[kv]
+
+
+def default_block_size(arch: ModelArch, gpu: GpuTarget) -> int:
+    """16 on CUDA; MLA models use FlashMLA's 64 on Hopper and newer (platforms/cuda.py)."""
+    if arch.mla is not None and gpu.compute_capability >= (9, 0):
+        return 64
+    return 16
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+def kv_bytes_per_token_per_layer(arch: ModelArch, dtype_bytes: int, tp: int) -> int:
+    """K and V of one token in one layer, on one rank (MLA: one latent, replicated per rank)."""
+    if arch.mla is not None:
+        return arch.kv_head_size * dtype_bytes
+    heads_per_rank = max(1, arch.num_kv_heads // tp)
+    return 2 * heads_per_rank * arch.kv_head_size * dtype_bytes
+
+
+def kv_layout(
+    arch: ModelArch, settings: ServeSettings, gpu: GpuTarget, max_model_len: int, batched: int
+) -> KvLayout:
+    """Groups as vLLM's hybrid KV cache manager forms them (kv_cache_utils.get_kv_cache_groups).
+
+    Layers of one kind form a group; with several kinds, every group has as many layers as the
+    smallest kind, and the pool's blocks are shared by all groups. A sliding-window group needs at
+    most cdiv(window − 1 + max_num_batched_tokens, block_size) + 1 blocks per request.
+    """
+    block = settings.block_size or default_block_size(arch, gpu)
+    per_layer = kv_bytes_per_token_per_layer(
+        arch, kv_dtype_bytes(arch, settings), settings.tensor_parallel_size
+    )
+    counts: dict[LayerKind, int] = {}
+    for kind in arch.layer_kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    group_size = min(counts.values())
+    full_blocks = cdiv(max_model_len, block)
+    blocks_per_request = 0
+    num_groups = 0
+    for kind, count in counts.items():
+        groups = cdiv(count, group_size)
+        num_groups += groups
+        if kind == "sliding" and arch.sliding_window:
+            need = min(full_blocks, cdiv(arch.sliding_window - 1 + batched, block) + 1)
+        else:
+            need = full_blocks
+        blocks_per_request += groups * need
+    return KvLayout(
+        block_size=block,
+        kv_bytes_per_token=per_layer * arch.num_layers,
+        page_bytes=per_layer * block,
+        layers_per_group=group_size,
+        num_groups=num_groups,
+        blocks_per_request=blocks_per_request,
+    )
+
+
+def tokens_for_blocks(layout: KvLayout, num_blocks: int) -> int:
+    """The "GPU KV cache size: N tokens" vLLM logs: blocks per group × block size."""
+    return num_blocks // layout.num_groups * layout.block_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured terms
+
+
+def activation_bytes(
+    arch: ModelArch, dtype_bytes: int, batched: int, num_seqs: int, tp: int, coeff: Coefficients
+) -> int:
+    """Peak activation of vLLM's profile run (gpu_model_runner.profile_run).
+
+    A forward pass over `batched` tokens (the widest layer's tensors live at once), then the
+    sampler over min(max_num_seqs, batched) rows of logits. vLLM measures this; the shape of the
+    formula is from the profile run's code, its coefficients from H100 runs (BENCHMARKS.md).
+    """
+    h = arch.hidden_size
+    if arch.moe is not None:
+        topk = arch.moe.experts_per_token
+        inter = cdiv(arch.moe.moe_intermediate_size * topk, tp)
+    else:
+        inter = cdiv(arch.intermediate_size, tp)
+    mlp_width = (3 if arch.gated_mlp else 2) * inter
+    qkv_width = cdiv((arch.num_attention_heads + 2 * arch.num_kv_heads) * arch.head_dim, tp)
+    widest = max(mlp_width, qkv_width)
+    forward = batched * (widest + coeff.activation_hidden_copies * h) * dtype_bytes
+    rows = min(num_seqs, batched)
+    vocab = cdiv(arch.vocab_size, tp)
+    sampler = rows * vocab * coeff.sampler_bytes_per_logit
+    return int(coeff.activation_base_bytes + max(forward, sampler))
+
+
+def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
+    """vLLM's default CUDA-graph capture sizes (config/compilation.py): 1, 2, 4, then steps of 8
+    up to 256, then steps of 16, capped at min(2 × max_num_seqs, 512, max_num_batched_tokens)."""
+    cap = min(2 * max_num_seqs, 512, max_num_batched_tokens)
+    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, cap + 1, 16)]
+    return [s for s in sizes if s <= cap]
+
+
+def cuda_graph_bytes(
+    arch: ModelArch, settings: ServeSettings, num_seqs: int, batched: int, coeff: Coefficients
+) -> int:
+    """Memory of captured CUDA graphs: piecewise (one piece per layer plus one) and full graphs."""
+    if settings.enforce_eager:
+        return 0
+    graphs = len(capture_sizes(num_seqs, batched)) * (arch.num_layers + 2)
+    return graphs * coeff.cudagraph_bytes_per_graph
+
+
+def rotary_cache_bytes(arch: ModelArch, dtype_bytes: int) -> int:
+    """vLLM's rotary cos/sin cache: max_position × rotary_dim, in the model dtype (one shared copy)."""
+    rot = arch.mla.qk_rope_head_dim if arch.mla else arch.head_dim
+    return arch.max_position_embeddings * rot * dtype_bytes
+
+
+def online_quantization(settings: ServeSettings) -> Quantization | None:
+    if settings.quantization is None:
+        return None
+    if settings.quantization != "fp8":
+        raise InputError(
+            f"--quantization {settings.quantization!r}: only fp8 online quantization is modelled",
+            hint="for GPTQ/AWQ use a quantized checkpoint; its config.json carries quantization_config",
+        )
+    return Quantization(method="fp8", bits=8, group_size=-1, zero_point=False, weight_kind="float")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """Everything that does not depend on the KV size."""
+
+    dtype: str
+    max_model_len: int
+    num_seqs: int
+    batched: int
+    layout: KvLayout
+    weights: int
+    weights_source: str
+    activation: int
+    non_torch: int
+    graphs: int
+    graphs_in_budget: bool
+    context: int
+
+    @property
+    def budget_overhead(self) -> int:
+        """Memory inside the budget that is not KV cache."""
+        return self.weights + self.activation + self.non_torch + (self.graphs if self.graphs_in_budget else 0)
+
+    @property
+    def outside_budget(self) -> int:
+        return self.context + (0 if self.graphs_in_budget else self.graphs)
+
+
+def _fixed(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    coeff: Coefficients,
+    weights_override: int | None,
+) -> _Fixed:
+    if settings.tensor_parallel_size < 1:
+        raise InputError("tensor_parallel_size must be ≥ 1")
+    if arch.num_attention_heads % settings.tensor_parallel_size:
+        raise InputError(
+            f"{arch.name}: {arch.num_attention_heads} attention heads do not split over "
+            f"tensor_parallel_size {settings.tensor_parallel_size}",
+            hint="pick a tensor_parallel_size that divides the number of attention heads",
+        )
+    dtype = model_dtype(arch, settings)
+    dtype_bytes = DTYPE_BYTES[dtype]
+    max_len = settings.max_model_len or arch.max_position_embeddings
+    if max_len > arch.max_position_embeddings:
+        raise InputError(
+            f"{arch.name}: max_model_len {max_len} is above the model's limit "
+            f"(max_position_embeddings {arch.max_position_embeddings})",
+            hint=f"use --max-model-len {arch.max_position_embeddings} or less",
+        )
+    default_batched, default_seqs = default_batching(gpu)
+    num_seqs = settings.max_num_seqs or default_seqs
+    batched = settings.max_num_batched_tokens or default_batched
+    tp = settings.tensor_parallel_size
+    layout = kv_layout(arch, settings, gpu, max_len, batched)
+    if weights_override is not None:
+        weights, source = weights_override, "safetensors headers"
+    else:
+        weights = weight_bytes_from_config(arch, dtype_bytes, tp, online_quantization(settings))
+        source = "config"
+    weights += rotary_cache_bytes(arch, dtype_bytes)
+    non_torch = coeff.non_torch_bytes + (coeff.tp_non_torch_bytes if tp > 1 else 0)
+    return _Fixed(
+        dtype=dtype,
+        max_model_len=max_len,
+        num_seqs=num_seqs,
+        batched=batched,
+        layout=layout,
+        weights=weights,
+        weights_source=source,
+        activation=activation_bytes(arch, dtype_bytes, batched, num_seqs, tp, coeff),
+        non_torch=non_torch,
+        graphs=cuda_graph_bytes(arch, settings, num_seqs, batched, coeff),
+        graphs_in_budget=cudagraphs_in_budget(settings),
+        context=coeff.context_bytes,
+    )
+
+
+def _finish(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    f: _Fixed,
+    utilization: float,
+    kv_budget: int,
+    kv_fixed: int | None,
+    notes: tuple[str, ...] = (),
+) -> Estimate:
+    layout = f.layout
+    num_blocks = max(0, kv_budget // layout.kv_block_bytes)
+    kv_bytes = num_blocks * layout.kv_block_bytes
+    requested = math.ceil(gpu.cuda_total_bytes * utilization)
+    # With a fixed KV size vLLM uses what it needs; otherwise the KV cache fills the request.
+    in_use = f.budget_overhead + kv_bytes if kv_fixed is not None else requested
+    return Estimate(
+        model=arch.name,
+        gpu=gpu.name,
+        vllm_version=settings.vllm_version,
+        dtype=f.dtype,
+        kv_cache_dtype=settings.kv_cache_dtype,
+        max_model_len=f.max_model_len,
+        max_num_seqs=f.num_seqs,
+        max_num_batched_tokens=f.batched,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        block_size=layout.block_size,
+        weights_bytes=f.weights,
+        weights_source=f.weights_source,
+        kv_bytes_per_token=layout.kv_bytes_per_token,
+        kv_block_bytes=layout.kv_block_bytes,
+        activation_bytes=f.activation,
+        non_torch_bytes=f.non_torch,
+        cuda_graph_bytes=f.graphs,
+        cuda_graph_in_budget=f.graphs_in_budget,
+        overhead_bytes=f.outside_budget,
+        requested_bytes=requested,
+        kv_cache_bytes=kv_bytes,
+        kv_cache_tokens=tokens_for_blocks(layout, num_blocks),
+        num_blocks=num_blocks,
+        max_concurrency=round(num_blocks / layout.blocks_per_request, 2),
+        gpu_memory_utilization=utilization,
+        kv_cache_memory_bytes=kv_fixed,
+        process_bytes=f.context + in_use + (0 if f.graphs_in_budget else f.graphs),
+        cuda_total_bytes=gpu.cuda_total_bytes,
+        notes=notes,
+    )
+
+
+def _require_one_request(arch: ModelArch, e: Estimate, layout: KvLayout, what: str) -> None:
+    """vLLM refuses to start when one request of max_model_len does not fit (kv_cache_utils)."""
+    needed = layout.blocks_per_request // layout.num_groups * layout.kv_block_bytes
+    if e.num_blocks < layout.blocks_per_request:
+        short = max(0, needed - e.kv_cache_bytes)
+        if e.kv_cache_bytes <= 0:
+            detail = (
+                f"weights {format_bytes(e.weights_bytes)} + activation {format_bytes(e.activation_bytes)} "
+                f"leave no room for a KV cache in {format_bytes(e.requested_bytes)}"
+            )
+        else:
+            detail = (
+                f"its KV cache ({e.kv_cache_tokens} tokens) cannot hold one request of "
+                f"max_model_len {e.max_model_len}, short by {format_bytes(short)}"
+            )
+        raise DoesNotFitError(
+            f"{arch.name} on {e.gpu} with {what}: {detail}",
+            hint="raise --gpu-memory-utilization, lower --max-model-len, or use --kv-cache-dtype fp8",
+        )
+
+
+def estimate(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    *,
+    gpu_memory_utilization: float | None = None,
+    kv_cache_memory_bytes: int | None = None,
+    weights_bytes: int | None = None,
+    coeff: Coefficients | None = None,
+) -> Estimate:
+    """Forward: from a utilization (or a fixed KV size) to KV bytes, tokens and the footprint."""
+    coeff = coeff or Coefficients()
+    f = _fixed(arch, gpu, settings, coeff, weights_bytes)
+    util = (
+        gpu_memory_utilization
+        if gpu_memory_utilization is not None
+        else default_utilization(settings.vllm_version)
+    )
+    if not 0 < util <= 1:
+        raise InputError(f"gpu_memory_utilization must be in (0, 1], got {util}")
+    requested = math.ceil(gpu.cuda_total_bytes * util)
+    if kv_cache_memory_bytes is not None:
+        budget = kv_cache_memory_bytes
+        what = f"--kv-cache-memory-bytes {kv_cache_memory_bytes}"
+    else:
+        budget = requested - f.budget_overhead
+        what = f"gpu_memory_utilization {util}"
+    e = _finish(arch, gpu, settings, f, util, budget, kv_cache_memory_bytes)
+    _require_one_request(arch, e, f.layout, what)
+    return e
+
+
+def minimum_for_target(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    *,
+    concurrency: int | None = None,
+    kv_tokens: int | None = None,
+    weights_bytes: int | None = None,
+    coeff: Coefficients | None = None,
+) -> Estimate:
+    """Inverse: the least gpu_memory_utilization (and matching --kv-cache-memory-bytes) that gives
+    `concurrency` requests of max_model_len, or `kv_tokens` tokens of KV cache."""
+    coeff = coeff or Coefficients()
+    f = _fixed(arch, gpu, settings, coeff, weights_bytes)
+    layout = f.layout
+    if (concurrency is None) == (kv_tokens is None):
+        raise InputError("give exactly one target: concurrent requests or KV tokens")
+    if concurrency is not None:
+        if concurrency < 1:
+            raise InputError(f"concurrency must be ≥ 1, got {concurrency}")
+        blocks = concurrency * layout.blocks_per_request
+    else:
+        assert kv_tokens is not None
+        if kv_tokens < 1:
+            raise InputError(f"kv tokens must be ≥ 1, got {kv_tokens}")
+        blocks = cdiv(kv_tokens, layout.block_size) * layout.num_groups
+    blocks = max(blocks, layout.blocks_per_request)
+    kv_bytes = blocks * layout.kv_block_bytes
+    needed = f.budget_overhead + kv_bytes
+    # The smallest utilization, to 4 decimals, whose ceil(total × u) covers what is needed.
+    util = math.ceil(needed / gpu.cuda_total_bytes * 10_000) / 10_000
+    while math.ceil(gpu.cuda_total_bytes * util) - f.budget_overhead < kv_bytes:
+        util = round(util + 0.0001, 4)
+    if util > 1:
+        short = needed - gpu.cuda_total_bytes
+        raise DoesNotFitError(
+            f"{arch.name} on {gpu.name}: the target needs {format_bytes(needed)} inside vLLM's budget "
+            f"but the GPU has {format_bytes(gpu.cuda_total_bytes)} (short by {format_bytes(short)})",
+            hint="lower the target or max_model_len, use --kv-cache-dtype fp8, a quantized variant "
+            "or a larger GPU",
+        )
+    e = _finish(arch, gpu, settings, f, util, kv_bytes, kv_bytes)
+    return replace(e, kv_cache_memory_bytes=kv_bytes)
+
+
+def check_settings(arch: ModelArch, settings: ServeSettings) -> None:
+    """Validate settings that do not need a GPU (used before planning)."""
+    if settings.max_model_len is not None and settings.max_model_len > arch.max_position_embeddings:
+        raise ConfigError(
+            f"{arch.name}: max_model_len {settings.max_model_len} is above the model's limit "
+            f"({arch.max_position_embeddings})",
+            hint=f"set max_model_len to {arch.max_position_embeddings} or less",
+        )

@@ -1,0 +1,214 @@
+"""Find a model's config.json (and its safetensors headers when they can be had without weights).
+
+Where a reference is looked up, in order:
+1. a local folder holding config.json;
+2. the local Hugging Face cache (a repo id downloaded before);
+3. the bundled catalog of exact published config.json files (gpushare/catalog/hf_configs);
+4. the Hub, through huggingface_hub: config.json and the safetensors headers only, never
+   weights; skipped when HF_HUB_OFFLINE is set.
+
+The Hub sits behind `HubClient` so tests never touch the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from gpushare.errors import ConfigError, ModelNotFoundError
+from gpushare.hfconfig import ModelArch, parse_config
+from gpushare.weights import HeaderTensor, parse_header
+
+CATALOG_DIR = Path(__file__).parent / "catalog" / "hf_configs"
+_HEADER_LIMIT = 100 * 1024 * 1024  # safetensors caps its JSON header at 100 MB
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    reference: str
+    location: str  # human description of where config.json came from
+    config: Mapping[str, Any]
+    tensors: tuple[HeaderTensor, ...] | None  # every tensor of the checkpoint, when known
+    local_path: Path | None  # a folder vLLM can serve from, when there is one
+
+    def arch(self) -> ModelArch:
+        return parse_config(self.config, self.reference)
+
+
+class HubClient(Protocol):
+    def config(self, repo_id: str) -> Mapping[str, Any]: ...
+
+    def safetensors_tensors(self, repo_id: str) -> list[HeaderTensor] | None: ...
+
+
+def _read_json(path: Path, reference: str) -> Mapping[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{reference}: {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
+            hint="fix or re-download config.json",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{reference}: cannot read {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{reference}: {path} must hold a JSON object")
+    return data
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of one .safetensors file: 8-byte little-endian length, then JSON."""
+    with path.open("rb") as fh:
+        raw_len = fh.read(8)
+        if len(raw_len) != 8:
+            raise ConfigError(f"{path}: not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", raw_len)
+        if length > _HEADER_LIMIT:
+            raise ConfigError(f"{path}: safetensors header of {length} bytes is implausible")
+        try:
+            header = json.loads(fh.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ConfigError(f"{path}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ConfigError(f"{path}: safetensors header must be a JSON object")
+    return header
+
+
+def tensors_in_folder(folder: Path) -> tuple[HeaderTensor, ...] | None:
+    """All tensors from the folder's *.safetensors headers (reads headers only), or None."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    tensors: list[HeaderTensor] = []
+    for file in files:
+        tensors.extend(parse_header(read_safetensors_header(file), str(file)))
+    return tuple(tensors)
+
+
+def catalog_entries() -> dict[str, Path]:
+    """Bundled configs by repo id ("Qwen/Qwen2.5-7B-Instruct")."""
+    entries = {}
+    for path in sorted(CATALOG_DIR.glob("*.json")):
+        org, _, repo = path.stem.partition("--")
+        if repo:
+            entries[f"{org}/{repo}"] = path
+    return entries
+
+
+def _catalog_lookup(reference: str) -> Path | None:
+    entries = catalog_entries()
+    if reference in entries:
+        return entries[reference]
+    lowered = {k.lower(): v for k, v in entries.items()}
+    if reference.lower() in lowered:
+        return lowered[reference.lower()]
+    # A bare name matches when exactly one catalog repo has it ("Qwen2.5-7B-Instruct").
+    bare = [v for k, v in entries.items() if k.split("/", 1)[1].lower() == reference.lower()]
+    return bare[0] if len(bare) == 1 else None
+
+
+def _hf_cache_folder(repo_id: str) -> Path | None:
+    """The cached snapshot folder holding config.json for repo_id, if any (never the network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(found, str):
+        return Path(found).parent
+    return None
+
+
+def _looks_like_repo_id(reference: str) -> bool:
+    parts = reference.split("/")
+    return len(parts) == 2 and all(parts) and not reference.startswith((".", "/", "~"))
+
+
+def hub_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+class HuggingFaceHub:
+    """The real Hub: config.json and safetensors headers through huggingface_hub, no weights."""
+
+    def config(self, repo_id: str) -> Mapping[str, Any]:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(repo_id, "config.json")
+        return _read_json(Path(path), repo_id)
+
+    def safetensors_tensors(self, repo_id: str) -> list[HeaderTensor] | None:
+        from huggingface_hub import get_safetensors_metadata
+
+        try:
+            meta = get_safetensors_metadata(repo_id)
+        except Exception:  # no safetensors in the repo (e.g. .bin only): fall back to the config
+            return None
+        tensors: list[HeaderTensor] = []
+        for file_meta in meta.files_metadata.values():
+            for name, info in file_meta.tensors.items():
+                tensors.append(HeaderTensor(name, info.dtype, tuple(info.shape)))
+        return tensors
+
+
+def resolve_model(reference: str, hub: HubClient | None = None) -> ResolvedModel:
+    """Find `reference`; raise ModelNotFoundError naming every place looked at."""
+    looked: list[str] = []
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise ModelNotFoundError(
+                f"{reference}: folder has no config.json", hint="point at a Hugging Face model folder"
+            )
+        return ResolvedModel(
+            reference, f"local folder {path}", _read_json(config, reference), tensors_in_folder(path), path
+        )
+    looked.append(f"no local folder {path}")
+    if path.suffix == ".json" and path.is_file():
+        return ResolvedModel(reference, f"config file {path}", _read_json(path, reference), None, None)
+
+    if _looks_like_repo_id(reference):
+        cached = _hf_cache_folder(reference)
+        if cached is not None:
+            return ResolvedModel(
+                reference,
+                f"Hugging Face cache {cached}",
+                _read_json(cached / "config.json", reference),
+                tensors_in_folder(cached),
+                cached,
+            )
+        looked.append("not in the Hugging Face cache")
+
+    catalog_path = _catalog_lookup(reference)
+    if catalog_path is not None:
+        repo_id = catalog_path.stem.replace("--", "/", 1)
+        return ResolvedModel(repo_id, "gpushare catalog", _read_json(catalog_path, reference), None, None)
+    looked.append("not in the bundled catalog (gpushare models --catalog lists it)")
+
+    if _looks_like_repo_id(reference):
+        if hub_offline():
+            looked.append("Hub not asked (HF_HUB_OFFLINE is set)")
+        else:
+            hub = hub or HuggingFaceHub()
+            try:
+                hub_config = hub.config(reference)
+            except ConfigError:
+                raise
+            except Exception as exc:  # network errors, 404, gated repos
+                looked.append(
+                    f"Hub: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+                )
+            else:
+                tensors = hub.safetensors_tensors(reference)
+                return ResolvedModel(
+                    reference, "Hugging Face Hub", hub_config, tuple(tensors) if tensors else None, None
+                )
+    raise ModelNotFoundError(
+        f"model {reference!r} not found: " + "; ".join(looked),
+        hint="give a local folder with config.json, a cached or catalog repo id, or unset HF_HUB_OFFLINE",
+    )

@@ -1,0 +1,272 @@
+"""Weight bytes of a model as vLLM holds them on one GPU (one tensor-parallel rank).
+
+Two sources, best first:
+1. the checkpoint's safetensors headers (exact tensor shapes; `weights_from_header`);
+2. the config alone (`model_tensors` lists every weight matrix the architecture has).
+
+Quantized layouts follow vLLM's Marlin kernels, which it picks on CUDA for GPTQ and AWQ
+(vllm/model_executor/layers/quantization/gptq_marlin.py, awq_marlin.py; ../shared/VLLM-MEMORY.md):
+per quantized linear with K inputs, N outputs, b bits and group g (g = -1 means K):
+  qweight K*N*b/8, scales (K/g)*N*2, zero points (K/g)*N*b/8 only when asymmetric,
+  g_idx and its sort indices 2*K*4 only with desc_act.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gpushare.errors import ConfigError
+from gpushare.hfconfig import ModelArch, Quantization
+from gpushare.units import cdiv
+
+# vLLM pads vocab-parallel embeddings and lm_head to a multiple of 64 rows
+# (vllm/model_executor/layers/vocab_parallel_embedding.py, DEFAULT_VOCAB_PADDING_SIZE).
+VOCAB_PADDING = 64
+
+Parallel = Literal["column", "row", "replicated", "vocab"]
+
+
+@dataclass(frozen=True)
+class WeightTensor:
+    """One weight tensor of the unsharded model. A linear is stored as (out=N, in=K)."""
+
+    name: str
+    out_features: int
+    in_features: int
+    parallel: Parallel
+    quantizable: bool  # a linear inside a decoder layer, which quantized checkpoints quantize
+    count: int = 1  # identical copies (MoE experts)
+
+    @property
+    def params(self) -> int:
+        return self.out_features * self.in_features * self.count
+
+
+def _vector(name: str, size: int, parallel: Parallel = "replicated") -> WeightTensor:
+    return WeightTensor(name, size, 1, parallel, False)
+
+
+def _linear(
+    name: str, n_out: int, k_in: int, parallel: Parallel, quantizable: bool = True, count: int = 1
+) -> WeightTensor:
+    return WeightTensor(name, n_out, k_in, parallel, quantizable, count)
+
+
+def _attention(arch: ModelArch, p: str) -> Iterator[WeightTensor]:
+    h = arch.hidden_size
+    heads = arch.num_attention_heads
+    if arch.mla is not None:
+        m = arch.mla
+        q_head = m.qk_nope_head_dim + m.qk_rope_head_dim
+        if m.q_lora_rank:
+            yield _linear(f"{p}.q_a_proj", m.q_lora_rank, h, "replicated")
+            yield _vector(f"{p}.q_a_layernorm", m.q_lora_rank)
+            yield _linear(f"{p}.q_b_proj", heads * q_head, m.q_lora_rank, "column")
+        else:
+            yield _linear(f"{p}.q_proj", heads * q_head, h, "column")
+        yield _linear(f"{p}.kv_a_proj_with_mqa", m.kv_lora_rank + m.qk_rope_head_dim, h, "replicated")
+        yield _vector(f"{p}.kv_a_layernorm", m.kv_lora_rank)
+        yield _linear(f"{p}.kv_b_proj", heads * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank, "column")
+        yield _linear(f"{p}.o_proj", h, heads * m.v_head_dim, "row")
+        return
+    hd = arch.head_dim
+    q_out = heads * hd
+    kv_out = arch.num_kv_heads * hd
+    yield _linear(f"{p}.q_proj", q_out, h, "column")
+    yield _linear(f"{p}.k_proj", kv_out, h, "column")
+    yield _linear(f"{p}.v_proj", kv_out, h, "column")
+    if arch.qkv_bias:
+        yield _vector(f"{p}.qkv_bias", q_out + 2 * kv_out, "column")
+    yield _linear(f"{p}.o_proj", h, q_out, "row")
+
+
+def _mlp(arch: ModelArch, p: str, layer: int) -> Iterator[WeightTensor]:
+    h = arch.hidden_size
+    moe = arch.moe
+    is_moe_layer = moe is not None and layer >= moe.first_dense_layers and (layer % moe.moe_layer_freq == 0)
+    if moe is not None and is_moe_layer:
+        mi = moe.moe_intermediate_size
+        yield _linear(f"{p}.gate", moe.num_experts, h, "replicated", quantizable=False)
+        yield _linear(f"{p}.experts.w13", 2 * mi, h, "column", count=moe.num_experts)
+        yield _linear(f"{p}.experts.w2", h, mi, "row", count=moe.num_experts)
+        shared = moe.shared_experts * mi or moe.shared_expert_intermediate_size
+        if shared:
+            yield _linear(f"{p}.shared_experts.gate_up_proj", 2 * shared, h, "column")
+            yield _linear(f"{p}.shared_experts.down_proj", h, shared, "row")
+        if moe.shared_expert_intermediate_size:
+            yield _linear(f"{p}.shared_expert_gate", 1, h, "replicated", quantizable=False)
+        return
+    inter = arch.intermediate_size
+    if arch.gated_mlp:
+        yield _linear(f"{p}.gate_up_proj", 2 * inter, h, "column")
+    else:
+        yield _linear(f"{p}.up_proj", inter, h, "column")
+    yield _linear(f"{p}.down_proj", h, inter, "row")
+
+
+def model_tensors(arch: ModelArch) -> list[WeightTensor]:
+    """Every weight tensor the architecture holds, unsharded and unpadded."""
+    h = arch.hidden_size
+    tensors = [WeightTensor("embed_tokens", arch.vocab_size, h, "vocab", False)]
+    for i in range(arch.num_layers):
+        p = f"layers.{i}"
+        tensors.extend(_vector(f"{p}.norm{j}", h) for j in range(arch.norms_per_layer))
+        tensors.extend(_attention(arch, f"{p}.self_attn"))
+        tensors.extend(_mlp(arch, f"{p}.mlp", i))
+    tensors.append(_vector("norm", h))
+    if not arch.tie_word_embeddings:
+        tensors.append(WeightTensor("lm_head", arch.vocab_size, h, "vocab", False))
+    return tensors
+
+
+def parameter_count(arch: ModelArch) -> int:
+    """Parameters of the unsharded model (what model cards publish)."""
+    return sum(t.params for t in model_tensors(arch))
+
+
+def _shard(t: WeightTensor, tp: int, num_kv_heads: int) -> tuple[int, int]:
+    """(out, in) of this tensor on one tensor-parallel rank."""
+    if tp == 1 or t.parallel == "replicated":
+        return t.out_features, t.in_features
+    if t.parallel == "vocab":
+        padded = cdiv(t.out_features, VOCAB_PADDING * tp) * VOCAB_PADDING * tp
+        return padded // tp, t.in_features
+    if t.parallel == "row":
+        return t.out_features, cdiv(t.in_features, tp)
+    # Column parallel. K/V heads are replicated when there are fewer of them than ranks
+    # (vllm QKVParallelLinear: num_kv_head_replicas).
+    if t.name.endswith(("k_proj", "v_proj")) and num_kv_heads < tp:
+        head = t.out_features // num_kv_heads
+        return head, t.in_features
+    return cdiv(t.out_features, tp), t.in_features
+
+
+def _is_not_converted(name: str, quant: Quantization) -> bool:
+    return any(m and m in name for m in quant.modules_not_converted)
+
+
+def quantized_linear_bytes(n_out: int, k_in: int, quant: Quantization, dtype_bytes: int) -> int:
+    """Bytes of one quantized linear after vLLM has loaded and repacked it."""
+    if quant.method == "fp8" or (quant.method == "compressed-tensors" and quant.weight_kind == "float"):
+        weight = n_out * k_in  # one byte per weight
+        if quant.block_size:
+            scales = cdiv(n_out, quant.block_size[0]) * cdiv(k_in, quant.block_size[1]) * 4
+        elif quant.method == "compressed-tensors" and quant.group_size == -1:
+            scales = n_out * 4  # per-channel fp32 scales
+        else:
+            scales = 4 + 4  # per-tensor weight and input scale
+        return weight + scales
+    bits = quant.bits
+    group = k_in if quant.group_size in (-1, 0) else quant.group_size
+    groups = cdiv(k_in, group)
+    if quant.method == "compressed-tensors":
+        # pack-quantized: int32 words along K (compressed_tensors_wNa16.py).
+        weight = n_out * cdiv(k_in * bits, 32) * 4
+        scales = n_out * groups * dtype_bytes
+        zeros = n_out * groups * bits // 8 if quant.zero_point else 0
+        return weight + scales + zeros
+    weight = k_in * n_out * bits // 8
+    scales = groups * n_out * dtype_bytes
+    zeros = groups * n_out * bits // 8 if quant.zero_point else 0
+    g_idx = 2 * k_in * 4 if quant.desc_act and quant.group_size not in (-1, 0) else 0
+    return weight + scales + zeros + g_idx
+
+
+def weight_bytes_from_config(
+    arch: ModelArch, dtype_bytes: int, tp: int = 1, online_quant: Quantization | None = None
+) -> int:
+    """Bytes of weights on one rank, from the config (exact for dense models up to norms/biases)."""
+    quant = arch.quantization or online_quant
+    total = 0
+    for t in model_tensors(arch):
+        n_out, k_in = _shard(t, tp, arch.num_kv_heads)
+        if quant is not None and t.quantizable and not _is_not_converted(t.name, quant):
+            total += quantized_linear_bytes(n_out, k_in, quant, dtype_bytes) * t.count
+        else:
+            total += n_out * k_in * dtype_bytes * t.count
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# From safetensors headers
+
+SAFETENSORS_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+@dataclass(frozen=True)
+class HeaderTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def parse_header(header: Mapping[str, Any], source: str) -> list[HeaderTensor]:
+    """Tensors of a safetensors header dict (the JSON at the start of the file)."""
+    tensors = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, Mapping) or "dtype" not in info or "shape" not in info:
+            raise ConfigError(f"{source}: safetensors header entry {name!r} has no dtype/shape")
+        dtype = str(info["dtype"])
+        if dtype not in SAFETENSORS_DTYPE_BYTES:
+            raise ConfigError(f"{source}: safetensors tensor {name!r} has unknown dtype {dtype!r}")
+        tensors.append(HeaderTensor(name, dtype, tuple(int(d) for d in info["shape"])))
+    return tensors
+
+
+def _dropped_after_load(name: str, quant: Quantization | None) -> bool:
+    """Tensors a checkpoint stores that vLLM frees after loading (Marlin conversion)."""
+    if quant is None or quant.method not in ("gptq", "awq"):
+        return False
+    if name.endswith(".qzeros") and not quant.zero_point:
+        return True  # symmetric: zero points are implicit
+    return name.endswith(".g_idx") and not quant.desc_act
+
+
+def weights_from_header(tensors: list[HeaderTensor], arch: ModelArch, dtype_bytes: int) -> int:
+    """Weight bytes on one GPU (tp=1) from exact tensor shapes.
+
+    Floating tensors are cast to the serving dtype; packed integer and fp8 tensors keep theirs.
+    vLLM's vocab padding (to 64 rows) is added to the embedding and lm_head; the rotary cache is
+    not a checkpoint tensor and is added by the memory model.
+    """
+    quant = arch.quantization
+    total = 0
+    for t in tensors:
+        if _dropped_after_load(t.name, quant) or t.name.endswith("rotary_emb.inv_freq"):
+            continue
+        if t.dtype in _FLOAT_DTYPES:
+            total += t.numel * dtype_bytes
+        else:
+            total += t.numel * SAFETENSORS_DTYPE_BYTES[t.dtype]
+    padded = cdiv(arch.vocab_size, VOCAB_PADDING) * VOCAB_PADDING
+    pad_rows = padded - arch.vocab_size
+    heads = 1 if arch.tie_word_embeddings else 2
+    if any(t.name.endswith("g_idx") for t in tensors) and quant is not None and quant.desc_act:
+        # gptq_marlin keeps g_idx plus its sort indices (same size).
+        total += sum(t.numel * 4 for t in tensors if t.name.endswith(".g_idx"))
+    return total + pad_rows * arch.hidden_size * dtype_bytes * heads
