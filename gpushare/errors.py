@@ -38,6 +38,10 @@ class UnsupportedModelError(ConfigError):
     """An architecture we do not model yet (e.g. Mamba hybrids). Never a silent wrong number."""
 
 
+class KvCacheTooSmallError(InputError):
+    """The settings leave a KV cache too small for one request of max_model_len (vLLM refuses)."""
+
+
 class ProfileError(InputError):
     """A profile YAML is invalid: names the file, the path in it and the fix."""
 

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpushare.errors import ConfigError, DoesNotFitError, InputError
+from gpushare.errors import ConfigError, DoesNotFitError, InputError, KvCacheTooSmallError
 from gpushare.hfconfig import LayerKind, ModelArch, Quantization
 from gpushare.units import GiB, MiB, cdiv, format_bytes
 from gpushare.weights import weight_bytes_from_config
@@ -491,7 +491,7 @@ def _require_one_request(arch: ModelArch, e: Estimate, layout: KvLayout, what: s
                 f"its KV cache ({e.kv_cache_tokens} tokens) cannot hold one request of "
                 f"max_model_len {e.max_model_len}, short by {format_bytes(short)}"
             )
-        raise DoesNotFitError(
+        raise KvCacheTooSmallError(
             f"{arch.name} on {e.gpu} with {what}: {detail}",
             hint="raise --gpu-memory-utilization, lower --max-model-len, or use --kv-cache-dtype fp8",
         )

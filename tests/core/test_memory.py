@@ -1,0 +1,274 @@
+"""The memory model: KV arithmetic exactly as vLLM does it, forward and inverse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpushare.errors import InputError, KvCacheTooSmallError
+from gpushare.hfconfig import ModelArch, parse_config
+from gpushare.memory import (
+    Coefficients,
+    GpuTarget,
+    ServeSettings,
+    capture_sizes,
+    default_batching,
+    default_utilization,
+    estimate,
+    minimum_for_target,
+)
+from gpushare.resolve import CATALOG_DIR
+from gpushare.units import GiB, MiB
+
+# The H100 80GB HBM3: NVML total 85,520,809,984 B; torch/vLLM see 79.18 GiB of it.
+H100 = GpuTarget("NVIDIA H100 80GB HBM3", cuda_total_bytes=int(79.18 * GiB), nvml_total_bytes=85_520_809_984)
+A100_40 = GpuTarget(
+    "NVIDIA A100-SXM4-40GB",
+    cuda_total_bytes=int(39.39 * GiB),
+    nvml_total_bytes=42_949_672_960,
+    is_a100=True,
+    compute_capability=(8, 0),
+)
+
+
+def arch_of(repo_id: str) -> ModelArch:
+    cfg = json.loads((CATALOG_DIR / (repo_id.replace("/", "--", 1) + ".json")).read_text())
+    return parse_config(cfg, repo_id)
+
+
+# Bytes of K and V for one token over all layers, worked out by hand from each config:
+# layers × 2 × kv_heads × head_size × dtype bytes (MLA: layers × (kv_lora_rank + rope) × bytes).
+KV_PER_TOKEN = [
+    ("llama3.1-8b", "meta-llama/Llama-3.1-8B-Instruct", 32 * 2 * 8 * 128 * 2),
+    ("llama2-7b-mha", "meta-llama/Llama-2-7b-chat-hf", 32 * 2 * 32 * 128 * 2),
+    ("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.3", 32 * 2 * 8 * 128 * 2),
+    ("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", 24 * 2 * 2 * 64 * 2),
+    ("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", 28 * 2 * 4 * 128 * 2),
+    ("qwen2.5-32b", "Qwen/Qwen2.5-32B-Instruct", 64 * 2 * 8 * 128 * 2),
+    ("qwen2.5-72b", "Qwen/Qwen2.5-72B-Instruct", 80 * 2 * 8 * 128 * 2),
+    ("qwen2.5-32b-gptq", "Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4", 64 * 2 * 8 * 128 * 2),
+    ("qwen3-0.6b", "Qwen/Qwen3-0.6B", 28 * 2 * 8 * 128 * 2),
+    ("qwen3-8b", "Qwen/Qwen3-8B", 36 * 2 * 8 * 128 * 2),
+    ("chatglm3-6b", "THUDM/chatglm3-6b", 28 * 2 * 2 * 128 * 2),
+    ("gemma2-9b", "google/gemma-2-9b-it", 42 * 2 * 8 * 256 * 2),
+    ("phi3-mini", "microsoft/Phi-3-mini-4k-instruct", 32 * 2 * 32 * 96 * 2),
+    ("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 32 * 2 * 8 * 128 * 2),
+    ("deepseek-v2-lite-mla", "deepseek-ai/DeepSeek-V2-Lite", 27 * (512 + 64) * 2),
+]
+
+
+@pytest.mark.parametrize(("repo", "expected"), [pytest.param(r, e, id=i) for i, r, e in KV_PER_TOKEN])
+def test_kv_bytes_per_token_exact(repo: str, expected: int) -> None:
+    arch = arch_of(repo)
+    e = estimate(
+        arch,
+        H100,
+        ServeSettings(max_model_len=4096),
+        gpu_memory_utilization=0.95,
+        kv_cache_memory_bytes=40 * GiB,
+    )
+    assert e.kv_bytes_per_token == expected
+    block = 64 if arch.mla else 16
+    assert e.block_size == block
+    groups_layers = e.kv_block_bytes // (block * expected // arch.num_layers)
+    assert groups_layers * e.num_blocks * block * expected // arch.num_layers == e.kv_cache_bytes
+
+
+@pytest.mark.parametrize(
+    ("repo", "kv_dtype", "expected"),
+    [
+        pytest.param("meta-llama/Llama-3.1-8B-Instruct", "fp8", 32 * 2 * 8 * 128, id="fp8-halves"),
+        pytest.param("deepseek-ai/DeepSeek-V2-Lite", "fp8", 27 * 576, id="fp8-mla"),
+    ],
+)
+def test_fp8_kv_cache(repo: str, kv_dtype: str, expected: int) -> None:
+    e = estimate(
+        arch_of(repo),
+        H100,
+        ServeSettings(max_model_len=4096, kv_cache_dtype=kv_dtype),
+        kv_cache_memory_bytes=10 * GiB,
+    )
+    assert e.kv_bytes_per_token == expected
+
+
+@pytest.mark.parametrize(
+    ("repo", "tokens"),
+    [
+        # Seen on the H100 with vLLM 0.26.0 and --kv-cache-memory-bytes 10GiB (VLLM-MEMORY.md).
+        pytest.param("meta-llama/Llama-3.1-8B-Instruct", 81_920, id="llama3.1-8b-10GiB"),
+        pytest.param("Qwen/Qwen2.5-7B-Instruct", 187_232, id="qwen2.5-7b-10GiB"),
+    ],
+)
+def test_fixed_kv_tokens_match_vllm_on_h100(repo: str, tokens: int) -> None:
+    e = estimate(
+        arch_of(repo),
+        H100,
+        ServeSettings(max_model_len=8192),
+        gpu_memory_utilization=0.45,
+        kv_cache_memory_bytes=10 * GiB,
+    )
+    assert e.kv_cache_tokens == tokens
+
+
+def test_tensor_parallel_splits_kv_heads_but_not_below_one() -> None:
+    qwen05 = arch_of("Qwen/Qwen2.5-0.5B-Instruct")  # 2 KV heads, 14 attention heads
+    llama = arch_of("meta-llama/Llama-3.1-8B-Instruct")  # 8 KV heads
+    one = estimate(llama, H100, ServeSettings(max_model_len=4096), kv_cache_memory_bytes=GiB)
+    two = estimate(
+        llama, H100, ServeSettings(max_model_len=4096, tensor_parallel_size=2), kv_cache_memory_bytes=GiB
+    )
+    assert two.kv_bytes_per_token * 2 == one.kv_bytes_per_token
+    two_q = estimate(
+        qwen05, H100, ServeSettings(max_model_len=4096, tensor_parallel_size=2), kv_cache_memory_bytes=GiB
+    )
+    assert two_q.kv_bytes_per_token == 24 * 2 * 1 * 64 * 2
+    with pytest.raises(InputError, match="do not split"):
+        estimate(qwen05, H100, ServeSettings(tensor_parallel_size=4), kv_cache_memory_bytes=GiB)
+
+
+def test_sliding_window_layers_raise_concurrency() -> None:
+    gemma = arch_of("google/gemma-2-9b-it")
+    e = estimate(
+        gemma,
+        H100,
+        ServeSettings(max_model_len=8192, max_num_batched_tokens=2048),
+        kv_cache_memory_bytes=20 * GiB,
+    )
+    # Two groups of 21 layers share the pool; tokens = blocks per group × 16.
+    page = 16 * 2 * 8 * 256 * 2
+    blocks = 20 * GiB // (page * 21)
+    assert e.num_blocks == blocks
+    assert e.kv_cache_tokens == blocks // 2 * 16
+    # A request needs 512 blocks in the full group, cdiv(4095 + 2048, 16) + 1 = 385 in the sliding one.
+    assert e.max_concurrency == round(blocks / (512 + 385), 2)
+
+
+def test_forward_budget_follows_vllm() -> None:
+    llama = arch_of("meta-llama/Llama-3.1-8B-Instruct")
+    e = estimate(llama, H100, ServeSettings(max_model_len=8192), gpu_memory_utilization=0.45)
+    requested = -(-H100.cuda_total_bytes * 45 // 100)
+    assert e.requested_bytes == requested
+    assert e.kv_cache_bytes <= requested - e.weights_bytes - e.activation_bytes - e.non_torch_bytes
+    assert (
+        e.kv_cache_bytes
+        > requested - e.weights_bytes - e.activation_bytes - e.non_torch_bytes - e.kv_block_bytes
+    )
+    assert e.kv_cache_tokens % e.block_size == 0
+    # 0.26.0 captures CUDA graphs on top of the budget, so the process shows more than requested.
+    assert not e.cuda_graph_in_budget
+    assert e.process_bytes == e.overhead_bytes + requested
+
+
+def test_later_vllm_puts_cuda_graphs_inside_the_budget() -> None:
+    llama = arch_of("meta-llama/Llama-3.1-8B-Instruct")
+    old = estimate(llama, H100, ServeSettings(max_model_len=8192), gpu_memory_utilization=0.45)
+    new = estimate(
+        llama, H100, ServeSettings(max_model_len=8192, vllm_version="0.33.0"), gpu_memory_utilization=0.45
+    )
+    assert new.cuda_graph_in_budget
+    assert new.kv_cache_bytes < old.kv_cache_bytes
+    assert new.process_bytes < old.process_bytes
+
+
+def test_enforce_eager_has_no_graphs() -> None:
+    e = estimate(
+        arch_of("Qwen/Qwen2.5-7B-Instruct"),
+        H100,
+        ServeSettings(max_model_len=8192, enforce_eager=True),
+        gpu_memory_utilization=0.5,
+    )
+    assert e.cuda_graph_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "util"),
+    [pytest.param("0.19.1", 0.9, id="before-0.20"), pytest.param("0.26.0", 0.92, id="from-0.20")],
+)
+def test_default_utilization(version: str, util: float) -> None:
+    assert default_utilization(version) == util
+
+
+@pytest.mark.parametrize(
+    ("gpu", "defaults"),
+    [pytest.param(H100, (8192, 1024), id="h100"), pytest.param(A100_40, (2048, 256), id="a100-40")],
+)
+def test_default_batching(gpu: GpuTarget, defaults: tuple[int, int]) -> None:
+    assert default_batching(gpu) == defaults
+
+
+def test_capture_sizes_default() -> None:
+    sizes = capture_sizes(1024, 8192)
+    assert sizes[:4] == [1, 2, 4, 8] and sizes[-1] == 512 and len(sizes) == 51
+    assert capture_sizes(8, 8192)[-1] == 16
+
+
+@pytest.mark.parametrize(
+    ("target", "value"),
+    [pytest.param("concurrency", 8, id="concurrency"), pytest.param("kv_tokens", 100_000, id="kv-tokens")],
+)
+def test_inverse_then_forward_meets_the_target(target: str, value: int) -> None:
+    arch = arch_of("Qwen/Qwen2.5-7B-Instruct")
+    settings = ServeSettings(max_model_len=16384)
+    inv = minimum_for_target(arch, H100, settings, **{target: value})
+    assert inv.kv_cache_memory_bytes == inv.kv_cache_bytes
+    fwd = estimate(arch, H100, settings, gpu_memory_utilization=inv.gpu_memory_utilization)
+    if target == "concurrency":
+        assert fwd.max_concurrency >= value
+    else:
+        assert fwd.kv_cache_tokens >= value
+    # And it is the least: one step (0.0001) lower no longer meets it.
+    lower = estimate(
+        arch, H100, settings, gpu_memory_utilization=round(inv.gpu_memory_utilization - 0.0001, 4)
+    )
+    assert lower.kv_cache_bytes < inv.kv_cache_bytes
+
+
+def test_inverse_kv_tokens_are_whole_blocks() -> None:
+    inv = minimum_for_target(
+        arch_of("meta-llama/Llama-3.1-8B-Instruct"), H100, ServeSettings(max_model_len=8192), kv_tokens=10_001
+    )
+    assert inv.kv_cache_tokens == 10_016
+    assert inv.kv_cache_memory_bytes == 10_016 * 131_072
+
+
+def test_max_model_len_above_limit_names_field_and_fix() -> None:
+    with pytest.raises(InputError) as info:
+        estimate(arch_of("microsoft/Phi-3-mini-4k-instruct"), H100, ServeSettings(max_model_len=8192))
+    text = f"{info.value.message} {info.value.hint}"
+    assert "microsoft/Phi-3-mini-4k-instruct" in text and "max_model_len" in text and "4096" in text
+
+
+def test_kv_cache_that_cannot_hold_one_request() -> None:
+    with pytest.raises(KvCacheTooSmallError) as info:
+        estimate(
+            arch_of("meta-llama/Llama-3.1-8B-Instruct"),
+            H100,
+            ServeSettings(max_model_len=131072),
+            gpu_memory_utilization=0.25,
+        )
+    assert "max_model_len 131072" in info.value.message
+    assert info.value.exit_code == 2
+    assert info.value.hint and "--max-model-len" in info.value.hint
+
+
+def test_weights_override_from_headers_is_used() -> None:
+    arch = arch_of("Qwen/Qwen2.5-7B-Instruct")
+    e = estimate(
+        arch, H100, ServeSettings(max_model_len=8192), kv_cache_memory_bytes=GiB, weights_bytes=15_231_233_024
+    )
+    assert e.weights_source == "safetensors headers"
+    assert e.weights_bytes == 15_231_233_024 + 32768 * 128 * 2  # + rotary cache
+
+
+def test_coefficients_are_injectable() -> None:
+    arch = arch_of("Qwen/Qwen2.5-7B-Instruct")
+    base = estimate(arch, H100, ServeSettings(max_model_len=8192), gpu_memory_utilization=0.5)
+    more = estimate(
+        arch,
+        H100,
+        ServeSettings(max_model_len=8192),
+        gpu_memory_utilization=0.5,
+        coeff=Coefficients(context_bytes=base.overhead_bytes + 100 * MiB),
+    )
+    assert more.process_bytes > base.process_bytes

@@ -1,0 +1,152 @@
+"""Weight sizes: parameter counts against published ones, quantized layouts against real headers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpushare.hfconfig import parse_config
+from gpushare.resolve import CATALOG_DIR
+from gpushare.weights import (
+    model_tensors,
+    parameter_count,
+    parse_header,
+    quantized_linear_bytes,
+    weight_bytes_from_config,
+    weights_from_header,
+)
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+PUBLISHED = json.loads((FIXTURES / "published_params.json").read_text())
+
+
+def arch_of(repo_id: str, **overrides: object):  # type: ignore[no-untyped-def]
+    cfg = json.loads((CATALOG_DIR / (repo_id.replace("/", "--", 1) + ".json")).read_text())
+    cfg.update(overrides)
+    return parse_config(cfg, repo_id)
+
+
+# Published parameter counts from the models' Hub pages (safetensors "Model size"), where the
+# fixture file has no entry. id, repo, params.
+MODEL_CARD_PARAMS = [
+    ("llama2-7b", "meta-llama/Llama-2-7b-chat-hf", 6_738_415_616),
+    ("mistral-7b-v0.3", "mistralai/Mistral-7B-Instruct-v0.3", 7_248_023_552),
+    ("gemma2-9b", "google/gemma-2-9b-it", 9_241_705_984),
+    ("phi3-mini", "microsoft/Phi-3-mini-4k-instruct", 3_821_079_552),
+    ("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 46_702_792_704),
+    ("chatglm3-6b", "THUDM/chatglm3-6b", 6_243_584_000),
+    ("deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", 15_700_000_000),  # model card: 15.7B
+]
+FIXTURE_PARAMS = [
+    (repo.split("/")[1].lower(), repo, entry["params"])
+    for repo, entry in PUBLISHED.items()
+    if (CATALOG_DIR / (repo.replace("/", "--", 1) + ".json")).exists()
+]
+
+
+@pytest.mark.parametrize(
+    ("repo", "published"), [pytest.param(r, p, id=i) for i, r, p in MODEL_CARD_PARAMS + FIXTURE_PARAMS]
+)
+def test_parameter_count_within_half_a_percent(repo: str, published: int) -> None:
+    ours = parameter_count(arch_of(repo))
+    assert abs(ours - published) / published < 0.005, f"{repo}: {ours:,} vs published {published:,}"
+
+
+def test_fixture_covers_catalog_models() -> None:
+    assert len(FIXTURE_PARAMS) >= 2
+
+
+def test_bf16_weight_bytes_match_published_total_size() -> None:
+    # model.safetensors.index.json total_size of Qwen2.5-7B-Instruct is the exact bf16 byte count.
+    entry = PUBLISHED["Qwen/Qwen2.5-7B-Instruct"]
+    ours = weight_bytes_from_config(arch_of("Qwen/Qwen2.5-7B-Instruct"), dtype_bytes=2)
+    assert abs(ours - entry["weight_bytes"]) / entry["weight_bytes"] < 0.005
+
+
+def test_tensor_parallel_shards_sum_close_to_whole() -> None:
+    arch = arch_of("meta-llama/Llama-3.1-8B-Instruct")
+    whole = weight_bytes_from_config(arch, 2, tp=1)
+    half = weight_bytes_from_config(arch, 2, tp=2)
+    assert half * 2 == pytest.approx(whole, rel=0.001)  # only norms are replicated
+
+
+def test_kv_heads_replicated_when_fewer_than_ranks() -> None:
+    arch = arch_of("Qwen/Qwen2.5-0.5B-Instruct")  # 2 KV heads
+    by_name = {t.name: t for t in model_tensors(arch)}
+    assert by_name["layers.0.self_attn.k_proj"].out_features == 2 * 64
+    # tp=4: each rank holds one whole KV head (replicated), not half a head.
+    assert weight_bytes_from_config(arch, 2, tp=4) > weight_bytes_from_config(arch, 2, tp=1) / 4
+
+
+AWQ_HEADER = json.loads((FIXTURES / "safetensors_headers" / "Qwen--Qwen3-4B-AWQ.json").read_text())
+AWQ = arch_of(
+    "Qwen/Qwen3-8B",
+    quantization_config={
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": 128,
+        "zero_point": True,
+        "version": "gemm",
+    },
+).quantization
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ],
+)
+def test_awq_layout_matches_real_checkpoint_header(module: str) -> None:
+    """Qwen/Qwen3-4B-AWQ's tensors: qweight [K, N/8] I32, qzeros [K/128, N/8] I32, scales [K/128, N] F16."""
+    tensors = {t.name: t for t in parse_header(AWQ_HEADER, "awq")}
+    prefix = f"model.layers.0.{module}"
+    k_in, packed = tensors[f"{prefix}.qweight"].shape
+    n_out = packed * 8
+    real = sum(
+        tensors[f"{prefix}.{part}"].numel * (4 if tensors[f"{prefix}.{part}"].dtype == "I32" else 2)
+        for part in ("qweight", "qzeros", "scales")
+    )
+    assert AWQ is not None
+    assert quantized_linear_bytes(n_out, k_in, AWQ, dtype_bytes=2) == real
+
+
+def test_gptq_symmetric_drops_zero_points_and_g_idx() -> None:
+    arch = arch_of("Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4")
+    q = arch.quantization
+    assert q is not None and not q.zero_point and not q.desc_act
+    # 4-bit, group 128, K=5120, N=5120: qweight K*N/2 + scales (K/128)*N*2.
+    assert quantized_linear_bytes(5120, 5120, q, 2) == 5120 * 5120 // 2 + 40 * 5120 * 2
+    # About 0.516 bytes per parameter at 4 bit, g=128 (VLLM-MEMORY.md), plus 16-bit embeddings.
+    bpp = weight_bytes_from_config(arch, 2) / parameter_count(arch)
+    assert 0.55 < bpp < 0.65
+
+
+def test_header_weights_apply_vllm_rules() -> None:
+    arch = arch_of("Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4")
+    header = {
+        "model.layers.0.mlp.down_proj.qweight": {"dtype": "I32", "shape": [27648 // 8, 5120]},
+        "model.layers.0.mlp.down_proj.qzeros": {"dtype": "I32", "shape": [216, 640]},
+        "model.layers.0.mlp.down_proj.scales": {"dtype": "F16", "shape": [216, 5120]},
+        "model.layers.0.mlp.down_proj.g_idx": {"dtype": "I32", "shape": [27648]},
+        "model.norm.weight": {"dtype": "F32", "shape": [5120]},
+    }
+    got = weights_from_header(parse_header(header, "h"), arch, dtype_bytes=2)
+    # qzeros and g_idx are freed (symmetric, no desc_act); the fp32 norm is cast to fp16.
+    assert got == 3456 * 5120 * 4 + 216 * 5120 * 2 + 5120 * 2
+
+
+def test_header_weights_add_vocab_padding() -> None:
+    arch = arch_of("meta-llama/Llama-2-7b-chat-hf", vocab_size=32001)  # e.g. one added token
+    header = {"model.embed_tokens.weight": {"dtype": "F16", "shape": [32001, 4096]}}
+    got = weights_from_header(parse_header(header, "h"), arch, dtype_bytes=2)
+    # embed and lm_head are both padded to 32064 rows (a multiple of 64) by vLLM.
+    assert got == 32001 * 4096 * 2 + 2 * 63 * 4096 * 2
