@@ -34,8 +34,19 @@ log = logging.getLogger(__name__)
 
 # RFC 9110 hop-by-hop headers, plus the ones aiohttp computes itself for the new message.
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-     "transfer-encoding", "upgrade", "host", "content-length"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
 )
 # The client's Authorization holds the gateway's key, not the instance's; the server already
 # decompressed the body it read.
@@ -44,9 +55,23 @@ _DROP_RESPONSE = _HOP_BY_HOP | {"date", "server"}
 
 # Routes named in metrics labels; anything else is counted as "other" to bound cardinality.
 KNOWN_ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/score",
-     "/v1/rerank", "/v2/rerank", "/rerank", "/score", "/pooling", "/classify", "/tokenize", "/detokenize",
-     "/v1/audio/transcriptions", "/v1/audio/translations"}
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/score",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/rerank",
+        "/score",
+        "/pooling",
+        "/classify",
+        "/tokenize",
+        "/detokenize",
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+    }
 )
 UNKNOWN_MODEL_LABEL = "(unknown)"
 
@@ -71,8 +96,15 @@ class GatewayConfig:
     max_connections: int = 1024
 
 
-def openai_error(status: int, message: str, *, type_: str, code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -119,13 +151,19 @@ class Gateway:
         return app
 
     async def _client_session(self, app: web.Application) -> Any:
-        connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0,
-                                         ttl_dns_cache=300, enable_cleanup_closed=False)
-        timeout = aiohttp.ClientTimeout(total=self.config.upstream_timeout_s,
-                                        sock_connect=self.config.connect_timeout_s)
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=False,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=self.config.upstream_timeout_s, sock_connect=self.config.connect_timeout_s
+        )
         # auto_decompress off: bytes pass through as the instance sent them, Content-Encoding kept.
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                              skip_auto_headers=("User-Agent",))
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
         yield
         await self._session.close()
         self._session = None
@@ -161,16 +199,21 @@ class Gateway:
         cards = []
         for upstream in sorted(self.routes.upstreams(), key=lambda u: u.instance):
             for name in upstream.names:
-                cards.append({
-                    "id": name,
-                    "object": "model",
-                    "created": self._created,
-                    "owned_by": "gpushare",
-                    "root": upstream.served_name,
-                    "parent": None if name == upstream.served_name else upstream.served_name,
-                    "gpushare": {"instance": upstream.instance, "state": upstream.state,
-                                 "available": upstream.available},
-                })
+                cards.append(
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": self._created,
+                        "owned_by": "gpushare",
+                        "root": upstream.served_name,
+                        "parent": None if name == upstream.served_name else upstream.served_name,
+                        "gpushare": {
+                            "instance": upstream.instance,
+                            "state": upstream.state,
+                            "available": upstream.available,
+                        },
+                    }
+                )
         return cards
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -223,22 +266,31 @@ class Gateway:
         scheme, _, token = given.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode()):
             return None
-        return openai_error(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
-                            type_="invalid_request_error", code="invalid_api_key",
-                            headers={"WWW-Authenticate": "Bearer"})
+        return openai_error(
+            401,
+            "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
+            type_="invalid_request_error",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     def _unknown_model(self, name: str) -> web.Response:
         names = sorted(n for u in self.routes.upstreams() for n in u.names)
         return openai_error(
-            404, f"The model {name!r} does not exist here. Models: {', '.join(names) or '(none)'}.",
-            type_="invalid_request_error", code="model_not_found", param="model",
+            404,
+            f"The model {name!r} does not exist here. Models: {', '.join(names) or '(none)'}.",
+            type_="invalid_request_error",
+            code="model_not_found",
+            param="model",
         )
 
     @staticmethod
     def _unavailable(upstream: Upstream, why: str) -> web.Response:
         return openai_error(
-            503, f"The model {upstream.served_name!r} (instance {upstream.instance}) is {why}; retry later.",
-            type_="service_unavailable", code="model_unavailable",
+            503,
+            f"The model {upstream.served_name!r} (instance {upstream.instance}) is {why}; retry later.",
+            type_="service_unavailable",
+            code="model_unavailable",
             headers={"Retry-After": str(upstream.retry_after_s)},
         )
 
@@ -268,14 +320,22 @@ class Gateway:
             return denied, unknown
         if request.method != "POST":
             self.metrics.error(unknown, "bad_request")
-            return openai_error(404, f"No route {request.method} {request.path} on the gateway.",
-                                type_="invalid_request_error", code="not_found"), unknown
+            return openai_error(
+                404,
+                f"No route {request.method} {request.path} on the gateway.",
+                type_="invalid_request_error",
+                code="not_found",
+            ), unknown
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             self.metrics.error(unknown, "too_large")
-            return openai_error(413, f"The request body is larger than {self.config.max_body_bytes} bytes.",
-                                type_="invalid_request_error", code="request_too_large"), unknown
+            return openai_error(
+                413,
+                f"The request body is larger than {self.config.max_body_bytes} bytes.",
+                type_="invalid_request_error",
+                code="request_too_large",
+            ), unknown
         try:
             payload = json.loads(body)
         except ValueError:
@@ -285,8 +345,9 @@ class Gateway:
             self.metrics.error(unknown, "bad_request")
             models = ", ".join(sorted(n for u in self.routes.upstreams() for n in u.names)) or "(none)"
             message = f"The body must be a JSON object with a 'model' field. Models: {models}."
-            return openai_error(400, message, type_="invalid_request_error", code="missing_model",
-                                param="model"), unknown
+            return openai_error(
+                400, message, type_="invalid_request_error", code="missing_model", param="model"
+            ), unknown
         upstream = self.routes.lookup(name)
         if upstream is None:
             self.metrics.error(unknown, "unknown_model")
@@ -305,17 +366,23 @@ class Gateway:
         finally:
             in_flight.dec()
 
-    async def _forward(self, request: web.Request, upstream: Upstream, body: bytes, started: float,
-                       first_byte: Any) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.Request, upstream: Upstream, body: bytes, started: float, first_byte: Any
+    ) -> web.StreamResponse:
         session = self._session
         assert session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST)
         model = upstream.served_name
         try:
             upstream_response = await session.request(
-                request.method, upstream.base_url + request.rel_url.path_qs, data=body, headers=headers)
-        except (aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError) as exc:
+                request.method, upstream.base_url + request.rel_url.path_qs, data=body, headers=headers
+            )
+        except (
+            aiohttp.ClientConnectorError,
+            aiohttp.ServerTimeoutError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+        ) as exc:
             # Refused, timed out connecting, or dropped before answering: the instance is down.
             log.info("instance %s unreachable: %s", upstream.instance, exc)
             self.metrics.error(model, "unavailable")
@@ -327,22 +394,32 @@ class Gateway:
             if resp.status >= 500:
                 self.metrics.error(model, "upstream_5xx")
             out_headers = CIMultiDict(
-                (k, v) for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE)
-            streaming = (resp.content_length is None
-                         or resp.headers.get("Content-Type", "").startswith("text/event-stream"))
+                (k, v) for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE
+            )
+            streaming = resp.content_length is None or resp.headers.get("Content-Type", "").startswith(
+                "text/event-stream"
+            )
             if not streaming:
                 try:
                     data = await resp.read()
-                except (aiohttp.ClientPayloadError, aiohttp.ClientOSError,
-                        aiohttp.ServerDisconnectedError) as exc:
+                except (
+                    aiohttp.ClientPayloadError,
+                    aiohttp.ClientOSError,
+                    aiohttp.ServerDisconnectedError,
+                ) as exc:
                     self.metrics.error(model, "upstream_disconnect")
                     log.info("instance %s dropped an answer: %s", upstream.instance, exc)
                     return self._unavailable(upstream, "gone away mid-answer")
                 return web.Response(body=data, status=resp.status, headers=out_headers)
             return await self._stream(request, resp, out_headers, upstream)
 
-    async def _stream(self, request: web.Request, resp: aiohttp.ClientResponse,
-                      headers: CIMultiDict[str], upstream: Upstream) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        resp: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
+        upstream: Upstream,
+    ) -> web.StreamResponse:
         out = web.StreamResponse(status=resp.status, headers=headers)
         out.enable_chunked_encoding()
         await out.prepare(request)

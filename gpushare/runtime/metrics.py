@@ -35,8 +35,28 @@ INSTANCE_STATES = ("starting", "ready", "unhealthy", "stopping", "backoff", "fai
 """Every state an instance can be in; `gpushare_instance_state` has one series per state."""
 
 # LLM requests run from milliseconds (a cached /v1/models) to minutes (a long generation).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-                   30.0, 60.0, 120.0, 300.0, 600.0, math.inf)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    math.inf,
+)
 
 
 class GatewayMetrics:
@@ -46,29 +66,38 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "gpushare_gateway_requests", "Requests answered by the gateway, by model, route and status.",
-            ["model", "route", "code"], registry=registry,
+            "gpushare_gateway_requests",
+            "Requests answered by the gateway, by model, route and status.",
+            ["model", "route", "code"],
+            registry=registry,
         )
         self.errors = Counter(
             "gpushare_gateway_errors",
             "Requests that failed, by model and kind (unknown_model, unavailable, upstream_5xx, "
             "upstream_disconnect, bad_request, unauthorized, too_large).",
-            ["model", "kind"], registry=registry,
+            ["model", "kind"],
+            registry=registry,
         )
         self.duration = Histogram(
             "gpushare_gateway_request_duration_seconds",
             "Time from the request's arrival to the last byte of the answer.",
-            ["model"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.first_byte = Histogram(
             "gpushare_gateway_time_to_first_byte_seconds",
             "Time from the request's arrival to the upstream's response headers (for a stream, "
             "close to time to first token).",
-            ["model"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.in_flight = Gauge(
-            "gpushare_gateway_requests_in_flight", "Requests the gateway is proxying now.",
-            ["model"], registry=registry,
+            "gpushare_gateway_requests_in_flight",
+            "Requests the gateway is proxying now.",
+            ["model"],
+            registry=registry,
         )
         self._requests: dict[tuple[str, str, int], Counter] = {}
         self._per_model: dict[str, tuple[Gauge, Histogram, Histogram]] = {}
@@ -129,22 +158,26 @@ class InstanceCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         labels = ["instance", "model"]
         state = GaugeMetricFamily(
-            "gpushare_instance_state", "1 for the instance's current state, 0 for the others.",
+            "gpushare_instance_state",
+            "1 for the instance's current state, 0 for the others.",
             labels=[*labels, "state"],
         )
         up = GaugeMetricFamily("gpushare_instance_up", "1 when the instance serves.", labels=labels)
         restarts = Metric("gpushare_instance_restarts", "Restarts by the supervisor.", "counter")
         planned = GaugeMetricFamily(
-            "gpushare_instance_planned_memory_bytes", "GPU memory the plan gives the instance, per GPU.",
+            "gpushare_instance_planned_memory_bytes",
+            "GPU memory the plan gives the instance, per GPU.",
             labels=labels,
         )
         actual = GaugeMetricFamily(
             "gpushare_instance_gpu_memory_bytes",
-            "GPU memory the instance's processes hold (NVML), per GPU.", labels=[*labels, "gpu"],
+            "GPU memory the instance's processes hold (NVML), per GPU.",
+            labels=[*labels, "gpu"],
         )
         over = GaugeMetricFamily(
             "gpushare_instance_memory_over_plan",
-            "1 while the instance holds more GPU memory than planned plus the tolerance.", labels=labels,
+            "1 while the instance holds more GPU memory than planned plus the tolerance.",
+            labels=labels,
         )
         alerts = Metric("gpushare_instance_alerts", "Alerts raised by the supervisor, by kind.", "counter")
         for status in self._source.instance_statuses():
@@ -154,7 +187,8 @@ class InstanceCollector(Collector):
             up.add_metric(values, 1.0 if status.state == "ready" else 0.0)
             restarts.add_sample(
                 "gpushare_instance_restarts_total",
-                {"instance": status.instance, "model": status.model}, float(status.restarts),
+                {"instance": status.instance, "model": status.model},
+                float(status.restarts),
             )
             planned.add_metric(values, float(status.planned_bytes))
             for gpu, used in sorted(status.actual_bytes.items()):
@@ -163,7 +197,8 @@ class InstanceCollector(Collector):
             for kind, count in sorted(status.alerts.items()):
                 alerts.add_sample(
                     "gpushare_instance_alerts_total",
-                    {"instance": status.instance, "model": status.model, "kind": kind}, float(count),
+                    {"instance": status.instance, "model": status.model, "kind": kind},
+                    float(count),
                 )
         yield from (state, up, restarts, planned, actual, over, alerts)
 
@@ -183,12 +218,14 @@ class GpuCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         labels = ["gpu", "name", "uuid"]
-        total = GaugeMetricFamily("gpushare_gpu_memory_total_bytes", "GPU memory (NVML total).",
-                                  labels=labels)
+        total = GaugeMetricFamily(
+            "gpushare_gpu_memory_total_bytes", "GPU memory (NVML total).", labels=labels
+        )
         used = GaugeMetricFamily("gpushare_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels=labels)
         free = GaugeMetricFamily("gpushare_gpu_memory_free_bytes", "GPU memory free (NVML).", labels=labels)
         busy = GaugeMetricFamily(
-            "gpushare_gpu_utilization_ratio", "Fraction of time a kernel ran (NVML utilization.gpu).",
+            "gpushare_gpu_utilization_ratio",
+            "Fraction of time a kernel ran (NVML utilization.gpu).",
             labels=["gpu"],
         )
         try:
@@ -235,8 +272,13 @@ class VllmMetricsCollector(Collector):
                 continue
             relabelled = Metric(family.name, family.documentation, family.type, family.unit)
             relabelled.samples = [
-                Sample(s.name, {**s.labels, "instance": instance, "model": model}, s.value, s.timestamp,
-                       s.exemplar)
+                Sample(
+                    s.name,
+                    {**s.labels, "instance": instance, "model": model},
+                    s.value,
+                    s.timestamp,
+                    s.exemplar,
+                )
                 for s in family.samples
             ]
             families.append(relabelled)
@@ -265,7 +307,8 @@ class VllmMetricsCollector(Collector):
                 target.samples.extend(family.samples)
         yield from merged.values()
         ok = GaugeMetricFamily(
-            "gpushare_vllm_scrape_ok", "1 when the instance's own /metrics answered at this scrape.",
+            "gpushare_vllm_scrape_ok",
+            "1 when the instance's own /metrics answered at this scrape.",
             labels=["instance", "model"],
         )
         for instance, (model, answered) in sorted(self._scrape_ok.items()):

@@ -38,13 +38,19 @@ class Rig:
 async def rig(**config: object) -> AsyncIterator[Rig]:
     alpha = await FakeUpstream("alpha").start()
     beta = await FakeUpstream("beta").start()
-    table = RouteTable([
-        Upstream("a", "model-a", alpha.url, aliases=("alias-a",)),
-        Upstream("b", "model-b", beta.url),
-    ])
+    table = RouteTable(
+        [
+            Upstream("a", "model-a", alpha.url, aliases=("alias-a",)),
+            Upstream("b", "model-b", beta.url),
+        ]
+    )
     unreachable: list[str] = []
-    gateway = Gateway(table, GatewayConfig(port=0, **config),  # type: ignore[arg-type]
-                      vllm_metrics=VllmMetricsCollector(), on_unreachable=unreachable.append)
+    gateway = Gateway(
+        table,
+        GatewayConfig(port=0, **config),  # type: ignore[arg-type]
+        vllm_metrics=VllmMetricsCollector(),
+        on_unreachable=unreachable.append,
+    )
     await gateway.start()
     client = aiohttp.ClientSession()
     try:
@@ -78,8 +84,9 @@ def test_routes_by_model(case: str, model: str, upstream: str, sent_model: str) 
     async def scenario() -> None:
         async with rig() as r:
             body = {"model": model, "prompt": "hi", "max_tokens": 3}
-            async with r.client.post(f"{r.url}/v1/completions?x=1", json=body,
-                                     headers={"X-Trace": "t1"}) as resp:
+            async with r.client.post(
+                f"{r.url}/v1/completions?x=1", json=body, headers={"X-Trace": "t1"}
+            ) as resp:
                 assert resp.status == 200
                 assert resp.headers["X-Upstream"] == upstream
                 answer = await resp.json()
@@ -191,8 +198,9 @@ def test_connect_timeout_is_503_not_a_hang() -> None:
 def test_api_key(case: str, headers: dict[str, str], status: int) -> None:
     async def scenario() -> None:
         async with rig(api_key="s3cret") as r:
-            async with r.client.post(f"{r.url}/v1/completions", json={"model": "model-a"},
-                                     headers=headers) as resp:
+            async with r.client.post(
+                f"{r.url}/v1/completions", json={"model": "model-a"}, headers=headers
+            ) as resp:
                 assert resp.status == status
                 if status == 401:
                     assert (await resp.json())["error"]["code"] == "invalid_api_key"
@@ -280,8 +288,10 @@ def test_metrics_one_scrape_has_gateway_and_relabelled_vllm_series() -> None:
             assert len(hits) == 1, (name, labels, hits)
             return hits[0]
 
-        assert value("gpushare_gateway_requests_total", model="model-a", code="200",
-                     route="/v1/completions") == 2
+        assert (
+            value("gpushare_gateway_requests_total", model="model-a", code="200", route="/v1/completions")
+            == 2
+        )
         assert value("gpushare_gateway_requests_total", model="(unknown)", code="404") == 1
         assert value("gpushare_gateway_errors_total", model="(unknown)", kind="unknown_model") == 1
         assert value("gpushare_gateway_request_duration_seconds_count", model="model-b") == 1

@@ -72,8 +72,12 @@ class FakeUpstream:
         body = await request.json()
         self.received.append({"path": request.path, "body": body, "headers": dict(request.headers)})
         return web.json_response(
-            {"id": "cmpl-1", "object": "text_completion", "model": body.get("model"),
-             "choices": [{"index": 0, "text": f"from {self.name}", "finish_reason": "stop"}]},
+            {
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "text": f"from {self.name}", "finish_reason": "stop"}],
+            },
             headers={"X-Upstream": self.name},
         )
 
