@@ -12,6 +12,12 @@ class NoGpuDriver(EnvironmentProblem):
     """No NVIDIA driver (or no NVML library) on this machine. Callers that can do without GPUs
     (`gpushare gpus`, planning from a described inventory) catch this one and carry on."""
 
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"no NVIDIA driver found ({reason})", hint="describe GPUs in the profile or with --gpus"
+        )
+        self.reason = reason
+
 
 @dataclass(frozen=True)
 class GpuProcess:

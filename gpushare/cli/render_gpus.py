@@ -1,0 +1,58 @@
+"""Drawing `gpushare gpus` for people. The rows are built apart from the drawing so tests read them."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from gpushare.devices.base import Gpu
+from gpushare.units import format_bytes
+
+GPU_COLUMNS = ("GPU", "name", "UUID", "total", "used", "free", "MIG", "processes")
+
+
+def _process_lines(gpu: Gpu) -> str:
+    if not gpu.processes:
+        return "-"
+    return "\n".join(f"{p.pid} {p.name or '?'} {format_bytes(p.used_bytes)}" for p in gpu.processes)
+
+
+def gpu_rows(gpus: list[Gpu]) -> list[tuple[str, ...]]:
+    """One row of strings per GPU, in GPU_COLUMNS order."""
+    rows: list[tuple[str, ...]] = []
+    for gpu in gpus:
+        total = format_bytes(gpu.total_bytes)
+        if gpu.reserved_bytes:
+            total += f"\n({format_bytes(gpu.reserved_bytes)} reserved)"
+        rows.append(
+            (
+                str(gpu.index),
+                gpu.name,
+                gpu.uuid or "-",
+                total,
+                format_bytes(gpu.used_bytes),
+                "-" if gpu.free_bytes is None else format_bytes(gpu.free_bytes),
+                "on" if gpu.mig_enabled else "off",
+                _process_lines(gpu),
+            )
+        )
+    return rows
+
+
+def gpus_table(gpus: list[Gpu]) -> Table:
+    table = Table(title=None, show_lines=len(gpus) > 1)
+    for column in GPU_COLUMNS:
+        numeric = column in ("GPU", "total", "used", "free")
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
+    for row in gpu_rows(gpus):
+        table.add_row(*row)
+    return table
+
+
+def render_gpus(gpus: list[Gpu], mps_daemon_running: bool, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    if gpus:
+        console.print(gpus_table(gpus))
+    else:
+        console.print("no GPUs")
+    console.print(f"MPS daemon: {'yes' if mps_daemon_running else 'no'}")

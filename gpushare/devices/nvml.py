@@ -1,0 +1,157 @@
+"""The real GPU inventory: NVML through nvidia-ml-py (`pynvml`). The only module that imports it.
+
+The pynvml module is a constructor argument so that tests run this very code against a fake
+module; by default it is imported on first use, so importing this file never needs a driver.
+
+Indices are NVML's, which follow PCI bus order. CUDA numbers GPUs the same way only under
+`CUDA_DEVICE_ORDER=PCI_BUS_ID`, which the launcher sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psutil
+
+from gpushare.catalog.gpus import find_gpu_model
+from gpushare.devices.base import Gpu, GpuProcess, NoGpuDriver
+from gpushare.errors import EnvironmentProblem
+
+# The MPS control daemon and the server it starts. Linux truncates a process's comm to 15
+# characters ("nvidia-cuda-mps"), so that prefix is matched too.
+MPS_PROCESS_NAMES = frozenset({"nvidia-cuda-mps-control", "nvidia-cuda-mps-server", "nvidia-cuda-mps"})
+
+
+def process_name(pid: int) -> str:
+    """The executable name of `pid`, or "" when it is gone or belongs to someone we cannot see."""
+    try:
+        return psutil.Process(pid).name()
+    except (psutil.Error, OSError):
+        return ""
+
+
+def running_process_names() -> Iterator[str]:
+    """Names of all processes on this machine (those we may read)."""
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info.get("name")
+        if name:
+            yield str(name)
+
+
+def _import_pynvml() -> Any:
+    try:
+        import pynvml
+    except ImportError as exc:  # nvidia-ml-py is a dependency, but a broken install happens
+        raise NoGpuDriver(f"NVML could not load: {exc}") from exc
+    return pynvml
+
+
+def _text(value: str | bytes) -> str:
+    # nvidia-ml-py < 11.515 returns bytes for names and UUIDs.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class NvmlInventory:
+    """GPUs as NVML reports them: memory (v2 with the driver's reservation), MIG, processes."""
+
+    def __init__(
+        self,
+        nvml: Any = None,
+        *,
+        name_of_pid: Callable[[int], str] = process_name,
+        process_names: Callable[[], Iterable[str]] = running_process_names,
+    ) -> None:
+        """`nvml`: the pynvml module, or an object with the same functions (tests)."""
+        self._nvml = nvml
+        self._name_of_pid = name_of_pid
+        self._process_names = process_names
+
+    @property
+    def nvml(self) -> Any:
+        if self._nvml is None:
+            self._nvml = _import_pynvml()
+        return self._nvml
+
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        nvml = self.nvml
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            # LibraryNotFound, DriverNotLoaded, NoPermission...: the same answer for the user.
+            raise NoGpuDriver(f"NVML could not load: {exc}") from exc
+        try:
+            yield nvml
+        finally:
+            nvml.nvmlShutdown()
+
+    def gpus(self) -> list[Gpu]:
+        with self._session() as nvml:
+            try:
+                count = int(nvml.nvmlDeviceGetCount())
+                return [self._read_gpu(nvml, index) for index in range(count)]
+            except nvml.NVMLError as exc:
+                raise EnvironmentProblem(f"NVML failed while reading the GPUs: {exc}") from exc
+
+    def mps_daemon_running(self) -> bool:
+        return any(name in MPS_PROCESS_NAMES for name in self._process_names())
+
+    def _read_gpu(self, nvml: Any, index: int) -> Gpu:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        name = _text(nvml.nvmlDeviceGetName(handle))
+        total, reserved, used, free = _memory(nvml, handle, name)
+        return Gpu(
+            index=index,
+            name=name,
+            total_bytes=total,
+            reserved_bytes=reserved,
+            used_bytes=used,
+            free_bytes=free,
+            uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
+            mig_enabled=_mig_enabled(nvml, handle),
+            processes=self._processes(nvml, handle),
+        )
+
+    def _processes(self, nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
+        try:
+            infos = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        except nvml.NVMLError_NotSupported:
+            return ()
+        processes = []
+        for info in infos:
+            pid = int(info.pid)
+            # usedGpuMemory is None where the driver will not say (some containers, Windows).
+            used = int(info.usedGpuMemory) if info.usedGpuMemory is not None else 0
+            processes.append(GpuProcess(pid=pid, used_bytes=used, name=self._name_of_pid(pid)))
+        return tuple(sorted(processes, key=lambda p: p.pid))
+
+
+def _memory(nvml: Any, handle: Any, name: str) -> tuple[int, int, int, int]:
+    """(total, reserved, used, free) in bytes.
+
+    NVML v2 reports the driver's reservation separately: v2 used = total − free − reserved. The
+    v1 struct (old drivers or old nvidia-ml-py) folds it into `used`, so there the catalog's
+    reservation for this GPU model stands in for it, and 0 for a model the catalog lacks.
+    """
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            info = nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+            return int(info.total), int(info.reserved), int(info.used), int(info.free)
+        except (TypeError, nvml.NVMLError):
+            pass  # a driver (or binding) without v2: read v1 below
+    info = nvml.nvmlDeviceGetMemoryInfo(handle)
+    total, used, free = int(info.total), int(info.used), int(info.free)
+    model = find_gpu_model(name)
+    reserved = min(model.reserved_bytes, used) if model is not None else 0
+    return total, reserved, used - reserved, free
+
+
+def _mig_enabled(nvml: Any, handle: Any) -> bool:
+    try:
+        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+    except nvml.NVMLError:  # NotSupported on GPUs without MIG
+        return False
+    return bool(current == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1))

@@ -1,0 +1,176 @@
+"""StaticInventory: GPUs given as values or read from JSON (the form `gpushare gpus --json` prints)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpushare.catalog.gpus import parse_gpu_spec
+from gpushare.devices.base import Gpu, GpuInventory, GpuProcess
+from gpushare.devices.static import StaticInventory, gpu_from_record, gpu_to_record
+from gpushare.errors import InputError
+from gpushare.units import GiB, MiB
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpus"
+
+
+def test_values_in_values_out() -> None:
+    gpus = parse_gpu_spec("2xH100")
+    inventory: GpuInventory = StaticInventory(gpus, mps=True)
+    assert inventory.gpus() == gpus
+    assert inventory.gpus() is not inventory.gpus()  # callers may not change ours
+    assert inventory.mps_daemon_running() is True
+    assert StaticInventory([]).mps_daemon_running() is False
+
+
+@pytest.mark.parametrize(
+    ("case_id", "fixture", "names", "cuda_totals", "used", "mps"),
+    [
+        (
+            "h100-measured",
+            "nvidia_H100_80GB_x1_measured.json",
+            ["NVIDIA H100 80GB HBM3"],
+            [85_017_493_504],
+            [0],
+            False,
+        ),
+        (
+            "h200-measured-with-a-process",
+            "nvidia_H200_x1_measured.json",
+            ["NVIDIA H200"],
+            [150_109_880_320],
+            [1_626_144_768],
+            False,
+        ),
+        (
+            "two-h100-one-busy",
+            "nvidia_H100_80GB_x2.json",
+            ["NVIDIA H100 80GB HBM3"] * 2,
+            [85_017_493_504] * 2,
+            [36 * GiB, 0],
+            False,
+        ),
+        (
+            "catalog-names-sizes-as-strings-mps",
+            "mixed_A100_80GB_L4_mps.json",
+            ["NVIDIA A100-SXM4-80GB", "NVIDIA L4", "lab card"],
+            [(81920 - 669) * MiB, (23034 - 441) * MiB, 24 * GiB],
+            [66 * MiB, 0, 0],
+            True,
+        ),
+    ],
+)
+def test_fixtures(
+    case_id: str, fixture: str, names: list[str], cuda_totals: list[int], used: list[int], mps: bool
+) -> None:
+    inventory = StaticInventory.from_json_file(FIXTURES / fixture)
+    gpus = inventory.gpus()
+    assert [g.name for g in gpus] == names
+    assert [g.cuda_total_bytes for g in gpus] == cuda_totals
+    assert [g.used_bytes for g in gpus] == used
+    assert [g.index for g in gpus] == list(range(len(names)))
+    assert inventory.mps_daemon_running() is mps
+
+
+def test_measured_h200_process() -> None:
+    [gpu] = StaticInventory.from_json_file(FIXTURES / "nvidia_H200_x1_measured.json").gpus()
+    assert gpu.processes == (GpuProcess(pid=419, used_bytes=1_616_904_192, name="python3"),)
+    # What NVML said: free = total − reserved − used (v2).
+    assert gpu.free_bytes == gpu.total_bytes - gpu.reserved_bytes - gpu.used_bytes
+
+
+@pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.glob("*.json")))
+def test_records_round_trip(fixture: str) -> None:
+    inventory = StaticInventory.from_json_file(FIXTURES / fixture)
+    mps = inventory.mps_daemon_running()
+    records = json.loads(json.dumps([gpu_to_record(g, mps) for g in inventory.gpus()]))
+    again = StaticInventory.from_records(records)
+    assert again.gpus() == inventory.gpus()
+    assert again.mps_daemon_running() is mps
+
+
+def test_record_shape() -> None:
+    gpu = Gpu(0, "NVIDIA L4", 23034 * MiB, 441 * MiB, 5, 6, "GPU-1", True, (GpuProcess(7, 5, "x"),))
+    assert gpu_to_record(gpu, mps_daemon_running=True) == {
+        "index": 0,
+        "name": "NVIDIA L4",
+        "uuid": "GPU-1",
+        "total_bytes": 23034 * MiB,
+        "reserved_bytes": 441 * MiB,
+        "used_bytes": 5,
+        "free_bytes": 6,
+        "mig_enabled": True,
+        "processes": [{"pid": 7, "name": "x", "used_bytes": 5}],
+        "mps_daemon_running": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("case_id", "record", "reserved"),
+    [
+        ("catalog-name-only", {"name": "H100"}, 480 * MiB),
+        ("catalog-total-keeps-reservation", {"name": "H100", "total_bytes": 85_520_809_984}, 480 * MiB),
+        ("other-total-reserves-nothing", {"name": "H100", "total_bytes": "80GiB"}, 0),
+        ("explicit-reservation", {"name": "x", "total_bytes": 100, "reserved_bytes": 10}, 10),
+    ],
+)
+def test_reservation_defaults(case_id: str, record: dict[str, Any], reserved: int) -> None:
+    assert gpu_from_record(record, "gpus[0]").reserved_bytes == reserved
+
+
+@pytest.mark.parametrize(
+    ("case_id", "data", "message"),
+    [
+        ("not-a-list", 42, "box.json: expected a list of GPU objects"),
+        ("unknown-top-key", {"gpu": []}, "box.json: unknown key 'gpu'"),
+        ("gpu-not-object", ["H100"], "box.json: gpus[0]: expected an object"),
+        ("unknown-key", [{"name": "H100", "totl_bytes": 1}], "box.json: gpus[0]: unknown key 'totl_bytes'"),
+        ("no-name", [{"total_bytes": 1}], "box.json: gpus[0].name: required"),
+        ("no-total", [{"name": "Mystery GPU"}], "box.json: gpus[0].total_bytes: required for 'Mystery GPU'"),
+        ("bad-size", [{"name": "H100", "used_bytes": "lots"}], "box.json: gpus[0].used_bytes: cannot read"),
+        ("float-size", [{"name": "H100", "used_bytes": 1.5}], "box.json: gpus[0].used_bytes: must be bytes"),
+        ("bool-size", [{"name": "H100", "used_bytes": True}], "box.json: gpus[0].used_bytes: must be bytes"),
+        ("negative-size", [{"name": "H100", "used_bytes": -1}], "size cannot be negative"),
+        (
+            "reserved-over-total",
+            [{"name": "x", "total_bytes": 10, "reserved_bytes": 11}],
+            "box.json: gpus[0].reserved_bytes: larger than total_bytes (11 > 10)",
+        ),
+        ("bad-index", [{"name": "H100", "index": -1}], "box.json: gpus[0].index: must be a non-negative"),
+        ("dup-index", [{"name": "H100"}, {"name": "H100", "index": 0}], "two GPUs have the same index"),
+        ("bad-mig", [{"name": "H100", "mig_enabled": "yes"}], "gpus[0].mig_enabled: must be true or false"),
+        ("bad-mps", {"gpus": [], "mps_daemon_running": 1}, "box.json: mps_daemon_running: must be true"),
+        ("bad-uuid", [{"name": "H100", "uuid": 5}], "gpus[0].uuid: must be a string"),
+        ("processes-not-list", [{"name": "H100", "processes": {}}], "gpus[0].processes: must be a list"),
+        ("process-no-pid", [{"name": "H100", "processes": [{}]}], "gpus[0].processes[0].pid: must be"),
+        (
+            "process-unknown-key",
+            [{"name": "H100", "processes": [{"pid": 1, "mem": 2}]}],
+            "gpus[0].processes[0]: unknown key 'mem'",
+        ),
+    ],
+)
+def test_bad_records(case_id: str, data: Any, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        StaticInventory.from_records(data, where="box.json")
+    assert message in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("case_id", "content", "message"),
+    [
+        ("missing", None, "no such file"),
+        ("not-json", "{oops", "not valid JSON"),
+    ],
+)
+def test_bad_files(tmp_path: Path, case_id: str, content: str | None, message: str) -> None:
+    path = tmp_path / "box.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=message) as caught:
+        StaticInventory.from_json_file(path)
+    assert caught.value.message.startswith(str(path))
