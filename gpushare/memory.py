@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from gpushare.errors import ConfigError, DoesNotFitError, InputError, KvCacheTooSmallError
 from gpushare.hfconfig import LayerKind, ModelArch, Quantization
@@ -102,6 +102,7 @@ class ServeSettings:
     quantization: str | None = None  # online quantization, e.g. "fp8" of a bf16 checkpoint
     vllm_version: str = DEFAULT_VLLM_VERSION
     estimate_cudagraphs: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+    runner: Literal["generate", "pooling"] = "generate"  # pooling: embedding models, no lm_head/sampler
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,13 @@ def tokens_for_blocks(layout: KvLayout, num_blocks: int) -> int:
 
 
 def activation_bytes(
-    arch: ModelArch, dtype_bytes: int, batched: int, num_seqs: int, tp: int, coeff: Coefficients
+    arch: ModelArch,
+    dtype_bytes: int,
+    batched: int,
+    num_seqs: int,
+    tp: int,
+    coeff: Coefficients,
+    runner: str = "generate",
 ) -> int:
     """Peak activation of vLLM's profile run (gpu_model_runner.profile_run).
 
@@ -305,7 +312,7 @@ def activation_bytes(
     forward = batched * (widest + coeff.activation_hidden_copies * h) * dtype_bytes
     rows = min(num_seqs, batched)
     vocab = cdiv(arch.vocab_size, tp)
-    sampler = rows * vocab * coeff.sampler_bytes_per_logit
+    sampler = 0.0 if runner == "pooling" else rows * vocab * coeff.sampler_bytes_per_logit
     return int(coeff.activation_base_bytes + max(forward, sampler))
 
 
@@ -407,7 +414,9 @@ def _fixed(
     if weights_override is not None:
         weights, source = weights_override, "safetensors headers"
     else:
-        weights = weight_bytes_from_config(arch, dtype_bytes, tp, online_quantization(settings))
+        weights = weight_bytes_from_config(
+            arch, dtype_bytes, tp, online_quantization(settings), pooling=settings.runner == "pooling"
+        )
         source = "config"
     weights += rotary_cache_bytes(arch, dtype_bytes)
     non_torch = coeff.non_torch_bytes + (coeff.tp_non_torch_bytes if tp > 1 else 0)
@@ -419,7 +428,7 @@ def _fixed(
         layout=layout,
         weights=weights,
         weights_source=source,
-        activation=activation_bytes(arch, dtype_bytes, batched, num_seqs, tp, coeff),
+        activation=activation_bytes(arch, dtype_bytes, batched, num_seqs, tp, coeff, settings.runner),
         non_torch=non_torch,
         graphs=cuda_graph_bytes(arch, settings, num_seqs, batched, coeff),
         graphs_in_budget=cudagraphs_in_budget(settings),

@@ -116,7 +116,11 @@ def _hf_cache_folder(repo_id: str) -> Path | None:
     """The cached snapshot folder holding config.json for repo_id, if any (never the network)."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "config.json")
+    # Read the cache location now, not at import, so HF_HUB_CACHE/HF_HOME set later are honoured.
+    cache_dir = os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+    )
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
     if isinstance(found, str):
         return Path(found).parent
     return None

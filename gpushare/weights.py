@@ -106,8 +106,11 @@ def _mlp(arch: ModelArch, p: str, layer: int) -> Iterator[WeightTensor]:
     yield _linear(f"{p}.down_proj", h, inter, "row")
 
 
-def model_tensors(arch: ModelArch) -> list[WeightTensor]:
-    """Every weight tensor the architecture holds, unsharded and unpadded."""
+def model_tensors(arch: ModelArch, pooling: bool = False) -> list[WeightTensor]:
+    """Every weight tensor the architecture holds, unsharded and unpadded.
+
+    `pooling`: served as an embedding model (vLLM's pooling runner), which loads no lm_head.
+    """
     h = arch.hidden_size
     tensors = [WeightTensor("embed_tokens", arch.vocab_size, h, "vocab", False)]
     for i in range(arch.num_layers):
@@ -116,14 +119,14 @@ def model_tensors(arch: ModelArch) -> list[WeightTensor]:
         tensors.extend(_attention(arch, f"{p}.self_attn"))
         tensors.extend(_mlp(arch, f"{p}.mlp", i))
     tensors.append(_vector("norm", h))
-    if not arch.tie_word_embeddings:
+    if not arch.tie_word_embeddings and not pooling:
         tensors.append(WeightTensor("lm_head", arch.vocab_size, h, "vocab", False))
     return tensors
 
 
-def parameter_count(arch: ModelArch) -> int:
+def parameter_count(arch: ModelArch, pooling: bool = False) -> int:
     """Parameters of the unsharded model (what model cards publish)."""
-    return sum(t.params for t in model_tensors(arch))
+    return sum(t.params for t in model_tensors(arch, pooling))
 
 
 def _shard(t: WeightTensor, tp: int, num_kv_heads: int) -> tuple[int, int]:
@@ -175,12 +178,16 @@ def quantized_linear_bytes(n_out: int, k_in: int, quant: Quantization, dtype_byt
 
 
 def weight_bytes_from_config(
-    arch: ModelArch, dtype_bytes: int, tp: int = 1, online_quant: Quantization | None = None
+    arch: ModelArch,
+    dtype_bytes: int,
+    tp: int = 1,
+    online_quant: Quantization | None = None,
+    pooling: bool = False,
 ) -> int:
     """Bytes of weights on one rank, from the config (exact for dense models up to norms/biases)."""
     quant = arch.quantization or online_quant
     total = 0
-    for t in model_tensors(arch):
+    for t in model_tensors(arch, pooling):
         n_out, k_in = _shard(t, tp, arch.num_kv_heads)
         if quant is not None and t.quantizable and not _is_not_converted(t.name, quant):
             total += quantized_linear_bytes(n_out, k_in, quant, dtype_bytes) * t.count

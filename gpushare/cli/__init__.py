@@ -12,7 +12,7 @@ import importlib
 
 from gpushare.cli.app import app
 
-COMMAND_MODULES = ("estimate", "gpus", "profile", "plan", "launch", "calibrate")
+COMMAND_MODULES = ("estimate", "gpus", "profile", "plan", "launch", "calibrate", "serve")
 
 
 def _register() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import typer
 import typer.core
 from rich.console import Console
@@ -20,7 +19,7 @@ def print_error(exc: GpushareError) -> None:
 
 
 class GpushareGroup(typer.core.TyperGroup):
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:
             return super().invoke(ctx)
         except GpushareError as exc:

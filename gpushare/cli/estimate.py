@@ -43,6 +43,9 @@ def estimate(
     enforce_eager: Annotated[bool, typer.Option(help="No CUDA graphs.")] = False,
     quantization: Annotated[str | None, typer.Option(help="Online quantization (fp8).")] = None,
     vllm_version: Annotated[str, typer.Option(help="The vLLM version to model.")] = DEFAULT_VLLM_VERSION,
+    runner: Annotated[
+        str, typer.Option(help="generate, or pooling for embedding models (no lm_head, no sampler).")
+    ] = "generate",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, sizes in bytes.")] = False,
 ) -> None:
     """Predict weights, KV cache, activation, CUDA graphs and the process footprint of one instance.
@@ -51,6 +54,8 @@ def estimate(
     to KV tokens and max concurrency. Inverse: from --concurrency or --kv-tokens to the least
     utilization and the matching --kv-cache-memory-bytes.
     """
+    if runner not in ("generate", "pooling"):
+        raise InputError(f"--runner {runner!r}: use generate or pooling")
     if max_model_len is not None and max_model_len < 1:
         raise InputError(f"--max-model-len must be ≥ 1, got {max_model_len}")
     settings = ServeSettings(
@@ -64,6 +69,7 @@ def estimate(
         enforce_eager=enforce_eager,
         quantization=quantization,
         vllm_version=vllm_version,
+        runner="pooling" if runner == "pooling" else "generate",
     )
     kv_bytes = (
         parse_bytes(kv_cache_memory_bytes, "--kv-cache-memory-bytes") if kv_cache_memory_bytes else None
