@@ -175,9 +175,9 @@ def default_utilization(version: str) -> float:
 
 def default_batching(gpu: GpuTarget) -> tuple[int, int]:
     """(max_num_batched_tokens, max_num_seqs) defaults for the OpenAI server (engine/arg_utils.py)."""
-    if gpu.cuda_total_bytes >= 160 * GiB:
+    if gpu.nvml_total_bytes >= 160 * GiB:
         return 16384, 1024
-    if gpu.cuda_total_bytes >= 70 * GiB and not gpu.is_a100:
+    if gpu.nvml_total_bytes >= 70 * GiB and not gpu.is_a100:
         return 8192, 1024
     return 2048, 256
 
