@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    print(f"| model | args | median s | max s | runs |\n|---|---|---|---|---|")
+    print("| model | args | median s | max s | runs |\n|---|---|---|---|---|")
     worst = 0.0
     for model, extra in MODELS:
         times = []
@@ -48,7 +48,8 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         worst = max(worst, max(times))
         print(
-            f"| {model} | {' '.join(extra)} | {statistics.median(times):.3f} | {max(times):.3f} | {args.runs} |"
+            f"| {model} | {' '.join(extra)} | {statistics.median(times):.3f} "
+            f"| {max(times):.3f} | {args.runs} |"
         )
     probe = (
         "import sys, gpushare.cli; from gpushare.estimate_job import load_model; "
@@ -59,7 +60,8 @@ def main() -> None:
         [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
     )
     print(
-        f"\nheavy modules imported by the CLI: {imported.stdout.strip()}; worst call {worst:.3f} s (target < 0.5 s)"
+        f"\nheavy modules imported by the CLI: {imported.stdout.strip()}; "
+        f"worst call {worst:.3f} s (target < 0.5 s)"
     )
 
 
