@@ -203,6 +203,16 @@ def test_more_than_milp_max_items_uses_heuristic_with_bound() -> None:
     assert placement.optimal  # meets the LP bound
 
 
+def test_heuristic_tries_smallest_first_when_oversubscribed() -> None:
+    items = [Item("big", 40 * GiB)] + [Item(f"s{i}", GiB) for i in range(MILP_MAX_ITEMS + 5)]
+    bins = gpus(48)
+    assert len(first_fit_decreasing(items, bins).assignment) == 9
+    placement = solve(items, bins)
+    assert placement.method == "heuristic"
+    assert len(placement.assignment) == 48
+    assert "big" in placement.unplaced
+
+
 def test_milp_beats_first_fit_decreasing() -> None:
     # FFD puts 25+25 on the first GPU and 20+20 on the second: c and d find no room on the third.
     items = [Item(n, s * GiB) for n, s in [("a", 25), ("b", 25), ("c", 20), ("d", 20), ("e", 20), ("f", 20)]]
