@@ -1,0 +1,251 @@
+"""`gpushare up | down | status | logs`: run a profile's plan as vLLM servers and look after them.
+
+Module attributes `plan_factory`, `inventory_factory` and `edges_factory` are where the outside
+world comes in; tests replace them (as `gpushare gpus` does with its inventory).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.live import Live
+
+from gpushare.cli.app import app
+from gpushare.cli.render_launch import (
+    console,
+    progress_table,
+    render_down,
+    render_failures,
+    render_up,
+    status_renderable,
+)
+from gpushare.devices.base import GpuInventory
+from gpushare.errors import EnvironmentProblem, GpushareError, InputError
+from gpushare.plan import Plan
+from gpushare.runtime.clock import SystemClock
+from gpushare.runtime.launch import (
+    DEFAULT_READY_TIMEOUT_S,
+    DEFAULT_STOP_TIMEOUT_S,
+    DownResult,
+    Edges,
+    InstanceFailedError,
+    InstanceProgress,
+    UpOptions,
+    down,
+    real_edges,
+    up,
+)
+from gpushare.runtime.logs import find_log, follow, tail_lines
+from gpushare.runtime.state import list_profiles, profile_paths, state_root
+from gpushare.runtime.status import collect_status
+
+
+def _nvml_inventory() -> GpuInventory:
+    from gpushare.devices.nvml import NvmlInventory
+
+    return NvmlInventory()
+
+
+def build_plan_from_profile(profile_path: Path, inventory: GpuInventory) -> Plan:
+    """Load the profile and plan it against the inventory (gpushare/profile.py + plan.build_plan)."""
+    try:
+        from gpushare.plan import build_plan  # type: ignore[attr-defined,unused-ignore]
+        from gpushare.profile import load_profile  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:  # TODO(launcher): drop once profile.py/build_plan have landed
+        raise EnvironmentProblem(
+            "this gpushare has no planner yet (gpushare.profile / gpushare.plan.build_plan)",
+            hint="update gpushare",
+        ) from exc
+    plan = build_plan(load_profile(profile_path), inventory)
+    assert isinstance(plan, Plan)
+    return plan
+
+
+def _usable_inventory(inventory: GpuInventory) -> GpuInventory | None:
+    """The inventory when NVML works here, else None (the CPU backend, a machine without driver)."""
+    try:
+        inventory.gpus()
+    except GpushareError:
+        return None
+    return inventory
+
+
+inventory_factory: Callable[[], GpuInventory] = _nvml_inventory
+plan_factory: Callable[[Path, GpuInventory], Plan] = build_plan_from_profile
+edges_factory: Callable[[GpuInventory | None], Edges] = real_edges
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM/SIGHUP to `gpushare up` clean up like Ctrl-C: stop what it started, then exit."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@app.command("up")
+def up_command(
+    profile: Annotated[Path, typer.Argument(help="The profile YAML to plan and start.", dir_okay=False)],
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="Leave the instances that started running when one fails.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds each instance may take to serve.")
+    ] = DEFAULT_READY_TIMEOUT_S,
+) -> None:
+    """Plan PROFILE, check the machine, start every instance and wait until each one serves."""
+    if not profile.is_file():
+        raise InputError(f"{profile}: no such profile file")
+    inventory = inventory_factory()
+    plan = plan_factory(profile, inventory)
+    edges = edges_factory(_usable_inventory(inventory))
+    paths = profile_paths(plan.profile_name, state_root())
+    out = console()
+    options = UpOptions(ready_timeout_s=timeout, keep_going=keep_going)
+    live = Live(console=out, auto_refresh=False, transient=False) if out.is_terminal else None
+
+    def on_progress(items: Sequence[InstanceProgress]) -> None:
+        if live is not None:
+            live.update(progress_table(items), refresh=True)
+
+    count = len(plan.instances)
+    out.print(f"starting {count} instance(s) of {plan.profile_name!r}; logs in {paths.logs_dir}")
+    try:
+        with _terminate_as_interrupt():
+            if live is not None:
+                with live:
+                    result = up(plan, paths, edges, options, on_progress)
+            else:
+                result = up(plan, paths, edges, options)
+    except InstanceFailedError as exc:
+        render_failures(console(stderr=True), exc.failures)
+        if exc.stopped:
+            console(stderr=True).print(f"stopped what this up started: {', '.join(exc.stopped)}")
+        raise
+    except KeyboardInterrupt:
+        console(stderr=True).print("interrupted: stopped the instances this up had started")
+        raise typer.Exit(130) from None
+    render_up(out, result)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _resolve_profile(arg: str) -> str:
+    """A profile name: the state folder's name, or (for a YAML path) the planned profile's name."""
+    root = state_root()
+    if (root / arg).is_dir():
+        return arg
+    path = Path(arg)
+    if path.is_file():
+        try:
+            from gpushare.profile import load_profile  # type: ignore[import-not-found,unused-ignore]
+
+            name = getattr(load_profile(path), "name", None)
+            if isinstance(name, str) and name:
+                return name
+        except ImportError:
+            pass
+        return path.stem
+    return arg
+
+
+def _only_profile(what: str) -> str:
+    profiles = list_profiles(state_root())
+    if len(profiles) == 1:
+        return profiles[0]
+    if not profiles:
+        raise InputError(f"no profile is up ({what} needs one)", hint="gpushare up PROFILE")
+    raise InputError(f"several profiles are up ({', '.join(profiles)})", hint="name one, or pass --all")
+
+
+@app.command("down")
+def down_command(
+    profile: Annotated[str | None, typer.Argument(help="Profile name (or its YAML).")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Only these instances.")] = None,
+    all_profiles: Annotated[bool, typer.Option("--all", help="Every profile that is up.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds between SIGTERM and SIGKILL.")
+    ] = DEFAULT_STOP_TIMEOUT_S,
+) -> None:
+    """Stop a profile's instances (SIGTERM, then SIGKILL after --timeout). Safe to repeat."""
+    edges = edges_factory(None)
+    root = state_root()
+    wanted = list(names or [])
+    if all_profiles:
+        if profile is not None:
+            wanted.insert(0, profile)
+        targets = list_profiles(root)
+    else:
+        targets = [_resolve_profile(profile) if profile else _only_profile("down")]
+    results: list[DownResult] = []
+    for name in targets:
+        results.append(down(profile_paths(name, root), edges, wanted, timeout_s=timeout))
+    render_down(console(), results)
+
+
+@app.command("status")
+def status_command(
+    profile: Annotated[str | None, typer.Argument(help="Profile name (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, sizes in bytes.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw every --interval seconds.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2)] = 2.0,
+) -> None:
+    """Per instance: state, memory planned vs actual, KV cache, requests; per GPU: memory."""
+    edges = edges_factory(_usable_inventory(inventory_factory()))
+    root = state_root()
+    profiles = [_resolve_profile(profile)] if profile else None
+    if as_json and not watch:
+        typer.echo(json.dumps(collect_status(root, edges, profiles).to_json(), indent=2))
+        return
+    out = console()
+    if not watch:
+        out.print(status_renderable(collect_status(root, edges, profiles)))
+        return
+    try:
+        with Live(console=out, auto_refresh=False) as live:
+            while True:
+                report = collect_status(root, edges, profiles)
+                if as_json:
+                    out.print_json(json.dumps(report.to_json()))
+                else:
+                    live.update(status_renderable(report), refresh=True)
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+@app.command("logs")
+def logs_command(
+    name: Annotated[str, typer.Argument(help="Instance name.")],
+    follow_log: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile, when several have NAME.")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show first (0: all).")] = 200,
+) -> None:
+    """Show an instance's vLLM log."""
+    path = find_log(state_root(), name, _resolve_profile(profile) if profile else None)
+    sys.stdout.write(tail_lines(path, lines))
+    sys.stdout.flush()
+    if not follow_log:
+        return
+    try:
+        for chunk in follow(path, SystemClock()):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return

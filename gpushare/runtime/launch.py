@@ -1,0 +1,582 @@
+"""`up` and `down`: run a Plan as vLLM processes, and stop them again.
+
+`up(plan, paths, edges)`: lock the profile, pre-flight, start MPS where wanted, start instances in
+per-GPU order, wait for each to answer a real completion, record planned against actual, return.
+`down(paths, edges)`: SIGTERM each instance's process session, SIGKILL after a timeout, only for
+pids whose start time matches the state file; idempotent.
+
+The outside world comes in through `Edges` (process runner, HTTP prober, clock, MPS control, GPU
+inventory, port check), real in the CLI and fakes in the tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gpushare.devices.base import GpuInventory
+from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
+from gpushare.plan import Plan, PlannedInstance
+from gpushare.runtime.clock import Clock, SystemClock
+from gpushare.runtime.lock import profile_lock
+from gpushare.runtime.mps import MpsControl, NvidiaMpsControl, mps_env
+from gpushare.runtime.observe import (
+    Phase,
+    error_line,
+    facts_from_log,
+    log_tail,
+    parse_metrics,
+    phase_from_log,
+    served_model_name,
+)
+from gpushare.runtime.preflight import PreflightReport, port_is_free, preflight
+from gpushare.runtime.probe import HttpProber, Prober
+from gpushare.runtime.processes import ProcessRunner, SubprocessRunner
+from gpushare.runtime.state import (
+    InstanceRecord,
+    InstanceState,
+    MpsRecord,
+    ProfilePaths,
+    ProfileState,
+    load_state,
+    remove_state,
+    save_state,
+)
+
+DEFAULT_READY_TIMEOUT_S = 900.0
+DEFAULT_STOP_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Everything `up`, `down` and `status` touch outside the process."""
+
+    runner: ProcessRunner
+    prober: Prober
+    clock: Clock
+    mps: MpsControl
+    inventory: GpuInventory | None
+    """None where there is no GPU (or NVML is missing): GPU checks and NVML readings are skipped."""
+    port_free: Callable[[int], bool] = port_is_free
+    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def real_edges(inventory: GpuInventory | None) -> Edges:
+    return Edges(
+        runner=SubprocessRunner(),
+        prober=HttpProber(),
+        clock=SystemClock(),
+        mps=NvidiaMpsControl(),
+        inventory=inventory,
+    )
+
+
+# --- start order (pure) ------------------------------------------------------------------------
+
+StartState = Literal["pending", "starting", "ready", "failed", "skipped"]
+
+
+def start_groups(instances: Sequence[PlannedInstance]) -> list[list[PlannedInstance]]:
+    """Instances that share a GPU (directly or through a multi-GPU instance) form one group, in
+    start_order. Instances without a GPU (the CPU backend) form one group of their own."""
+    parent: dict[str, str] = {inst.name: inst.name for inst in instances}
+
+    def find(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    owner: dict[str, str] = {}
+    for inst in instances:
+        keys = [f"gpu{g}" for g in inst.gpus] or ["cpu"]
+        for key in keys:
+            if key in owner:
+                parent[find(inst.name)] = find(owner[key])
+            else:
+                owner[key] = inst.name
+    groups: dict[str, list[PlannedInstance]] = {}
+    for inst in instances:
+        groups.setdefault(find(inst.name), []).append(inst)
+    ordered = [sorted(g, key=lambda i: (i.start_order, i.name)) for g in groups.values()]
+    return sorted(ordered, key=lambda g: (min(g[0].gpus, default=-1), g[0].name))
+
+
+def together(group: Sequence[PlannedInstance]) -> bool:
+    """A group may start all at once only when every member fixes its KV size: otherwise vLLM
+    measures free memory while a neighbour allocates, and charges it to the wrong instance."""
+    return all(inst.kv_fixed for inst in group)
+
+
+def next_to_start(groups: Sequence[Sequence[PlannedInstance]], states: Mapping[str, StartState]) -> list[str]:
+    """Which pending instances may start now."""
+    chosen: list[str] = []
+    for group in groups:
+        if together(group):
+            chosen.extend(i.name for i in group if states[i.name] == "pending")
+            continue
+        for inst in group:
+            state = states[inst.name]
+            if state in ("ready", "failed", "skipped"):
+                continue
+            if state == "pending":
+                chosen.append(inst.name)
+            break  # one at a time: wait for this one before the next
+    return chosen
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceProgress:
+    name: str
+    state: StartState
+    phase: Phase | None
+    elapsed_s: float | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    name: str
+    reason: str
+    """'exited with code 1 before it served', 'not ready after 600 s', ..."""
+    error: str | None
+    """vLLM's own error line from the log, when there is one."""
+    log_path: str
+    tail: str
+
+    def summary(self) -> str:
+        return f"{self.name} {self.reason}" + (f": {self.error}" if self.error else "")
+
+
+class InstanceFailedError(LaunchError):
+    """One or more instances failed during `up` (and, without keep_going, everything was stopped)."""
+
+    def __init__(self, failures: Sequence[Failure], stopped: Sequence[str]) -> None:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(
+            f"{first.summary()}{more}",
+            hint=f"full log: gpushare logs {first.name}  ({first.log_path})",
+        )
+        self.failures = tuple(failures)
+        self.stopped = tuple(stopped)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    state: ProfileState
+    ready: tuple[str, ...]
+    failed: tuple[Failure, ...]
+    notes: tuple[str, ...]
+    versions: dict[str, str | None]
+    already_running: bool = False
+    start_seconds: dict[str, float] = field(default_factory=dict)
+    """Per instance: spawn to first successful completion."""
+
+
+ProgressCallback = Callable[[Sequence[InstanceProgress]], None]
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    keep_going: bool = False
+    poll_s: float = 0.5
+    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
+
+
+# --- helpers over edges ------------------------------------------------------------------------
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _rotate_log(path: Path) -> None:
+    if path.exists() and path.stat().st_size > 0:
+        os.replace(path, path.with_name(path.name + ".1"))
+
+
+def record_alive(rec: InstanceRecord, runner: ProcessRunner) -> bool:
+    """Some process of the instance's session still runs (leader or orphaned children)."""
+    if rec.pid is None or rec.pid_start_time is None:
+        return False
+    return bool(runner.session_pids(rec.pid, rec.pid_start_time))
+
+
+def stop_records(
+    records: Iterable[InstanceRecord], runner: ProcessRunner, clock: Clock, timeout_s: float
+) -> list[str]:
+    """SIGTERM every session, wait up to `timeout_s`, SIGKILL what is left, wait briefly again.
+    Returns the names that had something to stop. Never signals a recycled pid."""
+    targets = [r for r in records if r.pid is not None and r.pid_start_time is not None]
+    had_processes: list[str] = []
+    for rec in targets:
+        assert rec.pid is not None and rec.pid_start_time is not None
+        pids = runner.session_pids(rec.pid, rec.pid_start_time)
+        if pids:
+            had_processes.append(rec.name)
+            runner.signal(pids, signal.SIGTERM)
+    pending = [r for r in targets if r.name in had_processes]
+    for sig, wait in ((signal.SIGKILL, timeout_s), (None, 5.0)):
+        deadline = clock.monotonic() + wait
+        while pending and clock.monotonic() < deadline:
+            clock.sleep(0.2)
+            pending = [r for r in pending if record_alive(r, runner)]
+        if not pending or sig is None:
+            break
+        for rec in pending:
+            assert rec.pid is not None and rec.pid_start_time is not None
+            runner.signal(runner.session_pids(rec.pid, rec.pid_start_time), sig)
+    for rec in targets:
+        assert rec.pid is not None
+        runner.exit_code(rec.pid)  # reap our own children
+    leftover = [r.name for r in pending if record_alive(r, runner)]
+    if leftover:
+        raise LaunchError(
+            f"could not stop {', '.join(leftover)} even with SIGKILL",
+            hint="check `ps -s PID`; a process in uninterruptible sleep (D state) waits on the kernel",
+        )
+    return had_processes
+
+
+def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
+    """Actual numbers once an instance serves: vLLM's log and /metrics, NVML per process."""
+    actual: dict[str, object] = dict(facts_from_log(_read(rec.log_path)).as_dict())
+    text = edges.prober.metrics(rec.port)
+    if text:
+        cache = parse_metrics(text).cache_config or {}
+        for key in ("block_size", "num_gpu_blocks", "kv_cache_memory_bytes", "kv_cache_size_tokens"):
+            value = cache.get(key)
+            if value is not None and value.isdigit():
+                actual[f"metrics_{key}"] = int(value)
+    if edges.inventory is not None and rec.gpus and rec.pid is not None and rec.pid_start_time is not None:
+        pids = set(edges.runner.session_pids(rec.pid, rec.pid_start_time))
+        per_gpu: dict[str, int] = {}
+        for gpu in edges.inventory.gpus():
+            if gpu.index in rec.gpus:
+                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in gpu.processes if p.pid in pids)
+        actual["process_bytes"] = per_gpu
+    return actual
+
+
+# --- up ----------------------------------------------------------------------------------------
+
+
+def _record_for(inst: PlannedInstance, paths: ProfilePaths, extra_env: Mapping[str, str]) -> InstanceRecord:
+    return InstanceRecord(
+        name=inst.name,
+        model=inst.model,
+        port=inst.port,
+        argv=tuple(inst.argv),
+        env={**inst.env, **extra_env},
+        log_path=str(paths.log_file(inst.name)),
+        gpus=tuple(inst.gpus),
+        aliases=tuple(inst.aliases),
+        planned_bytes=inst.planned_bytes,
+        kv_fixed=inst.kv_fixed,
+    )
+
+
+def _check_plan(plan: Plan) -> None:
+    if plan.unplaced or not plan.feasible:
+        unplaced = ", ".join(u.name for u in plan.unplaced) or "some instances"
+        raise DoesNotFitError(
+            f"the plan for {plan.profile_name!r} does not fit: {unplaced} could not be placed",
+            hint="run `gpushare plan` for the reasons and what would make it fit",
+        )
+    names = [inst.name for inst in plan.instances]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DoesNotFitError(f"the plan names {', '.join(duplicates)} more than once")
+    if not plan.instances:
+        raise DoesNotFitError(f"the plan for {plan.profile_name!r} has no instances")
+
+
+def _already_up(previous: ProfileState | None, plan: Plan, runner: ProcessRunner) -> bool | None:
+    """True: the same plan runs already. None: nothing of this profile runs. Raises when something
+    else of this profile runs."""
+    if previous is None:
+        return None
+    alive = [rec for rec in previous.instances if record_alive(rec, runner)]
+    if not alive:
+        return None
+    planned = {inst.name: tuple(inst.argv) for inst in plan.instances}
+    same = len(alive) == len(planned) and all(planned.get(rec.name) == rec.argv for rec in alive)
+    if same and all(rec.state == "ready" for rec in alive):
+        return True
+    raise EnvironmentProblem(
+        f"profile {plan.profile_name!r} already runs {', '.join(r.name for r in alive)}",
+        hint=f"run `gpushare down {plan.profile_name}` first",
+    )
+
+
+def _setup_mps(
+    plan: Plan, paths: ProfilePaths, edges: Edges, previous: ProfileState | None, notes: list[str]
+) -> MpsRecord | None:
+    if plan.mps == "off" or not any(inst.gpus for inst in plan.instances) or not edges.mps.available():
+        return None
+    pipe, logs = paths.mps_pipe_dir, paths.mps_log_dir
+    if edges.mps.running(pipe):
+        ours = bool(previous and previous.mps and previous.mps.started_by_us)
+        notes.append(f"MPS daemon already running on {pipe}; using it")
+        return MpsRecord(str(pipe), str(logs), started_by_us=ours)
+    edges.mps.start(pipe, logs)
+    notes.append(f"started an MPS daemon (pipe {pipe})")
+    return MpsRecord(str(pipe), str(logs), started_by_us=True)
+
+
+class _Launch:
+    """The mutable bookkeeping of one `up` (kept out of the pure functions above)."""
+
+    def __init__(self, plan: Plan, paths: ProfilePaths, edges: Edges, options: UpOptions) -> None:
+        self.plan = plan
+        self.paths = paths
+        self.edges = edges
+        self.options = options
+        self.states: dict[str, StartState] = {inst.name: "pending" for inst in plan.instances}
+        self.started_mono: dict[str, float] = {}
+        self.ready_s: dict[str, float] = {}
+        self.phases: dict[str, Phase] = {}
+        self.failures: list[Failure] = []
+        self.state = ProfileState(profile=plan.profile_name)
+
+    def save(self) -> None:
+        self.state = save_state(self.paths, self.state, now=self.edges.clock.time())
+
+    def update(self, rec: InstanceRecord) -> None:
+        self.state = self.state.with_instance(rec)
+        self.save()
+
+    def rec(self, name: str) -> InstanceRecord:
+        found = self.state.instance(name)
+        assert found is not None
+        return found
+
+    def start(self, name: str) -> None:
+        rec = self.rec(name)
+        log_path = Path(rec.log_path)
+        _rotate_log(log_path)
+        spawned = self.edges.runner.spawn(rec.argv, rec.env, log_path)
+        self.started_mono[name] = self.edges.clock.monotonic()
+        self.states[name] = "starting"
+        self.update(
+            dataclasses.replace(
+                rec,
+                pid=spawned.pid,
+                pid_start_time=spawned.start_time,
+                state="starting",
+                started_at=self.edges.clock.time(),
+                exit_code=None,
+                error=None,
+            )
+        )
+
+    def fail(self, name: str, reason: str, exit_code: int | None = None) -> None:
+        rec = self.rec(name)
+        text = _read(rec.log_path)
+        failure = Failure(name, reason, error_line(text), rec.log_path, log_tail(text, LOG_TAIL_LINES))
+        self.failures.append(failure)
+        self.states[name] = "failed"
+        if self.options.keep_going:
+            stop_records([rec], self.edges.runner, self.edges.clock, self.options.stop_timeout_s)
+        self.update(dataclasses.replace(rec, state="failed", exit_code=exit_code, error=failure.summary()))
+
+    def check(self, name: str) -> None:
+        """Advance one starting instance: exited? serving? answering? out of time?"""
+        rec = self.rec(name)
+        runner, prober = self.edges.runner, self.edges.prober
+        assert rec.pid is not None and rec.pid_start_time is not None
+        code = runner.exit_code(rec.pid)
+        if code is not None or not runner.is_running(rec.pid, rec.pid_start_time):
+            how = f"exited with code {code}" if code is not None else "exited"
+            if code is not None and code < 0:
+                how = f"was killed by signal {-code}"
+            self.fail(name, f"{how} before it served", exit_code=code)
+            return
+        self.phases[name] = phase_from_log(_read(rec.log_path))
+        if prober.health(rec.port):
+            self.phases[name] = "serving"
+            problem = prober.complete(rec.port, served_model_name(rec.argv, rec.name))
+            if problem is None:
+                self.ready(name)
+                return
+            # An engine that died behind a live API server never recovers: stop waiting.
+            if "EngineCore" in problem or "EngineDead" in problem:
+                self.fail(name, f"serves but cannot complete ({problem})")
+                return
+        elapsed = self.edges.clock.monotonic() - self.started_mono[name]
+        if elapsed > self.options.ready_timeout_s:
+            limit = self.options.ready_timeout_s
+            self.fail(name, f"not ready after {limit:.0f} s (phase: {self.phases[name]})")
+
+    def ready(self, name: str) -> None:
+        self.states[name] = "ready"
+        self.phases[name] = "ready"
+        self.ready_s[name] = self.edges.clock.monotonic() - self.started_mono[name]
+        rec = dataclasses.replace(self.rec(name), state="ready", ready_at=self.edges.clock.time())
+        rec = dataclasses.replace(rec, actual=measure(rec, self.edges))
+        self.update(rec)
+
+    def progress(self) -> list[InstanceProgress]:
+        now = self.edges.clock.monotonic()
+        out = []
+        for inst in self.plan.instances:
+            state = self.states[inst.name]
+            began = self.started_mono.get(inst.name)
+            elapsed = (self.ready_s.get(inst.name) or (now - began)) if began is not None else None
+            phase = self.phases.get(inst.name, "starting") if state != "pending" else None
+            detail = next((f.summary() for f in self.failures if f.name == inst.name), "")
+            out.append(InstanceProgress(inst.name, state, phase, elapsed, detail))
+        return out
+
+    def stop_started(self) -> list[str]:
+        started = [self.rec(n) for n, s in self.states.items() if s != "pending"]
+        stopped = stop_records(started, self.edges.runner, self.edges.clock, self.options.stop_timeout_s)
+        for rec in started:
+            new_state: InstanceState = "failed" if self.states[rec.name] == "failed" else "stopped"
+            self.state = self.state.with_instance(dataclasses.replace(rec, state=new_state))
+        self.save()
+        return stopped
+
+
+def up(
+    plan: Plan,
+    paths: ProfilePaths,
+    edges: Edges,
+    options: UpOptions | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> UpResult:
+    """Start every instance of `plan` and return once each serves (or failed, with keep_going).
+
+    Raises: DoesNotFitError (infeasible plan), EnvironmentProblem (lock held, pre-flight failed,
+    already running), InstanceFailedError (an instance failed; everything this call started has
+    been stopped unless keep_going).
+    """
+    opts = options or UpOptions()
+    _check_plan(plan)
+    paths.ensure()
+    with profile_lock(paths, "up"):
+        previous = load_state(paths)
+        if _already_up(previous, plan, edges.runner):
+            assert previous is not None
+            names = tuple(r.name for r in previous.instances)
+            return UpResult(previous, names, (), (), {}, already_running=True)
+        report: PreflightReport = preflight(
+            plan, edges.runner, edges.inventory, edges.port_free, edges.mps.available(), edges.base_env
+        )
+        if not report.ok:
+            listed = "; ".join(report.problems)
+            raise EnvironmentProblem(
+                f"pre-flight failed, nothing started: {listed}",
+                hint="fix these (a busy port: `gpushare status --all` or `ss -ltnp`) and run up again",
+            )
+        notes = list(report.notes)
+        run = _Launch(plan, paths, edges, opts)
+        mps = _setup_mps(plan, paths, edges, previous, notes)
+        extra_env = mps_env(Path(mps.pipe_dir), Path(mps.log_dir)) if mps else {}
+        run.state = ProfileState(
+            profile=plan.profile_name,
+            instances=tuple(_record_for(inst, paths, extra_env) for inst in plan.instances),
+            mps=mps,
+            up_pid=os.getpid(),
+        )
+        run.save()
+        groups = start_groups(plan.instances)
+        try:
+            while True:
+                for name in next_to_start(groups, run.states):
+                    try:
+                        run.start(name)
+                    except EnvironmentProblem as exc:
+                        run.fail(name, f"could not start: {exc.message}")
+                for name, state in list(run.states.items()):
+                    if state == "starting":
+                        run.check(name)
+                if on_progress is not None:
+                    on_progress(run.progress())
+                if run.failures and not opts.keep_going:
+                    stopped = run.stop_started()
+                    raise InstanceFailedError(run.failures, stopped)
+                if all(s in ("ready", "failed", "skipped") for s in run.states.values()):
+                    break
+                edges.clock.sleep(opts.poll_s)
+        except BaseException as exc:
+            if not isinstance(exc, InstanceFailedError):
+                run.stop_started()  # interrupted or crashed: leave nothing orphaned
+            raise
+        finally:
+            run.state = dataclasses.replace(run.state, up_pid=None)
+            run.save()
+    return UpResult(
+        state=run.state,
+        ready=tuple(n for n, s in run.states.items() if s == "ready"),
+        failed=tuple(run.failures),
+        notes=tuple(notes),
+        versions=report.versions,
+        start_seconds=dict(run.ready_s),
+    )
+
+
+# --- down --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownResult:
+    profile: str
+    stopped: tuple[str, ...]
+    """Instances that had processes, now stopped."""
+    gone: tuple[str, ...]
+    """Instances already not running (nothing signalled)."""
+    mps_stopped: bool = False
+
+
+def down(
+    paths: ProfilePaths,
+    edges: Edges,
+    names: Sequence[str] = (),
+    timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+    lock_wait_s: float = 5.0,
+) -> DownResult:
+    """Stop the profile's instances (all, or `names`). Safe to repeat; safe after a killed `up`."""
+    with profile_lock(paths, "down", wait_s=lock_wait_s):
+        state = load_state(paths)
+        if state is None:
+            if names:
+                raise LaunchError(
+                    f"profile {paths.profile!r} has no instances running", hint="gpushare status"
+                )
+            return DownResult(paths.profile, (), ())
+        known = {rec.name for rec in state.instances}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise LaunchError(
+                f"profile {paths.profile!r} has no instance {', '.join(unknown)}",
+                hint=f"its instances: {', '.join(sorted(known))}",
+            )
+        chosen = [rec for rec in state.instances if not names or rec.name in names]
+        stopped = stop_records(chosen, edges.runner, edges.clock, timeout_s)
+        gone = tuple(rec.name for rec in chosen if rec.name not in stopped)
+        state = state.without_instances({rec.name for rec in chosen})
+        mps_stopped = False
+        remaining_alive = [rec for rec in state.instances if record_alive(rec, edges.runner)]
+        if not remaining_alive:
+            if state.mps is not None and state.mps.started_by_us:
+                edges.mps.stop(Path(state.mps.pipe_dir), Path(state.mps.log_dir))
+                mps_stopped = True
+            remove_state(paths)
+        else:
+            save_state(paths, state, now=edges.clock.time())
+        return DownResult(paths.profile, tuple(stopped), gone, mps_stopped)
