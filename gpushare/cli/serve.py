@@ -1,0 +1,214 @@
+"""`gpushare supervise` (gateway + supervisor for a profile) and `gpushare gateway` (routing only)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gpushare.cli.app import app
+from gpushare.errors import InputError
+from gpushare.runtime.clock import SystemClock
+from gpushare.runtime.gateway import Gateway, GatewayConfig
+from gpushare.runtime.gw_routes import DuplicateModelName, RouteTable, Upstream
+from gpushare.runtime.gw_service import (
+    detect_gpus,
+    read_info,
+    run_foreground,
+    start_background,
+    stop_background,
+)
+from gpushare.runtime.processes import SubprocessRunner
+from gpushare.runtime.state import profile_paths
+from gpushare.runtime.supervisor import SupervisorPolicy
+from gpushare.units import parse_bytes
+
+API_KEY_ENV = "GPUSHARE_API_KEY"
+
+Host = Annotated[str, typer.Option(help="Address to listen on. Loopback unless you mean otherwise.")]
+Port = Annotated[int, typer.Option(help="Gateway port.")]
+KeyFile = Annotated[
+    Path | None,
+    typer.Option(help=f"File holding the API key clients must send (else ${API_KEY_ENV}; else no key)."),
+]
+MaxBody = Annotated[str, typer.Option(help="Largest request body, e.g. 32MiB.")]
+ConnectTimeout = Annotated[float, typer.Option(help="Seconds to connect to an instance before a 503.")]
+
+
+def _api_key(key_file: Path | None) -> str | None:
+    if key_file is not None:
+        try:
+            key = key_file.read_text().strip()
+        except OSError as exc:
+            raise InputError(f"--api-key-file {key_file}: {exc.strerror}") from exc
+        if not key:
+            raise InputError(f"--api-key-file {key_file}: the file is empty")
+        return key
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def _gateway_config(
+    host: str, port: int, key_file: Path | None, max_body: str, connect_timeout: float
+) -> GatewayConfig:
+    config = GatewayConfig(
+        host=host,
+        port=port,
+        api_key=_api_key(key_file),
+        max_body_bytes=parse_bytes(max_body, "--max-body"),
+        connect_timeout_s=connect_timeout,
+    )
+    if not _loopback(host) and config.api_key is None:
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] listening on {host} without an API key:"
+            " anyone who reaches it can use the models"
+        )
+    return config
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@app.command()
+def supervise(
+    profile: Annotated[str, typer.Argument(help="The profile whose instances `up` started.")],
+    foreground: Annotated[
+        bool, typer.Option(help="Run here (systemd, containers) instead of in the background.")
+    ] = False,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop the profile's background gateway/supervisor.")
+    ] = False,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    api_key_file: KeyFile = None,
+    max_body: MaxBody = "32MiB",
+    connect_timeout: ConnectTimeout = 3.0,
+    restart: Annotated[bool, typer.Option(help="Restart instances that exit or fail health checks.")] = True,
+    restart_on_memory: Annotated[
+        bool, typer.Option(help="Also restart an instance over its memory plan.")
+    ] = False,
+    memory_tolerance: Annotated[float, typer.Option(min=0.0, help="Alert past planned x (1 + this).")] = 0.10,
+    alert_command: Annotated[
+        str | None,
+        typer.Option(help="Shell command run on each alert (GPUSHARE_ALERT_KIND, ... in its env)."),
+    ] = None,
+    crash_loop_restarts: Annotated[int, typer.Option(min=0, help="Restarts allowed in 10 minutes.")] = 5,
+    health_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between /health probes.")] = 5.0,
+) -> None:
+    """Run the gateway (one OpenAI endpoint, /metrics) and keep the profile's instances serving."""
+    paths = profile_paths(profile)
+    runner, clock = SubprocessRunner(), SystemClock()
+    console = Console(highlight=False)
+    if stop:
+        stopped = stop_background(paths, runner=runner, clock=clock)
+        console.print("stopped" if stopped else "not running")
+        return
+    policy = SupervisorPolicy(
+        restart=restart,
+        restart_on_memory=restart_on_memory,
+        memory_tolerance=memory_tolerance,
+        crash_loop_restarts=crash_loop_restarts,
+        health_interval_s=health_interval,
+    )
+    config = _gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    if foreground:
+        _logging()
+        inventory, utilization = detect_gpus()
+        run_foreground(
+            paths, config, policy, inventory=inventory, utilization=utilization, alert_command=alert_command
+        )
+        return
+    args = [
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-body",
+        max_body,
+        "--connect-timeout",
+        str(connect_timeout),
+        "--memory-tolerance",
+        str(memory_tolerance),
+        "--crash-loop-restarts",
+        str(crash_loop_restarts),
+        "--health-interval",
+        str(health_interval),
+    ]
+    args += ["--restart" if restart else "--no-restart"]
+    args += ["--restart-on-memory" if restart_on_memory else "--no-restart-on-memory"]
+    if api_key_file is not None:
+        args += ["--api-key-file", str(api_key_file)]
+    if alert_command is not None:
+        args += ["--alert-command", alert_command]
+    info = start_background(paths, args, runner=runner, clock=clock)
+    console.print(f"gateway {info.url}/v1 (pid {info.pid}); log {paths.logs_dir / 'supervisor.log'}")
+
+
+@app.command()
+def gateway(
+    upstream: Annotated[
+        list[str],
+        typer.Option(
+            help="MODEL=URL of an OpenAI-compatible server; MODEL,ALIAS,...=URL for aliases. Repeatable."
+        ),
+    ],
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    api_key_file: KeyFile = None,
+    max_body: MaxBody = "32MiB",
+    connect_timeout: ConnectTimeout = 3.0,
+) -> None:
+    """A gateway only, in the foreground, for servers gpushare did not start (no supervision)."""
+    table = RouteTable()
+    try:
+        table.replace(_parse_upstream(text) for text in upstream)
+    except DuplicateModelName as exc:
+        raise InputError(f"--upstream: {exc}") from exc
+    config = _gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    _logging()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        gw = Gateway(table, config)
+        await gw.start()
+        logging.getLogger("gpushare").info("gateway on %s:%d", host, gw.bound_port)
+        await stop.wait()
+        await gw.stop()
+
+    asyncio.run(main())
+
+
+def _parse_upstream(text: str) -> Upstream:
+    names, sep, url = text.partition("=")
+    if not sep or not names or not url.startswith(("http://", "https://")):
+        raise InputError(
+            f"--upstream {text!r}: expected MODEL=http://HOST:PORT", hint="e.g. qwen=http://127.0.0.1:8001"
+        )
+    served, *aliases = [n.strip() for n in names.split(",") if n.strip()]
+    return Upstream(instance=served, served_name=served, base_url=url.rstrip("/"), aliases=tuple(aliases))
+
+
+def running_gateway(profile: str) -> str | None:
+    """The URL of the profile's running gateway, for `status` (None when not running)."""
+    info = read_info(profile_paths(profile))
+    return info.url if info is not None else None
