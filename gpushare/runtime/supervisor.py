@@ -40,6 +40,7 @@ from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.clock import Clock
 from gpushare.runtime.gw_routes import RouteTable, Upstream
 from gpushare.runtime.metrics import InstanceStatus
+from gpushare.runtime.observe import served_model_name
 from gpushare.runtime.probe import Prober
 from gpushare.runtime.processes import ProcessRunner
 from gpushare.runtime.state import InstanceRecord, ProfileState
@@ -118,13 +119,22 @@ class AlertSink(Protocol):
 
 def served_name(record: InstanceRecord) -> str:
     """The name vLLM serves the instance under: the first `--served-model-name`, else the model."""
+    return served_model_name(record.argv, record.model)
+
+
+def base_url(record: InstanceRecord) -> str:
+    """Where the gateway reaches the instance: its `--host` unless that is a wildcard, on its port."""
+    host = "127.0.0.1"
     argv = list(record.argv)
     for i, arg in enumerate(argv):
-        if arg == "--served-model-name" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--served-model-name="):
-            return arg.split("=", 1)[1]
-    return record.model
+        value = argv[i + 1] if arg == "--host" and i + 1 < len(argv) else None
+        if arg.startswith("--host="):
+            value = arg.split("=", 1)[1]
+        if value and value not in ("0.0.0.0", "::", ""):
+            host = value
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{record.port}"
 
 
 def backoff_delay(policy: SupervisorPolicy, consecutive_failures: int) -> float:
@@ -285,7 +295,7 @@ class Supervisor:
         return Upstream(
             rec.name,
             served_name(rec),
-            f"http://127.0.0.1:{rec.port}",
+            base_url(rec),
             aliases=rec.aliases,
             available=available,
             state=watch.phase,

@@ -20,7 +20,7 @@ from gpushare.runtime.gw_routes import RouteTable
 from gpushare.runtime.probe import FakeProber
 from gpushare.runtime.processes import FakeRunner
 from gpushare.runtime.state import InstanceRecord, ProfileState
-from gpushare.runtime.supervisor import Supervisor, SupervisorPolicy, backoff_delay
+from gpushare.runtime.supervisor import Supervisor, SupervisorPolicy, backoff_delay, base_url
 
 VLLM = "/opt/vllm/bin/python"
 GiB = 1 << 30
@@ -310,3 +310,20 @@ def test_restart_disabled_watches_only(tmp_path: Path) -> None:
     rig.tick(100.0)
     assert rig.sup.phase("a") == "failed"
     assert rig.spawns() == 2
+
+
+@pytest.mark.parametrize(
+    ("case", "argv", "url"),
+    [
+        ("default", (), "http://127.0.0.1:9000"),
+        ("loopback", ("--host", "127.0.0.1"), "http://127.0.0.1:9000"),
+        ("wildcard", ("--host", "0.0.0.0"), "http://127.0.0.1:9000"),
+        ("specific", ("--host=10.0.0.5",), "http://10.0.0.5:9000"),
+        ("ipv6", ("--host", "::1"), "http://[::1]:9000"),
+    ],
+)
+def test_base_url(case: str, argv: tuple[str, ...], url: str) -> None:
+    rec = InstanceRecord(
+        name="x", model="m", port=9000, argv=("vllm", "serve", "m", *argv), env={}, log_path="x"
+    )
+    assert base_url(rec) == url
