@@ -165,8 +165,16 @@ def run_foreground(
     utilization: UtilizationSource | None = None,
     alert_command: str | None = None,
 ) -> None:
-    """The process body: SIGTERM/SIGINT end it cleanly; uvloop when installed (vllm brings it)."""
+    """The process body: SIGTERM/SIGINT end it cleanly; uvloop when installed (vllm brings it).
+
+    One per profile: a gateway/supervisor already running for it (say `up` started one in the
+    background, then systemd starts this one) is stopped first, and this one takes over.
+    """
     paths.ensure()
+    previous = read_info(paths)
+    takeover = previous is not None and previous.pid != os.getpid()
+    if takeover and stop_background(paths, runner=SubprocessRunner(), clock=SystemClock()):
+        log.info("took over from another gateway/supervisor of this profile")
 
     async def main() -> None:
         stop = asyncio.Event()
