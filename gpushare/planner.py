@@ -751,7 +751,7 @@ class _Suggester:
                 "it fits on an empty GPU of this machine: lower the targets of the models placed "
                 "there, give this one a higher priority, or add a GPU"
             )
-        other = self.other_gpu()
+        other = None if fits_when_empty else self.other_gpu()
         if other:
             out.append(other)
         if not out:
