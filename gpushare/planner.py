@@ -775,8 +775,8 @@ class _Suggester:
         best = lo // 256 * 256 if lo >= 1024 else lo
         need = self.need(replace(s, max_model_len=best))
         return (
-            f"max_model_len: {best} (from {current}) fits with {self.m.concurrency} concurrent "
-            f"requests, needs {format_bytes(need or 0)}"
+            f"max_model_len: {best} (from {current}) fits with {_requests(self.m.concurrency)}, "
+            f"needs {format_bytes(need or 0)}"
         )
 
     def fp8_kv(self) -> str | None:
@@ -867,6 +867,10 @@ class _Suggester:
                     f"needs {format_bytes(need)}{per} of {format_bytes(usable)} usable"
                 )
         return None
+
+
+def _requests(count: int | None) -> str:
+    return "1 concurrent request" if count == 1 else f"{count} concurrent requests"
 
 
 # A catalog lookup (pure: reads the bundled configs); cached because suggestions ask often.

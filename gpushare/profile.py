@@ -621,16 +621,16 @@ def check_profile_models(profile: Profile, load: ModelLoader | None = None) -> d
 
     loader = load or load_model
     file = str(profile.source or "profile")
-    lines = profile.model_lines
     facts: dict[str, ModelFacts] = {}
     problems: list[ProfileProblem] = []
     for i, entry in enumerate(profile.models):
-        line = lines[i] if i < len(lines) else 0
         try:
             if entry.model not in facts:
                 facts[entry.model] = loader(entry.model)
         except GpushareError as exc:
-            problems.append(ProfileProblem(f"models[{i}].model", line, exc.message))
+            problems.append(
+                ProfileProblem(f"models[{i}].model", profile.line_of(("models", i, "model")), exc.message)
+            )
             continue
         problems.extend(_entry_problems(profile, i, entry, facts[entry.model]))
     if problems:
