@@ -26,7 +26,7 @@ from gpushare.runtime.gw_service import (
     stop_background,
 )
 from gpushare.runtime.processes import SubprocessRunner
-from gpushare.runtime.state import profile_paths
+from gpushare.runtime.state import load_state, profile_paths
 from gpushare.runtime.supervisor import SupervisorPolicy
 from gpushare.units import parse_bytes
 
@@ -120,6 +120,8 @@ def supervise(
         stopped = stop_background(paths, runner=runner, clock=clock)
         console.print("stopped" if stopped else "not running")
         return
+    if load_state(paths) is None:
+        raise InputError(f"profile {profile!r} has no instances to supervise", hint=f"gpushare up {profile}")
     policy = SupervisorPolicy(
         restart=restart,
         restart_on_memory=restart_on_memory,

@@ -30,7 +30,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gpushare.devices.base import GpuInventory
-from gpushare.errors import GpushareError, LaunchError
+from gpushare.errors import EnvironmentProblem, GpushareError, LaunchError
 from gpushare.runtime.clock import Clock, SystemClock
 from gpushare.runtime.gateway import Gateway, GatewayConfig
 from gpushare.runtime.gw_routes import RouteTable
@@ -133,7 +133,14 @@ async def serve(
         on_unreachable=supervisor.poke,
     )
     await supervisor.tick()  # adopt the instances before the first request can arrive
-    await gateway.start()
+    try:
+        await gateway.start()
+    except OSError as exc:
+        where = f"{gateway_config.host}:{gateway_config.port}"
+        raise EnvironmentProblem(
+            f"the gateway cannot listen on {where}: {exc.strerror or exc}",
+            hint="another gateway may run there: pick another --port",
+        ) from exc
     me = os.getpid()
     _write_info(paths, ServiceInfo(me, _start_time(me), gateway_config.host, gateway.bound_port))
     log.info(
