@@ -304,3 +304,31 @@ def test_metrics_one_scrape_has_gateway_and_relabelled_vllm_series() -> None:
         assert text.count("# TYPE vllm:num_requests_running gauge") == 1
 
     run(scenario)
+
+
+def test_client_hanging_up_drops_the_upstream_request() -> None:
+    async def scenario() -> None:
+        async with rig() as r:
+            r.alpha.stream_gated = True
+            body = {"model": "model-a", "messages": [], "stream": True}
+            r.alpha.chunk_gate.release()
+            async with r.client.post(f"{r.url}/v1/chat/completions", json=body) as resp:
+                assert (await resp.content.readline()).startswith(b"data: ")
+                resp.close()  # the client goes away mid-stream
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                in_flight = r.gateway.registry.get_sample_value(
+                    "gpushare_gateway_requests_in_flight", {"model": "model-a"}
+                )
+                if in_flight == 0:
+                    break
+            assert in_flight == 0
+            for _ in r.alpha.chunks:
+                r.alpha.chunk_gate.release()
+            for _ in range(50):
+                await asyncio.sleep(0.02)
+                if r.alpha.streams_aborted:
+                    break
+            assert r.alpha.streams_aborted == 1
+
+    run(scenario)

@@ -43,6 +43,7 @@ class FakeUpstream:
     chunk_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
     chunks: tuple[str, ...] = ("Hello", " world", "!")
     stream_gated: bool = False
+    streams_aborted: int = 0
     server: TestServer | None = None
 
     @property
@@ -86,12 +87,18 @@ class FakeUpstream:
         self.received.append({"path": request.path, "body": body, "headers": dict(request.headers)})
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await out.prepare(request)
-        for text in self.chunks:
-            if self.stream_gated:
-                await self.chunk_gate.acquire()
-            event = {"choices": [{"index": 0, "delta": {"content": text}}], "model": body.get("model")}
-            await out.write(f"data: {json.dumps(event)}\n\n".encode())
-        await out.write(b"data: [DONE]\n\n")
+        try:
+            for text in self.chunks:
+                if self.stream_gated:
+                    await self.chunk_gate.acquire()
+                event = {"choices": [{"index": 0, "delta": {"content": text}}], "model": body.get("model")}
+                await out.write(f"data: {json.dumps(event)}\n\n".encode())
+            await out.write(b"data: [DONE]\n\n")
+        except (asyncio.CancelledError, ConnectionResetError):
+            # The gateway dropped the connection (aiohttp cancels the handler, or the write fails):
+            # vLLM would abort the request here.
+            self.streams_aborted += 1
+            raise
         await out.write_eof()
         return out
 
