@@ -698,7 +698,29 @@ class _Planner:
             f"{format_bytes(max(available, 0))} left of {format_bytes(usable)} "
             f"usable; short by {format_bytes(short)}"
         )
-        suggestions = _Suggester(self, m, gpus, available).all(closest.short_when_empty_bytes == 0, item)
+        suggester = _Suggester(self, m, gpus, available)
+        suggestions = suggester.changes()
+        if closest.short_when_empty_bytes == 0:
+            suggestions.append(
+                "it fits on an empty GPU of this machine: lower the targets of the models placed "
+                "there, give this one a higher priority, or add a GPU"
+            )
+        else:
+            if not suggestions:
+                # Nothing fits next to the others; say what would fit on the largest GPU alone.
+                allowed = [b for b in bins if item.pin is None or b.index in item.pin]
+                largest = sorted(allowed, key=lambda b: (-b.usable_bytes, b.index))[:tp]
+                alone = tuple(sorted(b.index for b in largest))
+                room = min(b.usable_bytes for b in largest)
+                where_alone = ", ".join(f"GPU {g}" for g in alone)
+                suggestions = [
+                    f"alone on {where_alone}: {text}" for text in _Suggester(self, m, alone, room).changes()
+                ]
+            larger = suggester.other_gpu()
+            if larger:
+                suggestions.append(larger)
+        if not suggestions:
+            suggestions.append("no single change makes it fit; combine lower targets with a larger GPU")
         return Unplaced(m.name, reason, short, tuple(suggestions), gpus, need)
 
 
@@ -734,7 +756,8 @@ class _Suggester:
     def fits(self, need: int | None) -> bool:
         return need is not None and need <= self.available
 
-    def all(self, fits_when_empty: bool, item: Item) -> list[str]:
+    def changes(self) -> list[str]:
+        """Single changes to the model's settings that make it fit."""
         out: list[str] = []
         for suggest in (
             self.shorter_context,
@@ -746,16 +769,6 @@ class _Suggester:
             text = suggest()
             if text:
                 out.append(text)
-        if fits_when_empty and len(self.p.gpus) > 0:
-            out.append(
-                "it fits on an empty GPU of this machine: lower the targets of the models placed "
-                "there, give this one a higher priority, or add a GPU"
-            )
-        other = None if fits_when_empty else self.other_gpu()
-        if other:
-            out.append(other)
-        if not out:
-            out.append("no single change fits it here; combine the changes above or use a larger GPU")
         return out
 
     def shorter_context(self) -> str | None:
