@@ -57,17 +57,16 @@ def _nvml_inventory() -> GpuInventory:
 
 def build_plan_from_profile(profile_path: Path, inventory: GpuInventory) -> Plan:
     """Load the profile and plan it against the inventory (gpushare/profile.py + plan.build_plan)."""
+    from gpushare.plan import build_plan
+    from gpushare.profile import load_profile
+
+    profile = load_profile(profile_path)
     try:
-        from gpushare.plan import build_plan  # type: ignore[attr-defined,unused-ignore]
-        from gpushare.profile import load_profile  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:  # TODO(launcher): drop once profile.py/build_plan have landed
-        raise EnvironmentProblem(
-            "this gpushare has no planner yet (gpushare.profile / gpushare.plan.build_plan)",
-            hint="update gpushare",
-        ) from exc
-    plan = build_plan(load_profile(profile_path), inventory)
-    assert isinstance(plan, Plan)
-    return plan
+        return build_plan(profile, inventory)
+    except ModuleNotFoundError as exc:  # TODO(launcher): drop once gpushare/planner.py has landed
+        if exc.name != "gpushare.planner":
+            raise
+        raise EnvironmentProblem("this gpushare has no planner yet (gpushare.planner)") from exc
 
 
 def _usable_inventory(inventory: GpuInventory) -> GpuInventory | None:
@@ -153,15 +152,10 @@ def _resolve_profile(arg: str) -> str:
         return arg
     path = Path(arg)
     if path.is_file():
-        try:
-            from gpushare.profile import load_profile  # type: ignore[import-not-found,unused-ignore]
+        from gpushare.profile import load_profile
 
-            name = getattr(load_profile(path), "name", None)
-            if isinstance(name, str) and name:
-                return name
-        except ImportError:
-            pass
-        return path.stem
+        name = getattr(load_profile(path, check_models=False), "name", None)
+        return name if isinstance(name, str) and name else path.stem
     return arg
 
 

@@ -110,7 +110,7 @@ def status_rows(report: StatusReport) -> list[tuple[str, ...]]:
             (
                 s.profile,
                 s.name,
-                s.model,
+                _short_model(s.model),
                 ",".join(map(str, s.gpus)) or "cpu",
                 str(s.pid or "-"),
                 str(s.port),
@@ -125,6 +125,11 @@ def status_rows(report: StatusReport) -> list[tuple[str, ...]]:
             )
         )
     return rows
+
+
+def _short_model(model: str) -> str:
+    """A local folder by its name; a Hugging Face id as it is."""
+    return model.rstrip("/").rsplit("/", 1)[-1] if model.startswith(("/", ".", "~")) else model
 
 
 def _requests(s: InstanceStatus) -> str:
@@ -145,7 +150,7 @@ STATUS_COLUMNS = (
     "actual",
     "KV tokens",
     "KV used",
-    "run/wait",
+    "req run/wait",
     "uptime",
     "restarts",
 )
@@ -157,12 +162,13 @@ def status_renderable(report: StatusReport) -> Group | Text:
     parts: list[Table | Text] = []
     if report.instances:
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in STATUS_COLUMNS:
-            table.add_column(column, overflow="fold")
+        skip = 1 if len(report.profiles) == 1 else 0  # the profile column says nothing then
+        for column in STATUS_COLUMNS[skip:]:
+            table.add_column(column, overflow="ellipsis", no_wrap=column != "model")
         for row in status_rows(report):
-            cells = list(row)
-            styled = Text(cells[6], style=_STATE_STYLE.get(cells[6].split(" ")[0], ""))
-            table.add_row(*cells[:6], styled, *cells[7:])
+            cells: list[str | Text] = list(row)
+            cells[6] = Text(row[6], style=_STATE_STYLE.get(row[6].split(" ")[0], ""))
+            table.add_row(*cells[skip:])
         parts.append(table)
     for s in report.instances:
         if s.error:

@@ -291,6 +291,11 @@ def _record_for(inst: PlannedInstance, paths: ProfilePaths, extra_env: Mapping[s
 
 
 def _check_plan(plan: Plan) -> None:
+    if plan.problems:
+        raise DoesNotFitError(
+            f"the plan for {plan.profile_name!r} cannot start: {'; '.join(plan.problems)}",
+            hint="run `gpushare plan` for details",
+        )
     if plan.unplaced or not plan.feasible:
         unplaced = ", ".join(u.name for u in plan.unplaced) or "some instances"
         raise DoesNotFitError(
@@ -384,10 +389,13 @@ class _Launch:
             )
         )
 
-    def fail(self, name: str, reason: str, exit_code: int | None = None) -> None:
+    def fail(self, name: str, reason: str, exit_code: int | None = None, exited: bool = False) -> None:
         rec = self.rec(name)
         text = _read(rec.log_path)
-        failure = Failure(name, reason, error_line(text), rec.log_path, log_tail(text, LOG_TAIL_LINES))
+        last_lines = [line.strip() for line in text.splitlines() if line.strip()]
+        # A process that died without an error line: its last words are the best clue.
+        error = error_line(text) or (last_lines[-1] if last_lines and exited else None)
+        failure = Failure(name, reason, error, rec.log_path, log_tail(text, LOG_TAIL_LINES))
         self.failures.append(failure)
         self.states[name] = "failed"
         if self.options.keep_going:
@@ -404,7 +412,7 @@ class _Launch:
             how = f"exited with code {code}" if code is not None else "exited"
             if code is not None and code < 0:
                 how = f"was killed by signal {-code}"
-            self.fail(name, f"{how} before it served", exit_code=code)
+            self.fail(name, f"{how} before it served", exit_code=code, exited=True)
             return
         self.phases[name] = phase_from_log(_read(rec.log_path))
         if prober.health(rec.port):
@@ -512,6 +520,8 @@ def up(
                     raise InstanceFailedError(run.failures, stopped)
                 if all(s in ("ready", "failed", "skipped") for s in run.states.values()):
                     break
+                if next_to_start(groups, run.states):
+                    continue  # one just became ready: start the next in its group without waiting
                 edges.clock.sleep(opts.poll_s)
         except BaseException as exc:
             if not isinstance(exc, InstanceFailedError):

@@ -109,8 +109,9 @@ def facts_from_log(text: str) -> LogFacts:
     kv_tokens = [int(m.group(2).replace(",", "")) for m in _KV_TOKENS_RE.finditer(text)]
     concurrency = [float(m.group(2)) for m in _CONCURRENCY_RE.finditer(text)]
     load = [_gib(m.group(1)) for m in _MODEL_LOAD_RE.finditer(text)]
-    available = [_gib(m.group(1)) for m in _AVAILABLE_KV_RE.finditer(text)]
-    available += [_gib(m.group(1)) for m in _EXPLICIT_KV_RE.finditer(text)]
+    # GPU workers log "Available KV cache memory", CPU workers "Explicitly set (x/y) GiB": the later wins.
+    found = [(m.start(), m.group(1)) for r in (_AVAILABLE_KV_RE, _EXPLICIT_KV_RE) for m in r.finditer(text)]
+    available = [_gib(value) for _, value in sorted(found)]
     return LogFacts(
         kv_cache_tokens=kv_tokens[-1] if kv_tokens else None,
         max_concurrency=concurrency[-1] if concurrency else None,

@@ -22,7 +22,7 @@ from gpushare.runtime.processes import SubprocessRunner
 from gpushare.runtime.state import InstanceRecord, ProfileState, load_state, profile_paths, save_state
 from gpushare.runtime.status import collect_status
 
-FAST = UpOptions(ready_timeout_s=20, poll_s=0.1, stop_timeout_s=5)
+FAST = UpOptions(ready_timeout_s=20, poll_s=0.1, stop_timeout_s=1.5)
 
 
 def _alive(records: tuple[InstanceRecord, ...]) -> list[str]:
@@ -165,7 +165,7 @@ def test_not_ready_in_time_is_stopped_with_its_phase(tmp_path: Path, isolated_en
     plan = plan_of(instance("slow", fake_server_argv("slow", port, model, "--never-ready", "--child"), port))
     paths = profile_paths("lab", isolated_env)
     with pytest.raises(InstanceFailedError, match=r"slow not ready after 1 s \(phase: compiling\)"):
-        up(plan, paths, real_process_edges(), UpOptions(ready_timeout_s=1, poll_s=0.1, stop_timeout_s=5))
+        up(plan, paths, real_process_edges(), UpOptions(ready_timeout_s=1, poll_s=0.1, stop_timeout_s=1.5))
     state = load_state(paths)
     assert state is not None and _alive(state.instances) == []
 
