@@ -299,25 +299,26 @@ class Gateway:
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         route = request.path if request.path in KNOWN_ROUTES else "other"
-        model = UNKNOWN_MODEL_LABEL
         status = 499  # the client went away before we answered (nginx's convention)
+        seen = [UNKNOWN_MODEL_LABEL]  # set as soon as the model is known: a cancelled request counts too
         try:
-            response, model = await self._route_and_forward(request, started)
+            response = await self._route_and_forward(request, started, seen)
             status = response.status
             return response
         finally:
             elapsed = time.perf_counter() - started
+            model = seen[0]
             self.metrics.count(model, route, status)
             if model != UNKNOWN_MODEL_LABEL:
                 self.metrics.model(model)[1].observe(elapsed)
 
     async def _route_and_forward(
-        self, request: web.Request, started: float
-    ) -> tuple[web.StreamResponse, str]:
+        self, request: web.Request, started: float, seen: list[str]
+    ) -> web.StreamResponse:
         unknown = UNKNOWN_MODEL_LABEL
         if (denied := self._check_key(request)) is not None:
             self.metrics.error(unknown, "unauthorized")
-            return denied, unknown
+            return denied
         if request.method != "POST":
             self.metrics.error(unknown, "bad_request")
             return openai_error(
@@ -325,7 +326,7 @@ class Gateway:
                 f"No route {request.method} {request.path} on the gateway.",
                 type_="invalid_request_error",
                 code="not_found",
-            ), unknown
+            )
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -335,7 +336,7 @@ class Gateway:
                 f"The request body is larger than {self.config.max_body_bytes} bytes.",
                 type_="invalid_request_error",
                 code="request_too_large",
-            ), unknown
+            )
         try:
             payload = json.loads(body)
         except ValueError:
@@ -347,22 +348,23 @@ class Gateway:
             message = f"The body must be a JSON object with a 'model' field. Models: {models}."
             return openai_error(
                 400, message, type_="invalid_request_error", code="missing_model", param="model"
-            ), unknown
+            )
         upstream = self.routes.lookup(name)
         if upstream is None:
             self.metrics.error(unknown, "unknown_model")
-            return self._unknown_model(name), unknown
+            return self._unknown_model(name)
         model = upstream.served_name
+        seen[0] = model
         if not upstream.available:
             self.metrics.error(model, "unavailable")
-            return self._unavailable(upstream, upstream.state), model
+            return self._unavailable(upstream, upstream.state)
         if name != upstream.served_name:
             assert isinstance(payload, dict)
             body = json.dumps({**payload, "model": upstream.served_name}).encode()
         in_flight, _, first_byte = self.metrics.model(model)
         in_flight.inc()
         try:
-            return await self._forward(request, upstream, body, started, first_byte), model
+            return await self._forward(request, upstream, body, started, first_byte)
         finally:
             in_flight.dec()
 
