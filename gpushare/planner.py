@@ -377,22 +377,40 @@ class _Planner:
         self.targets = {g.index: gpu_target(g) for g in gpus}
         self.usable = {g.index: usable_bytes(g, self.reserve, own_pids) for g in gpus}
         self.others = {g.index: other_processes_bytes(g, own_pids) for g in gpus}
-        self._estimates: dict[tuple[int, GpuTarget], Estimate] = {}
+        self._estimates: dict[tuple[object, ...], Estimate | GpushareError] = {}
         self.notes: list[str] = []
 
     # --- needs ---------------------------------------------------------------------------------
 
-    def need_estimate(self, m: _Model, gpu: int) -> Estimate:
-        target = self.targets[gpu]
-        key = (m.index, target)
-        if key not in self._estimates:
+    def cached_target_estimate(
+        self,
+        facts: ModelFacts,
+        target: GpuTarget,
+        settings: ServeSettings,
+        concurrency: int | None,
+        kv_tokens: int | None,
+    ) -> Estimate:
+        """`target_estimate`, memoised: entries with the same model and settings (and the many
+        probes of the suggestions' searches) are computed once."""
+        key = (id(facts), target, settings, concurrency, kv_tokens)
+        found = self._estimates.get(key)
+        if found is None:
             try:
-                self._estimates[key] = target_estimate(
-                    m.facts, target, m.settings, m.concurrency, m.kv_tokens
-                )
+                found = target_estimate(facts, target, settings, concurrency, kv_tokens)
             except GpushareError as exc:
-                raise _input_problem(self.profile, m, exc) from None
-        return self._estimates[key]
+                found = exc
+            self._estimates[key] = found
+        if isinstance(found, GpushareError):
+            raise found
+        return found
+
+    def need_estimate(self, m: _Model, gpu: int) -> Estimate:
+        try:
+            return self.cached_target_estimate(
+                m.facts, self.targets[gpu], m.settings, m.concurrency, m.kv_tokens
+            )
+        except GpushareError as exc:
+            raise _input_problem(self.profile, m, exc) from None
 
     def slack(self, gpu: int) -> int:
         """Room for writing utilization with 4 decimals (measured sizing spends the whole budget)."""
@@ -746,7 +764,7 @@ class _Suggester:
         if concurrency is None and kv_tokens is None:
             concurrency, kv_tokens = m.concurrency, m.kv_tokens
         try:
-            e = target_estimate(
+            e = self.p.cached_target_estimate(
                 facts or m.facts, target or self.target, settings or m.settings, concurrency, kv_tokens
             )
         except GpushareError:
