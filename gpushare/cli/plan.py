@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,9 +18,12 @@ from rich.console import Console
 from gpushare.cli.app import app
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.devices.nvml import NvmlInventory
-from gpushare.plan import Plan
-from gpushare.planner import Strategy, build_plan, plan_summary
-from gpushare.profile import Profile, ProfileValidationError, load_profile
+
+# The planner pulls in scipy and pydantic: imported inside the commands so start-up stays fast.
+if TYPE_CHECKING:
+    from gpushare.plan import Plan
+    from gpushare.planner import Strategy
+    from gpushare.profile import Profile, ProfileValidationError
 
 # Where GPUs come from for `gpus: auto` without --gpus. A module attribute so tests can replace it.
 inventory_factory: Callable[[], GpuInventory] = NvmlInventory
@@ -56,6 +59,9 @@ def resolve_gpus(profile: Profile, spec: str | None) -> list[Gpu]:
 
 
 def make_plan(profile_path: Path, spec: str | None, strategy: Strategy | None) -> tuple[Profile, Plan]:
+    from gpushare.planner import build_plan
+    from gpushare.profile import load_profile
+
     profile = load_profile(profile_path)
     return profile, build_plan(profile, resolve_gpus(profile, spec), strategy)
 
@@ -76,6 +82,8 @@ def plan(
     Exit 0 when everything fits, 1 when something does not (the output says why and what would
     fit), 2 for an invalid profile.
     """
+    from gpushare.planner import plan_summary
+
     chosen = _strategy(strategy)
     _, result = make_plan(profile, gpus, chosen)
     if as_json:
@@ -100,6 +108,8 @@ def check(
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
     2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`."""
     from gpushare.cli.render_plan import check_lines, plan_annotations, problem_annotations
+    from gpushare.planner import plan_summary
+    from gpushare.profile import ProfileValidationError
 
     try:
         loaded, result = make_plan(profile, gpus, None)

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from gpushare.cli.app import GpushareGroup, app
-from gpushare.profile import load_profile, profile_json_schema
 
 profile_app = typer.Typer(
     name="profile",
@@ -23,6 +22,8 @@ app.add_typer(profile_app, name="profile")
 @profile_app.command()
 def schema() -> None:
     """Print the JSON Schema of a profile (every field with its description)."""
+    from gpushare.profile import profile_json_schema
+
     typer.echo(json.dumps(profile_json_schema(), indent=2, ensure_ascii=False))
 
 
@@ -34,5 +35,7 @@ def validate(
     ] = False,
 ) -> None:
     """Check a profile against the schema and its models' configs (exit 2 with file, path and fix)."""
+    from gpushare.profile import load_profile
+
     loaded = load_profile(profile, check_models=not offline)
     typer.echo(f"ok: {profile}: {len(loaded.models)} model(s), profile {loaded.display_name!r}")
