@@ -29,7 +29,7 @@ from gpushare.cli.render_launch import (
     status_renderable,
 )
 from gpushare.devices.base import GpuInventory
-from gpushare.errors import EnvironmentProblem, GpushareError, InputError
+from gpushare.errors import GpushareError, InputError
 from gpushare.plan import Plan
 from gpushare.runtime.clock import SystemClock
 from gpushare.runtime.launch import (
@@ -60,13 +60,7 @@ def build_plan_from_profile(profile_path: Path, inventory: GpuInventory) -> Plan
     from gpushare.plan import build_plan
     from gpushare.profile import load_profile
 
-    profile = load_profile(profile_path)
-    try:
-        return build_plan(profile, inventory)
-    except ModuleNotFoundError as exc:  # TODO(launcher): drop once gpushare/planner.py has landed
-        if exc.name != "gpushare.planner":
-            raise
-        raise EnvironmentProblem("this gpushare has no planner yet (gpushare.planner)") from exc
+    return build_plan(load_profile(profile_path), inventory)
 
 
 def _usable_inventory(inventory: GpuInventory) -> GpuInventory | None:
@@ -107,8 +101,19 @@ def up_command(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Seconds each instance may take to serve.")
     ] = DEFAULT_READY_TIMEOUT_S,
+    gateway: Annotated[
+        bool,
+        typer.Option(help="Also start the gateway + supervisor (one endpoint, /metrics, restarts)."),
+    ] = True,
+    gateway_host: Annotated[str, typer.Option(help="Gateway address (loopback by default).")] = "127.0.0.1",
+    gateway_port: Annotated[int, typer.Option(min=0, help="Gateway port (0: any free port).")] = 8000,
 ) -> None:
-    """Plan PROFILE, check the machine, start every instance and wait until each one serves."""
+    """Plan PROFILE, check the machine, start every instance and wait until each one serves.
+
+    Then start the profile's gateway and supervisor in the background (`--no-gateway` to skip):
+    one OpenAI-compatible endpoint routing by model name, Prometheus /metrics, and restarts of
+    instances that crash. `gpushare down` stops both.
+    """
     if not profile.is_file():
         raise InputError(f"{profile}: no such profile file")
     inventory = inventory_factory()
@@ -143,6 +148,16 @@ def up_command(
     render_up(out, result)
     if result.failed:
         raise typer.Exit(1)
+    if gateway:
+        from gpushare.runtime.gw_service import start_background
+
+        info = start_background(
+            paths,
+            ["--host", gateway_host, "--port", str(gateway_port)],
+            runner=edges.runner,
+            clock=edges.clock,
+        )
+        out.print(f"gateway {info.url}/v1 (pid {info.pid}), supervising; metrics at {info.url}/metrics")
 
 
 def _resolve_profile(arg: str) -> str:
@@ -154,8 +169,7 @@ def _resolve_profile(arg: str) -> str:
     if path.is_file():
         from gpushare.profile import load_profile
 
-        name = getattr(load_profile(path, check_models=False), "name", None)
-        return name if isinstance(name, str) and name else path.stem
+        return load_profile(path, check_models=False).display_name
     return arg
 
 
@@ -187,9 +201,15 @@ def down_command(
         targets = list_profiles(root)
     else:
         targets = [_resolve_profile(profile) if profile else _only_profile("down")]
+    from gpushare.runtime.gw_service import stop_background
+
     results: list[DownResult] = []
     for name in targets:
-        results.append(down(profile_paths(name, root), edges, wanted, timeout_s=timeout))
+        paths = profile_paths(name, root)
+        if not wanted:
+            # First the supervisor, so nothing restarts what is being stopped.
+            stop_background(paths, runner=edges.runner, clock=edges.clock)
+        results.append(down(paths, edges, wanted, timeout_s=timeout))
     render_down(console(), results)
 
 

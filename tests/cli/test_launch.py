@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import gpushare.cli.launch as launch_cli
 from gpushare.cli import app
 from gpushare.devices.static import StaticInventory
 from gpushare.plan import Plan, PlannedInstance
+from gpushare.runtime.gw_service import read_info
+from gpushare.runtime.state import profile_paths
 
 FAKE_SERVER = Path(__file__).parent.parent / "runtime" / "fake_vllm_server.py"
 
@@ -56,9 +59,15 @@ def test_up_status_logs_down(tmp_path: Path, profile_file: Path, monkeypatch: py
     monkeypatch.setattr(launch_cli, "plan_factory", lambda path, inventory: plan)
     runner = CliRunner()
     try:
-        result = runner.invoke(app, ["up", str(profile_file), "--timeout", "20"])
+        result = runner.invoke(app, ["up", str(profile_file), "--timeout", "20", "--gateway-port", "0"])
         assert result.exit_code == 0, result.output
         assert "small ready on port" in result.output and "KV cache 131,072 tokens" in result.output
+
+        # `up` also started the gateway + supervisor: one endpoint lists both instances.
+        gateway = read_info(profile_paths("lab"))
+        assert gateway is not None and f"gateway {gateway.url}/v1" in result.output
+        with urllib.request.urlopen(gateway.url + "/v1/models", timeout=5) as resp:
+            assert sorted(m["id"] for m in json.load(resp)["data"]) == ["big", "small"]
 
         status = runner.invoke(app, ["status", "--json"])
         assert status.exit_code == 0, status.output
@@ -78,6 +87,7 @@ def test_up_status_logs_down(tmp_path: Path, profile_file: Path, monkeypatch: py
         down = runner.invoke(app, ["down", "lab"])
     assert down.exit_code == 0, down.output
     assert "stopped" in down.output
+    assert read_info(profile_paths("lab")) is None  # the gateway/supervisor went with them
     again = runner.invoke(app, ["down", "--all"])
     assert again.exit_code == 0
     assert "nothing to stop" in again.output
