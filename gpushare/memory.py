@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from gpushare.errors import ConfigError, DoesNotFitError, InputError, KvCacheTooSmallError
 from gpushare.hfconfig import LayerKind, ModelArch, Quantization
-from gpushare.units import GiB, MiB, cdiv, format_bytes
+from gpushare.units import GiB, KiB, MiB, cdiv, format_bytes
 from gpushare.weights import weight_bytes_from_config
 
 DTYPE_BYTES = {
@@ -49,31 +49,33 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Measured terms of vLLM's memory use, per vLLM version and device family.
+    """Measured terms of vLLM's memory use (vLLM 0.26.0, CUDA 13, Hopper).
 
-    Each value has its source next to it. `gpushare calibrate` replaces them per model and GPU.
+    vLLM measures these rather than computing them; the structure of each formula below comes from
+    what vLLM does, the numbers from eight real runs on an H200 (bench/gpu/results/h200-vllm0.26.0,
+    fitted in bench/gpu/fit.py and recorded in BENCHMARKS.md). `gpushare calibrate` replaces them
+    per model and GPU.
     """
 
-    # CUDA context, cuBLAS/NCCL handles: allocated before vLLM's baseline snapshot, so outside the
-    # budget. H100, vLLM 0.26.0: process − requested − graphs (VLLM-MEMORY.md, 1.75 GiB − 0.98 GiB).
-    context_bytes: int = int(0.77 * GiB)
-    # Non-torch memory that grows during the profile run (inside the budget): 0.22 GiB logged for a
-    # Llama-3.1-8B shape on the H100 (device-vllm/README.md).
+    # CUDA context and handles before vLLM's baseline snapshot, outside the budget:
+    # "worker init memory snapshot: ... cuda_memory=0.51GiB" in every run.
+    context_bytes: int = int(0.51 * GiB)
+    # Non-torch growth during the profile run, inside the budget: 0.22 GiB in all eight runs.
     non_torch_bytes: int = int(0.22 * GiB)
-    # Extra non-torch per GPU when tensor parallel (NCCL buffers and custom all-reduce).
+    # Extra non-torch per GPU when tensor parallel (NCCL buffers, custom all-reduce). Not measured.
     tp_non_torch_bytes: int = 512 * MiB
-    # Activation: a fixed workspace (attention backend, sampler scratch) plus the tensors of the
-    # largest layer for max_num_batched_tokens tokens, and the sampler's logits.
-    activation_base_bytes: int = 64 * MiB
-    # Live hidden-size tensors during a layer's forward (residual, normed input, output, ...).
-    activation_hidden_copies: float = 4.0
-    # Sampler: rows × vocab × bytes. bf16 logits + fp32 copy + fp32 probabilities.
-    sampler_bytes_per_logit: float = 10.0
-    # CUDA graphs: bytes per captured (size, piece). 0.98 GiB for Llama-3.1-8B (32 layers,
-    # 51 capture sizes, piecewise + full graphs) on the H100 with vLLM 0.26.0.
-    cudagraph_bytes_per_graph: int = int(0.98 * GiB / (51 * 34))
-    # vLLM keeps this much free after its own KV suggestion (--kv-cache-memory-bytes hints).
-    suggestion_margin_bytes: int = 150 * MiB
+    # Peak activation = max(one vocab × hidden matrix, the widest layer's tensors) + a per-token
+    # term. Fits all six models within 0.03 GiB (e.g. Llama-3.1-8B: 0.98 + 0.12 = 1.10 GiB).
+    activation_hidden_copies: int = 3
+    activation_per_token_bytes: int = 13 * KiB
+    # Sampler warm-up after the KV cache is allocated (gpu_worker.compile_or_warm_up_model): held
+    # outside the budget, net of the activation pool freed after profiling.
+    sampler_base_bytes: int = 29 * MiB
+    sampler_bytes_per_logit: float = 11.38  # per row × vocab entry, rows = min(max_num_seqs, batched)
+    # CUDA graphs (FULL_AND_PIECEWISE): a fixed part plus the full decode graphs, which grow with
+    # hidden size × the sum of their batch sizes (0.39 GiB for Qwen2.5-0.5B .. 0.98 for Llama-8B).
+    cudagraph_base_bytes: int = int(0.26 * GiB)
+    cudagraph_bytes_per_token_hidden: float = 17.9
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,8 @@ def kv_layout(
 
     Layers of one kind form a group; with several kinds, every group has as many layers as the
     smallest kind, and the pool's blocks are shared by all groups. A sliding-window group needs at
-    most cdiv(window − 1 + max_num_batched_tokens, block_size) + 1 blocks per request.
+    most cdiv(min(window − 1 + max_num_batched_tokens, max_model_len), block_size) + 1 blocks per
+    request (SlidingWindowSpec.max_memory_usage_bytes).
     """
     block = settings.block_size or default_block_size(arch, gpu)
     per_layer = kv_bytes_per_token_per_layer(
@@ -262,7 +265,7 @@ def kv_layout(
         groups = cdiv(count, group_size)
         num_groups += groups
         if kind == "sliding" and arch.sliding_window:
-            need = min(full_blocks, cdiv(arch.sliding_window - 1 + batched, block) + 1)
+            need = cdiv(min(arch.sliding_window - 1 + batched, max_model_len), block) + 1
         else:
             need = full_blocks
         blocks_per_request += groups * need
@@ -276,44 +279,55 @@ def kv_layout(
     )
 
 
-def tokens_for_blocks(layout: KvLayout, num_blocks: int) -> int:
-    """The "GPU KV cache size: N tokens" vLLM logs: blocks per group × block size."""
-    return num_blocks // layout.num_groups * layout.block_size
+def tokens_for_blocks(layout: KvLayout, num_blocks: int, max_model_len: int) -> int:
+    """The "GPU KV cache size: N tokens" vLLM logs: max concurrency × max_model_len
+    (v1/core/kv_cache_utils.py). For full attention with max_model_len a multiple of the block size
+    that is blocks × block size; sliding-window groups hold fewer blocks per request (Gemma-2-9B on
+    the H200: 19,754 blocks, 1,025 per 8192-token request, 157,877 tokens logged)."""
+    return int(num_blocks / layout.blocks_per_request * max_model_len)
 
 
 # ---------------------------------------------------------------------------------------------
 # Measured terms
 
 
-def activation_bytes(
-    arch: ModelArch,
-    dtype_bytes: int,
-    batched: int,
-    num_seqs: int,
-    tp: int,
-    coeff: Coefficients,
-    runner: str = "generate",
-) -> int:
-    """Peak activation of vLLM's profile run (gpu_model_runner.profile_run).
-
-    A forward pass over `batched` tokens (the widest layer's tensors live at once), then the
-    sampler over min(max_num_seqs, batched) rows of logits. vLLM measures this; the shape of the
-    formula is from the profile run's code, its coefficients from H100 runs (BENCHMARKS.md).
-    """
-    h = arch.hidden_size
+def _mlp_width(arch: ModelArch, tp: int) -> int:
+    """Columns of the widest MLP tensors live at once per token: gate_up (2I) and its product (I)."""
     if arch.moe is not None:
-        topk = arch.moe.experts_per_token
-        inter = cdiv(arch.moe.moe_intermediate_size * topk, tp)
+        inter = cdiv(arch.moe.moe_intermediate_size * arch.moe.experts_per_token, tp)
     else:
         inter = cdiv(arch.intermediate_size, tp)
-    mlp_width = (3 if arch.gated_mlp else 2) * inter
+    return (3 if arch.gated_mlp else 2) * inter
+
+
+def activation_bytes(arch: ModelArch, dtype_bytes: int, batched: int, tp: int, coeff: Coefficients) -> int:
+    """Peak activation of vLLM's profile run, as it logs it ("torch peak memory increase").
+
+    One forward pass of `max_num_batched_tokens` tokens: the larger of a vocab × hidden matrix
+    (the logits projection) and the widest layer's tensors, plus a per-token term. Measured on the
+    H200: it barely moves with the batch (Llama-3.1-8B 1.10 GiB at 8192 tokens, 1.01 at 2048).
+    """
+    h = arch.hidden_size
     qkv_width = cdiv((arch.num_attention_heads + 2 * arch.num_kv_heads) * arch.head_dim, tp)
-    widest = max(mlp_width, qkv_width)
-    forward = batched * (widest + coeff.activation_hidden_copies * h) * dtype_bytes
+    widest = max(_mlp_width(arch, tp), qkv_width) + coeff.activation_hidden_copies * h
+    forward = batched * widest * dtype_bytes
+    vocab_matrix = cdiv(arch.vocab_size, tp) * h * dtype_bytes
+    return max(forward, vocab_matrix) + batched * coeff.activation_per_token_bytes
+
+
+def sampler_warmup_bytes(
+    arch: ModelArch, batched: int, num_seqs: int, tp: int, coeff: Coefficients, runner: str = "generate"
+) -> int:
+    """Memory the sampler warm-up holds after the KV cache exists (outside vLLM's budget).
+
+    vLLM warms the sampler with min(max_num_seqs, max_num_batched_tokens) rows of logits after
+    allocating the KV cache, so those buffers stay reserved: 29 MiB + 11.4 B per row × vocab entry
+    (fitted on eight H200 runs; Gemma-2-9B: 3.0 GiB). Pooling models have no sampler.
+    """
+    if runner == "pooling":
+        return 0
     rows = min(num_seqs, batched)
-    vocab = cdiv(arch.vocab_size, tp)
-    sampler = 0.0 if runner == "pooling" else rows * vocab * coeff.sampler_bytes_per_logit
-    return int(coeff.activation_base_bytes + max(forward, sampler))
+    return int(coeff.sampler_base_bytes + rows * cdiv(arch.vocab_size, tp) * coeff.sampler_bytes_per_logit)
 
 
 def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
@@ -327,11 +341,14 @@ def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
 def cuda_graph_bytes(
     arch: ModelArch, settings: ServeSettings, num_seqs: int, batched: int, coeff: Coefficients
 ) -> int:
-    """Memory of captured CUDA graphs: piecewise (one piece per layer plus one) and full graphs."""
+    """Memory of captured CUDA graphs (FULL_AND_PIECEWISE): piecewise graphs for every capture
+    size, full decode graphs for the sizes up to max_num_seqs. Llama-3.1-8B: 0.98 GiB with 1024
+    sequences, 0.59 GiB with 256 (H200, vLLM 0.26.0)."""
     if settings.enforce_eager:
         return 0
-    graphs = len(capture_sizes(num_seqs, batched)) * (arch.num_layers + 2)
-    return graphs * coeff.cudagraph_bytes_per_graph
+    full_tokens = sum(s for s in capture_sizes(num_seqs, batched) if s <= num_seqs)
+    per_token = coeff.cudagraph_bytes_per_token_hidden * arch.hidden_size
+    return int(coeff.cudagraph_base_bytes + full_tokens * per_token)
 
 
 def rotary_cache_bytes(arch: ModelArch, dtype_bytes: int) -> int:
@@ -371,6 +388,7 @@ class _Fixed:
     graphs: int
     graphs_in_budget: bool
     context: int
+    sampler: int
 
     @property
     def budget_overhead(self) -> int:
@@ -379,7 +397,10 @@ class _Fixed:
 
     @property
     def outside_budget(self) -> int:
-        return self.context + (0 if self.graphs_in_budget else self.graphs)
+        """The process's memory beyond what it uses of its budget: the CUDA context, CUDA graphs
+        where vLLM does not count them, and the sampler warm-up beyond the freed activation pool."""
+        graphs = 0 if self.graphs_in_budget else self.graphs
+        return self.context + graphs + max(0, self.sampler - self.activation)
 
 
 def _fixed(
@@ -428,11 +449,12 @@ def _fixed(
         layout=layout,
         weights=weights,
         weights_source=source,
-        activation=activation_bytes(arch, dtype_bytes, batched, num_seqs, tp, coeff, settings.runner),
+        activation=activation_bytes(arch, dtype_bytes, batched, tp, coeff),
         non_torch=non_torch,
         graphs=cuda_graph_bytes(arch, settings, num_seqs, batched, coeff),
         graphs_in_budget=cudagraphs_in_budget(settings),
         context=coeff.context_bytes,
+        sampler=sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner),
     )
 
 
@@ -474,12 +496,12 @@ def _finish(
         overhead_bytes=f.outside_budget,
         requested_bytes=requested,
         kv_cache_bytes=kv_bytes,
-        kv_cache_tokens=tokens_for_blocks(layout, num_blocks),
+        kv_cache_tokens=tokens_for_blocks(layout, num_blocks, f.max_model_len),
         num_blocks=num_blocks,
         max_concurrency=round(num_blocks / layout.blocks_per_request, 2),
         gpu_memory_utilization=utilization,
         kv_cache_memory_bytes=kv_fixed,
-        process_bytes=f.context + in_use + (0 if f.graphs_in_budget else f.graphs),
+        process_bytes=in_use + f.outside_budget,
         cuda_total_bytes=gpu.cuda_total_bytes,
         notes=notes,
     )

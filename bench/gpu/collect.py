@@ -14,6 +14,7 @@ most 8 files come back from $OUT) and the GPU description are copied to --out af
 
 Usage: python3 bench/gpu/collect.py --out $OUT --deadline-epoch EPOCH [--only a,b] [--state DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,114 +41,298 @@ MAKE_DUMMY = os.path.join(REPO, ".vllm-wheels", "bin", "make_dummy_model.py")
 # folder has no file for the model. The result line records which source was used.
 # ---------------------------------------------------------------------------------------------
 _QWEN7B = {
-    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
-    "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 3584, "initializer_range": 0.02,
-    "intermediate_size": 18944, "max_position_embeddings": 32768, "max_window_layers": 28,
-    "model_type": "qwen2", "num_attention_heads": 28, "num_hidden_layers": 28,
-    "num_key_value_heads": 4, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-    "sliding_window": 131072, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-    "use_cache": True, "use_sliding_window": False, "vocab_size": 152064,
+    "architectures": ["Qwen2ForCausalLM"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "initializer_range": 0.02,
+    "intermediate_size": 18944,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 28,
+    "model_type": "qwen2",
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "sliding_window": 131072,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+    "use_sliding_window": False,
+    "vocab_size": 152064,
 }
 FALLBACK = {
     "llama31_8b": {
-        "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-        "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "hidden_act": "silu",
-        "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
-        "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
-        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
-        "pretraining_tp": 1, "rms_norm_eps": 1e-05,
-        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-        "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-        "use_cache": True, "vocab_size": 128256,
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 128000,
+        "eos_token_id": [128001, 128008, 128009],
+        "hidden_act": "silu",
+        "hidden_size": 4096,
+        "initializer_range": 0.02,
+        "intermediate_size": 14336,
+        "max_position_embeddings": 131072,
+        "mlp_bias": False,
+        "model_type": "llama",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 32,
+        "num_key_value_heads": 8,
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": {
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "vocab_size": 128256,
     },
     "qwen25_7b": _QWEN7B,
     "qwen25_05b": {
-        "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
-        "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 896, "initializer_range": 0.02,
-        "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 21,
-        "model_type": "qwen2", "num_attention_heads": 14, "num_hidden_layers": 24,
-        "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-        "sliding_window": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
-        "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+        "architectures": ["Qwen2ForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "hidden_act": "silu",
+        "hidden_size": 896,
+        "initializer_range": 0.02,
+        "intermediate_size": 4864,
+        "max_position_embeddings": 32768,
+        "max_window_layers": 21,
+        "model_type": "qwen2",
+        "num_attention_heads": 14,
+        "num_hidden_layers": 24,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 32768,
+        "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": 151936,
     },
     "gemma2_9b": {
-        "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-        "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid",
-        "eos_token_id": 1, "final_logit_softcapping": 30.0, "head_dim": 256,
-        "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
-        "hidden_size": 3584, "initializer_range": 0.02, "intermediate_size": 14336,
-        "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 16,
-        "num_hidden_layers": 42, "num_key_value_heads": 8, "pad_token_id": 0,
-        "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
-        "sliding_window": 4096, "sliding_window_size": 4096, "torch_dtype": "float32",
-        "use_cache": True, "vocab_size": 256000,
+        "architectures": ["Gemma2ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attn_logit_softcapping": 50.0,
+        "bos_token_id": 2,
+        "cache_implementation": "hybrid",
+        "eos_token_id": 1,
+        "final_logit_softcapping": 30.0,
+        "head_dim": 256,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 3584,
+        "initializer_range": 0.02,
+        "intermediate_size": 14336,
+        "max_position_embeddings": 8192,
+        "model_type": "gemma2",
+        "num_attention_heads": 16,
+        "num_hidden_layers": 42,
+        "num_key_value_heads": 8,
+        "pad_token_id": 0,
+        "query_pre_attn_scalar": 256,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 10000.0,
+        "sliding_window": 4096,
+        "sliding_window_size": 4096,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": 256000,
     },
-    "qwen25_7b_gptq": dict(_QWEN7B, torch_dtype="float16", quantization_config={
-        "bits": 4, "damp_percent": 0.01, "desc_act": False, "group_size": 128,
-        "quant_method": "gptq", "static_groups": False, "sym": True, "true_sequential": True}),
-    "qwen25_7b_awq": dict(_QWEN7B, torch_dtype="float16", quantization_config={
-        "bits": 4, "group_size": 128, "modules_to_not_convert": None, "quant_method": "awq",
-        "version": "gemm", "zero_point": True}),
+    "qwen25_7b_gptq": dict(
+        _QWEN7B,
+        torch_dtype="float16",
+        quantization_config={
+            "bits": 4,
+            "damp_percent": 0.01,
+            "desc_act": False,
+            "group_size": 128,
+            "quant_method": "gptq",
+            "static_groups": False,
+            "sym": True,
+            "true_sequential": True,
+        },
+    ),
+    "qwen25_7b_awq": dict(
+        _QWEN7B,
+        torch_dtype="float16",
+        quantization_config={
+            "bits": 4,
+            "group_size": 128,
+            "modules_to_not_convert": None,
+            "quant_method": "awq",
+            "version": "gemm",
+            "zero_point": True,
+        },
+    ),
     "mistral_7b_v03": {
-        "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
-        "eos_token_id": 2, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
-        "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
-        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
-        "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": None,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True,
+        "architectures": ["MistralForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": 4096,
+        "initializer_range": 0.02,
+        "intermediate_size": 14336,
+        "max_position_embeddings": 32768,
+        "model_type": "mistral",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 32,
+        "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-05,
+        "rope_theta": 1000000.0,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
         "vocab_size": 32768,
     },
     "qwen3_8b": {
-        "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-        "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
-        "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 12288,
-        "max_position_embeddings": 40960, "max_window_layers": 36, "model_type": "qwen3",
-        "num_attention_heads": 32, "num_hidden_layers": 36, "num_key_value_heads": 8,
-        "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True,
-        "use_sliding_window": False, "vocab_size": 151936,
+        "architectures": ["Qwen3ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "hidden_size": 4096,
+        "initializer_range": 0.02,
+        "intermediate_size": 12288,
+        "max_position_embeddings": 40960,
+        "max_window_layers": 36,
+        "model_type": "qwen3",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 36,
+        "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": 151936,
     },
     "deepseek_v2_lite": {
-        "architectures": ["DeepseekV2ForCausalLM"], "attention_bias": False,
+        "architectures": ["DeepseekV2ForCausalLM"],
+        "attention_bias": False,
         "attention_dropout": 0.0,
-        "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV2Config",
-                     "AutoModel": "modeling_deepseek.DeepseekV2Model",
-                     "AutoModelForCausalLM": "modeling_deepseek.DeepseekV2ForCausalLM"},
-        "aux_loss_alpha": 0.001, "bos_token_id": 100000, "eos_token_id": 100001,
-        "first_k_dense_replace": 1, "hidden_act": "silu", "hidden_size": 2048,
-        "initializer_range": 0.02, "intermediate_size": 10944, "kv_lora_rank": 512,
-        "max_position_embeddings": 163840, "model_type": "deepseek_v2",
-        "moe_intermediate_size": 1408, "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 64,
-        "n_shared_experts": 2, "norm_topk_prob": False, "num_attention_heads": 16,
-        "num_experts_per_tok": 6, "num_hidden_layers": 27, "num_key_value_heads": 16,
-        "pretraining_tp": 1, "q_lora_rank": None, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+        "auto_map": {
+            "AutoConfig": "configuration_deepseek.DeepseekV2Config",
+            "AutoModel": "modeling_deepseek.DeepseekV2Model",
+            "AutoModelForCausalLM": "modeling_deepseek.DeepseekV2ForCausalLM",
+        },
+        "aux_loss_alpha": 0.001,
+        "bos_token_id": 100000,
+        "eos_token_id": 100001,
+        "first_k_dense_replace": 1,
+        "hidden_act": "silu",
+        "hidden_size": 2048,
+        "initializer_range": 0.02,
+        "intermediate_size": 10944,
+        "kv_lora_rank": 512,
+        "max_position_embeddings": 163840,
+        "model_type": "deepseek_v2",
+        "moe_intermediate_size": 1408,
+        "moe_layer_freq": 1,
+        "n_group": 1,
+        "n_routed_experts": 64,
+        "n_shared_experts": 2,
+        "norm_topk_prob": False,
+        "num_attention_heads": 16,
+        "num_experts_per_tok": 6,
+        "num_hidden_layers": 27,
+        "num_key_value_heads": 16,
+        "pretraining_tp": 1,
+        "q_lora_rank": None,
+        "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64,
         "rms_norm_eps": 1e-06,
-        "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 0.707,
-                         "mscale_all_dim": 0.707, "original_max_position_embeddings": 4096,
-                         "type": "yarn"},
-        "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax",
-        "seq_aux": True, "tie_word_embeddings": False, "topk_group": 1, "topk_method": "greedy",
-        "torch_dtype": "bfloat16", "use_cache": True, "v_head_dim": 128, "vocab_size": 102400,
+        "rope_scaling": {
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "factor": 40,
+            "mscale": 0.707,
+            "mscale_all_dim": 0.707,
+            "original_max_position_embeddings": 4096,
+            "type": "yarn",
+        },
+        "rope_theta": 10000,
+        "routed_scaling_factor": 1.0,
+        "scoring_func": "softmax",
+        "seq_aux": True,
+        "tie_word_embeddings": False,
+        "topk_group": 1,
+        "topk_method": "greedy",
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "v_head_dim": 128,
+        "vocab_size": 102400,
     },
     "qwen25_14b": {
-        "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
-        "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
-        "intermediate_size": 13824, "max_position_embeddings": 32768, "max_window_layers": 70,
-        "model_type": "qwen2", "num_attention_heads": 40, "num_hidden_layers": 48,
-        "num_key_value_heads": 8, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
-        "sliding_window": 131072, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-        "use_cache": True, "use_sliding_window": False, "vocab_size": 152064,
+        "architectures": ["Qwen2ForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "hidden_act": "silu",
+        "hidden_size": 5120,
+        "initializer_range": 0.02,
+        "intermediate_size": 13824,
+        "max_position_embeddings": 32768,
+        "max_window_layers": 70,
+        "model_type": "qwen2",
+        "num_attention_heads": 40,
+        "num_hidden_layers": 48,
+        "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 131072,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": 152064,
     },
     "phi3_mini_4k": {
-        "architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-        "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",
-        "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192,
-        "max_position_embeddings": 4096, "model_type": "phi3", "num_attention_heads": 32,
-        "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096,
-        "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": None,
-        "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 32064,
+        "architectures": ["Phi3ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "embd_pdrop": 0.0,
+        "eos_token_id": 32000,
+        "hidden_act": "silu",
+        "hidden_size": 3072,
+        "initializer_range": 0.02,
+        "intermediate_size": 8192,
+        "max_position_embeddings": 4096,
+        "model_type": "phi3",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 32,
+        "num_key_value_heads": 32,
+        "original_max_position_embeddings": 4096,
+        "pad_token_id": 32000,
+        "resid_pdrop": 0.0,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": None,
+        "rope_theta": 10000.0,
+        "sliding_window": 2047,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "vocab_size": 32064,
     },
 }
 
@@ -165,8 +350,7 @@ CATALOG = {
     # to 1536 (a different model): use the complete embedded config instead.
     "deepseek_v2_lite": [],
     "qwen25_14b": ["Qwen--Qwen2.5-14B-Instruct.json"],
-    "phi3_mini_4k": ["microsoft--Phi-3-mini-4k-instruct.json", "*Phi-3-mini-4k*.json",
-                     "*Phi-3-mini*.json"],
+    "phi3_mini_4k": ["microsoft--Phi-3-mini-4k-instruct.json", "*Phi-3-mini-4k*.json", "*Phi-3-mini*.json"],
 }
 
 # Cases in priority order: (case name, model key, gpu util, max_model_len, extra args, cap seconds)
@@ -175,8 +359,14 @@ CASES = [
     ("qwen25_7b", "qwen25_7b", 0.45, 8192, [], 150),
     ("qwen25_05b", "qwen25_05b", 0.30, 8192, [], 150),
     ("qwen25_7b_eager", "qwen25_7b", 0.45, 8192, ["--enforce-eager"], 150),
-    ("llama31_8b_mbt2048", "llama31_8b", 0.45, 8192,
-     ["--max-num-batched-tokens", "2048", "--max-num-seqs", "256"], 150),
+    (
+        "llama31_8b_mbt2048",
+        "llama31_8b",
+        0.45,
+        8192,
+        ["--max-num-batched-tokens", "2048", "--max-num-seqs", "256"],
+        150,
+    ),
     ("gemma2_9b", "gemma2_9b", 0.50, 8192, [], 170),
     ("gptq", "qwen25_7b_gptq", 0.40, 8192, [], 150),
     ("awq", "qwen25_7b_awq", 0.40, 8192, [], 150),
@@ -189,15 +379,51 @@ CASES = [
 ]
 
 MEM_PATTERNS = [
-    "Desired GPU memory utilization", "Actual usage is", "Available KV cache memory",
-    "GPU KV cache size", "Maximum concurrency", "Model loading took", "CUDA graph",
-    "Graph capturing finished", "kv-cache-memory", "kv_cache_memory", "memory profiling",
-    "Memory profiling", "init engine", "max_num_batched_tokens", "max_num_seqs", "block_size",
-    "torch.compile", "Initial free memory", "Free memory after profiling", "Free memory on device",
-    "GiB", "Downcasting", "dtype", "quantization", "marlin", "Marlin", "attention backend",
-    "Using FLASH", "Using Flash", "backend", "sliding", "Error", "error", "Traceback",
-    "OutOfMemory", "Overriding", "Chunked prefill", "max_model_len", "hybrid", "KV cache",
-    "Compil", "compil", "cudagraph", "CUDAGraph", "Application startup complete",
+    "Desired GPU memory utilization",
+    "Actual usage is",
+    "Available KV cache memory",
+    "GPU KV cache size",
+    "Maximum concurrency",
+    "Model loading took",
+    "CUDA graph",
+    "Graph capturing finished",
+    "kv-cache-memory",
+    "kv_cache_memory",
+    "memory profiling",
+    "Memory profiling",
+    "init engine",
+    "max_num_batched_tokens",
+    "max_num_seqs",
+    "block_size",
+    "torch.compile",
+    "Initial free memory",
+    "Free memory after profiling",
+    "Free memory on device",
+    "GiB",
+    "Downcasting",
+    "dtype",
+    "quantization",
+    "marlin",
+    "Marlin",
+    "attention backend",
+    "Using FLASH",
+    "Using Flash",
+    "backend",
+    "sliding",
+    "Error",
+    "error",
+    "Traceback",
+    "OutOfMemory",
+    "Overriding",
+    "Chunked prefill",
+    "max_model_len",
+    "hybrid",
+    "KV cache",
+    "Compil",
+    "compil",
+    "cudagraph",
+    "CUDAGraph",
+    "Application startup complete",
 ]
 
 
@@ -214,22 +440,32 @@ def nvml_snapshot() -> dict:
     out: dict = {}
     try:
         import pynvml as nv
+
         nv.nvmlInit()
         h = nv.nvmlDeviceGetHandleByIndex(0)
         m = nv.nvmlDeviceGetMemoryInfo(h)
         out["nvml_total"], out["nvml_used"], out["nvml_free"] = int(m.total), int(m.used), int(m.free)
         try:
             m2 = nv.nvmlDeviceGetMemoryInfo(h, version=nv.nvmlMemory_v2)
-            out["nvml_v2"] = {"total": int(m2.total), "reserved": int(m2.reserved),
-                              "used": int(m2.used), "free": int(m2.free)}
+            out["nvml_v2"] = {
+                "total": int(m2.total),
+                "reserved": int(m2.reserved),
+                "used": int(m2.used),
+                "free": int(m2.free),
+            }
         except Exception as e:  # noqa: BLE001
             out["nvml_v2_error"] = repr(e)
         procs = []
         for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
             try:
                 for p in getattr(nv, fn)(h):
-                    procs.append({"pid": int(p.pid), "used": None if p.usedGpuMemory is None
-                                  else int(p.usedGpuMemory), "kind": fn[20:-9]})
+                    procs.append(
+                        {
+                            "pid": int(p.pid),
+                            "used": None if p.usedGpuMemory is None else int(p.usedGpuMemory),
+                            "kind": fn[20:-9],
+                        }
+                    )
             except Exception as e:  # noqa: BLE001
                 out[f"{fn}_error"] = repr(e)
         out["procs"] = procs
@@ -241,9 +477,16 @@ def nvml_snapshot() -> dict:
 
 def smi_apps() -> str:
     try:
-        return subprocess.run(["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory",
-                               "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                              timeout=20).stdout.strip()
+        return subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-compute-apps=pid,process_name,used_memory",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     except Exception as e:  # noqa: BLE001
         return f"error: {e!r}"
 
@@ -253,34 +496,47 @@ def gpu_info(state: str) -> dict:
     if os.path.exists(path):
         return json.load(open(path))
     info: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    code = ("import json,torch;f,t=torch.cuda.mem_get_info();p=torch.cuda.get_device_properties(0);"
-            "print(json.dumps({'torch_free':f,'torch_total':t,'name':p.name,"
-            "'props_total_memory':p.total_memory,'torch':torch.__version__,"
-            "'cuda':torch.version.cuda,'cc':[p.major,p.minor],'sm_count':p.multi_processor_count}))")
+    code = (
+        "import json,torch;f,t=torch.cuda.mem_get_info();p=torch.cuda.get_device_properties(0);"
+        "print(json.dumps({'torch_free':f,'torch_total':t,'name':p.name,"
+        "'props_total_memory':p.total_memory,'torch':torch.__version__,"
+        "'cuda':torch.version.cuda,'cc':[p.major,p.minor],'sm_count':p.multi_processor_count}))"
+    )
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
         info["torch"] = json.loads(r.stdout.strip().splitlines()[-1])
     except Exception as e:  # noqa: BLE001
         info["torch_error"] = repr(e)
     info["nvml"] = nvml_snapshot()
-    for key, cmd in (("smi_L", ["nvidia-smi", "-L"]),
-                     ("smi_q_memory", ["nvidia-smi", "-q", "-d", "MEMORY"]),
-                     ("smi_query", ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,"
-                                    "memory.reserved,memory.used,memory.free,compute_mode,"
-                                    "mig.mode.current", "--format=csv"])):
+    for key, cmd in (
+        ("smi_L", ["nvidia-smi", "-L"]),
+        ("smi_q_memory", ["nvidia-smi", "-q", "-d", "MEMORY"]),
+        (
+            "smi_query",
+            [
+                "nvidia-smi",
+                "--query-gpu=name,driver_version,memory.total,"
+                "memory.reserved,memory.used,memory.free,compute_mode,"
+                "mig.mode.current",
+                "--format=csv",
+            ],
+        ),
+    ):
         try:
             info[key] = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
         except Exception as e:  # noqa: BLE001
             info[key] = f"error: {e!r}"
     try:
         import vllm  # noqa: F401
+
         info["vllm"] = vllm.__version__
     except Exception as e:  # noqa: BLE001
         info["vllm"] = f"error: {e!r}"
     json.dump(info, open(path, "w"), indent=1)
     with open(os.path.join(state, "nvidia-smi-q-memory.txt"), "w") as f:
-        f.write(info.get("smi_L", "") + "\n" + info.get("smi_q_memory", "") + "\n"
-                + info.get("smi_query", ""))
+        f.write(
+            info.get("smi_L", "") + "\n" + info.get("smi_q_memory", "") + "\n" + info.get("smi_query", "")
+        )
     return info
 
 
@@ -290,8 +546,9 @@ def find_config(key: str, state: str) -> tuple[str, str]:
         hits = sorted(glob.glob(os.path.join(HF_DIR, pat)))
         if not hits:  # case-insensitive fallback
             rx = re.compile(re.escape(pat).replace(r"\*", ".*") + "$", re.I)
-            hits = sorted(p for p in glob.glob(os.path.join(HF_DIR, "*.json"))
-                          if rx.match(os.path.basename(p)))
+            hits = sorted(
+                p for p in glob.glob(os.path.join(HF_DIR, "*.json")) if rx.match(os.path.basename(p))
+            )
         if hits:
             return hits[0], "catalog:" + os.path.basename(hits[0])
     path = os.path.join(state, "configs", key + ".json")
@@ -307,7 +564,7 @@ def pgroup_pids(pgid: int) -> list[dict]:
             continue
         try:
             stat = open(f"/proc/{d}/stat").read()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[2]) == pgid:
                 cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode()[:160]
                 out.append({"pid": int(d), "cmd": cmd})
@@ -317,10 +574,12 @@ def pgroup_pids(pgid: int) -> list[dict]:
 
 
 def probe(port: int, name: str) -> tuple[int | None, str]:
-    body = json.dumps({"model": name, "prompt": "the quick brown fox", "max_tokens": 4,
-                       "temperature": 0}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
-                                 headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"model": name, "prompt": "the quick brown fox", "max_tokens": 4, "temperature": 0}
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status, r.read(400).decode(errors="replace")
@@ -334,8 +593,14 @@ def get_metrics(port: int) -> list[str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             txt = r.read().decode(errors="replace")
-        return [ln for ln in txt.splitlines() if "cache_config_info" in ln and not ln.startswith("#")
-                or ("gpu_cache_usage" in ln or "kv_cache_usage" in ln) and not ln.startswith("#")]
+        return [
+            ln
+            for ln in txt.splitlines()
+            if "cache_config_info" in ln
+            and not ln.startswith("#")
+            or ("gpu_cache_usage" in ln or "kv_cache_usage" in ln)
+            and not ln.startswith("#")
+        ]
     except Exception as e:  # noqa: BLE001
         return [f"error: {e!r}"]
 
@@ -343,30 +608,54 @@ def get_metrics(port: int) -> list[str]:
 NUM = r"([0-9][0-9.,]*)"
 REGEXES = {
     "model_loading": re.compile(r"Model loading took " + NUM + r" GiB(?: memory)? and " + NUM + " seconds"),
-    "desired": re.compile(r"Free memory on device \(" + NUM + "/" + NUM + r" GiB\) on startup\. Desired GPU "
-                          r"memory utilization is \(" + NUM + ", " + NUM + r" GiB\)\. Actual usage is " + NUM
-                          + " GiB for weight, " + NUM + " GiB for peak activation, " + NUM
-                          + " GiB for non-torch memory, and " + NUM + r" GiB for CUDAGraph memory\..*?"
-                          r"--kv-cache-memory=(-?\d+)` \(" + r"(-?[0-9.]+)" + r" GiB\) to fit into requested "
-                          r"memory, or `--kv-cache-memory=(-?\d+)` \((-?[0-9.]+) GiB\) to fully utilize gpu "
-                          r"memory\. Current kv cache memory in use is (-?[0-9.]+) GiB"),
+    "desired": re.compile(
+        r"Free memory on device \(" + NUM + "/" + NUM + r" GiB\) on startup\. Desired GPU "
+        r"memory utilization is \("
+        + NUM
+        + ", "
+        + NUM
+        + r" GiB\)\. Actual usage is "
+        + NUM
+        + " GiB for weight, "
+        + NUM
+        + " GiB for peak activation, "
+        + NUM
+        + " GiB for non-torch memory, and "
+        + NUM
+        + r" GiB for CUDAGraph memory\..*?"
+        r"--kv-cache-memory=(-?\d+)` \(" + r"(-?[0-9.]+)" + r" GiB\) to fit into requested "
+        r"memory, or `--kv-cache-memory=(-?\d+)` \((-?[0-9.]+) GiB\) to fully utilize gpu "
+        r"memory\. Current kv cache memory in use is (-?[0-9.]+) GiB"
+    ),
     "available_kv": re.compile(r"Available KV cache memory: (-?[0-9.]+) GiB"),
     "kv_tokens": re.compile(r"GPU KV cache size: ([0-9,]+) tokens"),
     "max_conc": re.compile(r"Maximum concurrency for ([0-9,]+) tokens per request: ([0-9.]+)x"),
     "graph": re.compile(r"Graph capturing finished in ([0-9.]+) secs, took (-?[0-9.]+) GiB"),
-    "cg_pool": re.compile(r"CUDA graph pool memory: (-?[0-9.]+) GiB \(actual\), (-?[0-9.]+) GiB \(estimated\)"),
-    "profile_debug": re.compile(r"Memory profiling takes ([0-9.]+) seconds\. Total non KV cache memory: "
-                                r"(-?[0-9.]+)GiB; torch peak memory increase: (-?[0-9.]+)GiB; non-torch "
-                                r"forward increase memory: (-?[0-9.]+)GiB; weights memory: (-?[0-9.]+)GiB"),
-    "init_free_req": re.compile(r"Initial free memory: ([0-9.]+) GiB; Requested memory: ([0-9.]+) \(util\), "
-                                r"([0-9.]+) GiB"),
-    "free_after": re.compile(r"Free memory after profiling: (-?[0-9.]+) GiB \(total\), (-?[0-9.]+) GiB "
-                             r"\(within requested\)"),
-    "init_engine": re.compile(r"init engine \(profile, create kv cache, warmup model\) took ([0-9.]+) s"
-                             r"(?: \(compilation: ([0-9.]+) s)?"),
+    "cg_pool": re.compile(
+        r"CUDA graph pool memory: (-?[0-9.]+) GiB \(actual\), (-?[0-9.]+) GiB \(estimated\)"
+    ),
+    "profile_debug": re.compile(
+        r"Memory profiling takes ([0-9.]+) seconds\. Total non KV cache memory: "
+        r"(-?[0-9.]+)GiB; torch peak memory increase: (-?[0-9.]+)GiB; non-torch "
+        r"forward increase memory: (-?[0-9.]+)GiB; weights memory: (-?[0-9.]+)GiB"
+    ),
+    "init_free_req": re.compile(
+        r"Initial free memory: ([0-9.]+) GiB; Requested memory: ([0-9.]+) \(util\), "
+        r"([0-9.]+) GiB"
+    ),
+    "free_after": re.compile(
+        r"Free memory after profiling: (-?[0-9.]+) GiB \(total\), (-?[0-9.]+) GiB "
+        r"\(within requested\)"
+    ),
+    "init_engine": re.compile(
+        r"init engine \(profile, create kv cache, warmup model\) took ([0-9.]+) s"
+        r"(?: \(compilation: ([0-9.]+) s)?"
+    ),
     "kv_fixed": re.compile(r"reserved ([0-9.]+) GiB memory for KV Cache"),
-    "cg_equiv": re.compile(r"--gpu-memory-utilization=([0-9.]+) is equivalent to "
-                           r"--gpu-memory-utilization=([0-9.]+) without"),
+    "cg_equiv": re.compile(
+        r"--gpu-memory-utilization=([0-9.]+) is equivalent to "
+        r"--gpu-memory-utilization=([0-9.]+) without"
+    ),
 }
 
 
@@ -383,18 +672,32 @@ def parse_log(lines: list[str]) -> dict:
                 p[key] = [fnum(g) if re.fullmatch(r"-?[0-9][0-9.,]*", g or "") else g for g in m.groups()]
     d = p.get("desired")
     if d:
-        p["summary"] = {"free_on_startup_gib": d[0], "total_gib": d[1], "util": d[2],
-                        "requested_gib": d[3], "weights_gib": d[4], "peak_activation_gib": d[5],
-                        "non_torch_gib": d[6], "cudagraph_gib": d[7],
-                        "kv_suggest_requested_bytes": int(d[8]), "kv_suggest_gpu_bytes": int(d[10]),
-                        "kv_in_use_gib": d[12]}
+        p["summary"] = {
+            "free_on_startup_gib": d[0],
+            "total_gib": d[1],
+            "util": d[2],
+            "requested_gib": d[3],
+            "weights_gib": d[4],
+            "peak_activation_gib": d[5],
+            "non_torch_gib": d[6],
+            "cudagraph_gib": d[7],
+            "kv_suggest_requested_bytes": int(d[8]),
+            "kv_suggest_gpu_bytes": int(d[10]),
+            "kv_in_use_gib": d[12],
+        }
     return p
 
 
 def memory_lines(lines: list[str]) -> list[str]:
-    return [ln for ln in lines if any(pt in ln for pt in MEM_PATTERNS[:16])
-            or "Initial free memory" in ln or "Free memory" in ln or "Traceback" in ln
-            or "Error" in ln]
+    return [
+        ln
+        for ln in lines
+        if any(pt in ln for pt in MEM_PATTERNS[:16])
+        or "Initial free memory" in ln
+        or "Free memory" in ln
+        or "Traceback" in ln
+        or "Error" in ln
+    ]
 
 
 def trim_log(src: str, dst: str) -> None:
@@ -402,8 +705,11 @@ def trim_log(src: str, dst: str) -> None:
     lines = [ln[:3000] for ln in lines]
     if len(lines) > 300:
         head = [ln for ln in lines[:-300] if any(pt in ln for pt in MEM_PATTERNS)]
-        lines = head + [f"... [{len(lines)} lines in all; memory-related lines above, last 300 below] ..."] \
+        lines = (
+            head
+            + [f"... [{len(lines)} lines in all; memory-related lines above, last 300 below] ..."]
             + lines[-300:]
+        )
     with open(dst, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -414,8 +720,11 @@ def wait_freed(baseline_used: int | None, pgid: int, timeout: float) -> dict:
     while now() - t0 < timeout:
         snap = nvml_snapshot()
         alive = pgroup_pids(pgid)
-        if not snap.get("procs") and not alive and (
-                baseline_used is None or snap.get("nvml_used", 0) <= baseline_used + (64 << 20)):
+        if (
+            not snap.get("procs")
+            and not alive
+            and (baseline_used is None or snap.get("nvml_used", 0) <= baseline_used + (64 << 20))
+        ):
             break
         time.sleep(0.5)
     snap["wait_s"] = round(now() - t0, 1)
@@ -425,8 +734,15 @@ def wait_freed(baseline_used: int | None, pgid: int, timeout: float) -> dict:
 # ------------------------------------------------------------------------------------ one case
 def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
     name, key, util, mml, extra, _ = case
-    res: dict = {"case": name, "model_key": key, "util": util, "max_model_len": mml, "extra_args": extra,
-                 "cap_s": round(cap, 1), "started": time.strftime("%H:%M:%S")}
+    res: dict = {
+        "case": name,
+        "model_key": key,
+        "util": util,
+        "max_model_len": mml,
+        "extra_args": extra,
+        "cap_s": round(cap, 1),
+        "started": time.strftime("%H:%M:%S"),
+    }
     logdir = os.path.join(state, "logs_full")
     os.makedirs(logdir, exist_ok=True)
     logpath = os.path.join(logdir, name + ".log")
@@ -436,7 +752,9 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
         res["config"] = json.load(open(cfg))
         mdir = f"/tmp/models/{name}"
         shutil.rmtree(mdir, ignore_errors=True)
-        r = subprocess.run([sys.executable, MAKE_DUMMY, cfg, mdir], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, MAKE_DUMMY, cfg, mdir], capture_output=True, text=True, timeout=60
+        )
         if r.returncode != 0:
             raise RuntimeError("make_dummy_model failed: " + (r.stderr or r.stdout)[-500:])
     except Exception as e:  # noqa: BLE001
@@ -448,9 +766,22 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
     port = 8100 + idx
     vllm_bin = shutil.which("vllm")
     cmd = ([vllm_bin] if vllm_bin else [sys.executable, "-m", "vllm.entrypoints.cli.main"]) + [
-        "serve", mdir, "--served-model-name", name, "--load-format", "dummy", "--port", str(port),
-        "--host", "127.0.0.1", "--gpu-memory-utilization", str(util), "--max-model-len", str(mml),
-        *extra]
+        "serve",
+        mdir,
+        "--served-model-name",
+        name,
+        "--load-format",
+        "dummy",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--gpu-memory-utilization",
+        str(util),
+        "--max-model-len",
+        str(mml),
+        *extra,
+    ]
     res["cmd"] = " ".join(cmd)
     env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", PYTHONUNBUFFERED="1")
     t0 = now()
@@ -529,7 +860,7 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
     if "error" in res:
         tail = [ln for ln in lines[-60:] if ln.strip()]
         errs = [ln for ln in lines if re.search(r"Error|error:|Exception|OOM|out of memory", ln)]
-        res["error_lines"] = (errs[-12:] + ["--- tail ---"] + tail[-15:])
+        res["error_lines"] = errs[-12:] + ["--- tail ---"] + tail[-15:]
     res["total_s"] = round(now() - t0, 1)
     return res
 
@@ -548,14 +879,17 @@ def kv_bytes_per_token(cfg: dict, dtype_bytes: int = 2) -> int | None:
 
 def summarize(rdir: str) -> str:
     import math
+
     info = json.load(open(os.path.join(rdir, "gpuinfo.json")))
     total = info["torch"]["torch_total"]
     rows = [json.loads(ln) for ln in open(os.path.join(rdir, "results.jsonl"))]
-    out = ["| case | model (config) | settings | weights GiB | peak act. GiB | non-torch GiB | CUDA graph GiB "
-           "| avail. KV GiB | KV tokens | GPU blocks | max conc. | KV bytes (blocks x page) | NVML process bytes "
-           "| requested bytes (ceil(util x total)) | process - requested | non-KV bytes (from suggestion) "
-           "| ready s | init engine s (compile s) |",
-           "|" + "---|" * 18]
+    out = [
+        "| case | model (config) | settings | weights GiB | peak act. GiB | non-torch GiB | CUDA graph GiB "
+        "| avail. KV GiB | KV tokens | GPU blocks | max conc. | KV bytes (blocks x page) | NVML process bytes "
+        "| requested bytes (ceil(util x total)) | process - requested | non-KV bytes (from suggestion) "
+        "| ready s | init engine s (compile s) |",
+        "|" + "---|" * 18,
+    ]
     for r in rows:
         p = r.get("parsed", {})
         s = p.get("summary", {})
@@ -573,22 +907,50 @@ def summarize(rdir: str) -> str:
         non_kv = req - 150 * (1 << 20) - s["kv_suggest_requested_bytes"] if s else None
         ml = p.get("model_loading", [None])[0]
         pdbg = p.get("profile_debug")
-        settings = f"util {util}, len {r['max_model_len']}" + ("; " + " ".join(r["extra_args"]) if r["extra_args"] else "")
+        settings = f"util {util}, len {r['max_model_len']}" + (
+            "; " + " ".join(r["extra_args"]) if r["extra_args"] else ""
+        )
         ie = p.get("init_engine")
-        name = (cfg.get("architectures") or ["?"])[0] + " / " + r.get("config_source", "?").replace("catalog:", "")
+        name = (
+            (cfg.get("architectures") or ["?"])[0]
+            + " / "
+            + r.get("config_source", "?").replace("catalog:", "")
+        )
+
         def g(x):
             return "–" if x is None else (f"{x:,}" if isinstance(x, int) else str(x))
+
         kvt = p.get("kv_tokens", [None])[0]
-        out.append("| " + " | ".join([
-            r["case"] + (" **FAILED**" if r.get("error") else ""), name, settings,
-            g(s.get("weights_gib", ml)), g(s.get("peak_activation_gib", pdbg[2] if pdbg else None)),
-            g(s.get("non_torch_gib", pdbg[3] if pdbg else None)), g(s.get("cudagraph_gib")),
-            g(p.get("available_kv", [None])[0]), g(int(kvt) if kvt is not None else None), g(blocks),
-            g(p.get("max_conc", [None, None])[1]), g(kvb), g(nvml), g(req),
-            g(nvml - req) + (f" ({(nvml - req) / 2**30:.2f} GiB)" if nvml else "") if nvml else "–",
-            g(non_kv), g(r.get("ready_s")),
-            (f"{ie[0]} ({ie[1]})" if ie and len(ie) > 1 and ie[1] is not None else g(ie[0] if ie else None)),
-        ]) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    r["case"] + (" **FAILED**" if r.get("error") else ""),
+                    name,
+                    settings,
+                    g(s.get("weights_gib", ml)),
+                    g(s.get("peak_activation_gib", pdbg[2] if pdbg else None)),
+                    g(s.get("non_torch_gib", pdbg[3] if pdbg else None)),
+                    g(s.get("cudagraph_gib")),
+                    g(p.get("available_kv", [None])[0]),
+                    g(int(kvt) if kvt is not None else None),
+                    g(blocks),
+                    g(p.get("max_conc", [None, None])[1]),
+                    g(kvb),
+                    g(nvml),
+                    g(req),
+                    g(nvml - req) + (f" ({(nvml - req) / 2**30:.2f} GiB)" if nvml else "") if nvml else "–",
+                    g(non_kv),
+                    g(r.get("ready_s")),
+                    (
+                        f"{ie[0]} ({ie[1]})"
+                        if ie and len(ie) > 1 and ie[1] is not None
+                        else g(ie[0] if ie else None)
+                    ),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -641,8 +1003,10 @@ def main() -> int:
         log(f"case {case[0]}: cap {cap:.0f}s, {left:.0f}s left")
         res = run_case(idx, case, args.state, cap)
         s = res.get("parsed", {}).get("summary", {})
-        log(f"  -> ready_s={res.get('ready_s')} err={res.get('error')} nvml={res.get('nvml_process_bytes_all')}"
-            f" kv_tokens={res.get('parsed', {}).get('kv_tokens')} {s}")
+        log(
+            f"  -> ready_s={res.get('ready_s')} err={res.get('error')} nvml={res.get('nvml_process_bytes_all')}"
+            f" kv_tokens={res.get('parsed', {}).get('kv_tokens')} {s}"
+        )
         truncated = "timeout" in res.get("error", "") and cap < case[5] - 1
         res["cut_by_deadline"] = truncated
         with open(os.path.join(args.state, "results.jsonl"), "a") as f:

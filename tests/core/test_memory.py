@@ -23,6 +23,7 @@ from gpushare.units import GiB, MiB
 
 # The H100 80GB HBM3: NVML total 85,520,809,984 B; torch/vLLM see 79.18 GiB of it.
 H100 = GpuTarget("NVIDIA H100 80GB HBM3", cuda_total_bytes=int(79.18 * GiB), nvml_total_bytes=85_520_809_984)
+H200 = GpuTarget("NVIDIA H200", cuda_total_bytes=150_109_880_320, nvml_total_bytes=150_754_820_096)
 A100_40 = GpuTarget(
     "NVIDIA A100-SXM4-40GB",
     cuda_total_bytes=int(39.39 * GiB),
@@ -127,21 +128,16 @@ def test_tensor_parallel_splits_kv_heads_but_not_below_one() -> None:
         estimate(qwen05, H100, ServeSettings(tensor_parallel_size=4), kv_cache_memory_bytes=GiB)
 
 
-def test_sliding_window_layers_raise_concurrency() -> None:
+def test_sliding_window_groups_match_vllm_on_h200() -> None:
+    """Gemma-2-9B at 0.5 on the H200 (vLLM 0.26.0): 19,754 blocks, 157,877 tokens logged, 19.27x."""
     gemma = arch_of("google/gemma-2-9b-it")
-    e = estimate(
-        gemma,
-        H100,
-        ServeSettings(max_model_len=8192, max_num_batched_tokens=2048),
-        kv_cache_memory_bytes=20 * GiB,
-    )
-    # Two groups of 21 layers share the pool; tokens = blocks per group × 16.
     page = 16 * 2 * 8 * 256 * 2
-    blocks = 20 * GiB // (page * 21)
-    assert e.num_blocks == blocks
-    assert e.kv_cache_tokens == blocks // 2 * 16
-    # A request needs 512 blocks in the full group, cdiv(4095 + 2048, 16) + 1 = 385 in the sliding one.
-    assert e.max_concurrency == round(blocks / (512 + 385), 2)
+    # Two groups of 21 layers share the pool: a block costs a page in 21 layers.
+    e = estimate(gemma, H200, ServeSettings(max_model_len=8192), kv_cache_memory_bytes=19_754 * page * 21)
+    assert e.num_blocks == 19_754
+    # A request needs 512 blocks in the full group, cdiv(min(4095 + 8192, 8192), 16) + 1 = 513 in the other.
+    assert e.max_concurrency == 19.27
+    assert e.kv_cache_tokens == 157_877
 
 
 def test_forward_budget_follows_vllm() -> None:
@@ -272,3 +268,36 @@ def test_coefficients_are_injectable() -> None:
         coeff=Coefficients(context_bytes=base.overhead_bytes + 100 * MiB),
     )
     assert more.process_bytes > base.process_bytes
+
+
+# Measured with vLLM 0.26.0 on an H200 (bench/gpu/results/h200-vllm0.26.0): the KV tokens vLLM
+# logged and the NVML footprint of the server at ready. id, repo, utilization, serve settings,
+# KV tokens, process bytes.
+H200_RUNS = [
+    ("llama3.1-8b", "meta-llama/Llama-3.1-8B-Instruct", 0.45, {}, 381_552, 69_415_731_200),
+    ("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", 0.45, {}, 885_120, 69_671_583_744),
+    ("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", 0.30, {}, 3_533_120, 47_211_085_824),
+    ("qwen2.5-7b-eager", "Qwen/Qwen2.5-7B-Instruct", 0.45, {"enforce_eager": True}, 885_248, 68_593_647_616),
+    (
+        "llama3.1-8b-2048",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        0.45,
+        {"max_num_batched_tokens": 2048, "max_num_seqs": 256},
+        382_320,
+        68_146_954_240,
+    ),
+    ("gemma2-9b", "google/gemma-2-9b-it", 0.50, {}, 157_877, 77_793_853_440),
+    ("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.3", 0.45, {}, 395_200, 68_681_728_000),
+]
+
+
+@pytest.mark.parametrize(
+    ("repo", "util", "extra", "kv_tokens", "process"), [pytest.param(*r[1:], id=r[0]) for r in H200_RUNS]
+)
+def test_accuracy_against_real_vllm_runs(
+    repo: str, util: float, extra: dict[str, object], kv_tokens: int, process: int
+) -> None:
+    settings = ServeSettings(max_model_len=8192, **extra)  # type: ignore[arg-type]
+    e = estimate(arch_of(repo), H200, settings, gpu_memory_utilization=util)
+    assert abs(e.kv_cache_tokens - kv_tokens) / kv_tokens < 0.02
+    assert abs(e.process_bytes - process) / process < 0.03
