@@ -79,6 +79,21 @@ class Coefficients:
 
 
 @dataclass(frozen=True)
+class MeasuredTerms:
+    """One model's measured terms on one GPU, from `gpushare calibrate` (vLLM's own accounting).
+
+    They replace the computed weights, activation, non-torch and CUDA-graph terms, and the
+    context + sampler warm-up outside the budget (`outside_bytes`, CUDA graphs excluded).
+    """
+
+    weights_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    outside_bytes: int
+
+
+@dataclass(frozen=True)
 class GpuTarget:
     """What the memory model needs to know of a GPU."""
 
@@ -409,6 +424,7 @@ def _fixed(
     settings: ServeSettings,
     coeff: Coefficients,
     weights_override: int | None,
+    measured: MeasuredTerms | None = None,
 ) -> _Fixed:
     if settings.tensor_parallel_size < 1:
         raise InputError("tensor_parallel_size must be ≥ 1")
@@ -441,6 +457,22 @@ def _fixed(
         source = "config"
     weights += rotary_cache_bytes(arch, dtype_bytes)
     non_torch = coeff.non_torch_bytes + (coeff.tp_non_torch_bytes if tp > 1 else 0)
+    if measured is not None:
+        return _Fixed(
+            dtype=dtype,
+            max_model_len=max_len,
+            num_seqs=num_seqs,
+            batched=batched,
+            layout=layout,
+            weights=measured.weights_bytes,
+            weights_source="calibration",
+            activation=measured.activation_bytes,
+            non_torch=measured.non_torch_bytes,
+            graphs=measured.cuda_graph_bytes,
+            graphs_in_budget=cudagraphs_in_budget(settings),
+            context=measured.outside_bytes,
+            sampler=0,  # already inside outside_bytes
+        )
     return _Fixed(
         dtype=dtype,
         max_model_len=max_len,
@@ -537,10 +569,11 @@ def estimate(
     kv_cache_memory_bytes: int | None = None,
     weights_bytes: int | None = None,
     coeff: Coefficients | None = None,
+    measured: MeasuredTerms | None = None,
 ) -> Estimate:
     """Forward: from a utilization (or a fixed KV size) to KV bytes, tokens and the footprint."""
     coeff = coeff or Coefficients()
-    f = _fixed(arch, gpu, settings, coeff, weights_bytes)
+    f = _fixed(arch, gpu, settings, coeff, weights_bytes, measured)
     util = (
         gpu_memory_utilization
         if gpu_memory_utilization is not None
@@ -569,11 +602,12 @@ def minimum_for_target(
     kv_tokens: int | None = None,
     weights_bytes: int | None = None,
     coeff: Coefficients | None = None,
+    measured: MeasuredTerms | None = None,
 ) -> Estimate:
     """Inverse: the least gpu_memory_utilization (and matching --kv-cache-memory-bytes) that gives
     `concurrency` requests of max_model_len, or `kv_tokens` tokens of KV cache."""
     coeff = coeff or Coefficients()
-    f = _fixed(arch, gpu, settings, coeff, weights_bytes)
+    f = _fixed(arch, gpu, settings, coeff, weights_bytes, measured)
     layout = f.layout
     if (concurrency is None) == (kv_tokens is None):
         raise InputError("give exactly one target: concurrent requests or KV tokens")

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from gpushare.calibration import CalibrationLookup
 from gpushare.catalog.gpus import GPU_MODELS
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.errors import GpushareError
@@ -34,6 +35,7 @@ from gpushare.estimate_job import ModelFacts, gpu_target
 from gpushare.memory import (
     Estimate,
     GpuTarget,
+    MeasuredTerms,
     ServeSettings,
     default_batching,
     estimate,
@@ -130,6 +132,7 @@ def target_estimate(
     settings: ServeSettings,
     concurrency: int | None,
     kv_tokens: int | None,
+    measured: MeasuredTerms | None = None,
 ) -> Estimate:
     """The least footprint on `target` that meets the capacity target, whatever the GPU's size
     (`process_bytes` is the need; compare it with the GPU's usable bytes)."""
@@ -141,6 +144,7 @@ def target_estimate(
         concurrency=concurrency,
         kv_tokens=kv_tokens,
         weights_bytes=facts.weights_bytes(pinned),
+        measured=measured,
     )
 
 
@@ -189,8 +193,12 @@ def build_plan(
     load: ModelLoader | None = None,
     own_pids: Sequence[int] = (),
     time_limit_s: float = 2.0,
+    calibration: CalibrationLookup | None = None,
 ) -> Plan:
     """Plan `profile` on `gpus`.
+
+    `calibration`: measured terms for (model, GPU, settings) from `gpushare calibrate`, used
+    instead of the fitted coefficients where one matches (the plan's notes say which).
 
     `gpus`: an inventory (asked once for its list) or the GPUs themselves; ignored for
     `device: cpu`. `models`: facts by model reference (otherwise each is resolved with `load`, and
@@ -205,7 +213,7 @@ def build_plan(
         return _cpu_plan(profile, resolved)
     listed = list(gpus) if isinstance(gpus, Sequence) else gpus.gpus()
     gpu_list = sorted(listed, key=lambda g: g.index)
-    return _Planner(profile, resolved, gpu_list, chosen, own_pids, time_limit_s).run()
+    return _Planner(profile, resolved, gpu_list, chosen, own_pids, time_limit_s, calibration).run()
 
 
 def _resolve_models(profile: Profile, facts: Mapping[str, ModelFacts]) -> list[_Model]:
@@ -366,6 +374,7 @@ class _Planner:
         strategy: Strategy,
         own_pids: Sequence[int],
         time_limit_s: float,
+        calibration: CalibrationLookup | None = None,
     ) -> None:
         self.profile = profile
         self.models = models
@@ -379,6 +388,8 @@ class _Planner:
         self.others = {g.index: other_processes_bytes(g, own_pids) for g in gpus}
         self._estimates: dict[tuple[object, ...], Estimate | GpushareError] = {}
         self.notes: list[str] = []
+        self.calibration = calibration
+        self.calibrated: set[str] = set()
 
     # --- needs ---------------------------------------------------------------------------------
 
@@ -396,13 +407,21 @@ class _Planner:
         found = self._estimates.get(key)
         if found is None:
             try:
-                found = target_estimate(facts, target, settings, concurrency, kv_tokens)
+                found = target_estimate(
+                    facts, target, settings, concurrency, kv_tokens, self.measured(facts, target, settings)
+                )
             except GpushareError as exc:
                 found = exc
             self._estimates[key] = found
         if isinstance(found, GpushareError):
             raise found
         return found
+
+    def measured(self, facts: ModelFacts, target: GpuTarget, settings: ServeSettings) -> MeasuredTerms | None:
+        """A calibration record's terms for this instance, when one matches."""
+        if self.calibration is None:
+            return None
+        return self.calibration(facts, target, _settings_on(settings, target))
 
     def need_estimate(self, m: _Model, gpu: int) -> Estimate:
         try:
@@ -456,6 +475,8 @@ class _Planner:
             if m.name not in assignment
         ]
         self.placement_notes(placement, len(items))
+        if self.calibrated:
+            self.notes.append(f"calibrated (gpushare calibrate): {', '.join(sorted(self.calibrated))}")
         planned_gpus = self.planned_gpus(instances)
         sharing = any(len(g.instances) > 1 for g in planned_gpus)
         mps = self.profile.defaults.mps
@@ -499,7 +520,10 @@ class _Planner:
             gpu_memory_utilization=util,
             kv_cache_memory_bytes=kv if self.fixed else None,
             weights_bytes=m.facts.weights_bytes(settings),
+            measured=self.measured(m.facts, target, m.settings),
         )
+        if e.weights_source == "calibration":
+            self.calibrated.add(m.name)
         return _Slot(gpu, target, e, _context_bytes(need))
 
     def start_order(

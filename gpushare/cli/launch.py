@@ -60,7 +60,9 @@ def build_plan_from_profile(profile_path: Path, inventory: GpuInventory) -> Plan
     from gpushare.plan import build_plan
     from gpushare.profile import load_profile
 
-    return build_plan(load_profile(profile_path), inventory)
+    from gpushare.calibration import stored_lookup
+
+    return build_plan(load_profile(profile_path), inventory, calibration=stored_lookup())
 
 
 def _usable_inventory(inventory: GpuInventory) -> GpuInventory | None:

@@ -58,12 +58,22 @@ def resolve_gpus(profile: Profile, spec: str | None) -> list[Gpu]:
     return inventory_factory().gpus()
 
 
-def make_plan(profile_path: Path, spec: str | None, strategy: Strategy | None) -> tuple[Profile, Plan]:
+def make_plan(
+    profile_path: Path, spec: str | None, strategy: Strategy | None, calibrated: bool = True
+) -> tuple[Profile, Plan]:
+    from gpushare.calibration import stored_lookup
     from gpushare.planner import build_plan
     from gpushare.profile import load_profile
 
     profile = load_profile(profile_path)
-    return profile, build_plan(profile, resolve_gpus(profile, spec), strategy)
+    lookup = stored_lookup() if calibrated else None
+    return profile, build_plan(profile, resolve_gpus(profile, spec), strategy, calibration=lookup)
+
+
+NoCalibration = Annotated[
+    bool,
+    typer.Option("--no-calibration", help="Ignore `gpushare calibrate` records; use the fitted model only."),
+]
 
 
 @app.command()
@@ -76,6 +86,7 @@ def plan(
     as_json: Annotated[
         bool, typer.Option("--json", help="The plan as one JSON object, sizes in bytes.")
     ] = False,
+    no_calibration: NoCalibration = False,
 ) -> None:
     """Place the profile's models on GPUs and print each GPU's memory and the exact vLLM commands.
 
@@ -85,7 +96,7 @@ def plan(
     from gpushare.planner import plan_summary
 
     chosen = _strategy(strategy)
-    _, result = make_plan(profile, gpus, chosen)
+    _, result = make_plan(profile, gpus, chosen, not no_calibration)
     if as_json:
         typer.echo(json.dumps(plan_summary(result), indent=2))
     else:
@@ -104,6 +115,7 @@ def check(
         OutputFormat,
         typer.Option("--format", help="text, json, or github (::error annotations at the model's line)."),
     ] = OutputFormat.text,
+    no_calibration: NoCalibration = False,
 ) -> None:
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
     2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`."""
@@ -112,7 +124,7 @@ def check(
     from gpushare.profile import ProfileValidationError
 
     try:
-        loaded, result = make_plan(profile, gpus, None)
+        loaded, result = make_plan(profile, gpus, None, not no_calibration)
     except ProfileValidationError as exc:
         if output is OutputFormat.github:
             for line in problem_annotations(exc.file, exc.problems):

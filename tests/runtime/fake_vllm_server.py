@@ -4,6 +4,7 @@ It prints vLLM's phase lines, then serves /health, /v1/completions and /metrics 
 Faults: --crash MSG (exit 1 after logging MSG as vLLM does), --never-ready (runs, never listens),
 --ignore-sigterm, --child (a second process in its session, like vLLM's EngineCore),
 --delay S (before it listens), --broken-engine (/health 200 but completions 500).
+--replay-log FILE prints a real vLLM log first (e.g. a GPU start's memory accounting).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--broken-engine", action="store_true")
+    parser.add_argument("--replay-log", default=None)
     args, _ = parser.parse_known_args()
     name = args.served_model_name or args.model
 
@@ -50,6 +52,10 @@ def main() -> None:
         # Ignores SIGTERM, as a wedged EngineCore would: only SIGKILL to the session stops it.
         code = "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
         subprocess.Popen([sys.executable, "-c", code])
+    if args.replay_log:
+        with open(args.replay_log, errors="replace") as replay:
+            sys.stdout.write(replay.read())
+        sys.stdout.flush()
     log(f"non-default args: {{'model': '{args.model}', 'port': {args.port}}}")
     log(f"Starting to load model {args.model}...", "Worker")
     if args.crash:

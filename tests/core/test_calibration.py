@@ -1,0 +1,157 @@
+"""Calibration: vLLM's accounting read from real GPU logs, records, the store, and the planner."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from gpushare.calibration import (
+    CalibrationKey,
+    CalibrationStore,
+    RecordLookup,
+    key_for,
+    measuring_argv,
+    parse_vllm_log,
+    record_from_run,
+)
+from gpushare.devices.base import Gpu
+from gpushare.errors import ConfigError
+from gpushare.estimate_job import load_model
+from gpushare.memory import GpuTarget, ServeSettings, estimate
+from gpushare.planner import build_plan
+from gpushare.profile import parse_profile_text
+from gpushare.units import GiB
+
+LOGS = Path(__file__).parents[1] / "fixtures" / "vllm_logs"
+LLAMA_LOG = (LOGS / "h200-vllm0.26.0-llama-3.1-8b.log").read_text()
+H200_GPU = Gpu(0, "NVIDIA H200", 150_754_820_096, reserved_bytes=644_939_776)
+H200 = GpuTarget("NVIDIA H200", 150_109_880_320, 150_754_820_096)
+# The same run's numbers (bench/gpu/results/h200-vllm0.26.0): utilization 0.45, NVML at ready.
+REQUESTED = math.ceil(150_109_880_320 * 0.45)
+PROCESS = 69_415_731_200
+
+
+def test_parse_real_h200_log() -> None:
+    acc = parse_vllm_log(LLAMA_LOG)
+    assert acc.utilization == 0.45
+    assert acc.weights_bytes == round(15.0 * GiB) and acc.activation_bytes == round(1.1 * GiB)
+    assert acc.cuda_graph_bytes == round(0.98 * GiB)
+    assert acc.kv_suggestion_bytes == 48_804_445_696
+    assert acc.kv_cache_tokens == 381_552
+    assert acc.context_bytes == round(0.51 * GiB)
+    assert acc.vllm_version == "0.26.0"
+    # The suggestion is exact: requested − non-KV − 150 MiB; the logged terms agree to 0.01 GiB each.
+    logged = acc.weights_bytes + acc.activation_bytes + acc.non_torch_bytes + acc.cuda_graph_bytes
+    assert abs(acc.non_kv_bytes(REQUESTED) - logged) < 0.02 * GiB
+
+
+def test_log_without_accounting_names_the_file() -> None:
+    with pytest.raises(ConfigError, match="server.log: no 'Actual usage"):
+        parse_vllm_log("INFO GPU KV cache size: 1,024 tokens", "server.log")
+
+
+def llama_key() -> CalibrationKey:
+    facts = load_model("meta-llama/Llama-3.1-8B-Instruct")
+    return key_for(facts, H200, ServeSettings(max_model_len=8192))
+
+
+def test_calibrated_estimate_reproduces_the_run_and_moves_with_utilization() -> None:
+    record = record_from_run(
+        llama_key(), parse_vllm_log(LLAMA_LOG), REQUESTED, PROCESS, "2026-11-24T20:31:34"
+    )
+    arch = load_model("meta-llama/Llama-3.1-8B-Instruct").arch
+    same = estimate(
+        arch, H200, ServeSettings(max_model_len=8192), gpu_memory_utilization=0.45, measured=record.terms
+    )
+    assert same.weights_source == "calibration"
+    assert abs(same.kv_cache_tokens - 381_552) / 381_552 < 0.005
+    assert abs(same.process_bytes - PROCESS) / PROCESS < 0.005
+    more = estimate(
+        arch, H200, ServeSettings(max_model_len=8192), gpu_memory_utilization=0.6, measured=record.terms
+    )
+    extra = math.ceil(150_109_880_320 * 0.6) - REQUESTED
+    assert abs((more.kv_cache_bytes - same.kv_cache_bytes) - extra) < more.kv_block_bytes
+    assert more.process_bytes - same.process_bytes == extra
+
+
+def test_store_round_trip_newest_wins(tmp_path: Path) -> None:
+    store = CalibrationStore(tmp_path / "cal.json")
+    assert store.load() == {}
+    first = record_from_run(llama_key(), parse_vllm_log(LLAMA_LOG), REQUESTED, PROCESS, "t1")
+    second = record_from_run(llama_key(), parse_vllm_log(LLAMA_LOG), REQUESTED, PROCESS + GiB, "t2")
+    store.save([first])
+    store.save([second])
+    loaded = store.load()
+    assert list(loaded.values()) == [second]
+
+
+def test_malformed_store_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "cal.json"
+    path.write_text('{"records": [{"key": {"gpu": "x"}}]}')
+    with pytest.raises(ConfigError, match="cal.json: a calibration record is malformed"):
+        CalibrationStore(path).load()
+
+
+def test_measuring_argv_drops_the_fixed_kv_size() -> None:
+    argv = (
+        "vllm",
+        "serve",
+        "m",
+        "--kv-cache-memory-bytes",
+        "123",
+        "--port",
+        "1",
+        "--kv-cache-memory-bytes=5",
+    )
+    assert measuring_argv(argv) == ("vllm", "serve", "m", "--port", "1")
+
+
+PROFILE = """
+name: cal
+gpus: H200
+models:
+  - name: llama
+    model: meta-llama/Llama-3.1-8B-Instruct
+    max_model_len: 8192
+    concurrency: 16
+"""
+
+
+def test_plan_uses_a_matching_record_and_says_so() -> None:
+    profile = parse_profile_text(PROFILE)
+    plain = build_plan(profile, [H200_GPU])
+    record = record_from_run(
+        llama_key(), parse_vllm_log(LLAMA_LOG), REQUESTED, PROCESS + 2 * GiB, "2026-11-24T20:31:34"
+    )
+    lookup = RecordLookup({record.key: record})
+    calibrated = build_plan(profile, [H200_GPU], calibration=lookup)
+    assert plain.instances[0].estimate["weights_source"] == "config"
+    assert calibrated.instances[0].estimate["weights_source"] == "calibration"
+    assert any("calibrated" in note and "llama" in note for note in calibrated.notes)
+    assert not any("calibrated" in note for note in plain.notes)
+    # The record's larger footprint (2 GiB more outside the budget) leaves less for the KV cache
+    # once the instance is given the rest of the GPU.
+    plain_kv = plain.instances[0].kv_cache_memory_bytes
+    calibrated_kv = calibrated.instances[0].kv_cache_memory_bytes
+    assert plain_kv is not None and calibrated_kv is not None and calibrated_kv < plain_kv - GiB
+    assert lookup.used
+
+
+def test_a_record_for_other_settings_is_not_used() -> None:
+    record = record_from_run(llama_key(), parse_vllm_log(LLAMA_LOG), REQUESTED, PROCESS, "t")
+    profile = parse_profile_text(
+        PROFILE.replace("concurrency: 16", "concurrency: 16\n    enforce_eager: true")
+    )
+    plan = build_plan(profile, [H200_GPU], calibration=RecordLookup({record.key: record}))
+    assert plan.instances[0].estimate["weights_source"] == "config"
+
+
+def test_record_json_is_plain(tmp_path: Path) -> None:
+    record = record_from_run(llama_key(), parse_vllm_log(LLAMA_LOG), REQUESTED, PROCESS, "t")
+    CalibrationStore(tmp_path / "c.json").save([record])
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["records"][0]["key"]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert data["records"][0]["process_bytes"] == PROCESS
