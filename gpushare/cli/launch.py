@@ -57,10 +57,9 @@ def _nvml_inventory() -> GpuInventory:
 
 def build_plan_from_profile(profile_path: Path, inventory: GpuInventory) -> Plan:
     """Load the profile and plan it against the inventory (gpushare/profile.py + plan.build_plan)."""
+    from gpushare.calibration import stored_lookup
     from gpushare.plan import build_plan
     from gpushare.profile import load_profile
-
-    from gpushare.calibration import stored_lookup
 
     return build_plan(load_profile(profile_path), inventory, calibration=stored_lookup())
 
