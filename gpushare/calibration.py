@@ -174,7 +174,8 @@ def record_from_run(
     measured_at: str,
 ) -> CalibrationRecord:
     """Measured terms from one start: everything outside the budget is what NVML showed beyond the
-    requested bytes, less the CUDA graphs (which the memory model places by vLLM version).
+    requested bytes, less the CUDA graphs (which the memory model places by vLLM version). With no
+    NVML reading (`process_bytes` 0) the fitted context and sampler terms stay in use.
 
     `requested_bytes` is ceil(CUDA total × utilization) from the exact total NVML reports.
     """
@@ -190,7 +191,9 @@ def record_from_run(
         activation_bytes=activation,
         non_torch_bytes=non_torch,
         cuda_graph_bytes=accounting.cuda_graph_bytes,
-        outside_bytes=max(0, process_bytes - requested_bytes - accounting.cuda_graph_bytes),
+        outside_bytes=(
+            max(0, process_bytes - requested_bytes - accounting.cuda_graph_bytes) if process_bytes > 0 else None
+        ),
     )
     return CalibrationRecord(
         key, terms, process_bytes, requested_bytes, accounting.kv_cache_tokens, measured_at

@@ -14,6 +14,7 @@ from gpushare.memory import (
     Coefficients,
     Estimate,
     GpuTarget,
+    MeasuredTerms,
     ServeSettings,
     estimate,
     minimum_for_target,
@@ -79,8 +80,10 @@ def run_estimate(
     concurrency: int | None = None,
     kv_tokens: int | None = None,
     coeff: Coefficients | None = None,
+    measured: MeasuredTerms | None = None,
 ) -> Estimate:
-    """Forward when given a utilization or KV size, inverse when given a capacity target."""
+    """Forward when given a utilization or KV size, inverse when given a capacity target.
+    `measured`: a calibration's terms for this model, GPU and settings (gpushare calibrate)."""
     weights = facts.weights_bytes(settings)
     if concurrency is not None or kv_tokens is not None:
         if gpu_memory_utilization is not None or kv_cache_memory_bytes is not None:
@@ -105,4 +108,5 @@ def run_estimate(
         kv_cache_memory_bytes=kv_cache_memory_bytes,
         weights_bytes=weights,
         coeff=coeff,
+        measured=measured,
     )

@@ -90,7 +90,7 @@ class MeasuredTerms:
     activation_bytes: int
     non_torch_bytes: int
     cuda_graph_bytes: int
-    outside_bytes: int
+    outside_bytes: int | None  # None: NVML gave no reading; the fitted context + sampler apply
 
 
 @dataclass(frozen=True)
@@ -470,8 +470,12 @@ def _fixed(
             non_torch=measured.non_torch_bytes,
             graphs=measured.cuda_graph_bytes,
             graphs_in_budget=cudagraphs_in_budget(settings),
-            context=measured.outside_bytes,
-            sampler=0,  # already inside outside_bytes
+            context=coeff.context_bytes if measured.outside_bytes is None else measured.outside_bytes,
+            sampler=(
+                sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner)
+                if measured.outside_bytes is None
+                else 0  # already inside outside_bytes
+            ),
         )
     return _Fixed(
         dtype=dtype,

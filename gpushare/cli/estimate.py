@@ -47,6 +47,10 @@ def estimate(
         str, typer.Option(help="generate, or pooling for embedding models (no lm_head, no sampler).")
     ] = "generate",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, sizes in bytes.")] = False,
+    no_calibration: Annotated[
+        bool,
+        typer.Option("--no-calibration", help="Ignore `gpushare calibrate` records for this GPU and model."),
+    ] = False,
 ) -> None:
     """Predict weights, KV cache, activation, CUDA graphs and the process footprint of one instance.
 
@@ -75,10 +79,18 @@ def estimate(
         parse_bytes(kv_cache_memory_bytes, "--kv-cache-memory-bytes") if kv_cache_memory_bytes else None
     )
     facts = load_model(model)
+    target = gpu_target(parse_one_gpu(gpu))
+    measured = None
+    if not no_calibration:
+        from gpushare.calibration import stored_lookup
+
+        lookup = stored_lookup()
+        measured = lookup(facts, target, settings) if lookup is not None else None
     result = run_estimate(
         facts,
-        gpu_target(parse_one_gpu(gpu)),
+        target,
         settings,
+        measured=measured,
         gpu_memory_utilization=gpu_memory_utilization,
         kv_cache_memory_bytes=kv_bytes,
         concurrency=concurrency,

@@ -79,7 +79,8 @@ def calibrate_plan(
         finally:
             down(paths, edges)
         total = totals[inst.gpus[0]]
-        requested = math.ceil(total * inst.gpu_memory_utilization)
+        # The utilization vLLM itself reports (the plan's, unless something rewrote the command).
+        requested = math.ceil(total * accounting.utilization)
         record = record_from_run(
             key_from_planned(inst),
             accounting,

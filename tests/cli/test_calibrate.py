@@ -65,6 +65,28 @@ def test_calibrate_then_plan_uses_the_record(profile: Path, tmp_path: Path) -> N
     ignored = runner.invoke(app, ["plan", str(profile), "--json", "--no-calibration"])
     assert json.loads(ignored.output)["instances"][0]["estimate"]["weights_source"] == "config"
 
+    model = str(tmp_path / "llama")
+    est = runner.invoke(app, ["estimate", model, "--gpu", "H200", "--max-model-len", "8192", "--json"])
+    assert est.exit_code == 0, est.output
+    calibrated = json.loads(est.output)
+    assert calibrated["weights_source"] == "calibration"
+    # The record came from a run at 0.45: the calibrated estimate at 0.45 reproduces its KV cache.
+    at_run = runner.invoke(
+        app,
+        [
+            "estimate",
+            model,
+            "--gpu",
+            "H200",
+            "--max-model-len",
+            "8192",
+            "--gpu-memory-utilization",
+            "0.45",
+            "--json",
+        ],
+    )
+    assert abs(json.loads(at_run.output)["kv_cache_tokens"] - 381_552) / 381_552 < 0.005
+
 
 def test_calibrate_refuses_a_cpu_profile(tmp_path: Path) -> None:
     path = tmp_path / "cpu.yaml"
