@@ -192,7 +192,9 @@ def record_from_run(
         non_torch_bytes=non_torch,
         cuda_graph_bytes=accounting.cuda_graph_bytes,
         outside_bytes=(
-            max(0, process_bytes - requested_bytes - accounting.cuda_graph_bytes) if process_bytes > 0 else None
+            max(0, process_bytes - requested_bytes - accounting.cuda_graph_bytes)
+            if process_bytes > 0
+            else None
         ),
     )
     return CalibrationRecord(
