@@ -180,6 +180,7 @@ def record_from_run(
     `requested_bytes` is ceil(CUDA total × utilization) from the exact total NVML reports.
     """
     in_budget = accounting.non_kv_bytes(requested_bytes) - accounting.cuda_graph_bytes
+    outside = process_bytes - requested_bytes - accounting.cuda_graph_bytes
     # Split the exact in-budget total in the logged proportions (the log rounds each to 0.01 GiB).
     logged = accounting.weights_bytes + accounting.activation_bytes + accounting.non_torch_bytes
     scale = in_budget / logged if logged else 1.0
