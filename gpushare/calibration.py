@@ -192,11 +192,7 @@ def record_from_run(
         activation_bytes=activation,
         non_torch_bytes=non_torch,
         cuda_graph_bytes=accounting.cuda_graph_bytes,
-        outside_bytes=(
-            max(0, process_bytes - requested_bytes - accounting.cuda_graph_bytes)
-            if process_bytes > 0
-            else None
-        ),
+        outside_bytes=max(0, outside) if process_bytes > 0 else None,
     )
     return CalibrationRecord(
         key, terms, process_bytes, requested_bytes, accounting.kv_cache_tokens, measured_at
