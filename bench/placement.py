@@ -1,6 +1,6 @@
 """Benchmark gpushare.placement: solve time by size, and packing quality against the greedy and the LP bound.
 
-Run from the repository root:  .venv/bin/python bench/placement.py > bench/placement.md.body
+Run from the repository root:  .venv/bin/python bench/placement.py   (recorded in BENCHMARKS.md)
 Prints markdown. Instances are seeded, so the numbers other than times repeat exactly.
 """
 

@@ -12,7 +12,7 @@
    for its target, plus the 10% safety reserve.
 
 Run: .venv/bin/python bench/plan.py [--runs N] [--quick]
-Prints markdown (recorded in bench/plan.md).
+Prints markdown (recorded in BENCHMARKS.md, "Planning").
 """
 
 from __future__ import annotations
