@@ -9,13 +9,15 @@ import pytest
 
 from gpushare.errors import ConfigError, UnsupportedModelError
 from gpushare.hfconfig import parse_config
-from gpushare.resolve import CATALOG_DIR
+
+# Exact copies of published config.json files (a link to the bundled catalog).
+HF_CONFIGS = Path(__file__).parents[1] / "fixtures" / "hf_configs"
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def load(repo_id: str) -> dict[str, object]:
-    path = CATALOG_DIR / (repo_id.replace("/", "--", 1) + ".json")
+    path = HF_CONFIGS / (repo_id.replace("/", "--", 1) + ".json")
     data: dict[str, object] = json.loads(path.read_text())
     return data
 

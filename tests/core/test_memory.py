@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +19,10 @@ from gpushare.memory import (
     estimate,
     minimum_for_target,
 )
-from gpushare.resolve import CATALOG_DIR
 from gpushare.units import GiB, MiB
+
+# Exact copies of published config.json files (a link to the bundled catalog).
+HF_CONFIGS = Path(__file__).parents[1] / "fixtures" / "hf_configs"
 
 # The H100 80GB HBM3: NVML total 85,520,809,984 B; torch/vLLM see 79.18 GiB of it.
 H100 = GpuTarget("NVIDIA H100 80GB HBM3", cuda_total_bytes=int(79.18 * GiB), nvml_total_bytes=85_520_809_984)
@@ -34,7 +37,7 @@ A100_40 = GpuTarget(
 
 
 def arch_of(repo_id: str) -> ModelArch:
-    cfg = json.loads((CATALOG_DIR / (repo_id.replace("/", "--", 1) + ".json")).read_text())
+    cfg = json.loads((HF_CONFIGS / (repo_id.replace("/", "--", 1) + ".json")).read_text())
     return parse_config(cfg, repo_id)
 
 

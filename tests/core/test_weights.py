@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from gpushare.hfconfig import parse_config
-from gpushare.resolve import CATALOG_DIR
 from gpushare.weights import (
     model_tensors,
     parameter_count,
@@ -19,11 +18,13 @@ from gpushare.weights import (
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
+# Exact copies of published config.json files (a link to the bundled catalog).
+HF_CONFIGS = FIXTURES / "hf_configs"
 PUBLISHED = json.loads((FIXTURES / "published_params.json").read_text())
 
 
 def arch_of(repo_id: str, **overrides: object):  # type: ignore[no-untyped-def]
-    cfg = json.loads((CATALOG_DIR / (repo_id.replace("/", "--", 1) + ".json")).read_text())
+    cfg = json.loads((HF_CONFIGS / (repo_id.replace("/", "--", 1) + ".json")).read_text())
     cfg.update(overrides)
     return parse_config(cfg, repo_id)
 
@@ -42,7 +43,7 @@ MODEL_CARD_PARAMS = [
 FIXTURE_PARAMS = [
     (repo.split("/")[1].lower(), repo, entry["params"])
     for repo, entry in PUBLISHED.items()
-    if (CATALOG_DIR / (repo.replace("/", "--", 1) + ".json")).exists()
+    if (HF_CONFIGS / (repo.replace("/", "--", 1) + ".json")).exists()
 ]
 
 
