@@ -18,6 +18,7 @@ Usage: python3 bench/gpu/collect.py --out $OUT --deadline-epoch EPOCH [--only a,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -435,6 +436,21 @@ def log(*a) -> None:
     print(f"[collect {time.strftime('%H:%M:%S')}]", *a, flush=True)
 
 
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(obj, path: str, **kw) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, **kw)
+
+
+def read_text(path: str, **kw) -> str:
+    with open(path, **kw) as f:
+        return f.read()
+
+
 # ------------------------------------------------------------------------------------ NVML
 def nvml_snapshot() -> dict:
     out: dict = {}
@@ -494,7 +510,7 @@ def smi_apps() -> str:
 def gpu_info(state: str) -> dict:
     path = os.path.join(state, "gpuinfo.json")
     if os.path.exists(path):
-        return json.load(open(path))
+        return read_json(path)
     info: dict = {"time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     code = (
         "import json,torch;f,t=torch.cuda.mem_get_info();p=torch.cuda.get_device_properties(0);"
@@ -532,7 +548,7 @@ def gpu_info(state: str) -> dict:
         info["vllm"] = vllm.__version__
     except Exception as e:  # noqa: BLE001
         info["vllm"] = f"error: {e!r}"
-    json.dump(info, open(path, "w"), indent=1)
+    write_json(info, path, indent=1)
     with open(os.path.join(state, "nvidia-smi-q-memory.txt"), "w") as f:
         f.write(
             info.get("smi_L", "") + "\n" + info.get("smi_q_memory", "") + "\n" + info.get("smi_query", "")
@@ -553,7 +569,7 @@ def find_config(key: str, state: str) -> tuple[str, str]:
             return hits[0], "catalog:" + os.path.basename(hits[0])
     path = os.path.join(state, "configs", key + ".json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    json.dump(FALLBACK[key], open(path, "w"), indent=1)
+    write_json(FALLBACK[key], path, indent=1)
     return path, "embedded-fallback"
 
 
@@ -563,10 +579,11 @@ def pgroup_pids(pgid: int) -> list[dict]:
         if not d.isdigit():
             continue
         try:
-            stat = open(f"/proc/{d}/stat").read()
+            stat = read_text(f"/proc/{d}/stat")
             fields = stat[stat.rindex(")") + 2 :].split()
             if int(fields[2]) == pgid:
-                cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode()[:160]
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode()[:160]
                 out.append({"pid": int(d), "cmd": cmd})
         except Exception:  # noqa: BLE001
             pass
@@ -701,7 +718,7 @@ def memory_lines(lines: list[str]) -> list[str]:
 
 
 def trim_log(src: str, dst: str) -> None:
-    lines = open(src, errors="replace").read().splitlines()
+    lines = read_text(src, errors="replace").splitlines()
     lines = [ln[:3000] for ln in lines]
     if len(lines) > 300:
         head = [ln for ln in lines[:-300] if any(pt in ln for pt in MEM_PATTERNS)]
@@ -749,7 +766,7 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
     try:
         cfg, src = find_config(key, state)
         res["config_source"] = src
-        res["config"] = json.load(open(cfg))
+        res["config"] = read_json(cfg)
         mdir = f"/tmp/models/{name}"
         shutil.rmtree(mdir, ignore_errors=True)
         r = subprocess.run(
@@ -785,8 +802,8 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
     res["cmd"] = " ".join(cmd)
     env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", PYTHONUNBUFFERED="1")
     t0 = now()
-    lf = open(logpath, "w")
-    proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(logpath, "w") as lf:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     pgid = proc.pid
     res["server_pid"] = pgid
     status = None
@@ -825,36 +842,25 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
     except Exception as e:  # noqa: BLE001
         res["error"] = f"collect: {e!r}"[:800]
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=6)
-        except subprocess.TimeoutExpired:
-            pass
         t_k = now()
         while pgroup_pids(pgid) and now() - t_k < 3:
             time.sleep(0.3)
         if pgroup_pids(pgid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        lf.close()
         res["after_kill"] = wait_freed(before.get("nvml_used"), pgid, 30)
         # a process of ours still on the GPU (by NVML pid): kill it by id
         for p in res["after_kill"].get("procs", []):
             if p["pid"] in {q["pid"] for q in res.get("pids", [])}:
-                try:
+                with contextlib.suppress(Exception):
                     os.kill(p["pid"], signal.SIGKILL)
-                except Exception:  # noqa: BLE001
-                    pass
-    lines = open(logpath, errors="replace").read().splitlines()
+    lines = read_text(logpath, errors="replace").splitlines()
     res["parsed"] = parse_log(lines)
     res["log_lines"] = memory_lines(lines)[:200]
     if "error" in res:
@@ -880,14 +886,14 @@ def kv_bytes_per_token(cfg: dict, dtype_bytes: int = 2) -> int | None:
 def summarize(rdir: str) -> str:
     import math
 
-    info = json.load(open(os.path.join(rdir, "gpuinfo.json")))
+    info = read_json(os.path.join(rdir, "gpuinfo.json"))
     total = info["torch"]["torch_total"]
-    rows = [json.loads(ln) for ln in open(os.path.join(rdir, "results.jsonl"))]
+    rows = [json.loads(ln) for ln in read_text(os.path.join(rdir, "results.jsonl")).splitlines()]
     out = [
         "| case | model (config) | settings | weights GiB | peak act. GiB | non-torch GiB | CUDA graph GiB "
-        "| avail. KV GiB | KV tokens | GPU blocks | max conc. | KV bytes (blocks x page) | NVML process bytes "
-        "| requested bytes (ceil(util x total)) | process - requested | non-KV bytes (from suggestion) "
-        "| ready s | init engine s (compile s) |",
+        "| avail. KV GiB | KV tokens | GPU blocks | max conc. | KV bytes (blocks x page) "
+        "| NVML process bytes | requested bytes (ceil(util x total)) | process - requested "
+        "| non-KV bytes (from suggestion) | ready s | init engine s (compile s) |",
         "|" + "---|" * 18,
     ]
     for r in rows:
@@ -985,7 +991,7 @@ def main() -> int:
         return 0
     os.makedirs(args.state, exist_ok=True)
     done_path = os.path.join(args.state, "done.json")
-    done = json.load(open(done_path)) if os.path.exists(done_path) else []
+    done = read_json(done_path) if os.path.exists(done_path) else []
     info = gpu_info(args.state)
     log("gpu:", info.get("torch"), "vllm", info.get("vllm"))
     export(args.state, args.out)
@@ -1004,7 +1010,8 @@ def main() -> int:
         res = run_case(idx, case, args.state, cap)
         s = res.get("parsed", {}).get("summary", {})
         log(
-            f"  -> ready_s={res.get('ready_s')} err={res.get('error')} nvml={res.get('nvml_process_bytes_all')}"
+            f"  -> ready_s={res.get('ready_s')} err={res.get('error')}"
+            f" nvml={res.get('nvml_process_bytes_all')}"
             f" kv_tokens={res.get('parsed', {}).get('kv_tokens')} {s}"
         )
         truncated = "timeout" in res.get("error", "") and cap < case[5] - 1
@@ -1013,7 +1020,7 @@ def main() -> int:
             f.write(json.dumps(res) + "\n")
         if not truncated:
             done.append(case[0])
-            json.dump(done, open(done_path, "w"))
+            write_json(done, done_path)
         export(args.state, args.out)
     export(args.state, args.out)
     log("done:", done)
