@@ -65,6 +65,34 @@ def is_python(program: str) -> bool:
     return bool(_PYTHON_RE.match(os.path.basename(program)))
 
 
+def script_interpreter(path: str) -> str | None:
+    """The Python a console script runs with (its `#!` line), or None when it is not a Python one."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(512).decode(errors="replace").strip()
+    except OSError:
+        return None
+    if not first.startswith("#!"):
+        return None
+    words = first[2:].split()
+    if words and os.path.basename(words[0]) == "env":
+        words = words[1:]
+    return words[0] if words and is_python(words[0]) else None
+
+
+def _module_version(python: str, module: str, shown: str, runner: ProcessRunner) -> CommandCheck:
+    """Find `module` and read vLLM's version in `python` without importing vLLM."""
+    try:
+        done = runner.run([python, "-c", _MODULE_VERSION_SCRIPT, module], VERSION_TIMEOUT_S)
+    except EnvironmentProblem as exc:
+        return CommandCheck(shown, None, exc.message)
+    lines = done.output.strip().splitlines()
+    last = lines[-1] if lines else f"exit {done.returncode}"
+    if done.returncode != 0:
+        return CommandCheck(shown, None, f"{shown}: {last}")
+    return CommandCheck(shown, None if last == "unknown" else last, None)
+
+
 def check_command(argv: Sequence[str], runner: ProcessRunner) -> CommandCheck:
     """The program exists and, for vLLM, its version can be read."""
     program = argv[0]
@@ -72,21 +100,19 @@ def check_command(argv: Sequence[str], runner: ProcessRunner) -> CommandCheck:
     if resolved is None:
         return CommandCheck(program, None, f"command not found: {program}")
     if is_python(program) and len(argv) >= 3 and argv[1] == "-m":
-        shown = f"{os.path.basename(program)} -m {argv[2]}"
-        try:
-            done = runner.run([resolved, "-c", _MODULE_VERSION_SCRIPT, argv[2]], VERSION_TIMEOUT_S)
-        except EnvironmentProblem as exc:
-            return CommandCheck(shown, None, exc.message)
-        lines = done.output.strip().splitlines()
-        last = lines[-1] if lines else f"exit {done.returncode}"
-        if done.returncode != 0:
-            return CommandCheck(shown, None, f"{shown}: {last}")
-        return CommandCheck(shown, None if last == "unknown" else last, None)
+        return _module_version(resolved, argv[2], f"{os.path.basename(program)} -m {argv[2]}", runner)
     if is_python(program) and len(argv) >= 2 and not argv[1].startswith("-"):
         script_ok = Path(argv[1]).is_file()
         problem = None if script_ok else f"script not found: {argv[1]}"
         return CommandCheck(f"{os.path.basename(program)} {argv[1]}", None, problem)
     if os.path.basename(program) == "vllm":
+        # `vllm --version` imports vLLM and torch (over a minute on a GPU host, measured on the
+        # H200): read the version through the script's own interpreter instead when it has one.
+        interpreter = script_interpreter(resolved)
+        if interpreter is not None:
+            found = _module_version(interpreter, "vllm", program, runner)
+            if found.problem is None:
+                return found
         try:
             done = runner.run([resolved, "--version"], VERSION_TIMEOUT_S)
         except EnvironmentProblem as exc:
