@@ -54,6 +54,11 @@ _ACTUAL = re.compile(
 _SNAPSHOT = re.compile(r"worker init memory snapshot: .*?cuda_memory=" + _NUM + r"GiB")
 _KV_TOKENS = re.compile(r"KV cache size: ([0-9,]+) tokens")
 _VERSION = re.compile(r"Initializing a V1 LLM engine \(v([0-9][^)]*)\)")
+# torch.compile from scratch allocates during the profile run, so vLLM then logs a higher peak
+# activation than on every later start, which loads the compiled graphs from the cache (H200:
+# Qwen3-8B 1.29 GiB cold, 0.78 GiB warm; bench/gpu/results/h200-heldout).
+_COMPILED_COLD = "Compiling a graph for compile range"
+_COMPILED_WARM = "Directly load the compiled graph"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class VllmAccounting:
     kv_cache_tokens: int | None
     context_bytes: int | None
     vllm_version: str | None
+    compile_cache: str | None = None  # "warm" (graphs loaded), "cold" (compiled now), None (eager)
 
     def non_kv_bytes(self, requested_bytes: int) -> int:
         """Weights + activation + non-torch + CUDA graphs, exact, given the requested bytes."""
@@ -101,6 +107,7 @@ def parse_vllm_log(text: str, source: str = "vLLM log") -> VllmAccounting:
         kv_cache_tokens=int(tokens.group(1).replace(",", "")) if tokens else None,
         context_bytes=_gib(snapshot.group(1)) if snapshot else None,
         vllm_version=version.group(1) if version else None,
+        compile_cache="warm" if _COMPILED_WARM in text else "cold" if _COMPILED_COLD in text else None,
     )
 
 
@@ -135,6 +142,7 @@ class CalibrationRecord:
     requested_bytes: int
     kv_cache_tokens: int | None
     measured_at: str  # ISO time
+    compile_cache: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +152,7 @@ class CalibrationRecord:
             "requested_bytes": self.requested_bytes,
             "kv_cache_tokens": self.kv_cache_tokens,
             "measured_at": self.measured_at,
+            "compile_cache": self.compile_cache,
         }
 
     @classmethod
@@ -158,6 +167,7 @@ class CalibrationRecord:
                 requested_bytes=int(data["requested_bytes"]),
                 kv_cache_tokens=data.get("kv_cache_tokens"),
                 measured_at=str(data.get("measured_at", "")),
+                compile_cache=data.get("compile_cache"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
@@ -195,7 +205,13 @@ def record_from_run(
         outside_bytes=max(0, outside) if process_bytes > 0 else None,
     )
     return CalibrationRecord(
-        key, terms, process_bytes, requested_bytes, accounting.kv_cache_tokens, measured_at
+        key,
+        terms,
+        process_bytes,
+        requested_bytes,
+        accounting.kv_cache_tokens,
+        measured_at,
+        accounting.compile_cache,
     )
 
 

@@ -73,7 +73,9 @@ def calibrate(
         edges_factory(inventory),
         timeout,
         names,
-        on_start=lambda inst: console.print(f"measuring {inst.name} alone on GPU {inst.gpus} ..."),
+        on_start=lambda inst, why: console.print(
+            f"measuring {inst.name} alone on GPU {inst.gpus}" + (f": {why}" if why else " ...")
+        ),
     )
     by_index = {g.index: g for g in gpus}
     table = Table(title="predicted (uncalibrated) vs measured")

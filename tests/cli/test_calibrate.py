@@ -54,10 +54,13 @@ def test_calibrate_then_plan_uses_the_record(profile: Path, tmp_path: Path) -> N
     result = runner.invoke(app, ["calibrate", str(profile)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "predicted (uncalibrated) vs measured" in result.output
+    # The replayed log compiled from scratch, so calibrate measured a second time.
+    assert "measuring again with the warm compile cache" in result.output
     records = json.loads((tmp_path / "calibration.json").read_text())["records"]
     assert len(records) == 1
     assert records[0]["key"]["gpu"] == "NVIDIA H200"
     assert records[0]["kv_cache_tokens"] == 381_552
+    assert records[0]["compile_cache"] == "cold"  # the stand-in replays the same cold log twice
 
     planned = runner.invoke(app, ["plan", str(profile), "--json"])
     assert planned.exit_code == 0, planned.output

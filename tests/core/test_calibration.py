@@ -48,6 +48,19 @@ def test_parse_real_h200_log() -> None:
     assert abs(acc.non_kv_bytes(REQUESTED) - logged) < 0.02 * GiB
 
 
+@pytest.mark.parametrize(
+    ("log", "cache", "activation_gib"),
+    [
+        pytest.param("h200-vllm0.26.0-llama-3.1-8b.log", "cold", 1.1, id="compiled-from-scratch"),
+        pytest.param("h200-vllm0.26.0-qwen3-8b-warm-cache.log", "warm", 0.78, id="graphs-from-cache"),
+    ],
+)
+def test_compile_cache_state_is_read(log: str, cache: str, activation_gib: float) -> None:
+    acc = parse_vllm_log((LOGS / log).read_text())
+    assert acc.compile_cache == cache
+    assert acc.activation_bytes == round(activation_gib * GiB)
+
+
 def test_log_without_accounting_names_the_file() -> None:
     with pytest.raises(ConfigError, match="server.log: no 'Actual usage"):
         parse_vllm_log("INFO GPU KV cache size: 1,024 tokens", "server.log")
