@@ -267,7 +267,7 @@ CalibrationLookup = Callable[[ModelFacts, GpuTarget, ServeSettings], MeasuredTer
 
 def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
     """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
-    default_batched, default_seqs = default_batching(gpu)
+    default_batched, default_seqs = default_batching(gpu, settings.vllm_version)
     return CalibrationKey(
         gpu=gpu.name,
         vllm_version=settings.vllm_version,

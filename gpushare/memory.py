@@ -190,9 +190,11 @@ def default_utilization(version: str) -> float:
     return 0.92 if parse_version(version) >= (0, 20, 0) else 0.9
 
 
-def default_batching(gpu: GpuTarget) -> tuple[int, int]:
-    """(max_num_batched_tokens, max_num_seqs) defaults for the OpenAI server (engine/arg_utils.py)."""
-    if gpu.nvml_total_bytes >= 160 * GiB:
+def default_batching(gpu: GpuTarget, vllm_version: str = DEFAULT_VLLM_VERSION) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) defaults of the OpenAI server (engine/arg_utils.py):
+    8192 and 1024 when NVML's total is at least 70 GiB and the GPU is not an A100, else 2048 and
+    256; from vLLM 0.28 on, 16384 and 1024 at 160 GiB and more."""
+    if gpu.nvml_total_bytes >= 160 * GiB and parse_version(vllm_version) >= (0, 28, 0):
         return 16384, 1024
     if gpu.nvml_total_bytes >= 70 * GiB and not gpu.is_a100:
         return 8192, 1024
@@ -443,7 +445,7 @@ def _fixed(
             f"(max_position_embeddings {arch.max_position_embeddings})",
             hint=f"use --max-model-len {arch.max_position_embeddings} or less",
         )
-    default_batched, default_seqs = default_batching(gpu)
+    default_batched, default_seqs = default_batching(gpu, settings.vllm_version)
     num_seqs = settings.max_num_seqs or default_seqs
     batched = settings.max_num_batched_tokens or default_batched
     tp = settings.tensor_parallel_size

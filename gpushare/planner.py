@@ -114,7 +114,7 @@ class _Slot:
 
 def _settings_on(settings: ServeSettings, target: GpuTarget) -> ServeSettings:
     """Pin vLLM's per-GPU batching defaults, so the estimate stays right on an unbounded target."""
-    batched, seqs = default_batching(target)
+    batched, seqs = default_batching(target, settings.vllm_version)
     return replace(
         settings,
         max_num_batched_tokens=settings.max_num_batched_tokens or batched,

@@ -196,6 +196,12 @@ def test_default_batching(gpu: GpuTarget, defaults: tuple[int, int]) -> None:
     assert default_batching(gpu) == defaults
 
 
+def test_large_gpu_batching_tier_from_vllm_0_28() -> None:
+    b200 = GpuTarget("NVIDIA B200", 191_500_000_000, 192_500_000_000)
+    assert default_batching(b200, "0.26.0") == (8192, 1024)
+    assert default_batching(b200, "0.28.0") == (16384, 1024)
+
+
 def test_capture_sizes_default() -> None:
     sizes = capture_sizes(1024, 8192)
     assert sizes[:4] == [1, 2, 4, 8] and sizes[-1] == 512 and len(sizes) == 51
