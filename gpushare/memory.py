@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from gpushare.errors import ConfigError, DoesNotFitError, InputError, KvCacheTooSmallError
+from gpushare.errors import DoesNotFitError, InputError, KvCacheTooSmallError
 from gpushare.hfconfig import LayerKind, ModelArch, Quantization
 from gpushare.units import GiB, KiB, MiB, cdiv, format_bytes
 from gpushare.weights import weight_bytes_from_config
@@ -643,13 +643,3 @@ def minimum_for_target(
         )
     e = _finish(arch, gpu, settings, f, util, kv_bytes, kv_bytes)
     return replace(e, kv_cache_memory_bytes=kv_bytes)
-
-
-def check_settings(arch: ModelArch, settings: ServeSettings) -> None:
-    """Validate settings that do not need a GPU (used before planning)."""
-    if settings.max_model_len is not None and settings.max_model_len > arch.max_position_embeddings:
-        raise ConfigError(
-            f"{arch.name}: max_model_len {settings.max_model_len} is above the model's limit "
-            f"({arch.max_position_embeddings})",
-            hint=f"set max_model_len to {arch.max_position_embeddings} or less",
-        )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from gpushare.devices.base import Gpu
 from gpushare.errors import InputError
-from gpushare.units import GiB, MiB, format_bytes, parse_bytes
+from gpushare.units import GiB, MiB, parse_bytes
 
 # vLLM engine/arg_utils.py get_batch_defaults: "device_memory >= 70 * GiB_bytes and 'a100' not in
 # device_name" picks max_num_batched_tokens 8192 / max_num_seqs 1024 for the API server, else
@@ -518,12 +518,4 @@ def _with_index(gpu: Gpu, index: int) -> Gpu:
         total_bytes=gpu.total_bytes,
         reserved_bytes=gpu.reserved_bytes,
         free_bytes=gpu.free_bytes,
-    )
-
-
-def describe_gpu_model(model: GpuModel) -> str:
-    """One line for listings: 'h100-sxm-80gb  NVIDIA H100 80GB HBM3  79.65 GiB (CUDA 79.18 GiB)'."""
-    return (
-        f"{model.key}  {model.nvml_name}  {format_bytes(model.total_bytes)} "
-        f"(CUDA {format_bytes(model.cuda_total_bytes)})"
     )
