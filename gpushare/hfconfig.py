@@ -123,7 +123,6 @@ class ModelArch:
     mla: MlaDims | None = None
     moe: MoeDims | None = None
     quantization: Quantization | None = None
-    fused_qkv: bool = False
 
     @property
     def kv_head_size(self) -> int:
@@ -132,9 +131,6 @@ class ModelArch:
             return self.mla.kv_lora_rank + self.mla.qk_rope_head_dim
         return self.head_dim
 
-    @property
-    def is_moe(self) -> bool:
-        return self.moe is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,5 +450,4 @@ def parse_config(raw: Mapping[str, Any], name: str) -> ModelArch:
         mla=mla,
         moe=moe,
         quantization=_quantization(cfg, name),
-        fused_qkv=model_type in ("chatglm", "falcon", "phi3"),
     )
