@@ -34,7 +34,7 @@ def gpu_target(gpu: Gpu) -> GpuTarget:
         name=gpu.name,
         cuda_total_bytes=gpu.cuda_total_bytes,
         nvml_total_bytes=gpu.total_bytes,
-        is_a100="A100" in gpu.name.upper(),
+        is_a100="a100" in gpu.name.lower(),  # vLLM's own test of the name (engine/arg_utils.py)
         compute_capability=compute_capability_of(gpu.name),
     )
 

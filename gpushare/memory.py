@@ -193,7 +193,11 @@ def default_utilization(version: str) -> float:
 def default_batching(gpu: GpuTarget, vllm_version: str = DEFAULT_VLLM_VERSION) -> tuple[int, int]:
     """(max_num_batched_tokens, max_num_seqs) defaults of the OpenAI server (engine/arg_utils.py):
     8192 and 1024 when NVML's total is at least 70 GiB and the GPU is not an A100, else 2048 and
-    256; from vLLM 0.28 on, 16384 and 1024 at 160 GiB and more."""
+    256; from vLLM 0.28 on, 16384 and 1024 at 160 GiB and more.
+
+    vLLM's "device_memory >= 70 * GiB_bytes and 'a100' not in device_name": the memory is
+    NvmlCudaPlatform.get_device_total_memory (NVML's total, reserved included), the name NVML's,
+    lower-cased (`GpuTarget.is_a100`)."""
     if gpu.nvml_total_bytes >= 160 * GiB and parse_version(vllm_version) >= (0, 28, 0):
         return 16384, 1024
     if gpu.nvml_total_bytes >= 70 * GiB and not gpu.is_a100:

@@ -24,13 +24,7 @@ from dataclasses import dataclass
 
 from gpushare.devices.base import Gpu
 from gpushare.errors import InputError
-from gpushare.units import GiB, MiB, parse_bytes
-
-# vLLM engine/arg_utils.py get_batch_defaults: "device_memory >= 70 * GiB_bytes and 'a100' not in
-# device_name" picks max_num_batched_tokens 8192 / max_num_seqs 1024 for the API server, else
-# 2048 / 256. device_memory is NvmlCudaPlatform.get_device_total_memory, i.e. NVML's total
-# (v1 `.total`, reserved included), and device_name is the NVML name, lower-cased.
-VLLM_LARGE_GPU_BYTES = 70 * GiB
+from gpushare.units import MiB, parse_bytes
 
 
 @dataclass(frozen=True)
@@ -54,11 +48,6 @@ class GpuModel:
     def cuda_total_bytes(self) -> int:
         """The total that `torch.cuda.mem_get_info` and vLLM's budget use."""
         return self.total_bytes - self.reserved_bytes
-
-    @property
-    def vllm_counts_as_a100(self) -> bool:
-        """vLLM keeps the small batch defaults on anything named A100, whatever its size."""
-        return "a100" in self.nvml_name.lower()
 
     def as_gpu(self, index: int) -> Gpu:
         """An idle GPU of this model at `index` (nothing used, all of CUDA's total free)."""
@@ -441,14 +430,6 @@ def compute_capability_of(name: str, default: tuple[int, int] = (9, 0)) -> tuple
     """The CUDA compute capability of a catalog GPU; `default` for an unnamed or unknown one."""
     model = find_gpu_model(name)
     return model.compute_capability if model is not None else default
-
-
-def vllm_uses_large_batch_defaults(nvml_name: str, nvml_total_bytes: int) -> bool:
-    """Whether vLLM (0.26, engine/arg_utils.py) picks the large defaults on this GPU.
-
-    True: max_num_batched_tokens 8192 and max_num_seqs 1024 for `vllm serve`; False: 2048 and 256.
-    """
-    return nvml_total_bytes >= VLLM_LARGE_GPU_BYTES and "a100" not in nvml_name.lower()
 
 
 # --- GPU specs: "H100", "2xH100", "A100-80GB,L4", "4 x RTX 4090", "24GiB" -----------------------

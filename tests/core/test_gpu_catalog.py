@@ -16,10 +16,15 @@ from gpushare.catalog.gpus import (
     lookup_gpu_model,
     normalize_gpu_name,
     parse_gpu_spec,
-    vllm_uses_large_batch_defaults,
 )
+from gpushare.devices.base import Gpu
 from gpushare.errors import InputError
+from gpushare.estimate_job import gpu_target
+from gpushare.memory import default_batching
 from gpushare.units import GiB, MiB, format_bytes
+
+# vLLM's large batch defaults for `vllm serve` (max_num_batched_tokens, max_num_seqs).
+LARGE = (8192, 1024)
 
 
 def test_h100_is_what_nvml_and_torch_report() -> None:
@@ -90,7 +95,7 @@ def test_every_entry_is_consistent(model: object) -> None:
     # The driver keeps 0.3–2.5% of the memory on every card we have a figure for.
     assert 0.003 * model.total_bytes < model.reserved_bytes < 0.025 * model.total_bytes
     assert model.source
-    assert model.vllm_counts_as_a100 is model.key.startswith("a100")
+    assert gpu_target(model.as_gpu(0)).is_a100 is model.key.startswith("a100")
 
 
 def test_keys_are_unique() -> None:
@@ -112,7 +117,7 @@ def test_keys_are_unique() -> None:
 )
 def test_vllm_batch_defaults_follow_arg_utils(case_id: str, name: str, large: bool) -> None:
     model = lookup_gpu_model(name)
-    assert vllm_uses_large_batch_defaults(model.nvml_name, model.total_bytes) is large
+    assert (default_batching(gpu_target(model.as_gpu(0))) == LARGE) is large
 
 
 @pytest.mark.parametrize(
@@ -124,7 +129,8 @@ def test_vllm_batch_defaults_follow_arg_utils(case_id: str, name: str, large: bo
     ],
 )
 def test_vllm_batch_defaults_threshold_for_unnamed_gpus(case_id: str, total: int, large: bool) -> None:
-    assert vllm_uses_large_batch_defaults("80GB GPU", total) is large
+    target = gpu_target(Gpu(0, "80GB GPU", total))
+    assert (default_batching(target) == LARGE) is large
 
 
 def test_compute_capability_of() -> None:
