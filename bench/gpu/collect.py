@@ -36,6 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 HF_DIR = os.path.join(REPO, "gpushare", "catalog", "hf_configs")
 MAKE_DUMMY = os.path.join(REPO, ".vllm-wheels", "bin", "make_dummy_model.py")
+# GPTQ/AWQ folders need real safetensors headers (vLLM reads them to learn which modules are
+# quantized); this script writes them as sparse files.
+MAKE_QUANTIZED = os.path.join(HERE, "make_quantized_dummy.py")
 
 # ---------------------------------------------------------------------------------------------
 # Fallback configs (published config.json contents, as remembered) used only when the catalog
@@ -344,15 +347,24 @@ CATALOG = {
     "qwen25_05b": ["Qwen--Qwen2.5-0.5B-Instruct.json"],
     "gemma2_9b": ["google--gemma-2-9b.json", "google--gemma-2-9b-it.json", "*gemma-2-9b*.json"],
     "qwen25_7b_gptq": ["*GPTQ*Int4*.json", "*GPTQ*.json", "*gptq*.json"],
+    "qwen25_32b_gptq": ["Qwen--Qwen2.5-32B-Instruct-GPTQ-Int4.json"],
+    "qwen3_30b_a3b_fp8": ["Qwen--Qwen3-30B-A3B-Thinking-2507-FP8.json"],
     "qwen25_7b_awq": ["*AWQ*.json", "*awq*.json"],
     "mistral_7b_v03": ["mistralai--Mistral-7B-Instruct-v0.3.json"],
     "qwen3_8b": ["Qwen--Qwen3-8B.json"],
-    # The catalog copy lacks "q_lora_rank": null, and transformers' DeepseekV2Config then defaults
-    # to 1536 (a different model): use the complete embedded config instead.
-    "deepseek_v2_lite": [],
+    # The catalog copy lacks "q_lora_rank": null (see CONFIG_PATCH).
+    "deepseek_v2_lite": ["deepseek-ai--DeepSeek-V2-Lite.json"],
     "qwen25_14b": ["Qwen--Qwen2.5-14B-Instruct.json"],
     "phi3_mini_4k": ["microsoft--Phi-3-mini-4k-instruct.json", "*Phi-3-mini-4k*.json", "*Phi-3-mini*.json"],
 }
+
+# Keys added to the dummy folder's copy of config.json (never to the catalog file): the catalog's
+# DeepSeek-V2-Lite copy lacks "q_lora_rank": null, and transformers' DeepseekV2Config then
+# defaults it to 1536 (another model).
+CONFIG_PATCH: dict[str, dict] = {"deepseek_v2_lite": {"q_lora_rank": None}}
+
+# Model keys whose folder is written by make_quantized_dummy.py (real GPTQ/AWQ headers).
+QUANTIZED_FOLDER = {"qwen25_32b_gptq", "qwen25_7b_awq"}
 
 # Cases in priority order: (case name, model key, gpu util, max_model_len, extra args, cap seconds)
 CASES = [
@@ -369,14 +381,23 @@ CASES = [
         150,
     ),
     ("gemma2_9b", "gemma2_9b", 0.50, 8192, [], 170),
-    ("gptq", "qwen25_7b_gptq", 0.40, 8192, [], 150),
+    ("gptq", "qwen25_32b_gptq", 0.40, 8192, [], 200),
     ("awq", "qwen25_7b_awq", 0.40, 8192, [], 150),
     ("mistral_7b_v03", "mistral_7b_v03", 0.45, 8192, [], 150),
-    ("deepseek_v2_lite", "deepseek_v2_lite", 0.60, 8192, [], 170),
+    ("deepseek_v2_lite", "deepseek_v2_lite", 0.60, 8192, [], 300),
     ("llama31_8b_kv10g", "llama31_8b", 0.45, 8192, ["--kv-cache-memory-bytes", "10737418240"], 150),
     ("qwen3_8b", "qwen3_8b", 0.45, 8192, [], 150),
     ("qwen25_14b", "qwen25_14b", 0.60, 8192, [], 150),
     ("phi3_mini_4k", "phi3_mini_4k", 0.40, 4096, [], 150),
+    # A second utilization of models already started once: these find the compile cache warm.
+    ("llama31_8b_u080", "llama31_8b", 0.80, 8192, [], 150),
+    ("qwen25_05b_u060", "qwen25_05b", 0.60, 8192, [], 150),
+    ("gemma2_9b_u080", "gemma2_9b", 0.80, 8192, [], 170),
+    ("gptq_u070", "qwen25_32b_gptq", 0.70, 8192, [], 200),
+    ("qwen3_8b_kv10g", "qwen3_8b", 0.45, 8192, ["--kv-cache-memory-bytes", "10737418240"], 150),
+    ("deepseek_v2_lite_u080", "deepseek_v2_lite", 0.80, 8192, [], 300),
+    # MoE (128 experts, 8 per token) with block-wise FP8 weights: a second MoE for the MoE terms
+    ("qwen3_30b_a3b_fp8", "qwen3_30b_a3b_fp8", 0.60, 8192, [], 300),
 ]
 
 MEM_PATTERNS = [
@@ -566,7 +587,13 @@ def find_config(key: str, state: str) -> tuple[str, str]:
                 p for p in glob.glob(os.path.join(HF_DIR, "*.json")) if rx.match(os.path.basename(p))
             )
         if hits:
-            return hits[0], "catalog:" + os.path.basename(hits[0])
+            if key not in CONFIG_PATCH:
+                return hits[0], "catalog:" + os.path.basename(hits[0])
+            patch = CONFIG_PATCH[key]
+            path = os.path.join(state, "configs", key + ".json")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json({**read_json(hits[0]), **patch}, path, indent=1)
+            return path, "catalog:" + os.path.basename(hits[0]) + " + " + json.dumps(patch)
     path = os.path.join(state, "configs", key + ".json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json(FALLBACK[key], path, indent=1)
@@ -769,11 +796,11 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
         res["config"] = read_json(cfg)
         mdir = f"/tmp/models/{name}"
         shutil.rmtree(mdir, ignore_errors=True)
-        r = subprocess.run(
-            [sys.executable, MAKE_DUMMY, cfg, mdir], capture_output=True, text=True, timeout=60
-        )
+        maker = MAKE_QUANTIZED if key in QUANTIZED_FOLDER else MAKE_DUMMY
+        r = subprocess.run([sys.executable, maker, cfg, mdir], capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
-            raise RuntimeError("make_dummy_model failed: " + (r.stderr or r.stdout)[-500:])
+            raise RuntimeError(os.path.basename(maker) + " failed: " + (r.stderr or r.stdout)[-500:])
+        res["folder"] = (r.stdout or "").strip()[-300:]
     except Exception as e:  # noqa: BLE001
         res["error"] = f"setup: {e!r}"[:800]
         return res
@@ -996,9 +1023,15 @@ def main() -> int:
     log("gpu:", info.get("torch"), "vllm", info.get("vllm"))
     export(args.state, args.out)
     only = [s for s in args.only.split(",") if s]
-    cases = [c for c in CASES if (not only or c[0] in only)]
-    for idx, case in enumerate(CASES):
-        if case not in cases or case[0] in done:
+    unknown = [n for n in only if n not in {c[0] for c in CASES}]
+    if unknown:
+        log("unknown case(s):", ", ".join(unknown))
+        return 2
+    # --only also gives the order; ports stay tied to a case's position in CASES
+    order = [next(c for c in CASES if c[0] == n) for n in only] if only else CASES
+    for case in order:
+        idx = CASES.index(case)
+        if case[0] in done:
             continue
         left = args.deadline_epoch - now()
         need = 45 if "--enforce-eager" in case[4] else args.min_start_s

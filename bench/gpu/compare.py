@@ -13,15 +13,20 @@ import sys
 from pathlib import Path
 
 from gpushare.hfconfig import parse_config
-from gpushare.memory import GpuTarget, ServeSettings, estimate
+from gpushare.memory import V1_MOE_NOTE, GpuTarget, ServeSettings, estimate
 from gpushare.units import GiB
+
+
+def flag_value(case: dict, flag: str) -> int | None:
+    args = case["cmd"].split()
+    return int(args[args.index(flag) + 1]) if flag in args else None
 
 
 def settings_of(case: dict) -> ServeSettings:
     args = case["cmd"].split()
 
     def value(flag: str) -> int | None:
-        return int(args[args.index(flag) + 1]) if flag in args else None
+        return flag_value(case, flag)
 
     return ServeSettings(
         max_model_len=case["max_model_len"],
@@ -29,6 +34,12 @@ def settings_of(case: dict) -> ServeSettings:
         max_num_batched_tokens=value("--max-num-batched-tokens"),
         enforce_eager="--enforce-eager" in args,
     )
+
+
+def pair(summary: dict, key: str, predicted: int) -> str:
+    """ "measured / predicted" in GiB; "–" where vLLM did not log the figure."""
+    real = f"{summary[key]:.2f}" if key in summary else "–"
+    return f"{real} / {predicted / GiB:.2f}"
 
 
 def main(path: str) -> None:
@@ -41,34 +52,61 @@ def main(path: str) -> None:
     )
     print(f"GPU {gpu.name}: CUDA total {gpu.cuda_total_bytes:,} B, NVML total {gpu.nvml_total_bytes:,} B\n")
     print(
-        "| case | KV tokens vLLM | predicted | err | activation GiB vLLM / pred | graphs GiB vLLM / pred "
-        "| process GiB NVML / pred | err |"
+        "| case | weights GiB vLLM / pred | KV tokens vLLM | predicted | err | activation GiB vLLM / pred "
+        "| graphs GiB vLLM / pred | process GiB NVML / pred | err |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
+    recalled: list[str] = []
+    flagged: list[str] = []
     worst_kv = worst_proc = 0.0
     for line in Path(path).read_text().splitlines():
         case = json.loads(line)
-        summary = case.get("parsed", {}).get("summary")
-        if (
-            not summary
-            or "kv_tokens" not in case["parsed"]
-            or case.get("config_source") == "embedded-fallback"
-        ):
+        parsed = case.get("parsed", {})
+        if "kv_tokens" not in parsed:
             if "error" in case:
-                print(f"| {case['case']} | failed: {case['error']} | | | | | | |")
+                print(f"| {case['case']} | failed: {case['error']} | | | | | | | |")
             continue
+        # With --kv-cache-memory-bytes vLLM skips its profiling line; only the load line is there.
+        summary = parsed.get("summary") or {"weights_gib": parsed["model_loading"][0]}
+        label = case["case"]
+        if case.get("config_source") == "embedded-fallback":
+            label += " †"  # a config written from memory, not an exact copy of the published file
+            recalled.append(case["case"])
         arch = parse_config(case["config"], case["case"])
-        e = estimate(arch, gpu, settings_of(case), gpu_memory_utilization=case["util"])
-        kv_real = int(case["parsed"]["kv_tokens"][0])
-        proc_real = case["nvml_process_bytes_all"]
+        e = estimate(
+            arch,
+            gpu,
+            settings_of(case),
+            gpu_memory_utilization=case["util"],
+            kv_cache_memory_bytes=flag_value(case, "--kv-cache-memory-bytes"),
+        )
+        kv_real = int(parsed["kv_tokens"][0])
         kv_err = (e.kv_cache_tokens - kv_real) / kv_real
-        proc_err = (e.process_bytes - proc_real) / proc_real
-        worst_kv, worst_proc = max(worst_kv, abs(kv_err)), max(worst_proc, abs(proc_err))
+        if V1_MOE_NOTE in e.notes:  # gpushare says it does not model this one: not in the worst
+            label += " ‡"
+            flagged.append(case["case"])
+        else:
+            worst_kv = max(worst_kv, abs(kv_err))
+        proc_real = case.get("nvml_process_bytes_all")
+        if proc_real:
+            proc_err = (e.process_bytes - proc_real) / proc_real
+            if V1_MOE_NOTE not in e.notes:
+                worst_proc = max(worst_proc, abs(proc_err))
+            process = f"{proc_real / GiB:.2f} / {e.process_bytes / GiB:.2f} | {proc_err:+.2%}"
+        else:  # it never answered (see its error): no NVML reading at ready
+            process = f"– / {e.process_bytes / GiB:.2f} | not ready: {case.get('error', '')[:40]}"
+
         print(
-            f"| {case['case']} | {kv_real:,} | {e.kv_cache_tokens:,} | {kv_err:+.2%} "
-            f"| {summary['peak_activation_gib']:.2f} / {e.activation_bytes / GiB:.2f} "
-            f"| {summary['cudagraph_gib']:.2f} / {e.cuda_graph_bytes / GiB:.2f} "
-            f"| {proc_real / GiB:.2f} / {e.process_bytes / GiB:.2f} | {proc_err:+.2%} |"
+            f"| {label} | {pair(summary, 'weights_gib', e.weights_bytes)} "
+            f"| {kv_real:,} | {e.kv_cache_tokens:,} | {kv_err:+.2%} "
+            f"| {pair(summary, 'peak_activation_gib', e.activation_bytes)} "
+            f"| {pair(summary, 'cudagraph_gib', e.cuda_graph_bytes)} | {process} |"
+        )
+    if recalled:
+        print(f"\n† config.json written from memory (no exact copy here): {', '.join(recalled)}")
+    if flagged:
+        print(
+            f"\n‡ not modelled, gpushare says so (MoE on vLLM's V1 runner): {', '.join(flagged)}"
         )
     print(
         f"\nworst KV-token error {worst_kv:.2%} (target 2%); worst process error {worst_proc:.2%} (target 3%)"
