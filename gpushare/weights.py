@@ -177,6 +177,56 @@ def quantized_linear_bytes(n_out: int, k_in: int, quant: Quantization, dtype_byt
     return weight + scales + zeros + g_idx
 
 
+def _vllm_linears(arch: ModelArch, tp: int, quant: Quantization) -> Iterator[tuple[int, int]]:
+    """(N, K) on one rank of each quantized dense linear as vLLM builds it: q, k and v merged into
+    one qkv_proj (gate_up_proj is already merged here). MoE experts use the fused-MoE kernels and
+    are left out."""
+    qkv: dict[str, list[int]] = {}
+    for t in model_tensors(arch):
+        if not t.quantizable or t.count > 1 or _is_not_converted(t.name, quant):
+            continue
+        n_out, k_in = _shard(t, tp, arch.num_kv_heads)
+        prefix, _, leaf = t.name.rpartition(".")
+        if leaf in ("q_proj", "k_proj", "v_proj") and arch.mla is None:
+            qkv.setdefault(prefix, [0, k_in])[0] += n_out
+            if leaf == "v_proj":
+                yield tuple(qkv.pop(prefix))  # type: ignore[misc]
+            continue
+        yield n_out, k_in
+
+
+def machete_extra_bytes(arch: ModelArch, dtype_bytes: int, tp: int = 1) -> int:
+    """Bytes vLLM's Machete kernel holds beyond the Marlin layout, for GPTQ/AWQ on Hopper.
+
+    vLLM 0.26 picks Machete before Marlin on compute capability 9.0 exactly (H100, H200, H20,
+    GH200) for every linear it can take: K divisible by 64, N by 128, group size -1, 64 or 128,
+    4 or 8 bits (kernels/linear/__init__.py _POSSIBLE_KERNELS, mixed_precision/machete.py).
+    Unlike Marlin, Machete keeps the checkpoint's packed qzeros and g_idx for GPTQ (it never
+    reads them), and stores AWQ zero points unpacked, pre-multiplied by the scales, in the
+    scales' dtype. Measured: Qwen2.5-32B-Instruct-GPTQ-Int4 on an H100 loads 18.15 GiB, Marlin's
+    layout is 17.90 GiB and this adds 0.12 GiB (bench/gpu/results/h100-vllm0.26.0).
+    """
+    quant = arch.quantization
+    if quant is None or quant.method not in ("gptq", "awq") or quant.bits not in (4, 8):
+        return 0
+    if quant.group_size not in (-1, 0, 64, 128):
+        return 0
+    extra = 0
+    for n_out, k_in in _vllm_linears(arch, tp, quant):
+        if k_in % 64 or n_out % 128:
+            continue  # this layer gets Marlin
+        groups = 1 if quant.group_size in (-1, 0) else cdiv(k_in, quant.group_size)
+        if quant.method == "gptq":
+            if not quant.zero_point:
+                extra += groups * n_out * quant.bits // 8  # qzeros, which Marlin frees
+            if not quant.desc_act:
+                extra += k_in * 4  # g_idx, which Marlin frees
+        elif quant.zero_point:
+            # AWQ zero points unpacked: scales' dtype instead of `bits` each
+            extra += groups * n_out * dtype_bytes - groups * n_out * quant.bits // 8
+    return extra
+
+
 def weight_bytes_from_config(
     arch: ModelArch,
     dtype_bytes: int,
