@@ -22,7 +22,7 @@ from typing import Any, Literal
 from gpushare.errors import DoesNotFitError, InputError, KvCacheTooSmallError
 from gpushare.hfconfig import LayerKind, ModelArch, Quantization
 from gpushare.units import GiB, KiB, MiB, cdiv, format_bytes
-from gpushare.weights import weight_bytes_from_config
+from gpushare.weights import machete_extra_bytes, weight_bytes_from_config
 
 DTYPE_BYTES = {
     "float32": 4,
@@ -243,9 +243,12 @@ def kv_dtype_bytes(arch: ModelArch, settings: ServeSettings) -> int:
 
 
 def default_block_size(arch: ModelArch, gpu: GpuTarget) -> int:
-    """16 on CUDA; MLA models use FlashMLA's 64 on Hopper and newer (platforms/cuda.py)."""
-    if arch.mla is not None and gpu.compute_capability >= (9, 0):
-        return 64
+    """vLLM 0.26 takes the first attention backend of its priority list (platforms/cuda.py) and
+    that backend's preferred block size: 16 for FlashAttention and, for MLA, FLASH_ATTN_MLA on
+    Hopper (DeepSeek-V2-Lite on an H100: 36,345 blocks of 16) and Triton MLA before it; on
+    Blackwell (10.x) MLA goes to FlashInfer MLA, whose smallest block is 32."""
+    if arch.mla is not None and gpu.compute_capability[0] == 10:
+        return 32
     return 16
 
 
@@ -336,6 +339,77 @@ def activation_bytes(arch: ModelArch, dtype_bytes: int, batched: int, tp: int, c
     return max(forward, vocab_matrix) + batched * coeff.activation_per_token_bytes
 
 
+# Architectures vLLM 0.26 serves with its V2 model runner even though they are MoE
+# (config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES); every dense model uses it too.
+V2_RUNNER_MOE_ARCHITECTURES = frozenset(
+    {
+        "DeepseekV2ForCausalLM",
+        "GraniteMoeForCausalLM",
+        "InklingForCausalLM",
+        "InklingForConditionalGeneration",
+        "LongcatFlashNgramForCausalLM",
+        "Qwen2MoeForCausalLM",
+    }
+)
+V1_MOE_NOTE = (
+    "MoE model on vLLM's V1 model runner: its peak activation is not modelled yet (Qwen3-30B-A3B-FP8 "
+    "logged 2.68 GiB, 0.68 predicted, on an H100); run `gpushare calibrate` before relying on the KV size"
+)
+# vLLM's MLA chunked-prefill workspace is capped at this many rows (MLACommonMetadataBuilder).
+MLA_WORKSPACE_MAX_ROWS = 64 * 1024
+
+
+def moe_on_v1_runner(arch: ModelArch) -> bool:
+    """A MoE model that vLLM 0.26 runs on its older (V1) model runner, whose profile run the
+    activation term below does not follow: Qwen3-30B-A3B-FP8 logged 2.68 GiB against 0.68
+    predicted on an H100. `gpushare calibrate` measures it."""
+    return arch.moe is not None and not set(arch.architectures) & V2_RUNNER_MOE_ARCHITECTURES
+
+
+def moe_workspace_bytes(arch: ModelArch, dtype_bytes: int, batched: int, tp: int) -> int:
+    """The fused-MoE workspace (Triton experts): one buffer for the whole batch, kept across
+    layers and steps (v1/worker/workspace.py; experts/triton_moe.py workspace_shapes:
+    (T, topk, max(I, H)) + (T, topk, max(2I, H)), no chunking in 0.26)."""
+    if arch.moe is None:
+        return 0
+    h = arch.hidden_size
+    inter = cdiv(arch.moe.moe_intermediate_size, tp)
+    return batched * arch.moe.experts_per_token * (max(inter, h) + max(2 * inter, h)) * dtype_bytes
+
+
+def mla_dummy_bytes(
+    arch: ModelArch, dtype_bytes: int, max_len: int, num_seqs: int, block_size: int, tp: int
+) -> int:
+    """The tensor each MLA layer allocates when it runs without attention metadata (the profile
+    run and the piecewise CUDA-graph captures): the worst-case kv_b_proj output of chunked
+    prefill, rows = vLLM's chunked-prefill workspace (mla_attention.py)."""
+    if arch.mla is None:
+        return 0
+    m = arch.mla
+    rows = min(max(8 * max_len, 4 * num_seqs * block_size), MLA_WORKSPACE_MAX_ROWS)
+    rows = max(rows, num_seqs * block_size)
+    return rows * cdiv(arch.num_attention_heads, tp) * (m.qk_nope_head_dim + m.v_head_dim) * dtype_bytes
+
+
+def moe_mla_activation_bytes(arch: ModelArch, dtype_bytes: int, batched: int, tp: int, mla_dummy: int) -> int:
+    """Peak of the V2 runner's profile run for MoE and/or MLA models (vLLM 0.26, TP ranks):
+    the persistent MoE workspace, plus whichever is larger of an MLA layer's moment (its dummy
+    tensor and the tensors live around it) and a MoE layer's (input, residual, output and the
+    shared experts' output). DeepSeek-V2-Lite at 8192 tokens: 456 + 512 + 161 MiB = 1.10 GiB,
+    as logged on an H100."""
+    h = arch.hidden_size
+    workspace = moe_workspace_bytes(arch, dtype_bytes, batched, tp)
+    moe_layer = batched * 4 * h * dtype_bytes if arch.moe is not None else 0
+    mla_layer = 0
+    if arch.mla is not None:
+        m = arch.mla
+        heads = cdiv(arch.num_attention_heads, tp)
+        per_token = 2 * h + heads * (m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim)
+        per_token += 2 * m.kv_lora_rank + m.qk_rope_head_dim
+        mla_layer = mla_dummy + batched * per_token * dtype_bytes
+    return workspace + max(moe_layer, mla_layer)
+
+
 def sampler_warmup_bytes(
     arch: ModelArch, batched: int, num_seqs: int, tp: int, coeff: Coefficients, runner: str = "generate"
 ) -> int:
@@ -410,6 +484,7 @@ class _Fixed:
     graphs_in_budget: bool
     context: int
     sampler: int
+    kept_activation: int = 0  # part of the activation vLLM keeps after profiling (MoE workspace)
 
     @property
     def budget_overhead(self) -> int:
@@ -419,9 +494,10 @@ class _Fixed:
     @property
     def outside_budget(self) -> int:
         """The process's memory beyond what it uses of its budget: the CUDA context, CUDA graphs
-        where vLLM does not count them, and the sampler warm-up beyond the freed activation pool."""
+        where vLLM does not count them, and the sampler warm-up beyond the freed activation pool
+        (what the profile run allocated, less the buffers it keeps)."""
         graphs = 0 if self.graphs_in_budget else self.graphs
-        return self.context + graphs + max(0, self.sampler - self.activation)
+        return self.context + graphs + max(0, self.sampler - (self.activation - self.kept_activation))
 
 
 def _fixed(
@@ -462,6 +538,8 @@ def _fixed(
         )
         source = "config"
     weights += rotary_cache_bytes(arch, dtype_bytes)
+    if gpu.compute_capability == (9, 0) and settings.quantization is None:
+        weights += machete_extra_bytes(arch, dtype_bytes, tp)
     non_torch = coeff.non_torch_bytes + (coeff.tp_non_torch_bytes if tp > 1 else 0)
     if measured is not None:
         return _Fixed(
@@ -483,6 +561,16 @@ def _fixed(
                 else 0  # already inside outside_bytes
             ),
         )
+    activation = activation_bytes(arch, dtype_bytes, batched, tp, coeff)
+    graphs = cuda_graph_bytes(arch, settings, num_seqs, batched, coeff)
+    kept = 0
+    if (arch.moe is not None or arch.mla is not None) and not moe_on_v1_runner(arch):
+        kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)
+        mla_dummy = mla_dummy_bytes(arch, dtype_bytes, max_len, num_seqs, layout.block_size, tp)
+        activation = max(activation, moe_mla_activation_bytes(arch, dtype_bytes, batched, tp, mla_dummy))
+        if graphs:
+            # piecewise captures run MLA without metadata too: the dummy's block stays reserved
+            graphs += mla_dummy
     return _Fixed(
         dtype=dtype,
         max_model_len=max_len,
@@ -491,12 +579,13 @@ def _fixed(
         layout=layout,
         weights=weights,
         weights_source=source,
-        activation=activation_bytes(arch, dtype_bytes, batched, tp, coeff),
+        activation=activation,
         non_torch=non_torch,
-        graphs=cuda_graph_bytes(arch, settings, num_seqs, batched, coeff),
+        graphs=graphs,
         graphs_in_budget=cudagraphs_in_budget(settings),
         context=coeff.context_bytes,
         sampler=sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner),
+        kept_activation=kept,
     )
 
 
@@ -511,6 +600,8 @@ def _finish(
     notes: tuple[str, ...] = (),
 ) -> Estimate:
     layout = f.layout
+    if moe_on_v1_runner(arch) and f.weights_source != "calibration":
+        notes = (*notes, V1_MOE_NOTE)
     num_blocks = max(0, kv_budget // layout.kv_block_bytes)
     kv_bytes = num_blocks * layout.kv_block_bytes
     requested = math.ceil(gpu.cuda_total_bytes * utilization)

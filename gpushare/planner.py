@@ -524,6 +524,9 @@ class _Planner:
         )
         if e.weights_source == "calibration":
             self.calibrated.add(m.name)
+        for note in e.notes:
+            if f"{m.name}: {note}" not in self.notes:
+                self.notes.append(f"{m.name}: {note}")
         return _Slot(gpu, target, e, _context_bytes(need))
 
     def start_order(

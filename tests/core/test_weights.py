@@ -9,6 +9,7 @@ import pytest
 
 from gpushare.hfconfig import parse_config
 from gpushare.weights import (
+    machete_extra_bytes,
     model_tensors,
     parameter_count,
     parse_header,
@@ -170,3 +171,36 @@ def test_awq_whole_checkpoint_header_matches_config_layout() -> None:
     from_header = weights_from_header(parse_header(header, "awq"), arch, dtype_bytes=2)
     from_config = weight_bytes_from_config(arch, dtype_bytes=2)
     assert from_header == from_config
+
+
+def test_machete_keeps_gptq_zero_points_and_g_idx() -> None:
+    """On Hopper vLLM runs GPTQ through Machete, which keeps the packed qzeros and g_idx that Marlin
+    frees: per vLLM linear (q, k and v merged), (K/128) × N / 2 bytes of qzeros and K × 4 of g_idx.
+    Qwen2.5-32B: qkv 5120→7168, o 5120→5120, gate_up 5120→55296, down 27648→5120, 64 layers."""
+    arch = arch_of("Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4")
+    linears = [(7168, 5120), (5120, 5120), (55296, 5120), (5120, 27648)]
+    per_layer = sum((k // 128) * n // 2 + k * 4 for n, k in linears)
+    assert machete_extra_bytes(arch, dtype_bytes=2) == 64 * per_layer
+
+
+def test_machete_unpacks_awq_zero_points() -> None:
+    """AWQ on Machete: zero points become fp16 (K/g × N × 2 B) instead of packed 4-bit (× 0.5 B)."""
+    arch = arch_of(
+        "meta-llama/Llama-2-7b-chat-hf",
+        torch_dtype="float16",
+        quantization_config={"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True},
+    )
+    linears = [(3 * 4096, 4096), (4096, 4096), (2 * 11008, 4096), (4096, 11008)]
+    assert machete_extra_bytes(arch, dtype_bytes=2) == 32 * sum((k // 128) * n * 3 // 2 for n, k in linears)
+
+
+def test_machete_leaves_shapes_it_cannot_take_and_other_methods() -> None:
+    """Machete needs K % 64 and N % 128: a layer outside that goes to Marlin (no extra bytes)."""
+    gptq = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False}
+    odd = arch_of("Qwen/Qwen2.5-0.5B-Instruct", intermediate_size=4800, quantization_config=gptq)
+    even = arch_of("Qwen/Qwen2.5-0.5B-Instruct", quantization_config=gptq)
+    # gate_up N = 9600 and down K = 4800 fail Machete's shape test: only attention layers count
+    assert 0 < machete_extra_bytes(odd, dtype_bytes=2) < machete_extra_bytes(even, dtype_bytes=2)
+    assert machete_extra_bytes(arch_of("Qwen/Qwen2.5-7B-Instruct"), dtype_bytes=2) == 0
+    fp8 = arch_of("Qwen/Qwen3-30B-A3B-Thinking-2507-FP8")
+    assert machete_extra_bytes(fp8, dtype_bytes=2) == 0
