@@ -11,6 +11,7 @@
 #                `vllm bench serve` on qwen2.5-7b and llama3.1-8b at the same time, status, down
 #   shared:on    the same with profiles/colocate-mps.yaml (mps: on: gpushare starts and stops its
 #                own MPS daemon)
+#   (GS_COLO_SUFFIX=-h100 uses profiles/colocate-h100.yaml and colocate-mps-h100.yaml instead)
 #   alone:NAME   `vllm serve /tmp/models/NAME --load-format dummy --max-model-len 8192` (default
 #                utilization, the whole GPU) and the same benchmark
 #   heldout tasks (setup, cal:..., util:..., kv:...) are passed on to run_heldout.sh's runner.
@@ -37,9 +38,12 @@ bench() {  # NAME PORT DIR LABEL: vLLM's benchmark client, random dataset, 512 i
 }
 
 task_shared() {  # off|on
-  local mode=$1 prof=bench/gpu/profiles/colocate.yaml name=colocate
-  [ $mode = on ] && { prof=bench/gpu/profiles/colocate-mps.yaml; name=colocate-mps; }
-  local d=$RES/colocation/shared-mps-$mode; mkdir -p $d
+  # GS_COLO_SUFFIX picks another pair of profiles, e.g. -h100: colocate-h100.yaml / colocate-mps-h100.yaml
+  local mode=$1 sfx=${GS_COLO_SUFFIX:-} name=colocate
+  [ $mode = on ] && name=colocate-mps
+  name=$name$sfx
+  local prof=bench/gpu/profiles/$name.yaml
+  local d=$RES/colocation/shared-mps-$mode$sfx; mkdir -p $d
   python3 -m gpushare plan $prof --json > $d/plan.json 2> $d/plan.err
   python3 -m gpushare plan $prof > $d/plan.txt 2>&1
   head -8 $d/plan.txt
