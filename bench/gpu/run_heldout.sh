@@ -259,7 +259,8 @@ task_setup() {
 # at utilization 0.3 and with the fixed KV size; in the background while the GPU runs.
 estimates() {  # NAME MAX_LEN
   local name=$1 len=$2 d=$RES/heldout/estimates; mkdir -p $d
-  local a="python3 -m gpushare estimate /tmp/models/$name --gpu H200 --max-model-len $len --json"
+  local gpu; gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  local a="python3 -m gpushare estimate /tmp/models/$name --gpu ${gpu:-H200} --max-model-len $len --json"
   (
     GPUSHARE_CALIBRATION_FILE=$GS/none.json $a --gpu-memory-utilization 0.3 > $d/$name.u0.3.uncal.json 2>&1
     GPUSHARE_CALIBRATION_FILE=$RES/heldout/calibration.json $a --gpu-memory-utilization 0.3 > $d/$name.u0.3.cal.json 2>&1
