@@ -22,7 +22,7 @@ from typing import Any, Literal
 from gpushare.errors import DoesNotFitError, InputError, KvCacheTooSmallError
 from gpushare.hfconfig import LayerKind, ModelArch, Quantization
 from gpushare.units import GiB, KiB, MiB, cdiv, format_bytes
-from gpushare.weights import machete_extra_bytes, weight_bytes_from_config
+from gpushare.weights import load_rounding_bytes, machete_extra_bytes, weight_bytes_from_config
 
 DTYPE_BYTES = {
     "float32": 4,
@@ -564,6 +564,9 @@ def _fixed(
     weights += rotary_cache_bytes(arch, dtype_bytes)
     if gpu.compute_capability == (9, 0) and settings.quantization is None:
         weights += machete_extra_bytes(arch, dtype_bytes, tp)
+    weights += load_rounding_bytes(
+        arch, dtype_bytes, tp, online_quantization(settings), pooling=settings.runner == "pooling"
+    )
     non_torch = coeff.non_torch_bytes + (coeff.tp_non_torch_bytes if tp > 1 else 0)
     if measured is not None:
         return _Fixed(

@@ -13,13 +13,14 @@ per quantized linear with K inputs, N outputs, b bits and group g (g = -1 means 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from gpushare.errors import ConfigError
 from gpushare.hfconfig import ModelArch, Quantization
-from gpushare.units import cdiv
+from gpushare.units import MiB, cdiv
 
 # vLLM pads vocab-parallel embeddings and lm_head to a multiple of 64 rows
 # (vllm/model_executor/layers/vocab_parallel_embedding.py, DEFAULT_VOCAB_PADDING_SIZE).
@@ -177,22 +178,80 @@ def quantized_linear_bytes(n_out: int, k_in: int, quant: Quantization, dtype_byt
     return weight + scales + zeros + g_idx
 
 
-def _vllm_linears(arch: ModelArch, tp: int, quant: Quantization) -> Iterator[tuple[int, int]]:
-    """(N, K) on one rank of each quantized dense linear as vLLM builds it: q, k and v merged into
-    one qkv_proj (gate_up_proj is already merged here). MoE experts use the fused-MoE kernels and
-    are left out."""
+def _vllm_tensors(arch: ModelArch, tp: int, pooling: bool = False) -> Iterator[tuple[WeightTensor, int, int]]:
+    """Each weight tensor as vLLM allocates it on one rank, with its (N, K): q, k and v merged into
+    one qkv_proj (gate_up_proj is already merged here), vocab rows padded to 64, an MoE layer's
+    experts as one stacked tensor (`count` copies)."""
     qkv: dict[str, list[int]] = {}
-    for t in model_tensors(arch):
-        if not t.quantizable or t.count > 1 or _is_not_converted(t.name, quant):
-            continue
+    for t in model_tensors(arch, pooling):
         n_out, k_in = _shard(t, tp, arch.num_kv_heads)
+        if t.parallel == "vocab":
+            n_out = cdiv(n_out, VOCAB_PADDING) * VOCAB_PADDING
         prefix, _, leaf = t.name.rpartition(".")
         if leaf in ("q_proj", "k_proj", "v_proj") and arch.mla is None:
             qkv.setdefault(prefix, [0, k_in])[0] += n_out
             if leaf == "v_proj":
-                yield tuple(qkv.pop(prefix))  # type: ignore[misc]
+                n_qkv, k_qkv = qkv.pop(prefix)
+                yield dataclasses.replace(t, name=f"{prefix}.qkv_proj", out_features=n_qkv), n_qkv, k_qkv
             continue
-        yield n_out, k_in
+        yield t, n_out, k_in
+
+
+def _vllm_linears(arch: ModelArch, tp: int, quant: Quantization) -> Iterator[tuple[int, int]]:
+    """(N, K) on one rank of each quantized dense linear as vLLM builds it. MoE experts use the
+    fused-MoE kernels and are left out."""
+    for t, n_out, k_in in _vllm_tensors(arch, tp):
+        if t.quantizable and t.count == 1 and not _is_not_converted(t.name, quant):
+            yield n_out, k_in
+
+
+# PyTorch's caching allocator while vLLM loads weights (gpu_worker.py: max_split_size_mb=20):
+# a request of 10 MiB or more gets a block rounded up to 2 MiB, which is split only when it is
+# under 20 MiB and more than 1 MiB would remain (CUDACachingAllocator should_split).
+_ROUND_LARGE = 2 * MiB
+_MIN_LARGE_ALLOC = 10 * MiB
+_LOAD_MAX_SPLIT = 20 * MiB
+
+
+def _allocator_tail(size: int) -> int:
+    pad = cdiv(size, _ROUND_LARGE) * _ROUND_LARGE - size
+    if size >= _LOAD_MAX_SPLIT or (size >= _MIN_LARGE_ALLOC and pad <= MiB):
+        return pad
+    return 0
+
+
+def _stored_parts(n_out: int, k_in: int, quant: Quantization | None, dtype_bytes: int) -> list[int]:
+    """Bytes of the separate tensors vLLM allocates for one linear (the large ones)."""
+    if quant is None:
+        return [n_out * k_in * dtype_bytes]
+    if quant.method in ("gptq", "awq"):
+        groups = 1 if quant.group_size in (-1, 0) else cdiv(k_in, quant.group_size)
+        return [k_in * n_out * quant.bits // 8, groups * n_out * dtype_bytes]
+    whole = quantized_linear_bytes(n_out, k_in, quant, dtype_bytes)
+    if quant.method == "fp8" or quant.weight_kind == "float":
+        return [n_out * k_in, whole - n_out * k_in]  # the fp8 matrix, then its scales
+    return [whole]
+
+
+def load_rounding_bytes(
+    arch: ModelArch,
+    dtype_bytes: int,
+    tp: int = 1,
+    online_quant: Quantization | None = None,
+    pooling: bool = False,
+) -> int:
+    """What "Model loading took" counts beyond the tensors' bytes: the unused tails of the
+    2 MiB-rounded blocks that vLLM's load-time allocator setting keeps whole. Zero for models whose
+    matrices are 2 MiB multiples (Llama, Mistral, Qwen3); Qwen2.5-7B: 0.10 GiB, as logged
+    (14.29 GiB against 14.19 of tensors, on an H100 and an H200)."""
+    quant = arch.quantization or online_quant
+    total = 0
+    for t, n_out, k_in in _vllm_tensors(arch, tp, pooling):
+        if t.in_features == 1:
+            continue  # norms and biases: small
+        q = quant if quant is not None and t.quantizable and not _is_not_converted(t.name, quant) else None
+        total += sum(_allocator_tail(size * t.count) for size in _stored_parts(n_out, k_in, q, dtype_bytes))
+    return total
 
 
 def machete_extra_bytes(arch: ModelArch, dtype_bytes: int, tp: int = 1) -> int:

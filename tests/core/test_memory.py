@@ -263,7 +263,8 @@ def test_weights_override_from_headers_is_used() -> None:
         arch, H100, ServeSettings(max_model_len=8192), kv_cache_memory_bytes=GiB, weights_bytes=15_231_233_024
     )
     assert e.weights_source == "safetensors headers"
-    assert e.weights_bytes == 15_231_233_024 + 32768 * 128 * 2  # + rotary cache
+    # + rotary cache + the load-time allocator tails (99 MiB for Qwen2.5-7B, test_weights.py)
+    assert e.weights_bytes == 15_231_233_024 + 32768 * 128 * 2 + 99 * MiB
 
 
 def test_coefficients_are_injectable() -> None:
@@ -382,3 +383,24 @@ def test_moe_on_vllm_v1_runner_follows_its_sampler_profile() -> None:
     dense = estimate(arch_of("Qwen/Qwen3-8B"), H100_MEASURED, settings)
     assert not dense.notes
     assert not dense.cuda_graph_in_budget
+
+
+@pytest.mark.parametrize(
+    ("repo", "logged_gib"),
+    [
+        pytest.param("Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4", 18.15, id="gptq-32b-machete"),
+        pytest.param("Qwen/Qwen2.5-7B-Instruct", 14.29, id="qwen2.5-7b"),
+        pytest.param("Qwen/Qwen2.5-0.5B-Instruct", 0.93, id="qwen2.5-0.5b"),
+        pytest.param("meta-llama/Llama-3.1-8B-Instruct", 15.00, id="llama3.1-8b"),
+        pytest.param("deepseek-ai/DeepSeek-V2-Lite", 29.34, id="deepseek-v2-lite"),
+    ],
+)
+def test_weights_equal_vllms_model_loading_line_on_h100(repo: str, logged_gib: float) -> None:
+    """vLLM's "Model loading took X GiB" (rounded to 0.01 GiB) on the H100: Machete's kept tensors
+    and the allocator's block tails included. Left within 0.015 GiB: allocator reuse of freed
+    blocks (Llama's rope temporaries, +16 MiB); DeepSeek-V2-Lite loads 0.04 GiB more than its
+    tensors (not explained)."""
+    e = estimate(
+        arch_of(repo), H100_MEASURED, ServeSettings(max_model_len=8192), kv_cache_memory_bytes=4 * GiB
+    )
+    assert abs(e.weights_bytes / GiB - logged_gib) <= (0.05 if "DeepSeek" in repo else 0.015)

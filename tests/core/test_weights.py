@@ -9,6 +9,7 @@ import pytest
 
 from gpushare.hfconfig import parse_config
 from gpushare.weights import (
+    load_rounding_bytes,
     machete_extra_bytes,
     model_tensors,
     parameter_count,
@@ -204,3 +205,17 @@ def test_machete_leaves_shapes_it_cannot_take_and_other_methods() -> None:
     assert machete_extra_bytes(arch_of("Qwen/Qwen2.5-7B-Instruct"), dtype_bytes=2) == 0
     fp8 = arch_of("Qwen/Qwen3-30B-A3B-Thinking-2507-FP8")
     assert machete_extra_bytes(fp8, dtype_bytes=2) == 0
+
+
+def test_load_rounding_counts_the_tails_of_odd_sized_tensors() -> None:
+    """vLLM loads with PyTorch's max_split_size_mb=20: a tensor of 20 MiB or more keeps its whole
+    2 MiB-rounded block. Qwen2.5-7B per layer: qkv 31.5 MiB (tail 0.5), o 24.5 (1.5), gate_up 259
+    (1.0), down 129.5 (0.5); embed and lm_head 1039.5 MiB (0.5 each). vLLM logged 14.29 GiB of
+    weights where the tensors hold 14.19."""
+    MiB = 1 << 20
+    assert load_rounding_bytes(arch_of("Qwen/Qwen2.5-7B-Instruct"), dtype_bytes=2) == (28 * 3.5 + 1) * MiB
+    # Llama-3.1-8B's matrices are 2 MiB multiples: nothing (15.00 GiB logged, tensors 14.99)
+    assert load_rounding_bytes(arch_of("meta-llama/Llama-3.1-8B-Instruct"), dtype_bytes=2) == 0
+    # 10-20 MiB tensors keep a tail of 1 MiB or less; below 10 MiB nothing is kept
+    small = arch_of("Qwen/Qwen2.5-0.5B-Instruct")
+    assert load_rounding_bytes(small, dtype_bytes=2) < 2 * MiB
