@@ -205,7 +205,7 @@ def default_batching(gpu: GpuTarget, vllm_version: str = DEFAULT_VLLM_VERSION) -
     return 2048, 256
 
 
-def cudagraphs_in_budget(settings: ServeSettings, arch: ModelArch | None = None) -> bool:
+def cudagraphs_in_budget(settings: ServeSettings, arch: ModelArch) -> bool:
     """Whether vLLM subtracts CUDA-graph memory from the KV budget (profiler estimate on).
 
     Seen on 0.26.0 (H100, H200): not subtracted for models on the V2 model runner (every dense
@@ -216,7 +216,7 @@ def cudagraphs_in_budget(settings: ServeSettings, arch: ModelArch | None = None)
     """
     if settings.estimate_cudagraphs is not None:
         return settings.estimate_cudagraphs
-    if arch is not None and moe_on_v1_runner(arch):
+    if moe_on_v1_runner(arch):
         return True
     return parse_version(settings.vllm_version) >= (0, 30, 0)
 
@@ -415,14 +415,15 @@ def mla_dummy_bytes(
     return rows * cdiv(arch.num_attention_heads, tp) * (m.qk_nope_head_dim + m.v_head_dim) * dtype_bytes
 
 
-def moe_mla_activation_bytes(arch: ModelArch, dtype_bytes: int, batched: int, tp: int, mla_dummy: int) -> int:
+def moe_mla_activation_bytes(
+    arch: ModelArch, dtype_bytes: int, batched: int, tp: int, workspace: int, mla_dummy: int
+) -> int:
     """Peak of the V2 runner's profile run for MoE and/or MLA models (vLLM 0.26, TP ranks):
-    the persistent MoE workspace, plus whichever is larger of an MLA layer's moment (its dummy
-    tensor and the tensors live around it) and a MoE layer's (input, residual, output and the
-    shared experts' output). DeepSeek-V2-Lite at 8192 tokens: 456 + 512 + 161 MiB = 1.10 GiB,
-    as logged on an H100."""
+    the persistent MoE workspace (`moe_workspace_bytes`), plus whichever is larger of an MLA
+    layer's moment (its dummy tensor and the tensors live around it) and a MoE layer's (input,
+    residual, output and the shared experts' output). DeepSeek-V2-Lite at 8192 tokens: 456 + 512
+    + 161 MiB = 1.10 GiB, as logged on an H100."""
     h = arch.hidden_size
-    workspace = moe_workspace_bytes(arch, dtype_bytes, batched, tp)
     moe_layer = batched * 4 * h * dtype_bytes if arch.moe is not None else 0
     mla_layer = 0
     if arch.mla is not None:
@@ -590,14 +591,13 @@ def _fixed(
         )
     activation = activation_bytes(arch, dtype_bytes, batched, tp, coeff)
     graphs = cuda_graph_bytes(arch, settings, num_seqs, batched, coeff)
-    kept = 0
+    kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)  # 0 without MoE
     if moe_on_v1_runner(arch) and settings.runner == "generate":
-        kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)
         activation = max(activation, kept + v1_runner_sampler_bytes(arch, dtype_bytes, batched, num_seqs))
     elif arch.moe is not None or arch.mla is not None:
-        kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)
         mla_dummy = mla_dummy_bytes(arch, dtype_bytes, max_len, num_seqs, layout.block_size, tp)
-        activation = max(activation, moe_mla_activation_bytes(arch, dtype_bytes, batched, tp, mla_dummy))
+        moe_mla = moe_mla_activation_bytes(arch, dtype_bytes, batched, tp, kept, mla_dummy)
+        activation = max(activation, moe_mla)
         if graphs:
             # piecewise captures run MLA without metadata too: the dummy's block stays reserved
             graphs += mla_dummy

@@ -151,6 +151,18 @@ def _is_not_converted(name: str, quant: Quantization) -> bool:
     return any(m and m in name for m in quant.modules_not_converted)
 
 
+def _quant_of(t: WeightTensor, quant: Quantization | None) -> Quantization | None:
+    """The quantization this tensor is stored with: None for float tensors."""
+    if quant is None or not t.quantizable or _is_not_converted(t.name, quant):
+        return None
+    return quant
+
+
+def _groups(k_in: int, quant: Quantization) -> int:
+    """Quantization groups along K (one for per-channel, group size -1 or 0)."""
+    return 1 if quant.group_size in (-1, 0) else cdiv(k_in, quant.group_size)
+
+
 def quantized_linear_bytes(n_out: int, k_in: int, quant: Quantization, dtype_bytes: int) -> int:
     """Bytes of one quantized linear after vLLM has loaded and repacked it."""
     if quant.method == "fp8" or (quant.method == "compressed-tensors" and quant.weight_kind == "float"):
@@ -163,8 +175,7 @@ def quantized_linear_bytes(n_out: int, k_in: int, quant: Quantization, dtype_byt
             scales = 4 + 4  # per-tensor weight and input scale
         return weight + scales
     bits = quant.bits
-    group = k_in if quant.group_size in (-1, 0) else quant.group_size
-    groups = cdiv(k_in, group)
+    groups = _groups(k_in, quant)
     if quant.method == "compressed-tensors":
         # pack-quantized: int32 words along K (compressed_tensors_wNa16.py).
         weight = n_out * cdiv(k_in * bits, 32) * 4
@@ -201,7 +212,7 @@ def _vllm_linears(arch: ModelArch, tp: int, quant: Quantization) -> Iterator[tup
     """(N, K) on one rank of each quantized dense linear as vLLM builds it. MoE experts use the
     fused-MoE kernels and are left out."""
     for t, n_out, k_in in _vllm_tensors(arch, tp):
-        if t.quantizable and t.count == 1 and not _is_not_converted(t.name, quant):
+        if t.count == 1 and _quant_of(t, quant) is not None:
             yield n_out, k_in
 
 
@@ -225,8 +236,7 @@ def _stored_parts(n_out: int, k_in: int, quant: Quantization | None, dtype_bytes
     if quant is None:
         return [n_out * k_in * dtype_bytes]
     if quant.method in ("gptq", "awq"):
-        groups = 1 if quant.group_size in (-1, 0) else cdiv(k_in, quant.group_size)
-        return [k_in * n_out * quant.bits // 8, groups * n_out * dtype_bytes]
+        return [k_in * n_out * quant.bits // 8, _groups(k_in, quant) * n_out * dtype_bytes]
     whole = quantized_linear_bytes(n_out, k_in, quant, dtype_bytes)
     if quant.method == "fp8" or quant.weight_kind == "float":
         return [n_out * k_in, whole - n_out * k_in]  # the fp8 matrix, then its scales
@@ -249,8 +259,8 @@ def load_rounding_bytes(
     for t, n_out, k_in in _vllm_tensors(arch, tp, pooling):
         if t.in_features == 1:
             continue  # norms and biases: small
-        q = quant if quant is not None and t.quantizable and not _is_not_converted(t.name, quant) else None
-        total += sum(_allocator_tail(size * t.count) for size in _stored_parts(n_out, k_in, q, dtype_bytes))
+        parts = _stored_parts(n_out, k_in, _quant_of(t, quant), dtype_bytes)
+        total += sum(_allocator_tail(size * t.count) for size in parts)
     return total
 
 
@@ -274,7 +284,7 @@ def machete_extra_bytes(arch: ModelArch, dtype_bytes: int, tp: int = 1) -> int:
     for n_out, k_in in _vllm_linears(arch, tp, quant):
         if k_in % 64 or n_out % 128:
             continue  # this layer gets Marlin
-        groups = 1 if quant.group_size in (-1, 0) else cdiv(k_in, quant.group_size)
+        groups = _groups(k_in, quant)
         if quant.method == "gptq":
             if not quant.zero_point:
                 extra += groups * n_out * quant.bits // 8  # qzeros, which Marlin frees
@@ -298,8 +308,9 @@ def weight_bytes_from_config(
     total = 0
     for t in model_tensors(arch, pooling):
         n_out, k_in = _shard(t, tp, arch.num_kv_heads)
-        if quant is not None and t.quantizable and not _is_not_converted(t.name, quant):
-            total += quantized_linear_bytes(n_out, k_in, quant, dtype_bytes) * t.count
+        q = _quant_of(t, quant)
+        if q is not None:
+            total += quantized_linear_bytes(n_out, k_in, q, dtype_bytes) * t.count
         else:
             total += n_out * k_in * dtype_bytes * t.count
     return total

@@ -105,9 +105,7 @@ def main(path: str) -> None:
     if recalled:
         print(f"\n† config.json written from memory (no exact copy here): {', '.join(recalled)}")
     if flagged:
-        print(
-            f"\n‡ MoE on vLLM's V1 runner (checked on this model only): {', '.join(flagged)}"
-        )
+        print(f"\n‡ MoE on vLLM's V1 runner (checked on this model only): {', '.join(flagged)}")
     print(
         f"\nworst KV-token error {worst_kv:.2%} (target 2%); worst process error {worst_proc:.2%} (target 3%)"
     )
