@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gpushare.devices.base import Gpu
 from gpushare.errors import InputError
@@ -459,7 +459,7 @@ def parse_gpu_spec(text: str, what: str = "--gpus") -> list[Gpu]:
         if len(gpus) + count > MAX_GPUS_IN_SPEC:
             raise InputError(f"{what}: more than {MAX_GPUS_IN_SPEC} GPUs in {text!r}")
         for _ in range(count):
-            gpus.append(_with_index(template, len(gpus)))
+            gpus.append(replace(template, index=len(gpus)))
     return gpus
 
 
@@ -490,13 +490,3 @@ def _parse_one(body: str, what: str) -> Gpu:
     if model is None:
         model = lookup_gpu_model(body)  # raises with suggestions
     return model.as_gpu(0)
-
-
-def _with_index(gpu: Gpu, index: int) -> Gpu:
-    return Gpu(
-        index=index,
-        name=gpu.name,
-        total_bytes=gpu.total_bytes,
-        reserved_bytes=gpu.reserved_bytes,
-        free_bytes=gpu.free_bytes,
-    )
