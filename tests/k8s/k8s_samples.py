@@ -45,11 +45,18 @@ MODELS = (
 
 
 def model_workload(
-    name: str, model: str, port: int, kv_bytes: int, request: gpu.GpuRequest, *, hf: workload.HfCache
+    name: str,
+    model: str,
+    port: int,
+    kv_bytes: int,
+    request: gpu.GpuRequest,
+    *,
+    hf: workload.HfCache,
+    tag: str = "",
 ) -> workload.WorkloadSpec:
     labels = meta.AppLabels(
         name="vllm",
-        instance=meta.object_name(PROFILE, name),
+        instance=meta.object_name(PROFILE, *([tag] if tag else []), name),
         component=meta.COMPONENT_MODEL_SERVER,
         part_of=PROFILE,
         version=VLLM_VERSION,
@@ -145,10 +152,12 @@ REQUESTS: dict[str, tuple[gpu.GpuRequest, gpu.GpuRequest]] = {
 }
 
 
-def model_objects(mode: str, hf: workload.HfCache) -> list[dict[str, Any]]:
+def model_objects(mode: str, hf: workload.HfCache, *, tag: bool = False) -> list[dict[str, Any]]:
+    """A Deployment and a Service per model in `mode`; `tag` puts the mode in the names, so that
+    every mode's objects can sit in one directory."""
     objects = []
     for (name, model, port, kv), request in zip(MODELS, REQUESTS[mode], strict=True):
-        spec = model_workload(name, model, port, kv, request, hf=hf)
+        spec = model_workload(name, model, port, kv, request, hf=hf, tag=mode if tag else "")
         objects.append(workload.deployment(spec))
         objects.append(
             workload.service(
@@ -199,7 +208,9 @@ def every_object() -> list[dict[str, Any]]:
     pvc = workload.PvcCache("hf-cache")
     objects: list[dict[str, Any]] = []
     for mode in REQUESTS:
-        objects += model_objects(mode, pvc if mode != "hami" else workload.HostPathCache("/data/hf"))
+        objects += model_objects(
+            mode, pvc if mode != "hami" else workload.HostPathCache("/data/hf"), tag=True
+        )
     gpu_pod = gpu_pod_workload()
     gateway = gateway_workload()
     objects += [

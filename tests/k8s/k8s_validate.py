@@ -197,6 +197,9 @@ def name_errors(obj: Mapping[str, Any]) -> list[str]:
 
 def validate(obj: Mapping[str, Any]) -> None:
     """Raise InvalidObject listing everything wrong with `obj`."""
+    for key in ("apiVersion", "kind"):
+        if not isinstance(obj.get(key), str) or not obj.get(key):
+            raise InvalidObject(f"{_where(obj)}: no {key}")
     errors = name_errors(obj)
     if is_custom(obj):
         validator = crd_validators().get((obj["apiVersion"], obj["kind"]))
