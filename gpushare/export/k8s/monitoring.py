@@ -99,17 +99,15 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _selector(metric: str, scope: Mapping[str, str], **extra: str) -> str:
-    matchers = {**scope, **extra}
-    if not matchers:
-        return metric
-    inner = ", ".join(f"{key}={_quote(value)}" for key, value in sorted(matchers.items()))
-    return f"{metric}{{{inner}}}"
-
-
-def _regex_alternatives(values: Iterable[str]) -> str:
-    # Container names are DNS-1123 labels: nothing in them is special to a regex.
-    return "|".join(sorted(values))
+def _selector(
+    metric: str, scope: Mapping[str, str], *, regex: Mapping[str, Iterable[str]] | None = None, **extra: str
+) -> str:
+    """`metric{k="v", ...}`; `regex` adds `k=~"a|b"` matchers (values must be regex-plain, as
+    DNS-1123 names are)."""
+    matchers = [f"{key}={_quote(value)}" for key, value in sorted({**scope, **extra}.items())]
+    for key, values in sorted((regex or {}).items()):
+        matchers.append(f"{key}=~{_quote('|'.join(sorted(values)))}")
+    return f"{metric}{{{', '.join(matchers)}}}" if matchers else metric
 
 
 def alert_rules(
@@ -185,7 +183,7 @@ def alert_rules(
             ),
         ]
     if "vllm-pods" in wanted:
-        up = _selector("up", m, **{COMPONENT_TARGET_LABEL: COMPONENT_MODEL_SERVER})
+        up = _selector("up", {**m, COMPONENT_TARGET_LABEL: COMPONENT_MODEL_SERVER})
         rules.append(
             AlertRule(
                 alert="GpushareVllmPodDown",
@@ -206,9 +204,9 @@ def alert_rules(
         restarts = _selector(
             "kube_pod_container_status_restarts_total",
             {},
+            regex={"container": scope.containers},
             namespace=scope.namespace,
         )
-        restarts = restarts[:-1] + f', container=~"{_regex_alternatives(scope.containers)}"}}'
         rules.append(
             AlertRule(
                 alert="GpushareContainerRestarting",
