@@ -95,6 +95,18 @@ class NvmlInventory:
             except nvml.NVMLError as exc:
                 raise EnvironmentProblem(f"NVML failed while reading the GPUs: {exc}") from exc
 
+    def utilization(self) -> dict[int, float]:
+        """GPU busy fraction (0..1) by index: NVML's utilization.gpu over its last sample period."""
+        with self._session() as nvml:
+            try:
+                count = int(nvml.nvmlDeviceGetCount())
+                return {
+                    i: float(nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(i)).gpu) / 100
+                    for i in range(count)
+                }
+            except nvml.NVMLError as exc:
+                raise EnvironmentProblem(f"NVML failed while reading GPU utilization: {exc}") from exc
+
     def mps_daemon_running(self) -> bool:
         return any(name in MPS_PROCESS_NAMES for name in self._process_names())
 

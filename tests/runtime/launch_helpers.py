@@ -9,11 +9,11 @@ from pathlib import Path
 
 from gpushare.devices.base import GpuInventory
 from gpushare.plan import Plan, PlannedGpu, PlannedInstance
-from gpushare.runtime.clock import SystemClock
-from gpushare.runtime.launch import Edges
-from gpushare.runtime.mps import FakeMpsControl, MpsControl
-from gpushare.runtime.probe import HttpProber
-from gpushare.runtime.processes import SubprocessRunner
+from gpushare.runtime.host.clock import SystemClock
+from gpushare.runtime.host.mps import FakeMpsControl, MpsControl
+from gpushare.runtime.host.probe import HttpProber
+from gpushare.runtime.host.processes import SubprocessRunner
+from gpushare.runtime.launcher.edges import Edges
 
 FAKE_SERVER = Path(__file__).with_name("fake_vllm_server.py")
 

@@ -16,11 +16,13 @@ import pytest
 from launch_helpers import fake_server_argv, free_port, instance, model_folder, plan_of, real_process_edges
 
 from gpushare.errors import EnvironmentProblem
-from gpushare.runtime.launch import InstanceFailedError, UpOptions, down, record_alive, up
-from gpushare.runtime.lock import profile_lock
-from gpushare.runtime.processes import SubprocessRunner
-from gpushare.runtime.state import InstanceRecord, ProfileState, load_state, profile_paths, save_state
-from gpushare.runtime.status import collect_status
+from gpushare.runtime.host.processes import SubprocessRunner
+from gpushare.runtime.launcher.down import down
+from gpushare.runtime.launcher.edges import record_alive
+from gpushare.runtime.launcher.status import collect_status
+from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, up
+from gpushare.runtime.store.lock import profile_lock
+from gpushare.runtime.store.state import InstanceRecord, ProfileState, load_state, profile_paths, save_state
 
 FAST = UpOptions(ready_timeout_s=20, poll_s=0.1, stop_timeout_s=1.5)
 
@@ -200,14 +202,14 @@ def test_down_escalates_to_sigkill_for_a_session_ignoring_sigterm(tmp_path: Path
 
 _UP_SCRIPT = """
 import json, sys
-from gpushare.runtime.launch import UpOptions, up
-from gpushare.runtime.state import profile_paths
+from gpushare.runtime.launcher.up import UpOptions, up
+from gpushare.runtime.store.state import profile_paths
 from gpushare.plan import Plan, PlannedInstance
 from pathlib import Path
 spec = json.loads(sys.argv[1])
 instances = tuple(PlannedInstance(**{**i, "argv": tuple(i["argv"]), "gpus": ()}) for i in spec["instances"])
 plan = Plan(profile_name="lab", feasible=True, gpus=(), instances=instances, unplaced=())
-from gpushare.runtime.launch import real_edges
+from gpushare.runtime.launcher.edges import real_edges
 paths = profile_paths("lab", Path(spec["root"]))
 up(plan, paths, real_edges(None), UpOptions(ready_timeout_s=600, poll_s=0.1))
 """
@@ -285,8 +287,8 @@ def test_stale_state_dead_and_recycled_pids(tmp_path: Path, isolated_env: Path) 
 _HOLD_LOCK = """
 import sys
 from pathlib import Path
-from gpushare.runtime.lock import profile_lock
-from gpushare.runtime.state import profile_paths
+from gpushare.runtime.store.lock import profile_lock
+from gpushare.runtime.store.state import profile_paths
 with profile_lock(profile_paths("lab", Path(sys.argv[1]))):
     print("held", flush=True)
     sys.stdin.read()

@@ -12,22 +12,17 @@ from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
 from gpushare.errors import DoesNotFitError, EnvironmentProblem
 from gpushare.plan import PlannedInstance
-from gpushare.runtime.clock import FakeClock
-from gpushare.runtime.launch import (
-    Edges,
-    InstanceFailedError,
-    StartState,
-    UpOptions,
-    down,
-    next_to_start,
-    start_groups,
-    up,
-)
-from gpushare.runtime.mps import FakeMpsControl
-from gpushare.runtime.probe import FakeProber
-from gpushare.runtime.processes import FakeProcess, FakeRunner
-from gpushare.runtime.state import load_state, profile_paths
-from gpushare.runtime.status import collect_status
+from gpushare.runtime.host.clock import FakeClock
+from gpushare.runtime.host.mps import FakeMpsControl
+from gpushare.runtime.host.probe import FakeProber
+from gpushare.runtime.host.processes import FakeProcess, FakeRunner
+from gpushare.runtime.launcher.down import down
+from gpushare.runtime.launcher.edges import Edges
+from gpushare.runtime.launcher.start_order import next_to_start, start_groups
+from gpushare.runtime.launcher.status import collect_status
+from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, up
+from gpushare.runtime.phase import InstancePhase
+from gpushare.runtime.store.state import load_state, profile_paths
 
 GiB = 1 << 30
 VLLM = ["vllm", "serve"]
@@ -63,11 +58,11 @@ def _inst(
 def test_start_order(
     case: str,
     instances: list[tuple[str, tuple[int, ...], int, bool]],
-    states: dict[str, StartState],
+    states: dict[str, InstancePhase],
     expected: list[str],
 ) -> None:
     planned = [_inst(n, g, o, k, 8000 + i) for i, (n, g, o, k) in enumerate(instances)]
-    all_states: dict[str, StartState] = {i.name: "pending" for i in planned}
+    all_states: dict[str, InstancePhase] = {i.name: "pending" for i in planned}
     all_states.update(states)
     assert next_to_start(start_groups(planned), all_states) == expected
 

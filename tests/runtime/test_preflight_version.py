@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gpushare.runtime.preflight import check_command, script_interpreter
-from gpushare.runtime.processes import SubprocessRunner
+from gpushare.runtime.host.processes import SubprocessRunner
+from gpushare.runtime.launcher.preflight import check_command, script_interpreter
 
 
 def write_script(path: Path, shebang: str, body: str) -> Path:

@@ -14,10 +14,12 @@ import pytest
 from fixtures.tiny_model import CPU_DTYPE, TINY_LLAMA, TINY_QWEN2, VLLM_CPU_ENV, vllm_cpu_argv
 from launch_helpers import free_port, instance, plan_of, real_process_edges
 
-from gpushare.runtime.launch import UpOptions, down, record_alive, up
-from gpushare.runtime.processes import SubprocessRunner
-from gpushare.runtime.state import profile_paths
-from gpushare.runtime.status import collect_status
+from gpushare.runtime.host.processes import SubprocessRunner
+from gpushare.runtime.launcher.down import down
+from gpushare.runtime.launcher.edges import record_alive
+from gpushare.runtime.launcher.status import collect_status
+from gpushare.runtime.launcher.up import UpOptions, up
+from gpushare.runtime.store.state import profile_paths
 
 pytestmark = pytest.mark.vllm
 KV_BYTES = 64 << 20

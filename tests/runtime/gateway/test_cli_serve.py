@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpushare.cli import app
-from gpushare.runtime.state import ProfileState, profile_paths, save_state
+from gpushare.runtime.store.state import ProfileState, profile_paths, save_state
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from upstream_fake import FakeUpstream
 
-from gpushare.runtime.gateway import Gateway, GatewayConfig
-from gpushare.runtime.gw_routes import RouteTable, Upstream
-from gpushare.runtime.metrics import VllmMetricsCollector
+from gpushare.runtime.service.gateway import Gateway, GatewayConfig
+from gpushare.runtime.service.metrics import VllmMetricsCollector
+from gpushare.runtime.service.routes import RouteTable, Upstream
 
 
 @dataclass

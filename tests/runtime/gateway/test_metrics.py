@@ -11,7 +11,7 @@ from upstream_fake import VLLM_METRICS
 
 from gpushare.devices.base import Gpu
 from gpushare.devices.static import StaticInventory
-from gpushare.runtime.metrics import (
+from gpushare.runtime.service.metrics import (
     GpuCollector,
     InstanceCollector,
     InstanceStatus,

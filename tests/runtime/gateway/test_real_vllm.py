@@ -29,13 +29,13 @@ import pytest
 from fixtures.tiny_model import VLLM_CPU_ENV, vllm_cpu_argv
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpushare.runtime.clock import SystemClock
-from gpushare.runtime.gateway import Gateway, GatewayConfig
-from gpushare.runtime.gw_routes import RouteTable, Upstream
-from gpushare.runtime.gw_service import read_info, start_background, stop_background
-from gpushare.runtime.metrics import VllmMetricsCollector
-from gpushare.runtime.processes import SubprocessRunner
-from gpushare.runtime.state import InstanceRecord, ProfileState, load_state, profile_paths, save_state
+from gpushare.runtime.host.clock import SystemClock
+from gpushare.runtime.host.processes import SubprocessRunner
+from gpushare.runtime.service.gateway import Gateway, GatewayConfig
+from gpushare.runtime.service.metrics import VllmMetricsCollector
+from gpushare.runtime.service.process import read_info, start_background, stop_background
+from gpushare.runtime.service.routes import RouteTable, Upstream
+from gpushare.runtime.store.state import InstanceRecord, ProfileState, load_state, profile_paths, save_state
 
 pytestmark = pytest.mark.vllm
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from gpushare.errors import LaunchError
-from gpushare.runtime.clock import FakeClock
-from gpushare.runtime.gw_service import ServiceInfo, read_info, start_background, stop_background
-from gpushare.runtime.processes import FakeProcess, FakeRunner
-from gpushare.runtime.state import ProfilePaths, profile_paths
+from gpushare.runtime.host.clock import FakeClock
+from gpushare.runtime.host.processes import FakeProcess, FakeRunner
+from gpushare.runtime.service.process import ServiceInfo, read_info, start_background, stop_background
+from gpushare.runtime.store.state import ProfilePaths, profile_paths
 
 PY = "/usr/bin/python3"
 

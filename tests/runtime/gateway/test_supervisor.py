@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from gpushare.devices.base import Gpu, GpuProcess
-from gpushare.runtime.clock import FakeClock
-from gpushare.runtime.gw_fakes import MemoryStateStore, RecordingAlertSink
-from gpushare.runtime.gw_routes import RouteTable
-from gpushare.runtime.probe import FakeProber
-from gpushare.runtime.processes import FakeRunner
-from gpushare.runtime.state import InstanceRecord, ProfileState
-from gpushare.runtime.supervisor import Supervisor, SupervisorPolicy, backoff_delay, base_url
+from gpushare.runtime.host.clock import FakeClock
+from gpushare.runtime.host.probe import FakeProber
+from gpushare.runtime.host.processes import FakeRunner
+from gpushare.runtime.service.policy import SupervisorPolicy, backoff_delay
+from gpushare.runtime.service.routes import RouteTable
+from gpushare.runtime.service.supervisor import Supervisor, base_url
+from gpushare.runtime.service.supervisor_edges import MemoryStateStore, RecordingAlertSink
+from gpushare.runtime.store.state import InstanceRecord, ProfileState
 
 VLLM = "/opt/vllm/bin/python"
 GiB = 1 << 30

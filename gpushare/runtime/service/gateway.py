@@ -27,8 +27,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
-from gpushare.runtime.gw_routes import Routes, Upstream
-from gpushare.runtime.metrics import CONTENT_TYPE, GatewayMetrics, VllmMetricsCollector, render
+from gpushare.runtime.service.metrics import CONTENT_TYPE, GatewayMetrics, VllmMetricsCollector, render
+from gpushare.runtime.service.routes import Routes, Upstream
 
 log = logging.getLogger(__name__)
 

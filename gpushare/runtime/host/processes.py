@@ -78,6 +78,32 @@ def _matches(a: float, b: float) -> bool:
     return abs(a - b) <= START_TIME_TOLERANCE_S
 
 
+# psutil is imported where it is used: `gpushare estimate` and `plan` never pay for it. Every psutil
+# error (gone, zombie, access denied) means the same here: not a process we can vouch for.
+
+
+def process_start_time(pid: int) -> float | None:
+    """When `pid` started (psutil's create_time, seconds since the epoch); None when no such process
+    is visible."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _live_start_time(pid: int) -> float | None:
+    """Like `process_start_time`, but None for a zombie too."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else float(proc.create_time())
+    except psutil.Error:
+        return None
+
+
 class SubprocessRunner:
     """Real processes. Keeps its children's Popen objects so their exit codes can be read (and they
     are reaped instead of lingering as zombies)."""
@@ -87,8 +113,6 @@ class SubprocessRunner:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Spawned:
-        import psutil
-
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             try:
@@ -104,38 +128,27 @@ class SubprocessRunner:
             except OSError as exc:
                 raise EnvironmentProblem(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         self._children[proc.pid] = proc
-        try:
-            start = psutil.Process(proc.pid).create_time()
-        except psutil.NoSuchProcess:
-            # Exited already: a zombie still has its start time, a reaped one does not.
-            start = 0.0
-        return Spawned(proc.pid, start)
+        # Exited already: a zombie still has its start time, a reaped one does not (0.0).
+        return Spawned(proc.pid, process_start_time(proc.pid) or 0.0)
 
     def _poll(self, pid: int) -> int | None:
         proc = self._children.get(pid)
         return proc.poll() if proc is not None else None
 
     def is_running(self, pid: int, start_time: float) -> bool:
-        import psutil
-
         if self._poll(pid) is not None:
             return False
-        try:
-            proc = psutil.Process(pid)
-            return _matches(proc.create_time(), start_time) and proc.status() != psutil.STATUS_ZOMBIE
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
+        started = _live_start_time(pid)
+        return started is not None and _matches(started, start_time)
 
     def session_pids(self, pid: int, start_time: float) -> list[int]:
         import psutil
 
         self._poll(pid)
-        try:
-            leader = psutil.Process(pid)
-            if not _matches(leader.create_time(), start_time):
-                return []  # recycled: that session is someone else's
-        except psutil.NoSuchProcess:
-            pass  # leader gone; its session id cannot be reused while members live
+        leader_started = process_start_time(pid)
+        if leader_started is not None and not _matches(leader_started, start_time):
+            return []  # recycled: that session is someone else's
+        # (A leader that is gone: its session id cannot be reused while members live.)
         found: list[int] = []
         for proc in psutil.process_iter(["pid", "create_time", "status"]):
             info = proc.info

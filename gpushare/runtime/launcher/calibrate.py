@@ -28,8 +28,10 @@ from gpushare.calibration import (
 )
 from gpushare.errors import EnvironmentProblem
 from gpushare.plan import Plan, PlannedInstance
-from gpushare.runtime.launch import Edges, UpOptions, down, up
-from gpushare.runtime.state import ProfilePaths
+from gpushare.runtime.launcher.down import down
+from gpushare.runtime.launcher.edges import Edges
+from gpushare.runtime.launcher.up import UpOptions, up
+from gpushare.runtime.store.state import ProfilePaths
 
 
 @dataclass(frozen=True)

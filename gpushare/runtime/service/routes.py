@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from gpushare.runtime.phase import InstancePhase
+
 
 @dataclass(frozen=True)
 class Upstream:
@@ -26,7 +28,7 @@ class Upstream:
     base_url: str
     aliases: tuple[str, ...] = ()
     available: bool = True
-    state: str = "ready"
+    state: InstancePhase = "ready"
     retry_after_s: int = 5
 
     @property
@@ -76,7 +78,7 @@ class RouteTable:
         self._by_name = by_name
 
     def set_state(
-        self, instance: str, *, available: bool, state: str, retry_after_s: int | None = None
+        self, instance: str, *, available: bool, state: InstancePhase, retry_after_s: int | None = None
     ) -> None:
         """Mark one instance up or down; unknown instances are ignored (removed meanwhile)."""
         current = self._by_instance.get(instance)
@@ -95,6 +97,3 @@ class RouteTable:
 
     def upstreams(self) -> Sequence[Upstream]:
         return list(self._by_instance.values())
-
-    def model_names(self) -> list[str]:
-        return sorted(self._by_name)

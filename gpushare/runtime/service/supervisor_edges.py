@@ -1,6 +1,8 @@
-"""Real implementations of the supervisor's own edges: the state file and the alert hook.
+"""The supervisor's own edges: the profile's state file and where alerts go, each a Protocol with its
+real implementation and its test fake side by side.
 
-(Processes, probes and the clock come from `processes.py`, `probe.py` and `clock.py`.)
+(Processes, probes and the clock are the host's interfaces, `runtime/host/`, shared with the
+launcher.)
 """
 
 from __future__ import annotations
@@ -10,20 +12,34 @@ import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from gpushare.errors import EnvironmentProblem
-from gpushare.runtime.lock import profile_lock
-from gpushare.runtime.state import ProfilePaths, ProfileState, load_state, save_state
-from gpushare.runtime.supervisor import Alert
+from gpushare.runtime.store.lock import profile_lock
+from gpushare.runtime.store.state import ProfilePaths, ProfileState, load_state, save_state
 
 log = logging.getLogger("gpushare.supervisor")
 
 
+# --- the state file --------------------------------------------------------------------------------
+
+
+class StateStore(Protocol):
+    """The profile's state file. `try_lock` yields whether the profile lock was taken (never waits)."""
+
+    def load(self) -> ProfileState | None: ...
+
+    def save(self, state: ProfileState) -> None: ...
+
+    def try_lock(self) -> AbstractContextManager[bool]: ...
+
+
 class FileStateStore:
-    """The profile's `state.json` and its lock (`lock.py`), never waited for."""
+    """The profile's `state.json` and its lock (`store/lock.py`), never waited for."""
 
     def __init__(self, paths: ProfilePaths) -> None:
         self.paths = paths
@@ -41,6 +57,43 @@ class FileStateStore:
                 yield True
         except EnvironmentProblem:
             yield False
+
+
+@dataclass
+class MemoryStateStore:
+    """Test fake: a state file in memory. `busy` plays another `up`/`down` holding the profile lock."""
+
+    state: ProfileState | None = None
+    busy: bool = False
+    saves: int = 0
+
+    def load(self) -> ProfileState | None:
+        return self.state
+
+    def save(self, state: ProfileState) -> None:
+        self.state = state
+        self.saves += 1
+
+    @contextlib.contextmanager
+    def try_lock(self) -> Iterator[bool]:
+        yield not self.busy
+
+
+# --- alerts ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    instance: str
+    model: str
+    kind: str
+    """memory_over_plan, crash_loop, restarted"""
+    message: str
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+class AlertSink(Protocol):
+    def alert(self, alert: Alert) -> None: ...
 
 
 class HookAlertSink:
@@ -91,3 +144,16 @@ class HookAlertSink:
         finally:
             if handle is not None:
                 handle.close()
+
+
+@dataclass
+class RecordingAlertSink:
+    """Test fake: keeps every alert."""
+
+    alerts: list[Alert] = field(default_factory=list)
+
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def kinds(self) -> list[str]:
+        return [a.kind for a in self.alerts]

@@ -1,10 +1,11 @@
 """`status`: what runs now, per instance and per GPU, gathered into plain data (the CLI draws it).
 
-Live state per instance, from its process and its HTTP server:
+Live state per instance (an `InstancePhase`), from its process and its HTTP server:
   starting   the process runs, /health does not answer yet, and `up` has not seen it ready
+             (its `phase` then says how far the log got: starting, loading, compiling, serving)
   ready      /health answers
   unhealthy  the process runs but /health does not answer, after it had been ready
-  exited     no process of its session is left
+  exited     no process of its session is left (`phase.NO_PROCESS`)
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from gpushare.runtime.launch import Edges, record_alive
+from gpushare.runtime.launcher.edges import Edges, record_alive
 from gpushare.runtime.observe import parse_metrics, phase_from_log
-from gpushare.runtime.state import InstanceRecord, ProfileState, list_profiles, load_state, profile_paths
-
-LiveState = Literal["starting", "ready", "unhealthy", "exited"]
+from gpushare.runtime.phase import NO_PROCESS, InstancePhase
+from gpushare.runtime.store.state import (
+    InstanceRecord,
+    ProfileState,
+    list_profiles,
+    load_state,
+    profile_paths,
+)
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,8 @@ class InstanceStatus:
     gpus: tuple[int, ...]
     pid: int | None
     port: int
-    state: LiveState
-    phase: str | None
+    state: InstancePhase
+    phase: InstancePhase | None
     planned_bytes: int
     actual_bytes: int | None
     """NVML memory of the instance's processes now (summed over its GPUs), else what `up` recorded."""
@@ -90,9 +96,9 @@ def instance_status(
 ) -> InstanceStatus:
     alive = record_alive(rec, edges.runner)
     metrics = None
-    state: LiveState
+    state: InstancePhase
     if not alive:
-        state = "exited"
+        state = NO_PROCESS
     elif edges.prober.health(rec.port):
         state = "ready"
         text = edges.prober.metrics(rec.port)
@@ -128,7 +134,7 @@ def instance_status(
         uptime_s=(edges.clock.time() - rec.started_at) if alive and rec.started_at else None,
         restarts=rec.restarts,
         log_path=rec.log_path,
-        error=rec.error if state == "exited" else None,
+        error=rec.error if state == NO_PROCESS else None,
     )
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from gpushare.errors import InputError
-from gpushare.runtime.clock import Clock
-from gpushare.runtime.state import list_profiles, load_state, profile_paths
+from gpushare.runtime.host.clock import Clock
+from gpushare.runtime.store.state import list_profiles, load_state, profile_paths
 
 
 def find_log(root: Path, name: str, profile: str | None = None) -> Path:

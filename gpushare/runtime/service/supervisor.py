@@ -18,7 +18,8 @@ gateway learns of a restart the moment it starts (503 + Retry-After, no connecti
 Starting a process and writing its pid happen under the profile lock, so a `down` running at the same
 time either sees the new pid or finds the instance not restarted; when the lock is busy the restart
 waits for the next tick. Everything outside (processes, clock, health probe, state file, GPUs,
-alert hook) is injected; `gw_fakes` has the test implementations.
+alert hook) is injected: `runtime/host/` and `supervisor_edges.py` hold the real and the test
+implementations; `policy.py` the numbers and the gateway's Retry-After for each phase.
 """
 
 from __future__ import annotations
@@ -26,60 +27,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import signal
 from collections import Counter, deque
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
-from gpushare.runtime.clock import Clock
-from gpushare.runtime.gw_routes import RouteTable, Upstream
-from gpushare.runtime.metrics import InstanceStatus
+from gpushare.runtime.host.clock import Clock
+from gpushare.runtime.host.probe import Prober
+from gpushare.runtime.host.processes import ProcessRunner
+from gpushare.runtime.host.stop import Session, StopLadder
 from gpushare.runtime.observe import served_model_name
-from gpushare.runtime.probe import Prober
-from gpushare.runtime.processes import ProcessRunner
-from gpushare.runtime.state import InstanceRecord, ProfileState
+from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
+from gpushare.runtime.service.metrics import InstanceStatus
+from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
+from gpushare.runtime.service.routes import RouteTable, Upstream
+from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateStore
+from gpushare.runtime.store.state import InstanceRecord
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SupervisorPolicy:
-    """How hard the supervisor tries. Defaults suit real vLLM on a GPU (70-95 s to start)."""
-
-    tick_s: float = 1.0
-    health_interval_s: float = 5.0
-    unhealthy_after: int = 3
-    """Failed /health probes in a row before a ready instance is restarted."""
-    start_timeout_s: float = 900.0
-    backoff_initial_s: float = 2.0
-    backoff_factor: float = 2.0
-    backoff_max_s: float = 300.0
-    crash_loop_restarts: int = 5
-    """Restarts allowed within `crash_loop_window_s`; one more failure and the instance is `failed`."""
-    crash_loop_window_s: float = 600.0
-    stable_after_s: float = 300.0
-    """Ready this long without a failure: the backoff starts again from `backoff_initial_s`."""
-    stop_grace_s: float = 30.0
-    """SIGTERM, then SIGKILL to the process group after this long."""
-    expected_start_s: float = 60.0
-    """Added to Retry-After while an instance is (re)starting."""
-    memory_tolerance: float = 0.10
-    memory_check_interval_s: float = 10.0
-    restart_on_memory: bool = False
-    restart: bool = True
-    """False: watch and report only (gateway + metrics), never restart."""
-
-
-# --- the injected edges --------------------------------------------------------------------
-# Processes, probes and the clock are the launcher's interfaces (`processes.ProcessRunner`,
-# `probe.Prober`, `clock.Clock`) with their real and fake implementations; the state file and the
-# alert hook are ours.
 
 
 @dataclass(frozen=True)
@@ -88,30 +56,6 @@ class ProcessHandle:
 
     pid: int
     start_time: float
-
-
-class StateStore(Protocol):
-    """The profile's state file. `try_lock` yields whether the profile lock was taken (never waits)."""
-
-    def load(self) -> ProfileState | None: ...
-
-    def save(self, state: ProfileState) -> None: ...
-
-    def try_lock(self) -> AbstractContextManager[bool]: ...
-
-
-@dataclass(frozen=True)
-class Alert:
-    instance: str
-    model: str
-    kind: str
-    """memory_over_plan, crash_loop, restarted"""
-    message: str
-    details: Mapping[str, str] = field(default_factory=dict)
-
-
-class AlertSink(Protocol):
-    def alert(self, alert: Alert) -> None: ...
 
 
 # --- the watcher ---------------------------------------------------------------------------
@@ -137,17 +81,11 @@ def base_url(record: InstanceRecord) -> str:
     return f"http://{host}:{record.port}"
 
 
-def backoff_delay(policy: SupervisorPolicy, consecutive_failures: int) -> float:
-    """Seconds before restart number `consecutive_failures` (1-based): initial * factor^(n-1), capped."""
-    exponent = max(0, consecutive_failures - 1)
-    return float(min(policy.backoff_max_s, policy.backoff_initial_s * policy.backoff_factor**exponent))
-
-
 @dataclass
 class _Watch:
     record: InstanceRecord
     """What the state file holds for the instance, as far as we know (our last write or read)."""
-    phase: str
+    phase: InstancePhase
     since: float
     handle: ProcessHandle | None = None
     health_failures: int = 0
@@ -155,8 +93,7 @@ class _Watch:
     failures: deque[float] = field(default_factory=deque)
     consecutive_failures: int = 0
     next_start_at: float = 0.0
-    stop_deadline: float = 0.0
-    killed: bool = False
+    stopping: StopLadder | None = None
     stop_reason: str = ""
     pending: dict[str, object] = field(default_factory=dict)
     actual_bytes: dict[int, int] = field(default_factory=dict)
@@ -194,7 +131,7 @@ class Supervisor:
 
     # -- views -------------------------------------------------------------------------------
 
-    def phase(self, name: str) -> str:
+    def phase(self, name: str) -> InstancePhase:
         return self._watches[name].phase
 
     def record(self, name: str) -> InstanceRecord:
@@ -283,7 +220,7 @@ class Supervisor:
             return _Watch(rec, "stopped" if rec.state == "stopped" else "failed", now)
         handle = ProcessHandle(rec.pid, rec.pid_start_time) if rec.pid and rec.pid_start_time else None
         if handle is not None and self._alive(handle):
-            phase = "ready" if rec.state == "ready" else "starting"
+            phase: InstancePhase = "ready" if rec.state == "ready" else "starting"
             return _Watch(rec, phase, now, handle=handle)
         watch = _Watch(rec, "backoff", now, handle=handle, next_start_at=now)
         log.warning("instance %s is not running (pid %s): restarting it", rec.name, rec.pid)
@@ -303,16 +240,9 @@ class Supervisor:
         )
 
     def _availability(self, watch: _Watch) -> tuple[bool, int]:
-        now = self.clock.monotonic()
-        if watch.phase in ("ready", "unhealthy"):
-            return True, 1
-        if watch.phase == "backoff":
-            return False, math.ceil(max(0.0, watch.next_start_at - now) + self.policy.expected_start_s)
-        if watch.phase in ("starting", "stopping"):
-            return False, math.ceil(self.policy.expected_start_s)
-        return False, 300  # failed or stopped: until someone runs `up` again
+        return availability(self.policy, watch.phase, self.clock.monotonic(), watch.next_start_at)
 
-    def _set_phase(self, name: str, watch: _Watch, phase: str, now: float) -> None:
+    def _set_phase(self, name: str, watch: _Watch, phase: InstancePhase, now: float) -> None:
         if watch.phase != phase:
             log.info("instance %s: %s -> %s", name, watch.phase, phase)
         watch.phase = phase
@@ -324,7 +254,7 @@ class Supervisor:
 
     def _step(self, name: str, watch: _Watch, now: float) -> None:
         phase = watch.phase
-        if phase in ("ready", "unhealthy", "starting"):
+        if phase in RUNNING:
             assert watch.handle is not None
             if not self._alive(watch.handle):
                 self._signal(watch.handle, signal.SIGKILL)  # the orphaned EngineCore and workers
@@ -332,13 +262,13 @@ class Supervisor:
             elif phase == "starting" and now - watch.since > self.policy.start_timeout_s:
                 self._stop(name, watch, now, f"not ready within {self.policy.start_timeout_s:.0f} s")
         elif phase == "stopping":
-            assert watch.handle is not None
-            if not self.runner.session_pids(watch.handle.pid, watch.handle.start_time):
+            assert watch.stopping is not None
+            step = watch.stopping.advance(now)
+            if step == "gone":
+                watch.stopping = None
                 self._failed(name, watch, now, watch.stop_reason)
-            elif now >= watch.stop_deadline and not watch.killed:
+            elif step == "killed":
                 log.warning("instance %s ignored SIGTERM for %.0f s: SIGKILL", name, self.policy.stop_grace_s)
-                self._signal(watch.handle, signal.SIGKILL)
-                watch.killed = True
         elif phase == "backoff" and now >= watch.next_start_at:
             self._start(name, watch, now)
 
@@ -347,9 +277,9 @@ class Supervisor:
         if not self.policy.restart:
             return
         log.warning("instance %s: %s; stopping it to restart", name, reason)
-        self._signal(watch.handle, signal.SIGTERM)
-        watch.stop_deadline = now + self.policy.stop_grace_s
-        watch.killed = False
+        session = Session(name, watch.handle.pid, watch.handle.start_time)
+        watch.stopping = StopLadder(self.runner, [session], self.policy.stop_grace_s)
+        watch.stopping.begin(now)
         watch.stop_reason = reason
         self._set_phase(name, watch, "stopping", now)
 
@@ -358,7 +288,7 @@ class Supervisor:
         policy = self.policy
         if not policy.restart:
             self._set_phase(name, watch, "failed", now)
-            self._write(name, watch, state="exited", error=reason)
+            self._write(name, watch, state=NO_PROCESS, error=reason)
             return
         watch.failures.append(now)
         while watch.failures and now - watch.failures[0] > policy.crash_loop_window_s:
@@ -377,7 +307,7 @@ class Supervisor:
         watch.next_start_at = now + delay
         log.warning("instance %s: %s; restart %d in %.1f s", name, reason, watch.consecutive_failures, delay)
         self._set_phase(name, watch, "backoff", now)
-        self._write(name, watch, state="exited", error=reason)
+        self._write(name, watch, state=NO_PROCESS, error=reason)
 
     def _start(self, name: str, watch: _Watch, now: float) -> None:
         with self.store.try_lock() as locked:
@@ -422,14 +352,13 @@ class Supervisor:
         due = [
             (name, watch)
             for name, watch in self._watches.items()
-            if watch.phase in ("ready", "unhealthy", "starting")
-            and (now >= watch.next_health_at or name in self._poked)
+            if watch.phase in RUNNING and (now >= watch.next_health_at or name in self._poked)
         ]
         if not due:
             return
         results = await asyncio.gather(*(self._check(w) for _, w in due))
         for (name, watch), ok in zip(due, results, strict=True):
-            if watch.phase not in ("ready", "unhealthy", "starting"):
+            if watch.phase not in RUNNING:
                 continue  # changed while probing
             # A starting instance is probed every tick (a refused connection costs nothing), so it
             # serves within a second of being ready; a ready one every health_interval_s.
@@ -468,7 +397,7 @@ class Supervisor:
             log.exception("reading GPU memory failed")
             return
         for name, watch in self._watches.items():
-            if watch.handle is None or watch.phase not in ("ready", "unhealthy", "starting"):
+            if watch.handle is None or watch.phase not in RUNNING:
                 watch.actual_bytes = {}
                 continue
             pids = set(self.runner.session_pids(watch.handle.pid, watch.handle.start_time))

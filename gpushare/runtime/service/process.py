@@ -5,7 +5,7 @@ the gateway guessing from refused connections; the gateway tells the supervisor 
 instance stops answering (`poke`); `/metrics` reads the supervisor's own view (state, restarts,
 memory) in the same scrape as the request counters; and `up`/`down` manage one pid, not two.
 
-Files, in the profile's state folder (see `state.py`):
+Files, in the profile's state folder (see `store/state.py`):
     supervisor.json        {pid, pid_start_time, host, port}: written by the process once it listens,
                            removed when it exits cleanly; `stop_background` trusts the pid only with
                            its start time
@@ -21,25 +21,30 @@ import logging
 import os
 import signal
 import sys
-import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem, GpushareError, LaunchError
-from gpushare.runtime.clock import Clock, SystemClock
-from gpushare.runtime.gateway import Gateway, GatewayConfig
-from gpushare.runtime.gw_routes import RouteTable
-from gpushare.runtime.gw_system import FileStateStore, HookAlertSink
-from gpushare.runtime.metrics import GpuCollector, InstanceCollector, UtilizationSource, VllmMetricsCollector
-from gpushare.runtime.probe import HttpProber
-from gpushare.runtime.processes import ProcessRunner, SubprocessRunner
-from gpushare.runtime.state import ProfilePaths
-from gpushare.runtime.supervisor import Supervisor, SupervisorPolicy
+from gpushare.runtime.host.clock import Clock, SystemClock
+from gpushare.runtime.host.probe import HttpProber
+from gpushare.runtime.host.processes import ProcessRunner, SubprocessRunner, process_start_time
+from gpushare.runtime.host.stop import Session, stop_sessions
+from gpushare.runtime.service.gateway import Gateway, GatewayConfig
+from gpushare.runtime.service.metrics import (
+    GpuCollector,
+    InstanceCollector,
+    UtilizationSource,
+    VllmMetricsCollector,
+)
+from gpushare.runtime.service.policy import SupervisorPolicy
+from gpushare.runtime.service.routes import RouteTable
+from gpushare.runtime.service.supervisor import Supervisor
+from gpushare.runtime.service.supervisor_edges import FileStateStore, HookAlertSink
+from gpushare.runtime.store.state import ProfilePaths
 
 log = logging.getLogger(__name__)
 
@@ -82,26 +87,6 @@ def _write_info(paths: ProfilePaths, info: ServiceInfo) -> None:
     os.replace(tmp, info_path(paths))
 
 
-class NvmlUtilization:
-    """GPU utilisation from NVML. Takes the pynvml module from `NvmlInventory.nvml`, so only
-    `devices/nvml.py` imports it."""
-
-    def __init__(self, nvml: Any) -> None:
-        self._nvml = nvml
-
-    def utilization(self) -> Mapping[int, float]:
-        nvml = self._nvml
-        nvml.nvmlInit()
-        try:
-            count = int(nvml.nvmlDeviceGetCount())
-            return {
-                i: float(nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(i)).gpu) / 100.0
-                for i in range(count)
-            }
-        finally:
-            nvml.nvmlShutdown()
-
-
 async def serve(
     paths: ProfilePaths,
     gateway_config: GatewayConfig,
@@ -142,7 +127,9 @@ async def serve(
             hint="another gateway may run there: pick another --port",
         ) from exc
     me = os.getpid()
-    _write_info(paths, ServiceInfo(me, _start_time(me), gateway_config.host, gateway.bound_port))
+    started = process_start_time(me)
+    assert started is not None  # this very process
+    _write_info(paths, ServiceInfo(me, started, gateway_config.host, gateway.bound_port))
     log.info(
         "gateway on %s:%d, supervising profile %s", gateway_config.host, gateway.bound_port, paths.profile
     )
@@ -155,12 +142,6 @@ async def serve(
             with contextlib.suppress(FileNotFoundError):
                 info_path(paths).unlink()
         log.info("stopped; instances left running")
-
-
-def _start_time(pid: int) -> float:
-    import psutil
-
-    return float(psutil.Process(pid).create_time())
 
 
 def run_foreground(
@@ -255,7 +236,8 @@ def start_background(
 def stop_background(
     paths: ProfilePaths, *, runner: ProcessRunner, clock: Clock, timeout_s: float = 10.0
 ) -> bool:
-    """SIGTERM the profile's gateway/supervisor, SIGKILL after `timeout_s`; True if one was running.
+    """SIGTERM the profile's gateway/supervisor, SIGKILL after `timeout_s` (`host/stop.py`); True
+    if one was running.
 
     Call it before stopping the instances, so nothing restarts what `down` is stopping. The
     supervisor never stops instances itself.
@@ -263,30 +245,13 @@ def stop_background(
     info = read_info(paths)
     if info is None:
         return False
-    pids = runner.session_pids(info.pid, info.pid_start_time)
-    if not pids:
-        with contextlib.suppress(FileNotFoundError):
-            info_path(paths).unlink()
-        return False
-    runner.signal([info.pid], signal.SIGTERM)
-    deadline = clock.monotonic() + timeout_s
-    while clock.monotonic() < deadline and runner.is_running(info.pid, info.pid_start_time):
-        clock.sleep(0.1)
-    leftovers = runner.session_pids(info.pid, info.pid_start_time)
-    if leftovers:
-        runner.signal(leftovers, signal.SIGKILL)
+    session = Session("gateway/supervisor", info.pid, info.pid_start_time)
+    outcome = stop_sessions([session], runner, clock, timeout_s, poll_s=0.1)
     with contextlib.suppress(FileNotFoundError):
         info_path(paths).unlink()
-    return True
-
-
-def gateway_answers(info: ServiceInfo, timeout_s: float = 1.0) -> bool:
-    """GET /health on the gateway."""
-    try:
-        with urllib.request.urlopen(f"{info.url}/health", timeout=timeout_s) as resp:
-            return int(resp.status) == 200
-    except (OSError, ValueError):
-        return False
+    if outcome.stuck:
+        log.warning("the gateway/supervisor (pid %d) is still there after SIGKILL", info.pid)
+    return bool(outcome.stopped)
 
 
 def detect_gpus() -> tuple[GpuInventory | None, UtilizationSource | None]:
@@ -299,4 +264,4 @@ def detect_gpus() -> tuple[GpuInventory | None, UtilizationSource | None]:
     except GpushareError as exc:
         log.info("no GPU metrics: %s", exc.message)
         return None, None
-    return inventory, NvmlUtilization(inventory.nvml)
+    return inventory, inventory

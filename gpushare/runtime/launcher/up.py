@@ -1,32 +1,27 @@
-"""`up` and `down`: run a Plan as vLLM processes, and stop them again.
+"""`up`: run a Plan as vLLM processes and return once each serves.
 
 `up(plan, paths, edges)`: lock the profile, pre-flight, start MPS where wanted, start instances in
-per-GPU order, wait for each to answer a real completion, record planned against actual, return.
-`down(paths, edges)`: SIGTERM each instance's process session, SIGKILL after a timeout, only for
-pids whose start time matches the state file; idempotent.
-
-The outside world comes in through `Edges` (process runner, HTTP prober, clock, MPS control, GPU
-inventory, port check), real in the CLI and fakes in the tests.
+per-GPU order (`start_order.py`), wait for each to answer a real completion, record planned against
+actual, return. What it starts it stops again when one fails (unless keep_going) or when it is
+interrupted. The outside world comes in through `Edges` (`edges.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from gpushare.devices.base import GpuInventory
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
 from gpushare.plan import Plan, PlannedInstance
-from gpushare.runtime.clock import Clock, SystemClock
-from gpushare.runtime.lock import profile_lock
-from gpushare.runtime.mps import MpsControl, NvidiaMpsControl, mps_env
+from gpushare.runtime.host.mps import mps_env
+from gpushare.runtime.host.processes import ProcessRunner
+from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records
+from gpushare.runtime.launcher.preflight import PreflightReport, preflight
+from gpushare.runtime.launcher.start_order import next_to_start, start_groups
 from gpushare.runtime.observe import (
-    Phase,
     error_line,
     facts_from_log,
     log_tail,
@@ -34,101 +29,19 @@ from gpushare.runtime.observe import (
     phase_from_log,
     served_model_name,
 )
-from gpushare.runtime.preflight import PreflightReport, port_is_free, preflight
-from gpushare.runtime.probe import HttpProber, Prober
-from gpushare.runtime.processes import ProcessRunner, SubprocessRunner
-from gpushare.runtime.state import (
+from gpushare.runtime.phase import InstancePhase
+from gpushare.runtime.store.lock import profile_lock
+from gpushare.runtime.store.state import (
     InstanceRecord,
-    InstanceState,
     MpsRecord,
     ProfilePaths,
     ProfileState,
     load_state,
-    remove_state,
     save_state,
 )
 
 DEFAULT_READY_TIMEOUT_S = 900.0
-DEFAULT_STOP_TIMEOUT_S = 30.0
 LOG_TAIL_LINES = 25
-
-
-@dataclass(frozen=True)
-class Edges:
-    """Everything `up`, `down` and `status` touch outside the process."""
-
-    runner: ProcessRunner
-    prober: Prober
-    clock: Clock
-    mps: MpsControl
-    inventory: GpuInventory | None
-    """None where there is no GPU (or NVML is missing): GPU checks and NVML readings are skipped."""
-    port_free: Callable[[int], bool] = port_is_free
-    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-
-
-def real_edges(inventory: GpuInventory | None) -> Edges:
-    return Edges(
-        runner=SubprocessRunner(),
-        prober=HttpProber(),
-        clock=SystemClock(),
-        mps=NvidiaMpsControl(),
-        inventory=inventory,
-    )
-
-
-# --- start order (pure) ------------------------------------------------------------------------
-
-StartState = Literal["pending", "starting", "ready", "failed", "skipped"]
-
-
-def start_groups(instances: Sequence[PlannedInstance]) -> list[list[PlannedInstance]]:
-    """Instances that share a GPU (directly or through a multi-GPU instance) form one group, in
-    start_order. Instances without a GPU (the CPU backend) form one group of their own."""
-    parent: dict[str, str] = {inst.name: inst.name for inst in instances}
-
-    def find(name: str) -> str:
-        while parent[name] != name:
-            parent[name] = parent[parent[name]]
-            name = parent[name]
-        return name
-
-    owner: dict[str, str] = {}
-    for inst in instances:
-        keys = [f"gpu{g}" for g in inst.gpus] or ["cpu"]
-        for key in keys:
-            if key in owner:
-                parent[find(inst.name)] = find(owner[key])
-            else:
-                owner[key] = inst.name
-    groups: dict[str, list[PlannedInstance]] = {}
-    for inst in instances:
-        groups.setdefault(find(inst.name), []).append(inst)
-    ordered = [sorted(g, key=lambda i: (i.start_order, i.name)) for g in groups.values()]
-    return sorted(ordered, key=lambda g: (min(g[0].gpus, default=-1), g[0].name))
-
-
-def together(group: Sequence[PlannedInstance]) -> bool:
-    """A group may start all at once only when every member fixes its KV size: otherwise vLLM
-    measures free memory while a neighbour allocates, and charges it to the wrong instance."""
-    return all(inst.kv_fixed for inst in group)
-
-
-def next_to_start(groups: Sequence[Sequence[PlannedInstance]], states: Mapping[str, StartState]) -> list[str]:
-    """Which pending instances may start now."""
-    chosen: list[str] = []
-    for group in groups:
-        if together(group):
-            chosen.extend(i.name for i in group if states[i.name] == "pending")
-            continue
-        for inst in group:
-            state = states[inst.name]
-            if state in ("ready", "failed", "skipped"):
-                continue
-            if state == "pending":
-                chosen.append(inst.name)
-            break  # one at a time: wait for this one before the next
-    return chosen
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -137,8 +50,10 @@ def next_to_start(groups: Sequence[Sequence[PlannedInstance]], states: Mapping[s
 @dataclass(frozen=True)
 class InstanceProgress:
     name: str
-    state: StartState
-    phase: Phase | None
+    state: InstancePhase
+    """pending, starting, ready or failed."""
+    phase: InstancePhase | None
+    """How far the start got (from the log, then /health); None while pending."""
     elapsed_s: float | None
     detail: str = ""
 
@@ -207,49 +122,6 @@ def _read(path: str | Path) -> str:
 def _rotate_log(path: Path) -> None:
     if path.exists() and path.stat().st_size > 0:
         os.replace(path, path.with_name(path.name + ".1"))
-
-
-def record_alive(rec: InstanceRecord, runner: ProcessRunner) -> bool:
-    """Some process of the instance's session still runs (leader or orphaned children)."""
-    if rec.pid is None or rec.pid_start_time is None:
-        return False
-    return bool(runner.session_pids(rec.pid, rec.pid_start_time))
-
-
-def stop_records(
-    records: Iterable[InstanceRecord], runner: ProcessRunner, clock: Clock, timeout_s: float
-) -> list[str]:
-    """SIGTERM every session, wait up to `timeout_s`, SIGKILL what is left, wait briefly again.
-    Returns the names that had something to stop. Never signals a recycled pid."""
-    targets = [r for r in records if r.pid is not None and r.pid_start_time is not None]
-    had_processes: list[str] = []
-    for rec in targets:
-        assert rec.pid is not None and rec.pid_start_time is not None
-        pids = runner.session_pids(rec.pid, rec.pid_start_time)
-        if pids:
-            had_processes.append(rec.name)
-            runner.signal(pids, signal.SIGTERM)
-    pending = [r for r in targets if r.name in had_processes]
-    for sig, wait in ((signal.SIGKILL, timeout_s), (None, 5.0)):
-        deadline = clock.monotonic() + wait
-        while pending and clock.monotonic() < deadline:
-            clock.sleep(0.2)
-            pending = [r for r in pending if record_alive(r, runner)]
-        if not pending or sig is None:
-            break
-        for rec in pending:
-            assert rec.pid is not None and rec.pid_start_time is not None
-            runner.signal(runner.session_pids(rec.pid, rec.pid_start_time), sig)
-    for rec in targets:
-        assert rec.pid is not None
-        runner.exit_code(rec.pid)  # reap our own children
-    leftover = [r.name for r in pending if record_alive(r, runner)]
-    if leftover:
-        raise LaunchError(
-            f"could not stop {', '.join(leftover)} even with SIGKILL",
-            hint="check `ps -s PID`; a process in uninterruptible sleep (D state) waits on the kernel",
-        )
-    return had_processes
 
 
 def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
@@ -351,10 +223,10 @@ class _Launch:
         self.paths = paths
         self.edges = edges
         self.options = options
-        self.states: dict[str, StartState] = {inst.name: "pending" for inst in plan.instances}
+        self.states: dict[str, InstancePhase] = {inst.name: "pending" for inst in plan.instances}
         self.started_mono: dict[str, float] = {}
         self.ready_s: dict[str, float] = {}
-        self.phases: dict[str, Phase] = {}
+        self.phases: dict[str, InstancePhase] = {}
         self.failures: list[Failure] = []
         self.state = ProfileState(profile=plan.profile_name)
 
@@ -454,7 +326,7 @@ class _Launch:
         started = [self.rec(n) for n, s in self.states.items() if s != "pending"]
         stopped = stop_records(started, self.edges.runner, self.edges.clock, self.options.stop_timeout_s)
         for rec in started:
-            new_state: InstanceState = "failed" if self.states[rec.name] == "failed" else "stopped"
+            new_state: InstancePhase = "failed" if self.states[rec.name] == "failed" else "stopped"
             self.state = self.state.with_instance(dataclasses.replace(rec, state=new_state))
         self.save()
         return stopped
@@ -518,7 +390,7 @@ def up(
                 if run.failures and not opts.keep_going:
                     stopped = run.stop_started()
                     raise InstanceFailedError(run.failures, stopped)
-                if all(s in ("ready", "failed", "skipped") for s in run.states.values()):
+                if all(s in ("ready", "failed") for s in run.states.values()):
                     break
                 if next_to_start(groups, run.states):
                     continue  # one just became ready: start the next in its group without waiting
@@ -538,55 +410,3 @@ def up(
         versions=report.versions,
         start_seconds=dict(run.ready_s),
     )
-
-
-# --- down --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DownResult:
-    profile: str
-    stopped: tuple[str, ...]
-    """Instances that had processes, now stopped."""
-    gone: tuple[str, ...]
-    """Instances already not running (nothing signalled)."""
-    mps_stopped: bool = False
-
-
-def down(
-    paths: ProfilePaths,
-    edges: Edges,
-    names: Sequence[str] = (),
-    timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
-    lock_wait_s: float = 5.0,
-) -> DownResult:
-    """Stop the profile's instances (all, or `names`). Safe to repeat; safe after a killed `up`."""
-    with profile_lock(paths, "down", wait_s=lock_wait_s):
-        state = load_state(paths)
-        if state is None:
-            if names:
-                raise LaunchError(
-                    f"profile {paths.profile!r} has no instances running", hint="gpushare status"
-                )
-            return DownResult(paths.profile, (), ())
-        known = {rec.name for rec in state.instances}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise LaunchError(
-                f"profile {paths.profile!r} has no instance {', '.join(unknown)}",
-                hint=f"its instances: {', '.join(sorted(known))}",
-            )
-        chosen = [rec for rec in state.instances if not names or rec.name in names]
-        stopped = stop_records(chosen, edges.runner, edges.clock, timeout_s)
-        gone = tuple(rec.name for rec in chosen if rec.name not in stopped)
-        state = state.without_instances({rec.name for rec in chosen})
-        mps_stopped = False
-        remaining_alive = [rec for rec in state.instances if record_alive(rec, edges.runner)]
-        if not remaining_alive:
-            if state.mps is not None and state.mps.started_by_us:
-                edges.mps.stop(Path(state.mps.pipe_dir), Path(state.mps.log_dir))
-                mps_stopped = True
-            remove_state(paths)
-        else:
-            save_state(paths, state, now=edges.clock.time())
-        return DownResult(paths.profile, tuple(stopped), gone, mps_stopped)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 from gpushare.errors import EnvironmentProblem
-from gpushare.runtime.state import ProfilePaths
+from gpushare.runtime.store.state import ProfilePaths
 
 
 def _holder(paths: ProfilePaths) -> str:

@@ -27,15 +27,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from gpushare.errors import InputError
+from gpushare.runtime.phase import InstancePhase
 
 STATE_VERSION = 1
 STATE_DIR_ENV = "GPUSHARE_STATE_DIR"
-
-InstanceState = Literal["pending", "starting", "ready", "failed", "stopped", "exited"]
-"""What `up`/`down`/the supervisor last wrote. `status` works out the live state from the process."""
 
 _PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -58,7 +56,9 @@ class InstanceRecord:
     pid: int | None = None
     """Process (and process-group/session) leader; vLLM's EngineCore and workers are its children."""
     pid_start_time: float | None = None
-    state: InstanceState = "pending"
+    state: InstancePhase = "pending"
+    """What `up`, `down` or the supervisor last wrote: pending, starting, ready, failed, stopped or
+    exited. `status` works out the live phase from the process."""
     restarts: int = 0
     started_at: float | None = None
     """Wall-clock time (time.time()) of the latest start."""
