@@ -210,6 +210,8 @@ class FakeProcess:
     exit_status: int | None = None
     signals: list[int] = field(default_factory=list)
     ignore_sigterm: bool = False
+    uninterruptible: bool = False
+    """In uninterruptible sleep (D state): not even SIGKILL takes it away."""
     children: int = 1
     """How many more processes its session holds while it runs (vLLM's EngineCore...)."""
 
@@ -292,6 +294,8 @@ class FakeRunner:
             if proc is None or pid in self.recycled:
                 continue
             proc.signals.append(sig)
+            if proc.uninterruptible:
+                continue
             if sig == signal.SIGKILL or (sig == signal.SIGTERM and not proc.ignore_sigterm):
                 proc.alive = False
                 proc.exit_status = -sig

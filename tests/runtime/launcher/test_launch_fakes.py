@@ -10,7 +10,7 @@ from launch_helpers import instance, plan_of
 
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
-from gpushare.errors import DoesNotFitError, EnvironmentProblem
+from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
 from gpushare.plan import PlannedInstance
 from gpushare.runtime.host.clock import FakeClock
 from gpushare.runtime.host.mps import FakeMpsControl
@@ -269,6 +269,18 @@ def test_down_sigterm_then_sigkill_on_fake_clock(tmp_path: Path) -> None:
     down(paths, world.edges, timeout_s=10)
     assert world.runner.processes[pid].signals == [signal.SIGTERM, signal.SIGKILL]
     assert world.clock.monotonic() - before == pytest.approx(10, abs=0.5)
+
+
+def test_down_names_what_even_sigkill_left(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    (pid,) = world.runner.processes
+    world.runner.processes[pid].uninterruptible = True
+    with pytest.raises(LaunchError, match="could not stop a even with SIGKILL") as info:
+        down(paths, world.edges, timeout_s=1)
+    assert "D state" in (info.value.hint or "")
+    assert world.runner.processes[pid].signals == [signal.SIGTERM, signal.SIGKILL]
 
 
 def test_spawn_failure_is_a_failed_instance(tmp_path: Path) -> None:

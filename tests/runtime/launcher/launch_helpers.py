@@ -15,7 +15,7 @@ from gpushare.runtime.host.probe import HttpProber
 from gpushare.runtime.host.processes import SubprocessRunner
 from gpushare.runtime.launcher.edges import Edges
 
-FAKE_SERVER = Path(__file__).with_name("fake_vllm_server.py")
+FAKE_SERVER = Path(__file__).parent.parent / "fake_vllm_server.py"
 
 
 def free_port() -> int:
