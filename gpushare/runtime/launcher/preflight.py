@@ -4,7 +4,6 @@ so one run of `up` names every one of them; nothing is started when there is any
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
+from gpushare.hub import HubEnv, find_cached
 from gpushare.plan import Plan, PlannedInstance
 from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.units import format_bytes
@@ -146,17 +146,11 @@ def check_model(ref: str, env: Mapping[str, str]) -> str | None:
         if not (path / "config.json").is_file() and not (path / "params.json").is_file():
             return f"model folder has no config.json: {ref}"
         return None
-    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    offline = any(env.get(k, "").lower() in ("1", "true", "yes") for k in offline_vars)
-    if not offline:
+    hub = HubEnv.from_environ(env)
+    if not hub.offline:
         return None  # vLLM downloads it; a wrong id fails at start with vLLM's own message
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = None
-    with contextlib.suppress(Exception):
-        cached = try_to_load_from_cache(ref, "config.json", cache_dir=env.get("HF_HUB_CACHE") or None)
-    if not isinstance(cached, str):
-        return f"model {ref} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+    if find_cached(ref, "config.json", hub) is None:
+        return f"model {ref} is not in the Hugging Face cache and {hub.offline_by} is set"
     return None
 
 
