@@ -42,22 +42,28 @@ class _ProcessRecord(BaseModel):
 
     pid: int = Field(ge=0)
     name: str = ""
+    """The executable's name, as `gpushare gpus` shows it."""
     used_bytes: Size = 0
+    """GPU memory the process holds (NVML)."""
 
 
 class _GpuRecord(BaseModel):
     model_config = _STRICT
 
     index: int | None = Field(default=None, ge=0)
+    """NVML's index; default: the position in the list."""
     name: str
+    """As NVML names it ("NVIDIA H100 80GB HBM3"); a catalog name fills in the sizes."""
     uuid: str | None = None
     total_bytes: Size | None = None
-    """Required unless `name` is in the GPU catalog."""
+    """NVML's total. Required unless `name` is in the GPU catalog."""
     reserved_bytes: Size | None = None
+    """What the driver keeps; default: the catalog's for a catalog GPU at its real total, else 0."""
     used_bytes: Size = 0
     free_bytes: Size | None = None
     mig_enabled: bool = False
     processes: list[_ProcessRecord] = Field(default_factory=list)
+    """Compute processes holding memory on it."""
     mps_daemon_running: bool = False
     """`gpushare gpus --json` repeats the machine's MPS state on every GPU."""
 
@@ -74,6 +80,7 @@ class _InventoryObject(BaseModel):
 
     gpus: list[_GpuRecord]
     mps_daemon_running: bool = False
+    """Whether an MPS control daemon runs on the machine."""
 
 
 _GPU_KEYS = tuple(_GpuRecord.model_fields)
