@@ -23,10 +23,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from gpushare.errors import ConfigError
-from gpushare.weights import HeaderTensor
+
+if TYPE_CHECKING:  # `up`'s pre-flight imports this module; the tensor model is not needed there
+    from gpushare.weights import HeaderTensor
 
 TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
 """huggingface_hub's ENV_VARS_TRUE_VALUES, compared upper-cased."""
@@ -131,6 +133,8 @@ class HuggingFaceHub:
     def safetensors_tensors(self, repo_id: str) -> list[HeaderTensor] | None:
         from huggingface_hub import get_safetensors_metadata
 
+        from gpushare.weights import HeaderTensor
+
         try:
             meta = get_safetensors_metadata(repo_id)
         except Exception:  # no safetensors in the repo (e.g. .bin only): fall back to the config
@@ -151,8 +155,9 @@ class HubRequest:
     file: HubFile
 
 
-HubAnswer = Mapping[str, Any] | list[HeaderTensor] | None
-HubHandler = Callable[[HubRequest], HubAnswer]
+HubAnswer: TypeAlias = "Mapping[str, Any] | list[HeaderTensor] | None"
+"""A config.json, the safetensors headers' tensors, or None (no safetensors)."""
+HubHandler: TypeAlias = Callable[[HubRequest], HubAnswer]
 
 
 class MockHub:
