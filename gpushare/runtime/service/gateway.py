@@ -27,6 +27,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
+from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.service.metrics import CONTENT_TYPE, GatewayMetrics, VllmMetricsCollector, render
 from gpushare.runtime.service.routes import Routes, Upstream
 
@@ -74,6 +75,19 @@ KNOWN_ROUTES = frozenset(
     }
 )
 UNKNOWN_MODEL_LABEL = "(unknown)"
+
+# aiohttp's client errors, sorted once into what they mean for a request in flight.
+_NOT_ANSWERING = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ServerTimeoutError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+)
+"""Refused, timed out connecting, or dropped before answering: the instance is down (503)."""
+_DROPPED = (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+"""The instance went away after its status line: mid-answer or mid-stream."""
+_SCRAPE_FAILED = (TimeoutError, aiohttp.ClientError)
+"""Anything that ends a /metrics scrape of an instance."""
 
 
 @dataclass(frozen=True)
@@ -170,11 +184,20 @@ class Gateway:
 
     async def start(self) -> None:
         """Listen on config.host:port. `handler_cancellation` lets a client that hangs up cancel the
-        upstream request, so vLLM stops generating for nobody."""
+        upstream request, so vLLM stops generating for nobody. Raises EnvironmentProblem when the
+        address cannot be had (busy, not this machine's)."""
         runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            where = f"{self.config.host}:{self.config.port}"
+            raise EnvironmentProblem(
+                f"the gateway cannot listen on {where}: {exc.strerror or exc}",
+                hint="another gateway may run there: pick another --port",
+            ) from exc
         self._runner = runner
 
     @property
@@ -248,7 +271,7 @@ class Gateway:
                 async with session.get(f"{upstream.base_url}/metrics", timeout=timeout) as resp:
                     resp.raise_for_status()
                     text = (await resp.read()).decode("utf-8", "replace")
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except _SCRAPE_FAILED as exc:
                 log.debug("scraping %s failed: %s", upstream.instance, exc)
                 collector.failed(upstream.instance, upstream.served_name)
                 return
@@ -379,13 +402,7 @@ class Gateway:
             upstream_response = await session.request(
                 request.method, upstream.base_url + request.rel_url.path_qs, data=body, headers=headers
             )
-        except (
-            aiohttp.ClientConnectorError,
-            aiohttp.ServerTimeoutError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-        ) as exc:
-            # Refused, timed out connecting, or dropped before answering: the instance is down.
+        except _NOT_ANSWERING as exc:
             log.info("instance %s unreachable: %s", upstream.instance, exc)
             self.metrics.error(model, "unavailable")
             if self._on_unreachable is not None:
@@ -404,11 +421,7 @@ class Gateway:
             if not streaming:
                 try:
                     data = await resp.read()
-                except (
-                    aiohttp.ClientPayloadError,
-                    aiohttp.ClientOSError,
-                    aiohttp.ServerDisconnectedError,
-                ) as exc:
+                except _DROPPED as exc:
                     self.metrics.error(model, "upstream_disconnect")
                     log.info("instance %s dropped an answer: %s", upstream.instance, exc)
                     return self._unavailable(upstream, "gone away mid-answer")
@@ -429,7 +442,7 @@ class Gateway:
             # iter_any: whatever bytes arrived, as soon as they arrive; never wait for a full buffer.
             async for chunk in resp.content.iter_any():
                 await out.write(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
+        except _DROPPED as exc:
             # Status and headers are out; all we can do is cut the stream so the client sees an error.
             self.metrics.error(upstream.served_name, "upstream_disconnect")
             log.info("instance %s dropped a stream: %s", upstream.instance, exc)

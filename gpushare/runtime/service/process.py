@@ -28,7 +28,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from gpushare.devices.base import GpuInventory
-from gpushare.errors import EnvironmentProblem, GpushareError, LaunchError
+from gpushare.errors import GpushareError, LaunchError
 from gpushare.runtime.host.clock import Clock, SystemClock
 from gpushare.runtime.host.probe import HttpProber
 from gpushare.runtime.host.processes import ProcessRunner, SubprocessRunner, process_start_time
@@ -118,14 +118,7 @@ async def serve(
         on_unreachable=supervisor.poke,
     )
     await supervisor.tick()  # adopt the instances before the first request can arrive
-    try:
-        await gateway.start()
-    except OSError as exc:
-        where = f"{gateway_config.host}:{gateway_config.port}"
-        raise EnvironmentProblem(
-            f"the gateway cannot listen on {where}: {exc.strerror or exc}",
-            hint="another gateway may run there: pick another --port",
-        ) from exc
+    await gateway.start()
     me = os.getpid()
     started = process_start_time(me)
     assert started is not None  # this very process

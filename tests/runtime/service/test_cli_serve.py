@@ -46,3 +46,14 @@ def test_port_taken_is_an_environment_problem() -> None:
         result = CliRunner().invoke(app, ["supervise", "lab", "--foreground", "--port", str(port)])
     assert result.exit_code == 3, result.output
     assert "cannot listen on 127.0.0.1" in result.output
+
+
+def test_port_taken_for_a_standalone_gateway() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["gateway", "--upstream", "a=http://x:1", "--port", str(port)])
+    assert result.exit_code == 3, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
