@@ -14,6 +14,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# urllib's ways of saying "no answer": URLError/HTTPError/timeouts/refused are OSErrors, a malformed
+# status line or URL a ValueError.
+_NO_ANSWER = (OSError, ValueError)
+
 
 class Prober(Protocol):
     def health(self, port: int) -> bool:
@@ -44,7 +48,7 @@ class HttpProber:
         try:
             with urllib.request.urlopen(self._url(port, "/health"), timeout=self.timeout_s) as resp:
                 return int(resp.status) == 200
-        except (OSError, ValueError):
+        except _NO_ANSWER:
             return False
 
     def complete(self, port: int, model: str) -> str | None:
@@ -61,7 +65,7 @@ class HttpProber:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
             return f"HTTP {exc.code}: {_error_message(detail)}"
-        except (OSError, ValueError) as exc:
+        except _NO_ANSWER as exc:
             return f"no answer: {exc}"
         if not isinstance(answer, dict) or not answer.get("choices"):
             return f"unexpected answer: {str(answer)[:200]}"
@@ -71,7 +75,7 @@ class HttpProber:
         try:
             with urllib.request.urlopen(self._url(port, "/metrics"), timeout=self.timeout_s) as resp:
                 return bytes(resp.read()).decode(errors="replace")
-        except (OSError, ValueError):
+        except _NO_ANSWER:
             return None
 
 
