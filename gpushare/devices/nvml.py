@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psutil
-
 from gpushare.catalog.gpus import find_gpu_model
 from gpushare.devices.base import Gpu, GpuProcess, NoGpuDriver
 from gpushare.errors import EnvironmentProblem
@@ -26,6 +24,8 @@ MPS_PROCESS_NAMES = frozenset({"nvidia-cuda-mps-control", "nvidia-cuda-mps-serve
 
 def process_name(pid: int) -> str:
     """The executable name of `pid`, or "" when it is gone or belongs to someone we cannot see."""
+    import psutil  # here, not at the top: `gpushare plan` imports this module and never asks
+
     try:
         return psutil.Process(pid).name()
     except (psutil.Error, OSError):
@@ -34,6 +34,8 @@ def process_name(pid: int) -> str:
 
 def running_process_names() -> Iterator[str]:
     """Names of all processes on this machine (those we may read)."""
+    import psutil
+
     for proc in psutil.process_iter(["name"]):
         name = proc.info.get("name")
         if name:
