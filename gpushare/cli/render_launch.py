@@ -13,14 +13,13 @@ from gpushare.runtime.launcher.status import InstanceStatus, StatusReport
 from gpushare.runtime.launcher.up import Failure, InstanceProgress, UpResult
 from gpushare.units import format_bytes
 
-_STATE_STYLE = {
+_STATE_STYLE: dict[str, str] = {  # by InstancePhase (runtime/phase.py)
     "ready": "green",
     "starting": "yellow",
     "pending": "dim",
     "unhealthy": "red",
     "exited": "red",
     "failed": "red",
-    "skipped": "dim",
 }
 
 
