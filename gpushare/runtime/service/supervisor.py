@@ -466,8 +466,10 @@ class Supervisor:
             Alert(watch.record.name, served_name(watch.record), kind, message, dict(details or {}))
         )
 
-    def _write(self, name: str, watch: _Watch, **changes: object) -> None:
-        """Record a change in the state file; if the profile is busy, keep it for the next tick."""
+    def _write(self, name: str, watch: _Watch, state: InstancePhase, **changes: str | float | None) -> None:
+        """Record the instance's new state (and `error`, `ready_at`) in the state file; if the profile
+        is busy, keep it for the next tick."""
+        changes = {"state": state, **changes}
         watch.pending.update(changes)
         watch.record = dataclasses.replace(watch.record, **changes)  # type: ignore[arg-type]
         self._flush_one(name, watch)
