@@ -79,8 +79,8 @@ def _serve_upstream(port: int) -> None:
 
 
 def _serve_gateway(port: int, upstream_port: int) -> None:
-    from gpushare.runtime.gateway import Gateway, GatewayConfig
-    from gpushare.runtime.gw_routes import RouteTable, Upstream
+    from gpushare.runtime.service.gateway import Gateway, GatewayConfig
+    from gpushare.runtime.service.routes import RouteTable, Upstream
 
     async def main() -> None:
         table = RouteTable([Upstream("bench", "bench", f"http://127.0.0.1:{upstream_port}")])

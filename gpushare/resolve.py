@@ -5,23 +5,25 @@ Where a reference is looked up, in order:
 2. the local Hugging Face cache (a repo id downloaded before);
 3. the bundled catalog of exact published config.json files (gpushare/catalog/hf_configs);
 4. the Hub, through huggingface_hub: config.json and the safetensors headers only, never
-   weights; skipped when HF_HUB_OFFLINE is set.
+   weights; skipped in offline mode.
 
-The Hub sits behind `HubClient` so tests never touch the network.
+Offline mode and the cache's place follow `hub.HubEnv` (the one rule, shared with `up`'s
+pre-flight); the Hub sits behind `hub.HubClient` so tests never touch the network.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from gpushare.errors import ConfigError, ModelNotFoundError
 from gpushare.hfconfig import ModelArch, parse_config
+from gpushare.hub import HubClient as HubClient  # re-exported: estimate_job imports it from here
+from gpushare.hub import HubEnv, HuggingFaceHub, find_cached, read_config_json
 from gpushare.weights import HeaderTensor, parse_header
 
 CATALOG_DIR = Path(__file__).parent / "catalog" / "hf_configs"
@@ -38,27 +40,6 @@ class ResolvedModel:
 
     def arch(self) -> ModelArch:
         return parse_config(self.config, self.reference)
-
-
-class HubClient(Protocol):
-    def config(self, repo_id: str) -> Mapping[str, Any]: ...
-
-    def safetensors_tensors(self, repo_id: str) -> list[HeaderTensor] | None: ...
-
-
-def _read_json(path: Path, reference: str) -> Mapping[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{reference}: {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
-            hint="fix or re-download config.json",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{reference}: cannot read {path}: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{reference}: {path} must hold a JSON object")
-    return data
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -112,55 +93,17 @@ def _catalog_lookup(reference: str) -> Path | None:
     return bare[0] if len(bare) == 1 else None
 
 
-def _hf_cache_folder(repo_id: str) -> Path | None:
-    """The cached snapshot folder holding config.json for repo_id, if any (never the network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    # Read the cache location now, not at import, so HF_HUB_CACHE/HF_HOME set later are honoured.
-    cache_dir = os.environ.get("HF_HUB_CACHE") or (
-        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
-    )
-    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
-    if isinstance(found, str):
-        return Path(found).parent
-    return None
-
-
 def _looks_like_repo_id(reference: str) -> bool:
     parts = reference.split("/")
     return len(parts) == 2 and all(parts) and not reference.startswith((".", "/", "~"))
 
 
-def hub_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-class HuggingFaceHub:
-    """The real Hub: config.json and safetensors headers through huggingface_hub, no weights."""
-
-    def config(self, repo_id: str) -> Mapping[str, Any]:
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(repo_id, "config.json")
-        return _read_json(Path(path), repo_id)
-
-    def safetensors_tensors(self, repo_id: str) -> list[HeaderTensor] | None:
-        from huggingface_hub import get_safetensors_metadata
-
-        try:
-            meta = get_safetensors_metadata(repo_id)
-        except Exception:  # no safetensors in the repo (e.g. .bin only): fall back to the config
-            return None
-        tensors: list[HeaderTensor] = []
-        for file_meta in meta.files_metadata.values():
-            for name, info in file_meta.tensors.items():
-                tensors.append(HeaderTensor(name, info.dtype, tuple(info.shape)))
-        return tensors
-
-
-def resolve_model(reference: str, hub: HubClient | None = None) -> ResolvedModel:
-    """Find `reference`; raise ModelNotFoundError naming every place looked at."""
+def resolve_model(
+    reference: str, hub: HubClient | None = None, environ: Mapping[str, str] | None = None
+) -> ResolvedModel:
+    """Find `reference`; raise ModelNotFoundError naming every place looked at. `environ` (default
+    os.environ) says whether the Hub may be asked and where the cache is (`hub.HubEnv`)."""
+    env = HubEnv.from_environ(environ)
     looked: list[str] = []
     path = Path(reference).expanduser()
     if path.is_dir():
@@ -170,19 +113,24 @@ def resolve_model(reference: str, hub: HubClient | None = None) -> ResolvedModel
                 f"{reference}: folder has no config.json", hint="point at a Hugging Face model folder"
             )
         return ResolvedModel(
-            reference, f"local folder {path}", _read_json(config, reference), tensors_in_folder(path), path
+            reference,
+            f"local folder {path}",
+            read_config_json(config, reference),
+            tensors_in_folder(path),
+            path,
         )
     looked.append(f"no local folder {path}")
     if path.suffix == ".json" and path.is_file():
-        return ResolvedModel(reference, f"config file {path}", _read_json(path, reference), None, None)
+        return ResolvedModel(reference, f"config file {path}", read_config_json(path, reference), None, None)
 
     if _looks_like_repo_id(reference):
-        cached = _hf_cache_folder(reference)
+        cached_config = find_cached(reference, "config.json", env)
+        cached = cached_config.parent if cached_config is not None else None
         if cached is not None:
             return ResolvedModel(
                 reference,
                 f"Hugging Face cache {cached}",
-                _read_json(cached / "config.json", reference),
+                read_config_json(cached / "config.json", reference),
                 tensors_in_folder(cached),
                 cached,
             )
@@ -191,14 +139,16 @@ def resolve_model(reference: str, hub: HubClient | None = None) -> ResolvedModel
     catalog_path = _catalog_lookup(reference)
     if catalog_path is not None:
         repo_id = catalog_path.stem.replace("--", "/", 1)
-        return ResolvedModel(repo_id, "gpushare catalog", _read_json(catalog_path, reference), None, None)
+        return ResolvedModel(
+            repo_id, "gpushare catalog", read_config_json(catalog_path, reference), None, None
+        )
     looked.append("not in the bundled catalog (gpushare models --catalog lists it)")
 
     if _looks_like_repo_id(reference):
-        if hub_offline():
-            looked.append("Hub not asked (HF_HUB_OFFLINE is set)")
+        if env.offline:
+            looked.append(f"Hub not asked ({env.offline_by} is set)")
         else:
-            hub = hub or HuggingFaceHub()
+            hub = hub or HuggingFaceHub(env)
             try:
                 hub_config = hub.config(reference)
             except ConfigError:
@@ -214,5 +164,6 @@ def resolve_model(reference: str, hub: HubClient | None = None) -> ResolvedModel
                 )
     raise ModelNotFoundError(
         f"model {reference!r} not found: " + "; ".join(looked),
-        hint="give a local folder with config.json, a cached or catalog repo id, or unset HF_HUB_OFFLINE",
+        hint="give a local folder with config.json, a cached or catalog repo id,"
+        f" or unset {env.offline_by or 'HF_HUB_OFFLINE'}",
     )

@@ -1,73 +1,129 @@
-"""The typer app, lazy command loading, and the one place where GpushareError becomes a message
-and an exit code.
+"""The typer app, lazy command loading, and the CLI's error boundary.
 
 Commands live in their own modules (`gpushare/cli/<module>.py`), which register themselves on `app`
-with `@app.command()` when imported. `COMMANDS` maps each command name to its module, and
-`GpushareGroup` imports a module only when its command runs, so `gpushare estimate` never pays for
-the HTTP stack, the solver or NVML (BENCHMARKS.md: estimate start-up).
+with `@app.command()` when imported. `COMMANDS` names each command's module and the one-line summary
+`gpushare --help` lists, so the root help and any one command import only what that command needs:
+`gpushare --help` imports no command module, `gpushare estimate` never pays for the HTTP stack, the
+solver or NVML (BENCHMARKS.md: start-up). tests/cli/test_app.py keeps each summary equal to its
+command's docstring.
+
+The error boundary (`GpushareGroup.invoke`), pip's exit ladder in small: a `GpushareError` prints one
+line (plus a hint) and exits with its code (errors.py); anything else prints one line naming the
+command and the exception, and exits 1; with `--debug` or GPUSHARE_DEBUG=1 it raises on, traceback
+and all. `typer.testing.CliRunner` sees the same exit codes as a user.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
 import typer.core
 import typer.main
 from rich.console import Console
+from rich.text import Text
 
 from gpushare.errors import GpushareError
 
-COMMANDS = {
-    "estimate": "estimate",
-    "gpus": "gpus",
-    "plan": "plan",
-    "check": "plan",
-    "profile": "profile",
-    "up": "launch",
-    "down": "launch",
-    "status": "launch",
-    "logs": "launch",
-    "supervise": "serve",
-    "gateway": "serve",
-    "calibrate": "calibrate",
+DEBUG_ENV = "GPUSHARE_DEBUG"
+_DEBUG_KEY = "gpushare.debug"
+
+
+@dataclass(frozen=True)
+class CommandEntry:
+    module: str
+    """gpushare/cli/<module>.py registers the command."""
+    summary: str
+    """The first paragraph of the command's docstring, as `gpushare --help` lists it."""
+
+
+COMMANDS: dict[str, CommandEntry] = {
+    "estimate": CommandEntry(
+        "estimate",
+        "Predict weights, KV cache, activation, CUDA graphs and the process footprint of one instance.",
+    ),
+    "gpus": CommandEntry(
+        "gpus", "List GPUs: memory (total, driver-reserved, used, free), MIG mode, compute processes, MPS."
+    ),
+    "plan": CommandEntry(
+        "plan", "Place the profile's models on GPUs and print each GPU's memory and the exact vLLM commands."
+    ),
+    "check": CommandEntry(
+        "plan",
+        "Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,\n"
+        "2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`.",
+    ),
+    "profile": CommandEntry("profile", "Profile files: print their JSON Schema, validate one."),
+    "up": CommandEntry(
+        "launch", "Plan PROFILE, check the machine, start every instance and wait until each one serves."
+    ),
+    "down": CommandEntry(
+        "launch", "Stop a profile's instances (SIGTERM, then SIGKILL after --timeout). Safe to repeat."
+    ),
+    "status": CommandEntry(
+        "launch", "Per instance: state, memory planned vs actual, KV cache, requests; per GPU: memory."
+    ),
+    "logs": CommandEntry("launch", "Show an instance's vLLM log."),
+    "supervise": CommandEntry(
+        "serve", "Run the gateway (one OpenAI endpoint, /metrics) and keep the profile's instances serving."
+    ),
+    "gateway": CommandEntry(
+        "serve", "A gateway only, in the foreground, for servers gpushare did not start (no supervision)."
+    ),
+    "calibrate": CommandEntry(
+        "calibrate",
+        "Start each model of PROFILE alone, once, read vLLM's own memory accounting from its log and\n"
+        "NVML's process footprint, and store a record per (GPU, vLLM version, model, settings).",
+    ),
 }
+
+# Signals typer and click use to end a run on purpose (exit codes, usage errors, Ctrl-C at a prompt):
+# never "unexpected".
+_CONTROL_FLOW = (typer.Exit, typer.Abort, typer.TyperException, EOFError)
+
+
+def _console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_error(exc: GpushareError) -> None:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = _console()
     console.print(f"[bold red]error:[/] {exc.message}", markup=True)
     if exc.hint:
         console.print(f"[dim]hint:[/] {exc.hint}", markup=True)
 
 
-def load_command_module(name: str) -> bool:
-    """Import the module that defines command `name`; False when there is none (yet)."""
-    module = COMMANDS.get(name)
-    if module is None:
-        return False
-    try:
-        importlib.import_module(f"gpushare.cli.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"gpushare.cli.{module}":
-            raise
-        return False
-    return True
+def print_unexpected(exc: Exception, command: str) -> None:
+    """One line for an error gpushare did not anticipate (a bug), and how to see more."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    sub = command.removeprefix("gpushare ")
+    console = _console()
+    console.print(Text.assemble(("error:", "bold red"), f" `{command}` failed unexpectedly: {what}"))
+    console.print(
+        Text.assemble(
+            ("hint:", "dim"),
+            f" a bug in gpushare; `gpushare --debug {sub} ...` (or {DEBUG_ENV}=1) shows the traceback",
+        )
+    )
+
+
+def _command_name(ctx: Any) -> str:
+    names: list[str] = []
+    current = ctx
+    while current.parent is not None:
+        names.append(current.info_name or "")
+        current = current.parent
+    names.reverse()
+    if ctx.invoked_subcommand:
+        names.append(ctx.invoked_subcommand)
+    return " ".join(["gpushare", *names])
 
 
 class GpushareGroup(typer.core.TyperGroup):
-    def list_commands(self, ctx: Any) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | {n for n in COMMANDS if self.get_command(ctx, n)})
-
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        command = super().get_command(ctx, cmd_name)
-        if command is None and load_command_module(cmd_name):
-            # The module registered its command on `app`; build the click command for it.
-            command = typer.main.get_group(app).commands.get(cmd_name)
-            if command is not None:
-                self.add_command(command, cmd_name)
-        return command
+    """A command group with gpushare's error boundary."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:
@@ -75,11 +131,53 @@ class GpushareGroup(typer.core.TyperGroup):
         except GpushareError as exc:
             print_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except _CONTROL_FLOW:
+            raise
+        except Exception as exc:
+            if ctx.meta.get(_DEBUG_KEY):
+                raise
+            print_unexpected(exc, _command_name(ctx))
+            raise typer.Exit(1) from None
+
+
+def _summary_command(name: str, summary: str) -> typer.core.TyperCommand:
+    """What `gpushare --help` lists for a command whose module is not imported: its name and summary."""
+    return typer.core.TyperCommand(name=name, help=summary)
+
+
+class LazyGroup(GpushareGroup):
+    """The root group: a command's module is imported only when that command runs (or its own
+    --help is asked for); the root --help lists `COMMANDS`' summaries without importing any."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            return _summary_command(cmd_name, COMMANDS[cmd_name].summary)
+        return command
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] in COMMANDS:
+            self.load(args[0])
+        return super().resolve_command(ctx, args)
+
+    def load(self, name: str) -> Any:
+        """Import the module of command `name` and add its click command here."""
+        command = self.commands.get(name)
+        if command is None:
+            importlib.import_module(f"gpushare.cli.{COMMANDS[name].module}")
+            # The module registered its command on `app`; build the click command for it.
+            command = typer.main.get_group(app).commands.get(name)
+            if command is not None:
+                self.add_command(command, name)
+        return command
 
 
 app = typer.Typer(
     name="gpushare",
-    cls=GpushareGroup,
+    cls=LazyGroup,
     help="Plan and run several vLLM instances on shared GPUs.",
     no_args_is_help=True,
     add_completion=False,
@@ -88,5 +186,16 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar=DEBUG_ENV,
+            help="On an unexpected error, show its traceback instead of one line.",
+        ),
+    ] = False,
+) -> None:
     """Plan and run several vLLM instances on shared GPUs."""
+    ctx.meta[_DEBUG_KEY] = debug

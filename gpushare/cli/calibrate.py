@@ -47,8 +47,8 @@ def calibrate(
     from gpushare.estimate_job import gpu_target, load_model, run_estimate
     from gpushare.planner import build_plan
     from gpushare.profile import load_profile
-    from gpushare.runtime.calibrate import calibrate_plan
-    from gpushare.runtime.state import profile_paths, state_root
+    from gpushare.runtime.launcher.calibrate import calibrate_plan
+    from gpushare.runtime.store.state import profile_paths, state_root
 
     loaded = load_profile(profile)
     if loaded.device == "cpu":

@@ -31,22 +31,19 @@ from gpushare.cli.render_launch import (
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
 from gpushare.plan import Plan
-from gpushare.runtime.clock import SystemClock
-from gpushare.runtime.launch import (
+from gpushare.runtime.host.clock import SystemClock
+from gpushare.runtime.launcher.down import DownResult, down
+from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, real_edges
+from gpushare.runtime.launcher.status import collect_status
+from gpushare.runtime.launcher.up import (
     DEFAULT_READY_TIMEOUT_S,
-    DEFAULT_STOP_TIMEOUT_S,
-    DownResult,
-    Edges,
     InstanceFailedError,
     InstanceProgress,
     UpOptions,
-    down,
-    real_edges,
     up,
 )
-from gpushare.runtime.logs import find_log, follow, tail_lines
-from gpushare.runtime.state import list_profiles, profile_paths, state_root
-from gpushare.runtime.status import collect_status
+from gpushare.runtime.store.logs import find_log, follow, tail_lines
+from gpushare.runtime.store.state import list_profiles, profile_paths, state_root
 
 
 def _nvml_inventory() -> GpuInventory:
@@ -150,7 +147,7 @@ def up_command(
     if result.failed:
         raise typer.Exit(1)
     if gateway:
-        from gpushare.runtime.gw_service import start_background
+        from gpushare.runtime.service.process import start_background
 
         info = start_background(
             paths,
@@ -202,7 +199,7 @@ def down_command(
         targets = list_profiles(root)
     else:
         targets = [_resolve_profile(profile) if profile else _only_profile("down")]
-    from gpushare.runtime.gw_service import stop_background
+    from gpushare.runtime.service.process import stop_background
 
     results: list[DownResult] = []
     for name in targets:

@@ -8,18 +8,18 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from gpushare.runtime.launch import DownResult, Failure, InstanceProgress, UpResult
-from gpushare.runtime.status import InstanceStatus, StatusReport
+from gpushare.runtime.launcher.down import DownResult
+from gpushare.runtime.launcher.status import InstanceStatus, StatusReport
+from gpushare.runtime.launcher.up import Failure, InstanceProgress, UpResult
 from gpushare.units import format_bytes
 
-_STATE_STYLE = {
+_STATE_STYLE: dict[str, str] = {  # by InstancePhase (runtime/phase.py)
     "ready": "green",
     "starting": "yellow",
     "pending": "dim",
     "unhealthy": "red",
     "exited": "red",
     "failed": "red",
-    "skipped": "dim",
 }
 
 

@@ -15,19 +15,13 @@ from rich.console import Console
 
 from gpushare.cli.app import app
 from gpushare.errors import InputError
-from gpushare.runtime.clock import SystemClock
-from gpushare.runtime.gateway import Gateway, GatewayConfig
-from gpushare.runtime.gw_routes import DuplicateModelName, RouteTable, Upstream
-from gpushare.runtime.gw_service import (
-    detect_gpus,
-    read_info,
-    run_foreground,
-    start_background,
-    stop_background,
-)
-from gpushare.runtime.processes import SubprocessRunner
-from gpushare.runtime.state import load_state, profile_paths
-from gpushare.runtime.supervisor import SupervisorPolicy
+from gpushare.runtime.host.clock import SystemClock
+from gpushare.runtime.host.processes import SubprocessRunner
+from gpushare.runtime.service.gateway import Gateway, GatewayConfig
+from gpushare.runtime.service.policy import SupervisorPolicy
+from gpushare.runtime.service.process import detect_gpus, run_foreground, start_background, stop_background
+from gpushare.runtime.service.routes import DuplicateModelName, RouteTable, Upstream
+from gpushare.runtime.store.state import load_state, profile_paths
 from gpushare.units import parse_bytes
 
 API_KEY_ENV = "GPUSHARE_API_KEY"
@@ -208,9 +202,3 @@ def _parse_upstream(text: str) -> Upstream:
         )
     served, *aliases = [n.strip() for n in names.split(",") if n.strip()]
     return Upstream(instance=served, served_name=served, base_url=url.rstrip("/"), aliases=tuple(aliases))
-
-
-def running_gateway(profile: str) -> str | None:
-    """The URL of the profile's running gateway, for `status` (None when not running)."""
-    info = read_info(profile_paths(profile))
-    return info.url if info is not None else None

@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psutil
-
 from gpushare.catalog.gpus import find_gpu_model
 from gpushare.devices.base import Gpu, GpuProcess, NoGpuDriver
 from gpushare.errors import EnvironmentProblem
@@ -26,6 +24,8 @@ MPS_PROCESS_NAMES = frozenset({"nvidia-cuda-mps-control", "nvidia-cuda-mps-serve
 
 def process_name(pid: int) -> str:
     """The executable name of `pid`, or "" when it is gone or belongs to someone we cannot see."""
+    import psutil  # here, not at the top: `gpushare plan` imports this module and never asks
+
     try:
         return psutil.Process(pid).name()
     except (psutil.Error, OSError):
@@ -34,6 +34,8 @@ def process_name(pid: int) -> str:
 
 def running_process_names() -> Iterator[str]:
     """Names of all processes on this machine (those we may read)."""
+    import psutil
+
     for proc in psutil.process_iter(["name"]):
         name = proc.info.get("name")
         if name:
@@ -94,6 +96,18 @@ class NvmlInventory:
                 return [self._read_gpu(nvml, index) for index in range(count)]
             except nvml.NVMLError as exc:
                 raise EnvironmentProblem(f"NVML failed while reading the GPUs: {exc}") from exc
+
+    def utilization(self) -> dict[int, float]:
+        """GPU busy fraction (0..1) by index: NVML's utilization.gpu over its last sample period."""
+        with self._session() as nvml:
+            try:
+                count = int(nvml.nvmlDeviceGetCount())
+                return {
+                    i: float(nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(i)).gpu) / 100
+                    for i in range(count)
+                }
+            except nvml.NVMLError as exc:
+                raise EnvironmentProblem(f"NVML failed while reading GPU utilization: {exc}") from exc
 
     def mps_daemon_running(self) -> bool:
         return any(name in MPS_PROCESS_NAMES for name in self._process_names())

@@ -17,30 +17,130 @@ strings such as "80GiB"; a GPU whose `name` is in the catalog may leave out `tot
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from gpushare.catalog.gpus import find_gpu_model
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.errors import InputError
 from gpushare.units import parse_bytes
 
-_GPU_KEYS = frozenset(
-    {
-        "index",
-        "name",
-        "uuid",
-        "total_bytes",
-        "reserved_bytes",
-        "used_bytes",
-        "free_bytes",
-        "mig_enabled",
-        "processes",
-        "mps_daemon_running",
-    }
-)
-_PROCESS_KEYS = frozenset({"pid", "name", "used_bytes"})
+# --- the file's shape (pydantic) ------------------------------------------------------------------
+# Strict: JSON has no "1" for 1 or 1 for true, and a typo'd key is an error, not a default. Sizes are
+# an int of bytes or a string such as "80GiB", parsed by `units.parse_bytes` after the shape is known.
+
+Size = int | str
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _ProcessRecord(BaseModel):
+    model_config = _STRICT
+
+    pid: int = Field(ge=0)
+    name: str = ""
+    """The executable's name, as `gpushare gpus` shows it."""
+    used_bytes: Size = 0
+    """GPU memory the process holds (NVML)."""
+
+
+class _GpuRecord(BaseModel):
+    model_config = _STRICT
+
+    index: int | None = Field(default=None, ge=0)
+    """NVML's index; default: the position in the list."""
+    name: str
+    """As NVML names it ("NVIDIA H100 80GB HBM3"); a catalog name fills in the sizes."""
+    uuid: str | None = None
+    total_bytes: Size | None = None
+    """NVML's total. Required unless `name` is in the GPU catalog."""
+    reserved_bytes: Size | None = None
+    """What the driver keeps; default: the catalog's for a catalog GPU at its real total, else 0."""
+    used_bytes: Size = 0
+    free_bytes: Size | None = None
+    mig_enabled: bool = False
+    processes: list[_ProcessRecord] = Field(default_factory=list)
+    """Compute processes holding memory on it."""
+    mps_daemon_running: bool = False
+    """`gpushare gpus --json` repeats the machine's MPS state on every GPU."""
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("blank")
+        return value
+
+
+class _InventoryObject(BaseModel):
+    model_config = _STRICT
+
+    gpus: list[_GpuRecord]
+    mps_daemon_running: bool = False
+    """Whether an MPS control daemon runs on the machine."""
+
+
+_GPU_KEYS = tuple(_GpuRecord.model_fields)
+_PROCESS_KEYS = tuple(_ProcessRecord.model_fields)
+_TOP_KEYS = tuple(_InventoryObject.model_fields)
+_SIZE_FIELDS = frozenset({"total_bytes", "reserved_bytes", "used_bytes", "free_bytes"})
+_FIELDS = frozenset(_GPU_KEYS) | frozenset(_PROCESS_KEYS) | frozenset(_TOP_KEYS)
+_GPU_NAME_FIX = "required, a GPU name such as 'NVIDIA H100 80GB HBM3'"
+
+
+def _path(loc: Sequence[int | str]) -> tuple[list[int | str], str]:
+    """(the location without pydantic's union-member tags, as text: 'gpus[0].processes[1].pid')."""
+    kept = [part for part in loc if isinstance(part, int) or part in _FIELDS]
+    text = ""
+    for part in kept:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return kept, text
+
+
+def _message(error: ErrorDetails, where: str) -> InputError:
+    """One line for pydantic's error: the file, the place in it, and what to write there."""
+    kept, place = _path(error["loc"])
+    field = kept[-1] if kept else None
+    value = error.get("input")
+    got = repr(None if error["type"] == "missing" else value)
+    if error["type"] == "extra_forbidden":
+        key = error["loc"][-1]
+        parent_loc, parent = _path(error["loc"][:-1])
+        at = f"{where}: {parent}" if parent else where
+        if not parent_loc:
+            return InputError(f"{at}: unknown key {key!r}; expected {', '.join(_TOP_KEYS)}")
+        if "processes" in parent_loc:
+            return InputError(f"{at}: unknown key {key!r}; expected {', '.join(_PROCESS_KEYS)}")
+        return InputError(f"{at}: unknown key {key!r}", hint=f"known keys: {', '.join(sorted(_GPU_KEYS))}")
+    if isinstance(field, int) or (error["type"] == "model_type" and field == "processes"):
+        what = "pid and used_bytes" if "processes" in kept else "name and total_bytes"
+        return InputError(f"{where}: {place}: expected an object with {what}")
+    if field == "gpus":
+        return InputError(f"{where}: expected a list of GPU objects (what `gpushare gpus --json` prints)")
+    at = f"{where}: {place}"
+    if field in _SIZE_FIELDS:
+        return InputError(f"{at}: must be bytes as an integer or a size such as 80GiB, got {got}")
+    if field == "name" and "processes" not in kept:
+        return InputError(f"{at}: {_GPU_NAME_FIX}")
+    if field in ("index", "pid"):
+        return InputError(f"{at}: must be a non-negative integer, got {got}")
+    if field in ("mig_enabled", "mps_daemon_running"):
+        return InputError(f"{at}: must be true or false, got {got}")
+    if field == "processes":
+        return InputError(f"{at}: must be a list")
+    if field in ("uuid", "name"):
+        return InputError(f"{at}: must be a string, got {got}")
+    return InputError(f"{at}: {error['msg']} (got {got})")  # a field added without its own message
+
+
+def _first_error(exc: ValidationError, where: str) -> InputError:
+    """A typo'd key explains the errors after it, so it goes first; else pydantic's first error."""
+    errors = exc.errors()
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    return _message((unknown or errors)[0], where)
 
 
 class StaticInventory:
@@ -73,22 +173,20 @@ class StaticInventory:
     @classmethod
     def from_records(cls, data: Any, where: str = "GPU inventory") -> StaticInventory:
         """Build from the decoded JSON (a list of GPU objects, or {"gpus": [...], ...})."""
-        mps = False
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - {"gpus", "mps_daemon_running"})
-            if unknown:
-                raise InputError(f"{where}: unknown key {unknown[0]!r}; expected gpus, mps_daemon_running")
-            mps = _bool(data.get("mps_daemon_running", False), f"{where}: mps_daemon_running")
-            data = data.get("gpus")
-        if not isinstance(data, list):
+        if not isinstance(data, dict | list):
             raise InputError(f"{where}: expected a list of GPU objects (what `gpushare gpus --json` prints)")
-        gpus = []
-        for position, record in enumerate(data):
-            gpus.append(gpu_from_record(record, f"{where}: gpus[{position}]", default_index=position))
-            mps = mps or bool(isinstance(record, dict) and record.get("mps_daemon_running") is True)
+        try:
+            doc = _InventoryObject.model_validate(data if isinstance(data, dict) else {"gpus": data})
+        except ValidationError as exc:
+            raise _first_error(exc, where) from None
+        gpus = [
+            _gpu(record, f"{where}: gpus[{position}]", default_index=position)
+            for position, record in enumerate(doc.gpus)
+        ]
         indices = [gpu.index for gpu in gpus]
         if len(set(indices)) != len(indices):
             raise InputError(f"{where}: two GPUs have the same index ({indices})")
+        mps = doc.mps_daemon_running or any(record.mps_daemon_running for record in doc.gpus)
         return cls(sorted(gpus, key=lambda g: g.index), mps=mps)
 
 
@@ -110,79 +208,50 @@ def gpu_to_record(gpu: Gpu, mps_daemon_running: bool) -> dict[str, Any]:
 
 def gpu_from_record(record: Any, where: str, default_index: int = 0) -> Gpu:
     """The inverse of `gpu_to_record`, with checks; `where` prefixes every error."""
-    if not isinstance(record, Mapping):
-        raise InputError(f"{where}: expected an object with name and total_bytes")
-    unknown = sorted(set(record) - _GPU_KEYS)
-    if unknown:
-        raise InputError(
-            f"{where}: unknown key {unknown[0]!r}", hint=f"known keys: {', '.join(sorted(_GPU_KEYS))}"
-        )
-    name = record.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise InputError(f"{where}.name: required, a GPU name such as 'NVIDIA H100 80GB HBM3'")
-    model = find_gpu_model(name)
-    if "total_bytes" in record:
-        total = _size(record["total_bytes"], f"{where}.total_bytes")
+    try:
+        doc = _InventoryObject.model_validate({"gpus": [record]})
+    except ValidationError as exc:
+        error = _first_error(exc, "")
+        # The message reads ": gpus[0]...: why"; say `where` instead of the list position.
+        raise InputError(where + error.message.removeprefix(": gpus[0]"), hint=error.hint) from None
+    return _gpu(doc.gpus[0], where, default_index)
+
+
+def _gpu(record: _GpuRecord, where: str, default_index: int) -> Gpu:
+    """The GPU a validated record describes: sizes parsed, the catalog's total and reservation
+    filled in for a GPU it knows."""
+    model = find_gpu_model(record.name)
+    if record.total_bytes is not None:
+        total = parse_bytes(record.total_bytes, f"{where}.total_bytes")
     elif model is not None:
         total = model.total_bytes
     else:
-        raise InputError(f"{where}.total_bytes: required for {name!r}, which is not in the GPU catalog")
-    if "reserved_bytes" in record:
-        reserved = _size(record["reserved_bytes"], f"{where}.reserved_bytes")
+        raise InputError(
+            f"{where}.total_bytes: required for {record.name!r}, which is not in the GPU catalog"
+        )
+    if record.reserved_bytes is not None:
+        reserved = parse_bytes(record.reserved_bytes, f"{where}.reserved_bytes")
     else:
         # A catalog GPU described with its real total keeps the catalog's reservation.
         reserved = model.reserved_bytes if model is not None and total == model.total_bytes else 0
     if reserved > total:
         raise InputError(f"{where}.reserved_bytes: larger than total_bytes ({reserved} > {total})")
-    used = _size(record.get("used_bytes", 0), f"{where}.used_bytes")
-    free_raw = record.get("free_bytes")
-    free = None if free_raw is None else _size(free_raw, f"{where}.free_bytes")
-    index = record.get("index", default_index)
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise InputError(f"{where}.index: must be a non-negative integer, got {index!r}")
-    uuid = record.get("uuid")
-    if uuid is not None and not isinstance(uuid, str):
-        raise InputError(f"{where}.uuid: must be a string, got {uuid!r}")
-    processes = record.get("processes", [])
-    if not isinstance(processes, list):
-        raise InputError(f"{where}.processes: must be a list")
+    free = None if record.free_bytes is None else parse_bytes(record.free_bytes, f"{where}.free_bytes")
     return Gpu(
-        index=index,
-        name=name,
+        index=default_index if record.index is None else record.index,
+        name=record.name,
         total_bytes=total,
         reserved_bytes=reserved,
-        used_bytes=used,
+        used_bytes=parse_bytes(record.used_bytes, f"{where}.used_bytes"),
         free_bytes=free,
-        uuid=uuid,
-        mig_enabled=_bool(record.get("mig_enabled", False), f"{where}.mig_enabled"),
-        processes=tuple(_process(p, f"{where}.processes[{i}]") for i, p in enumerate(processes)),
+        uuid=record.uuid,
+        mig_enabled=record.mig_enabled,
+        processes=tuple(
+            GpuProcess(
+                pid=p.pid,
+                used_bytes=parse_bytes(p.used_bytes, f"{where}.processes[{i}].used_bytes"),
+                name=p.name,
+            )
+            for i, p in enumerate(record.processes)
+        ),
     )
-
-
-def _process(record: Any, where: str) -> GpuProcess:
-    if not isinstance(record, Mapping):
-        raise InputError(f"{where}: expected an object with pid and used_bytes")
-    unknown = sorted(set(record) - _PROCESS_KEYS)
-    if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r}; expected pid, name, used_bytes")
-    pid = record.get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
-        raise InputError(f"{where}.pid: must be a non-negative integer, got {pid!r}")
-    name = record.get("name", "")
-    if not isinstance(name, str):
-        raise InputError(f"{where}.name: must be a string, got {name!r}")
-    return GpuProcess(
-        pid=pid, used_bytes=_size(record.get("used_bytes", 0), f"{where}.used_bytes"), name=name
-    )
-
-
-def _size(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise InputError(f"{where}: must be bytes as an integer or a size such as 80GiB, got {value!r}")
-    return parse_bytes(value, where)
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{where}: must be true or false, got {value!r}")
-    return value

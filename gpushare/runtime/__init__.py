@@ -1,3 +1,9 @@
-"""The runtime edge: start, watch and stop vLLM processes from a Plan (`launch.py`), the state
-directory they share (`state.py`), and the small interfaces to the outside world (process runner,
-HTTP probe, MPS control, clock) with their real and test implementations."""
+"""The runtime edge: run a Plan as vLLM processes and keep them serving.
+
+phase.py     InstancePhase: the one vocabulary of an instance's phase
+observe.py   what a vLLM server says about itself (its log, its /metrics text)
+host/        the machine behind interfaces (processes, stop ladder, clock, MPS, HTTP probe, ports)
+store/       what runs, on disk (state file, profile lock, logs)
+launcher/    the `gpushare` command's work: up, down, status, pre-flight, calibrate
+service/     the background process: gateway, supervisor, metrics
+"""

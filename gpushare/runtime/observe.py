@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
-Phase = Literal["starting", "loading", "compiling", "serving", "ready"]
-"""starting: process up, config parsing; loading: weights; compiling: profiling, torch.compile, CUDA
-graphs and KV allocation; serving: the HTTP server listens; ready: it answered a real completion
-(only the launcher's probe sets this one)."""
+from gpushare.runtime.phase import InstancePhase
 
-_PHASE_MARKERS: tuple[tuple[Phase, tuple[str, ...]], ...] = (
+# The furthest start-up phase a log shows (`phase.py` says what each means), first match wins.
+_PHASE_MARKERS: tuple[tuple[InstancePhase, tuple[str, ...]], ...] = (
     ("serving", ("Starting vLLM server on", "Application startup complete", "Uvicorn running on")),
     (
         "compiling",
@@ -58,8 +55,9 @@ def strip_vllm_prefix(line: str) -> str:
     return _VLLM_PREFIX_RE.sub("", line.rstrip("\n"), count=1)
 
 
-def phase_from_log(text: str) -> Phase:
-    """The furthest phase the log shows (never 'ready': that needs a completion)."""
+def phase_from_log(text: str) -> InstancePhase:
+    """The furthest phase the log shows: starting, loading, compiling or serving (never 'ready':
+    that needs a completion)."""
     for phase, markers in _PHASE_MARKERS:
         if any(marker in text for marker in markers):
             return phase

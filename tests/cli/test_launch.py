@@ -15,8 +15,8 @@ import gpushare.cli.launch as launch_cli
 from gpushare.cli import app
 from gpushare.devices.static import StaticInventory
 from gpushare.plan import Plan, PlannedInstance
-from gpushare.runtime.gw_service import read_info
-from gpushare.runtime.state import profile_paths
+from gpushare.runtime.service.process import read_info
+from gpushare.runtime.store.state import profile_paths
 
 FAKE_SERVER = Path(__file__).parent.parent / "runtime" / "fake_vllm_server.py"
 

@@ -50,7 +50,8 @@ class FakeDevice:
     mig: tuple[int, int] | None = (0, 0)  # None: the GPU has no MIG (NotSupported)
     processes: list[tuple[int, int | None]] | None = field(default_factory=list)  # None: NotSupported
     names_as_bytes: bool = False  # nvidia-ml-py < 11.515 returned bytes
-    lost: bool = False  # nvmlDeviceGetName fails with GpuIsLost
+    lost: bool = False  # nvmlDeviceGetName (and the utilization query) fail with GpuIsLost
+    busy_percent: int = 0  # nvmlDeviceGetUtilizationRates().gpu
 
     @property
     def free(self) -> int:
@@ -117,6 +118,11 @@ class FakePynvml:
         if handle.mig is None:
             raise NVMLError_NotSupported()
         return handle.mig
+
+    def nvmlDeviceGetUtilizationRates(self, handle: FakeDevice) -> SimpleNamespace:
+        if handle.lost:
+            raise NVMLError_GpuIsLost()
+        return SimpleNamespace(gpu=handle.busy_percent, memory=0)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeDevice) -> list[SimpleNamespace]:
         if handle.processes is None:

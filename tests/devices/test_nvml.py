@@ -191,3 +191,16 @@ def test_process_helpers_read_this_machine() -> None:
 def test_importing_the_nvml_module_does_not_import_pynvml() -> None:
     code = "import sys, gpushare.devices.nvml; sys.exit('pynvml' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_utilization_is_a_fraction_per_gpu() -> None:
+    fake = FakePynvml([h100(0, busy_percent=37), h100(1, busy_percent=100)])
+    assert inventory(fake).utilization() == {0: 0.37, 1: 1.0}
+    assert (fake.initialised, fake.shutdowns) == (1, 1)
+
+
+def test_utilization_maps_nvml_errors() -> None:
+    with pytest.raises(NoGpuDriver):
+        inventory(FakePynvml([], init_error=NVMLError_DriverNotLoaded())).utilization()
+    with pytest.raises(EnvironmentProblem, match="NVML failed while reading GPU utilization: GPU is lost"):
+        inventory(FakePynvml([h100(lost=True)])).utilization()

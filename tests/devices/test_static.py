@@ -174,3 +174,29 @@ def test_bad_files(tmp_path: Path, case_id: str, content: str | None, message: s
     with pytest.raises(InputError, match=message) as caught:
         StaticInventory.from_json_file(path)
     assert caught.value.message.startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("case_id", "record", "message"),
+    [
+        ("unknown-key", {"name": "H100", "foo": 1}, "lab.yaml: gpus[3]: unknown key 'foo'"),
+        ("bad-size", {"name": "H100", "used_bytes": 1.5}, "lab.yaml: gpus[3].used_bytes: must be bytes"),
+        ("not-object", "H100", "lab.yaml: gpus[3]: expected an object with name and total_bytes"),
+        (
+            "per-gpu-mps",
+            {"name": "H100", "mps_daemon_running": "yes"},
+            "lab.yaml: gpus[3].mps_daemon_running: must be",
+        ),
+    ],
+)
+def test_one_record_errors_name_the_given_place(case_id: str, record: Any, message: str) -> None:
+    with pytest.raises(InputError) as caught:
+        gpu_from_record(record, "lab.yaml: gpus[3]")
+    assert caught.value.message.startswith(message)
+
+
+def test_a_typo_is_named_before_what_it_caused() -> None:
+    with pytest.raises(InputError) as caught:
+        StaticInventory.from_records([{"nme": "H100"}], where="box.json")
+    assert caught.value.message == "box.json: gpus[0]: unknown key 'nme'"
+    assert caught.value.hint is not None and "name" in caught.value.hint

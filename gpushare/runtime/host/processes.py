@@ -1,0 +1,312 @@
+"""The process-runner interface: start a server in its own session, find it again, signal it.
+
+Real: `SubprocessRunner` (subprocess with `start_new_session=True`, psutil for start times).
+Test: `FakeRunner` (scripted processes on a fake clock, for failures that real processes make slow
+or impossible to stage, such as a recycled pid).
+
+Identity: an instance is its session leader's (pid, start time). The other processes of that
+session (vLLM's EngineCore, workers, the resource tracker) are found by session id, so they are
+stopped even when the leader already died. A live pid with a different start time was recycled and
+is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from gpushare.errors import EnvironmentProblem
+
+START_TIME_TOLERANCE_S = 0.05
+"""psutil derives create_time from boot time + clock ticks (10 ms): equal for one process."""
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    start_time: float
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    output: str
+
+
+class ProcessRunner(Protocol):
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Spawned:
+        """Start `argv` in a new session, stdout+stderr appended to `log_path`, with the current
+        environment plus `env`. Raises EnvironmentProblem if the program cannot be executed."""
+        ...
+
+    def session_pids(self, pid: int, start_time: float) -> list[int]:
+        """Live (not zombie) processes of the session that `pid` leads and that started at
+        `start_time`; empty when that process and its session are gone or the pid was recycled."""
+        ...
+
+    def is_running(self, pid: int, start_time: float) -> bool:
+        """The leader itself is alive (not a zombie) and has this start time."""
+        ...
+
+    def exit_code(self, pid: int) -> int | None:
+        """The exit status of a process this runner spawned once it has exited (negative: killed
+        by that signal); None while it runs or when this runner did not spawn it."""
+        ...
+
+    def signal(self, pids: Sequence[int], sig: int) -> None:
+        """Send `sig` to each pid; pids that vanished meanwhile are skipped."""
+        ...
+
+    def run(self, argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None) -> Completed:
+        """Run a short command to completion (version probes). Raises EnvironmentProblem when the
+        program is missing or overruns."""
+        ...
+
+    def which(self, program: str) -> str | None:
+        """The executable `program` resolves to, or None."""
+        ...
+
+
+def _matches(a: float, b: float) -> bool:
+    return abs(a - b) <= START_TIME_TOLERANCE_S
+
+
+# psutil is imported where it is used: `gpushare estimate` and `plan` never pay for it. Every psutil
+# error (gone, zombie, access denied) means the same here: not a process we can vouch for.
+
+
+def process_start_time(pid: int) -> float | None:
+    """When `pid` started (psutil's create_time, seconds since the epoch); None when no such process
+    is visible."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _live_start_time(pid: int) -> float | None:
+    """Like `process_start_time`, but None for a zombie too."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else float(proc.create_time())
+    except psutil.Error:
+        return None
+
+
+class SubprocessRunner:
+    """Real processes. Keeps its children's Popen objects so their exit codes can be read (and they
+    are reaped instead of lingering as zombies)."""
+
+    def __init__(self, base_env: Mapping[str, str] | None = None) -> None:
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Spawned:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**self._base_env, **env},
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise EnvironmentProblem(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        self._children[proc.pid] = proc
+        # Exited already: a zombie still has its start time, a reaped one does not (0.0).
+        return Spawned(proc.pid, process_start_time(proc.pid) or 0.0)
+
+    def _poll(self, pid: int) -> int | None:
+        proc = self._children.get(pid)
+        return proc.poll() if proc is not None else None
+
+    def is_running(self, pid: int, start_time: float) -> bool:
+        if self._poll(pid) is not None:
+            return False
+        started = _live_start_time(pid)
+        return started is not None and _matches(started, start_time)
+
+    def session_pids(self, pid: int, start_time: float) -> list[int]:
+        import psutil
+
+        self._poll(pid)
+        leader_started = process_start_time(pid)
+        if leader_started is not None and not _matches(leader_started, start_time):
+            return []  # recycled: that session is someone else's
+        # (A leader that is gone: its session id cannot be reused while members live.)
+        found: list[int] = []
+        for proc in psutil.process_iter(["pid", "create_time", "status"]):
+            info = proc.info
+            if info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            try:
+                sid = os.getsid(info["pid"])
+            except OSError:
+                continue
+            if sid == pid and info["create_time"] >= start_time - START_TIME_TOLERANCE_S:
+                found.append(int(info["pid"]))
+        return sorted(found)
+
+    def exit_code(self, pid: int) -> int | None:
+        return self._poll(pid)
+
+    def signal(self, pids: Sequence[int], sig: int) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        for pid in pids:
+            self._poll(pid)
+
+    def run(self, argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None) -> Completed:
+        try:
+            done = subprocess.run(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env={**self._base_env, **(env or {})},
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise EnvironmentProblem(f"command not found: {argv[0]}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise EnvironmentProblem(f"{' '.join(argv[:3])} did not finish within {timeout_s:.0f} s") from exc
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+        return Completed(done.returncode, (done.stdout or "") + (done.stderr or ""))
+
+    def which(self, program: str) -> str | None:
+        if os.sep in program:
+            return program if os.access(program, os.X_OK) and not os.path.isdir(program) else None
+        return shutil.which(program, path=self._base_env.get("PATH"))
+
+
+# --- test implementation ---------------------------------------------------------------------
+
+
+@dataclass
+class FakeProcess:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    log_path: Path
+    start_time: float
+    alive: bool = True
+    exit_status: int | None = None
+    signals: list[int] = field(default_factory=list)
+    ignore_sigterm: bool = False
+    uninterruptible: bool = False
+    """In uninterruptible sleep (D state): not even SIGKILL takes it away."""
+    children: int = 1
+    """How many more processes its session holds while it runs (vLLM's EngineCore...)."""
+
+
+FakeBehaviour = Callable[["FakeRunner", int, FakeProcess], None]
+"""Called right after a fake spawn, to script it (write its log, make it exit, ...)."""
+
+
+class FakeRunner:
+    """Processes that exist only in this object. `clock()` gives start times. Tests script them:
+    `exit(pid, code, log=...)`, `recycle(pid)`, `behaviours[program] = fn`."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        programs: Mapping[str, str] | None = None,
+        versions: Mapping[str, Completed] | None = None,
+    ) -> None:
+        self._clock = clock
+        self.processes: dict[int, FakeProcess] = {}
+        self.programs = dict(programs or {})
+        """program name -> resolved path; a name not here is 'not found' (absolute paths resolve)."""
+        self.versions = dict(versions or {})
+        """argv[0] of a `run` -> its result; default: exit 0 printing 0.0.0."""
+        self.behaviours: dict[str, FakeBehaviour] = {}
+        """keyed by argv[0] (or '*'): called after each spawn of that program."""
+        self.runs: list[tuple[str, ...]] = []
+        self._next_pid = 40000
+        self.recycled: set[int] = set()
+
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Spawned:
+        if self.which(argv[0]) is None:
+            raise EnvironmentProblem(f"cannot start {argv[0]!r}: No such file or directory")
+        self._next_pid += 1
+        pid = self._next_pid
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.touch()
+        proc = FakeProcess(tuple(argv), dict(env), log_path, self._clock())
+        self.processes[pid] = proc
+        behaviour = self.behaviours.get(argv[0]) or self.behaviours.get("*")
+        if behaviour is not None:
+            behaviour(self, pid, proc)
+        return Spawned(pid, proc.start_time)
+
+    def write_log(self, pid: int, text: str) -> None:
+        with open(self.processes[pid].log_path, "a") as log:
+            log.write(text)
+
+    def exit(self, pid: int, code: int, log: str = "") -> None:
+        if log:
+            self.write_log(pid, log)
+        proc = self.processes[pid]
+        proc.alive = False
+        proc.exit_status = code
+
+    def recycle(self, pid: int) -> None:
+        """The pid now belongs to an unrelated process with another start time."""
+        self.processes[pid].alive = False
+        self.recycled.add(pid)
+
+    def is_running(self, pid: int, start_time: float) -> bool:
+        proc = self.processes.get(pid)
+        return proc is not None and proc.alive and _matches(proc.start_time, start_time)
+
+    def session_pids(self, pid: int, start_time: float) -> list[int]:
+        proc = self.processes.get(pid)
+        if proc is None or pid in self.recycled or not proc.alive:
+            return []
+        if not _matches(proc.start_time, start_time):
+            return []
+        return [pid] + [pid * 10 + i for i in range(1, proc.children + 1)]
+
+    def exit_code(self, pid: int) -> int | None:
+        proc = self.processes.get(pid)
+        return proc.exit_status if proc is not None and not proc.alive else None
+
+    def signal(self, pids: Sequence[int], sig: int) -> None:
+        for pid in pids:
+            proc = self.processes.get(pid)
+            if proc is None or pid in self.recycled:
+                continue
+            proc.signals.append(sig)
+            if proc.uninterruptible:
+                continue
+            if sig == signal.SIGKILL or (sig == signal.SIGTERM and not proc.ignore_sigterm):
+                proc.alive = False
+                proc.exit_status = -sig
+
+    def run(self, argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None) -> Completed:
+        self.runs.append(tuple(argv))
+        if self.which(argv[0]) is None:
+            raise EnvironmentProblem(f"command not found: {argv[0]}")
+        return self.versions.get(argv[0], Completed(0, "0.0.0\n"))
+
+    def which(self, program: str) -> str | None:
+        if program.startswith("/"):
+            return program
+        return self.programs.get(program)

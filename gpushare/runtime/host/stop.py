@@ -1,0 +1,119 @@
+"""The one way gpushare stops a process session: SIGTERM, wait, SIGKILL, wait a little more.
+
+Three callers share it: `down` and a failed `up` stop instances (`stop_sessions`, blocking), the
+supervisor stops an instance it will restart (`StopLadder.advance` once per tick, never blocking its
+event loop), and `down` / `supervise --stop` stop the background gateway/supervisor.
+
+A session is named by its leader's pid and start time; every live process of it is signalled (vLLM's
+EngineCore and workers too, even when the leader already died), and a recycled pid never is.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from gpushare.runtime.host.clock import Clock
+from gpushare.runtime.host.processes import ProcessRunner
+
+KILL_WAIT_S = 5.0
+"""After SIGKILL, how long to wait for the kernel to take the processes away."""
+POLL_S = 0.2
+
+StopStep = Literal["waiting", "killed", "gone", "stuck"]
+"""waiting: SIGTERM sent, grace not over; killed: SIGKILL sent at this step; gone: nothing of any
+session is left; stuck: still there `KILL_WAIT_S` after SIGKILL (uninterruptible sleep, D state)."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """A process session to stop: a name for messages, and its leader's pid and start time."""
+
+    name: str
+    pid: int
+    start_time: float
+
+
+class StopLadder:
+    """Stops a set of sessions together: `begin` sends SIGTERM, each `advance` checks what is left
+    and sends SIGKILL once `grace_s` has passed."""
+
+    def __init__(
+        self,
+        runner: ProcessRunner,
+        sessions: Sequence[Session],
+        grace_s: float,
+        kill_wait_s: float = KILL_WAIT_S,
+    ) -> None:
+        self._runner = runner
+        self._sessions = tuple(sessions)
+        self._grace_s = grace_s
+        self._kill_wait_s = kill_wait_s
+        self._pending: list[Session] = []
+        self._term_deadline = 0.0
+        self._kill_deadline: float | None = None
+        self.had_processes: tuple[str, ...] = ()
+        """Names of the sessions that had a live process when `begin` ran."""
+
+    def _pids(self, session: Session) -> list[int]:
+        return self._runner.session_pids(session.pid, session.start_time)
+
+    def begin(self, now: float) -> tuple[str, ...]:
+        """SIGTERM every live session; returns the names that had processes."""
+        pending = []
+        for session in self._sessions:
+            pids = self._pids(session)
+            if pids:
+                pending.append(session)
+                self._runner.signal(pids, signal.SIGTERM)
+        self._pending = pending
+        self._term_deadline = now + self._grace_s
+        self.had_processes = tuple(s.name for s in pending)
+        return self.had_processes
+
+    def advance(self, now: float) -> StopStep:
+        self._pending = [s for s in self._pending if self._pids(s)]
+        if not self._pending:
+            return "gone"
+        if self._kill_deadline is None:
+            if now < self._term_deadline:
+                return "waiting"
+            for session in self._pending:
+                self._runner.signal(self._pids(session), signal.SIGKILL)
+            self._kill_deadline = now + self._kill_wait_s
+            return "killed"
+        return "stuck" if now >= self._kill_deadline else "waiting"
+
+    @property
+    def left(self) -> tuple[str, ...]:
+        """Names of the sessions that still had processes at the last `advance`."""
+        return tuple(s.name for s in self._pending)
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    stopped: tuple[str, ...]
+    """Sessions that had processes, in the order given."""
+    stuck: tuple[str, ...]
+    """Sessions with processes left even after SIGKILL."""
+
+
+def stop_sessions(
+    sessions: Sequence[Session],
+    runner: ProcessRunner,
+    clock: Clock,
+    grace_s: float,
+    poll_s: float = POLL_S,
+) -> StopOutcome:
+    """Run the ladder to its end, sleeping on `clock`; then reap the leaders this runner spawned."""
+    ladder = StopLadder(runner, sessions, grace_s)
+    had = ladder.begin(clock.monotonic())
+    step: StopStep = "waiting"
+    while had and step not in ("gone", "stuck"):
+        clock.sleep(poll_s)
+        step = ladder.advance(clock.monotonic())
+    for session in sessions:
+        runner.exit_code(session.pid)  # reap our own children, so none lingers as a zombie
+    return StopOutcome(had, ladder.left if had else ())

@@ -1,0 +1,412 @@
+"""`up`: run a Plan as vLLM processes and return once each serves.
+
+`up(plan, paths, edges)`: lock the profile, pre-flight, start MPS where wanted, start instances in
+per-GPU order (`start_order.py`), wait for each to answer a real completion, record planned against
+actual, return. What it starts it stops again when one fails (unless keep_going) or when it is
+interrupted. The outside world comes in through `Edges` (`edges.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
+from gpushare.plan import Plan, PlannedInstance
+from gpushare.runtime.host.mps import mps_env
+from gpushare.runtime.host.processes import ProcessRunner
+from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records
+from gpushare.runtime.launcher.preflight import PreflightReport, preflight
+from gpushare.runtime.launcher.start_order import next_to_start, start_groups
+from gpushare.runtime.observe import (
+    error_line,
+    facts_from_log,
+    log_tail,
+    parse_metrics,
+    phase_from_log,
+    served_model_name,
+)
+from gpushare.runtime.phase import InstancePhase
+from gpushare.runtime.store.lock import profile_lock
+from gpushare.runtime.store.state import (
+    InstanceRecord,
+    MpsRecord,
+    ProfilePaths,
+    ProfileState,
+    load_state,
+    save_state,
+)
+
+DEFAULT_READY_TIMEOUT_S = 900.0
+LOG_TAIL_LINES = 25
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstanceProgress:
+    name: str
+    state: InstancePhase
+    """pending, starting, ready or failed."""
+    phase: InstancePhase | None
+    """How far the start got (from the log, then /health); None while pending."""
+    elapsed_s: float | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    name: str
+    reason: str
+    """'exited with code 1 before it served', 'not ready after 600 s', ..."""
+    error: str | None
+    """vLLM's own error line from the log, when there is one."""
+    log_path: str
+    tail: str
+
+    def summary(self) -> str:
+        return f"{self.name} {self.reason}" + (f": {self.error}" if self.error else "")
+
+
+class InstanceFailedError(LaunchError):
+    """One or more instances failed during `up` (and, without keep_going, everything was stopped)."""
+
+    def __init__(self, failures: Sequence[Failure], stopped: Sequence[str]) -> None:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(
+            f"{first.summary()}{more}",
+            hint=f"full log: gpushare logs {first.name}  ({first.log_path})",
+        )
+        self.failures = tuple(failures)
+        self.stopped = tuple(stopped)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    state: ProfileState
+    ready: tuple[str, ...]
+    failed: tuple[Failure, ...]
+    notes: tuple[str, ...]
+    versions: dict[str, str | None]
+    already_running: bool = False
+    start_seconds: dict[str, float] = field(default_factory=dict)
+    """Per instance: spawn to first successful completion."""
+
+
+ProgressCallback = Callable[[Sequence[InstanceProgress]], None]
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    keep_going: bool = False
+    poll_s: float = 0.5
+    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
+
+
+# --- helpers over edges ------------------------------------------------------------------------
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _rotate_log(path: Path) -> None:
+    if path.exists() and path.stat().st_size > 0:
+        os.replace(path, path.with_name(path.name + ".1"))
+
+
+def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
+    """Actual numbers once an instance serves: vLLM's log and /metrics, NVML per process."""
+    actual: dict[str, object] = dict(facts_from_log(_read(rec.log_path)).as_dict())
+    text = edges.prober.metrics(rec.port)
+    if text:
+        cache = parse_metrics(text).cache_config or {}
+        for key in ("block_size", "num_gpu_blocks", "kv_cache_memory_bytes", "kv_cache_size_tokens"):
+            value = cache.get(key)
+            if value is not None and value.isdigit():
+                actual[f"metrics_{key}"] = int(value)
+    if edges.inventory is not None and rec.gpus and rec.pid is not None and rec.pid_start_time is not None:
+        pids = set(edges.runner.session_pids(rec.pid, rec.pid_start_time))
+        per_gpu: dict[str, int] = {}
+        for gpu in edges.inventory.gpus():
+            if gpu.index in rec.gpus:
+                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in gpu.processes if p.pid in pids)
+        actual["process_bytes"] = per_gpu
+    return actual
+
+
+# --- up ----------------------------------------------------------------------------------------
+
+
+def _record_for(inst: PlannedInstance, paths: ProfilePaths, extra_env: Mapping[str, str]) -> InstanceRecord:
+    return InstanceRecord(
+        name=inst.name,
+        model=inst.model,
+        port=inst.port,
+        argv=tuple(inst.argv),
+        env={**inst.env, **extra_env},
+        log_path=str(paths.log_file(inst.name)),
+        gpus=tuple(inst.gpus),
+        aliases=tuple(inst.aliases),
+        planned_bytes=inst.planned_bytes,
+        kv_fixed=inst.kv_fixed,
+    )
+
+
+def _check_plan(plan: Plan) -> None:
+    if plan.problems:
+        raise DoesNotFitError(
+            f"the plan for {plan.profile_name!r} cannot start: {'; '.join(plan.problems)}",
+            hint="run `gpushare plan` for details",
+        )
+    if plan.unplaced or not plan.feasible:
+        unplaced = ", ".join(u.name for u in plan.unplaced) or "some instances"
+        raise DoesNotFitError(
+            f"the plan for {plan.profile_name!r} does not fit: {unplaced} could not be placed",
+            hint="run `gpushare plan` for the reasons and what would make it fit",
+        )
+    names = [inst.name for inst in plan.instances]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DoesNotFitError(f"the plan names {', '.join(duplicates)} more than once")
+    if not plan.instances:
+        raise DoesNotFitError(f"the plan for {plan.profile_name!r} has no instances")
+
+
+def _already_up(previous: ProfileState | None, plan: Plan, runner: ProcessRunner) -> bool | None:
+    """True: the same plan runs already. None: nothing of this profile runs. Raises when something
+    else of this profile runs."""
+    if previous is None:
+        return None
+    alive = [rec for rec in previous.instances if record_alive(rec, runner)]
+    if not alive:
+        return None
+    planned = {inst.name: tuple(inst.argv) for inst in plan.instances}
+    same = len(alive) == len(planned) and all(planned.get(rec.name) == rec.argv for rec in alive)
+    if same and all(rec.state == "ready" for rec in alive):
+        return True
+    raise EnvironmentProblem(
+        f"profile {plan.profile_name!r} already runs {', '.join(r.name for r in alive)}",
+        hint=f"run `gpushare down {plan.profile_name}` first",
+    )
+
+
+def _setup_mps(
+    plan: Plan, paths: ProfilePaths, edges: Edges, previous: ProfileState | None, notes: list[str]
+) -> MpsRecord | None:
+    if plan.mps == "off" or not any(inst.gpus for inst in plan.instances) or not edges.mps.available():
+        return None
+    pipe, logs = paths.mps_pipe_dir, paths.mps_log_dir
+    if edges.mps.running(pipe):
+        ours = bool(previous and previous.mps and previous.mps.started_by_us)
+        notes.append(f"MPS daemon already running on {pipe}; using it")
+        return MpsRecord(str(pipe), str(logs), started_by_us=ours)
+    edges.mps.start(pipe, logs)
+    notes.append(f"started an MPS daemon (pipe {pipe})")
+    return MpsRecord(str(pipe), str(logs), started_by_us=True)
+
+
+class _Launch:
+    """The mutable bookkeeping of one `up` (kept out of the pure functions above)."""
+
+    def __init__(self, plan: Plan, paths: ProfilePaths, edges: Edges, options: UpOptions) -> None:
+        self.plan = plan
+        self.paths = paths
+        self.edges = edges
+        self.options = options
+        self.states: dict[str, InstancePhase] = {inst.name: "pending" for inst in plan.instances}
+        self.started_mono: dict[str, float] = {}
+        self.ready_s: dict[str, float] = {}
+        self.phases: dict[str, InstancePhase] = {}
+        self.failures: list[Failure] = []
+        self.state = ProfileState(profile=plan.profile_name)
+
+    def save(self) -> None:
+        self.state = save_state(self.paths, self.state, now=self.edges.clock.time())
+
+    def update(self, rec: InstanceRecord) -> None:
+        self.state = self.state.with_instance(rec)
+        self.save()
+
+    def rec(self, name: str) -> InstanceRecord:
+        found = self.state.instance(name)
+        assert found is not None
+        return found
+
+    def start(self, name: str) -> None:
+        rec = self.rec(name)
+        log_path = Path(rec.log_path)
+        _rotate_log(log_path)
+        spawned = self.edges.runner.spawn(rec.argv, rec.env, log_path)
+        self.started_mono[name] = self.edges.clock.monotonic()
+        self.states[name] = "starting"
+        self.update(
+            dataclasses.replace(
+                rec,
+                pid=spawned.pid,
+                pid_start_time=spawned.start_time,
+                state="starting",
+                started_at=self.edges.clock.time(),
+                exit_code=None,
+                error=None,
+            )
+        )
+
+    def fail(self, name: str, reason: str, exit_code: int | None = None, exited: bool = False) -> None:
+        rec = self.rec(name)
+        text = _read(rec.log_path)
+        last_lines = [line.strip() for line in text.splitlines() if line.strip()]
+        # A process that died without an error line: its last words are the best clue.
+        error = error_line(text) or (last_lines[-1] if last_lines and exited else None)
+        failure = Failure(name, reason, error, rec.log_path, log_tail(text, LOG_TAIL_LINES))
+        self.failures.append(failure)
+        self.states[name] = "failed"
+        if self.options.keep_going:
+            stop_records([rec], self.edges.runner, self.edges.clock, self.options.stop_timeout_s)
+        self.update(dataclasses.replace(rec, state="failed", exit_code=exit_code, error=failure.summary()))
+
+    def check(self, name: str) -> None:
+        """Advance one starting instance: exited? serving? answering? out of time?"""
+        rec = self.rec(name)
+        runner, prober = self.edges.runner, self.edges.prober
+        assert rec.pid is not None and rec.pid_start_time is not None
+        code = runner.exit_code(rec.pid)
+        if code is not None or not runner.is_running(rec.pid, rec.pid_start_time):
+            how = f"exited with code {code}" if code is not None else "exited"
+            if code is not None and code < 0:
+                how = f"was killed by signal {-code}"
+            self.fail(name, f"{how} before it served", exit_code=code, exited=True)
+            return
+        self.phases[name] = phase_from_log(_read(rec.log_path))
+        if prober.health(rec.port):
+            self.phases[name] = "serving"
+            problem = prober.complete(rec.port, served_model_name(rec.argv, rec.name))
+            if problem is None:
+                self.ready(name)
+                return
+            # An engine that died behind a live API server never recovers: stop waiting.
+            if "EngineCore" in problem or "EngineDead" in problem:
+                self.fail(name, f"serves but cannot complete ({problem})")
+                return
+        elapsed = self.edges.clock.monotonic() - self.started_mono[name]
+        if elapsed > self.options.ready_timeout_s:
+            limit = self.options.ready_timeout_s
+            self.fail(name, f"not ready after {limit:.0f} s (phase: {self.phases[name]})")
+
+    def ready(self, name: str) -> None:
+        self.states[name] = "ready"
+        self.phases[name] = "ready"
+        self.ready_s[name] = self.edges.clock.monotonic() - self.started_mono[name]
+        rec = dataclasses.replace(self.rec(name), state="ready", ready_at=self.edges.clock.time())
+        rec = dataclasses.replace(rec, actual=measure(rec, self.edges))
+        self.update(rec)
+
+    def progress(self) -> list[InstanceProgress]:
+        now = self.edges.clock.monotonic()
+        out = []
+        for inst in self.plan.instances:
+            state = self.states[inst.name]
+            began = self.started_mono.get(inst.name)
+            elapsed = (self.ready_s.get(inst.name) or (now - began)) if began is not None else None
+            phase = self.phases.get(inst.name, "starting") if state != "pending" else None
+            detail = next((f.summary() for f in self.failures if f.name == inst.name), "")
+            out.append(InstanceProgress(inst.name, state, phase, elapsed, detail))
+        return out
+
+    def stop_started(self) -> list[str]:
+        started = [self.rec(n) for n, s in self.states.items() if s != "pending"]
+        stopped = stop_records(started, self.edges.runner, self.edges.clock, self.options.stop_timeout_s)
+        for rec in started:
+            new_state: InstancePhase = "failed" if self.states[rec.name] == "failed" else "stopped"
+            self.state = self.state.with_instance(dataclasses.replace(rec, state=new_state))
+        self.save()
+        return stopped
+
+
+def up(
+    plan: Plan,
+    paths: ProfilePaths,
+    edges: Edges,
+    options: UpOptions | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> UpResult:
+    """Start every instance of `plan` and return once each serves (or failed, with keep_going).
+
+    Raises: DoesNotFitError (infeasible plan), EnvironmentProblem (lock held, pre-flight failed,
+    already running), InstanceFailedError (an instance failed; everything this call started has
+    been stopped unless keep_going).
+    """
+    opts = options or UpOptions()
+    _check_plan(plan)
+    paths.ensure()
+    with profile_lock(paths, "up"):
+        previous = load_state(paths)
+        if _already_up(previous, plan, edges.runner):
+            assert previous is not None
+            names = tuple(r.name for r in previous.instances)
+            return UpResult(previous, names, (), (), {}, already_running=True)
+        report: PreflightReport = preflight(
+            plan, edges.runner, edges.inventory, edges.port_free, edges.mps.available(), edges.base_env
+        )
+        if not report.ok:
+            listed = "; ".join(report.problems)
+            raise EnvironmentProblem(
+                f"pre-flight failed, nothing started: {listed}",
+                hint="fix these (a busy port: `gpushare status --all` or `ss -ltnp`) and run up again",
+            )
+        notes = list(report.notes)
+        run = _Launch(plan, paths, edges, opts)
+        mps = _setup_mps(plan, paths, edges, previous, notes)
+        extra_env = mps_env(Path(mps.pipe_dir), Path(mps.log_dir)) if mps else {}
+        run.state = ProfileState(
+            profile=plan.profile_name,
+            instances=tuple(_record_for(inst, paths, extra_env) for inst in plan.instances),
+            mps=mps,
+            up_pid=os.getpid(),
+        )
+        run.save()
+        groups = start_groups(plan.instances)
+        try:
+            while True:
+                for name in next_to_start(groups, run.states):
+                    try:
+                        run.start(name)
+                    except EnvironmentProblem as exc:
+                        run.fail(name, f"could not start: {exc.message}")
+                for name, state in list(run.states.items()):
+                    if state == "starting":
+                        run.check(name)
+                if on_progress is not None:
+                    on_progress(run.progress())
+                if run.failures and not opts.keep_going:
+                    stopped = run.stop_started()
+                    raise InstanceFailedError(run.failures, stopped)
+                if all(s in ("ready", "failed") for s in run.states.values()):
+                    break
+                if next_to_start(groups, run.states):
+                    continue  # one just became ready: start the next in its group without waiting
+                edges.clock.sleep(opts.poll_s)
+        except BaseException as exc:
+            if not isinstance(exc, InstanceFailedError):
+                run.stop_started()  # interrupted or crashed: leave nothing orphaned
+            raise
+        finally:
+            run.state = dataclasses.replace(run.state, up_pid=None)
+            run.save()
+    return UpResult(
+        state=run.state,
+        ready=tuple(n for n, s in run.states.items() if s == "ready"),
+        failed=tuple(run.failures),
+        notes=tuple(notes),
+        versions=report.versions,
+        start_seconds=dict(run.ready_s),
+    )

@@ -1,0 +1,63 @@
+"""How hard the supervisor tries, and what the gateway tells a client while an instance is down.
+
+Pure: the policy's numbers, the restart backoff, and the (available, Retry-After) answer for each
+phase. The gateway's 503-on-restart comes from here: the supervisor flips a route to unavailable
+with `availability(...)` the moment it stops or restarts an instance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gpushare.runtime.phase import SERVES, InstancePhase
+
+GIVEN_UP_RETRY_AFTER_S = 300
+"""Retry-After for a failed or stopped instance: nothing changes until someone runs `up` again."""
+
+
+@dataclass(frozen=True)
+class SupervisorPolicy:
+    """How hard the supervisor tries. Defaults suit real vLLM on a GPU (70-95 s to start)."""
+
+    tick_s: float = 1.0
+    health_interval_s: float = 5.0
+    unhealthy_after: int = 3
+    """Failed /health probes in a row before a ready instance is restarted."""
+    start_timeout_s: float = 900.0
+    backoff_initial_s: float = 2.0
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 300.0
+    crash_loop_restarts: int = 5
+    """Restarts allowed within `crash_loop_window_s`; one more failure and the instance is `failed`."""
+    crash_loop_window_s: float = 600.0
+    stable_after_s: float = 300.0
+    """Ready this long without a failure: the backoff starts again from `backoff_initial_s`."""
+    stop_grace_s: float = 30.0
+    """SIGTERM, then SIGKILL to the process group after this long."""
+    expected_start_s: float = 60.0
+    """Added to Retry-After while an instance is (re)starting."""
+    memory_tolerance: float = 0.10
+    memory_check_interval_s: float = 10.0
+    restart_on_memory: bool = False
+    restart: bool = True
+    """False: watch and report only (gateway + metrics), never restart."""
+
+
+def backoff_delay(policy: SupervisorPolicy, consecutive_failures: int) -> float:
+    """Seconds before restart number `consecutive_failures` (1-based): initial * factor^(n-1), capped."""
+    exponent = max(0, consecutive_failures - 1)
+    return float(min(policy.backoff_max_s, policy.backoff_initial_s * policy.backoff_factor**exponent))
+
+
+def availability(
+    policy: SupervisorPolicy, phase: InstancePhase, now: float, next_start_at: float
+) -> tuple[bool, int]:
+    """(does the gateway route to it, Retry-After seconds when it does not)."""
+    if phase in SERVES:
+        return True, 1
+    if phase == "backoff":
+        return False, math.ceil(max(0.0, next_start_at - now) + policy.expected_start_s)
+    if phase in ("starting", "stopping"):
+        return False, math.ceil(policy.expected_start_s)
+    return False, GIVEN_UP_RETRY_AFTER_S

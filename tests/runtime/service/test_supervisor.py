@@ -1,0 +1,330 @@
+"""The supervisor on fakes: restarts with backoff, crash loops, health, memory alerts, re-adoption.
+
+Fakes: the launcher's FakeClock/FakeRunner/FakeProber, an in-memory state file, a recording alert
+sink. Each `tick` is one pass of the real loop; the clock only moves when the test moves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from gpushare.devices.base import Gpu, GpuProcess
+from gpushare.runtime.host.clock import FakeClock
+from gpushare.runtime.host.probe import FakeProber
+from gpushare.runtime.host.processes import FakeRunner
+from gpushare.runtime.service.policy import SupervisorPolicy, backoff_delay
+from gpushare.runtime.service.routes import RouteTable
+from gpushare.runtime.service.supervisor import Supervisor, base_url
+from gpushare.runtime.service.supervisor_edges import MemoryStateStore, RecordingAlertSink
+from gpushare.runtime.store.state import InstanceRecord, ProfileState
+
+VLLM = "/opt/vllm/bin/python"
+GiB = 1 << 30
+
+
+@dataclass
+class MutableInventory:
+    gpu_list: list[Gpu] = field(default_factory=list)
+
+    def gpus(self) -> list[Gpu]:
+        return list(self.gpu_list)
+
+    def mps_daemon_running(self) -> bool:
+        return False
+
+
+@dataclass
+class Rig:
+    sup: Supervisor
+    clock: FakeClock
+    runner: FakeRunner
+    prober: FakeProber
+    store: MemoryStateStore
+    alerts: RecordingAlertSink
+    routes: RouteTable
+    inventory: MutableInventory
+
+    def tick(self, advance: float = 0.0) -> None:
+        self.clock.advance(advance)
+        asyncio.run(self.sup.tick())
+
+    def rec(self, name: str) -> InstanceRecord:
+        assert self.store.state is not None
+        found = self.store.state.instance(name)
+        assert found is not None
+        return found
+
+    def kill(self, name: str) -> None:
+        self.runner.signal([self.rec(name).pid or 0], signal.SIGKILL)
+
+    def spawns(self) -> int:
+        return len(self.runner.processes)
+
+
+def make_rig(
+    tmp_path: Path, names: tuple[str, ...] = ("a", "b"), running: bool = True, **policy: object
+) -> Rig:
+    clock = FakeClock()
+    runner = FakeRunner(clock.time)
+    prober = FakeProber()
+    records = []
+    for i, name in enumerate(names):
+        rec = InstanceRecord(
+            name=name,
+            model=f"org/{name}",
+            port=8100 + i,
+            argv=(VLLM, "-m", "vllm.entrypoints.openai.api_server", "--served-model-name", f"model-{name}"),
+            env={},
+            log_path=str(tmp_path / f"{name}.log"),
+            planned_bytes=10 * GiB,
+        )
+        if running:
+            spawned = runner.spawn(rec.argv, rec.env, Path(rec.log_path))
+            rec = replace(rec, pid=spawned.pid, pid_start_time=spawned.start_time, state="ready")
+            prober.healthy.add(rec.port)
+        records.append(rec)
+    store = MemoryStateStore(ProfileState("lab", tuple(records)))
+    alerts = RecordingAlertSink()
+    routes = RouteTable()
+    inventory = MutableInventory()
+    defaults: dict[str, object] = {"health_interval_s": 1.0, "memory_check_interval_s": 1.0}
+    sup = Supervisor(
+        store,
+        runner,
+        prober,
+        clock,
+        alerts,
+        inventory=inventory,
+        policy=SupervisorPolicy(**{**defaults, **policy}),
+        routes=routes,
+    )  # type: ignore[arg-type]
+    return Rig(sup, clock, runner, prober, store, alerts, routes, inventory)
+
+
+@pytest.mark.parametrize(
+    ("case", "failures", "delay"),
+    [("first", 1, 2.0), ("second", 2, 4.0), ("fifth", 5, 32.0), ("capped", 20, 300.0)],
+)
+def test_backoff_delay(case: str, failures: int, delay: float) -> None:
+    assert backoff_delay(SupervisorPolicy(), failures) == delay
+
+
+def test_adopts_running_instances_without_restarting(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.tick()
+    assert rig.spawns() == 2
+    assert rig.sup.phase("a") == rig.sup.phase("b") == "ready"
+    upstream = rig.routes.lookup("model-a")
+    assert upstream is not None and upstream.available and upstream.base_url == "http://127.0.0.1:8100"
+
+
+def test_exited_instance_restarts_with_exponential_backoff(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.tick()
+    delays = []
+    for attempt in range(1, 4):
+        rig.kill("a")
+        rig.tick()
+        assert rig.sup.phase("a") == "backoff"
+        assert rig.sup.phase("b") == "ready"
+        upstream = rig.routes.lookup("model-a")
+        assert upstream is not None and not upstream.available
+        assert upstream.retry_after_s >= 2
+        assert rig.rec("a").state == "exited"
+        waited = 0.0
+        spawns = rig.spawns()
+        while rig.spawns() == spawns:
+            rig.tick(0.5)
+            waited += 0.5
+        delays.append(waited)
+        assert rig.sup.phase("a") == "starting"
+        assert rig.rec("a").restarts == attempt
+        rig.tick(1.0)  # health + completion ok -> ready
+        assert rig.sup.phase("a") == "ready"
+        assert rig.rec("a").state == "ready"
+    assert delays == [2.0, 4.0, 8.0]
+    assert rig.alerts.kinds() == ["restarted"] * 3
+
+
+def test_crash_loop_gives_up_and_alerts(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, crash_loop_restarts=3, crash_loop_window_s=600.0, backoff_initial_s=1.0)
+    rig.runner.behaviours[VLLM] = lambda runner, pid, proc: runner.exit(pid, 1, log="boom\n")
+    rig.tick()
+    rig.kill("a")
+    for _ in range(200):
+        rig.tick(1.0)
+        if rig.sup.phase("a") == "failed":
+            break
+    assert rig.sup.phase("a") == "failed"
+    assert rig.rec("a").restarts == 3
+    assert rig.rec("a").state == "failed"
+    assert "crash loop" in (rig.rec("a").error or "")
+    assert rig.alerts.kinds().count("crash_loop") == 1
+    spawns = rig.spawns()
+    rig.tick(1000.0)
+    assert rig.spawns() == spawns  # given up for good
+    upstream = rig.routes.lookup("model-a")
+    assert upstream is not None and not upstream.available and upstream.state == "failed"
+
+
+def test_backoff_resets_after_a_stable_run(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, stable_after_s=60.0)
+    rig.tick()
+    for _ in range(3):
+        rig.kill("a")
+        rig.tick()
+        rig.tick(10.0)
+        rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready"
+    rig.tick(61.0)
+    rig.kill("a")
+    rig.tick()
+    spawns = rig.spawns()
+    rig.tick(2.0)
+    assert rig.spawns() == spawns + 1  # back to the first delay
+
+
+def test_failed_health_checks_stop_then_restart(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, unhealthy_after=3, stop_grace_s=10.0)
+    rig.tick()
+    pid = rig.rec("a").pid or 0
+    rig.runner.processes[pid].ignore_sigterm = True
+    rig.prober.healthy.discard(8100)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "unhealthy"
+    assert rig.routes.lookup("model-a").available  # type: ignore[union-attr]  # one miss is not down
+    rig.tick(1.0)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "stopping"
+    assert rig.runner.processes[pid].signals == [signal.SIGTERM]
+    rig.tick(5.0)
+    assert rig.sup.phase("a") == "stopping"
+    rig.tick(6.0)
+    assert signal.SIGKILL in rig.runner.processes[pid].signals
+    rig.tick()
+    assert rig.sup.phase("a") == "backoff"
+    rig.prober.healthy.add(8100)
+    rig.tick(2.0)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready"
+    assert rig.rec("a").pid != pid
+
+
+def test_start_timeout_restarts(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, start_timeout_s=30.0)
+    rig.tick()
+    rig.kill("a")
+    rig.prober.healthy.discard(8100)
+    rig.tick()
+    rig.tick(2.0)
+    assert rig.sup.phase("a") == "starting"
+    rig.tick(31.0)
+    assert rig.sup.phase("a") == "stopping"
+
+
+def test_health_ok_but_completion_failing_is_not_ready(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.tick()
+    rig.kill("a")
+    rig.prober.completion_errors[8100] = "HTTP 500: EngineCore encountered an issue"
+    rig.tick()
+    rig.tick(2.0)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "starting"
+    del rig.prober.completion_errors[8100]
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready"
+
+
+@pytest.mark.parametrize(("case", "restart_on_memory"), [("alert-only", False), ("restart", True)])
+def test_memory_over_plan_alerts_once(tmp_path: Path, case: str, restart_on_memory: bool) -> None:
+    rig = make_rig(tmp_path, memory_tolerance=0.1, restart_on_memory=restart_on_memory)
+    rig.tick()
+    pid = rig.rec("a").pid or 0
+    engine = pid * 10 + 1  # FakeRunner's EngineCore child of the session
+    procs = (GpuProcess(pid, 1 * GiB), GpuProcess(engine, 10 * GiB))
+    rig.inventory.gpu_list = [Gpu(0, "H100", 80 * GiB, processes=procs)]
+    rig.tick(1.0)  # 11 GiB <= 10 GiB * 1.1
+    assert rig.sup.instance_statuses()[0].actual_bytes == {0: 11 * GiB}
+    assert rig.alerts.kinds() == []
+    procs = (GpuProcess(pid, 1 * GiB), GpuProcess(engine, 12 * GiB))
+    rig.inventory.gpu_list = [Gpu(0, "H100", 80 * GiB, processes=procs)]
+    rig.tick(1.0)
+    rig.tick(1.0)
+    assert rig.alerts.kinds() == ["memory_over_plan"]
+    status = rig.sup.instance_statuses()[0]
+    assert status.memory_over_plan and status.alerts == {"memory_over_plan": 1}
+    assert rig.alerts.alerts[0].details["gpu"] == "0"
+    assert rig.sup.phase("a") in (("stopping", "backoff") if restart_on_memory else ("ready",))
+
+
+def test_readopts_after_supervisor_restart(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.kill("b")  # b died while no supervisor ran
+    fresh = Supervisor(
+        rig.store, rig.runner, rig.prober, rig.clock, rig.alerts, policy=SupervisorPolicy(), routes=rig.routes
+    )
+    asyncio.run(fresh.tick())
+    assert fresh.phase("a") == "ready"
+    assert fresh.phase("b") == "starting"
+    assert rig.spawns() == 3  # only b was started again
+    assert rig.rec("b").restarts == 1
+
+
+def test_busy_profile_postpones_restart(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.tick()
+    rig.kill("a")
+    rig.tick()
+    rig.store.busy = True
+    rig.tick(5.0)
+    assert rig.sup.phase("a") == "backoff"
+    rig.store.busy = False
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "starting"
+
+
+def test_instance_stopped_by_down_is_not_restarted(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.tick()
+    assert rig.store.state is not None
+    rig.kill("a")
+    rig.store.state = rig.store.state.with_instance(replace(rig.rec("a"), state="stopped"))
+    rig.tick(10.0)
+    assert rig.sup.phase("a") == "stopped"
+    assert rig.spawns() == 2
+    rig.store.state = rig.store.state.without_instances({"a"})
+    rig.tick()
+    assert rig.routes.lookup("model-a") is None
+    assert [s.instance for s in rig.sup.instance_statuses()] == ["b"]
+
+
+def test_restart_disabled_watches_only(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, restart=False)
+    rig.tick()
+    rig.kill("a")
+    rig.tick(100.0)
+    assert rig.sup.phase("a") == "failed"
+    assert rig.spawns() == 2
+
+
+@pytest.mark.parametrize(
+    ("case", "argv", "url"),
+    [
+        ("default", (), "http://127.0.0.1:9000"),
+        ("loopback", ("--host", "127.0.0.1"), "http://127.0.0.1:9000"),
+        ("wildcard", ("--host", "0.0.0.0"), "http://127.0.0.1:9000"),
+        ("specific", ("--host=10.0.0.5",), "http://10.0.0.5:9000"),
+        ("ipv6", ("--host", "::1"), "http://[::1]:9000"),
+    ],
+)
+def test_base_url(case: str, argv: tuple[str, ...], url: str) -> None:
+    rec = InstanceRecord(
+        name="x", model="m", port=9000, argv=("vllm", "serve", "m", *argv), env={}, log_path="x"
+    )
+    assert base_url(rec) == url

@@ -1,0 +1,31 @@
+"""The one phase vocabulary: every group is part of it, and the words users see do not move."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from gpushare.runtime import phase
+
+ALL = set(get_args(phase.InstancePhase))
+
+
+@pytest.mark.parametrize("group", ["SUPERVISOR_PHASES", "SERVES", "RUNNING"])
+def test_groups_use_the_vocabulary(group: str) -> None:
+    assert set(getattr(phase, group)) <= ALL
+
+
+def test_words_users_see() -> None:
+    # `gpushare_instance_state{state=...}` series, in this order (dashboards select on them).
+    assert phase.SUPERVISOR_PHASES == (
+        "starting",
+        "ready",
+        "unhealthy",
+        "stopping",
+        "backoff",
+        "failed",
+        "stopped",
+    )
+    # `status` for an instance with no process left (issue 12 unifies it with "failed").
+    assert phase.NO_PROCESS == "exited"
