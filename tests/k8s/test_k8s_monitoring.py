@@ -23,14 +23,14 @@ from gpushare.devices.static import StaticInventory
 from gpushare.errors import InputError
 from gpushare.export.k8s import monitoring, render
 from gpushare.export.k8s.monitoring import EXAMPLE_RULES_PATH, example_rules_text
-from gpushare.runtime.metrics import (
+from gpushare.runtime.service.metrics import (
     GatewayMetrics,
     GpuCollector,
     InstanceCollector,
     InstanceStatus,
     VllmMetricsCollector,
 )
-from gpushare.runtime.metrics import render as render_metrics
+from gpushare.runtime.service.metrics import render as render_metrics
 from gpushare.units import GiB
 
 REPO = Path(__file__).resolve().parents[2]

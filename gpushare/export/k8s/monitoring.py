@@ -7,7 +7,7 @@ render it, so the two cannot drift. Each alert names the metric source it needs,
 whose source is scraped are emitted:
 
 - `supervisor`: a gpushare supervisor's /metrics (`gpushare up` on a workstation, the gpu-pod
-  mode's pods): gpushare/runtime/metrics.py `InstanceCollector` (`gpushare_instance_*`) and each
+  mode's pods): gpushare/runtime/service/metrics.py `InstanceCollector` (`gpushare_instance_*`) and each
   instance's `vllm:*` series, relabelled with `instance` and `model`;
 - `gateway`: any gpushare gateway's /metrics: `GatewayMetrics` (`gpushare_gateway_*`);
 - `vllm-pods`: vLLM's own /metrics scraped from its pods by a PodMonitor (mig, hami, time-slicing,
