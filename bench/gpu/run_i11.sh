@@ -1,6 +1,7 @@
 #!/bin/bash
 # Issue 11's real-GPU check in one device call. On the GPU machine, from the repo root, after the
-# six receive.sh calls of ../shared/device-vllm/README.md:
+# receive.sh calls of ../shared/device-vllm/README.md (one per part; bench/gpu/resplit_wheels.sh
+# makes the parts small enough to travel with today's tree):
 #
 #   bash bench/gpu/run_i11.sh [SECONDS]
 #
