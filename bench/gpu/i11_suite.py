@@ -83,24 +83,33 @@ MARK = ".i11_folder.json"  # written last by ensure_folders: a folder without it
 
 
 def ensure_folders(root: str, names: list[str], tiny: bool) -> dict[str, dict]:
-    """Build the missing dummy folders (in parallel, one process each); return their info."""
+    """Build the missing dummy folders (in parallel, one process each); return their info. A folder
+    that fails gets {"error": ...} instead, so the other models still run."""
     procs = {}
     for name in names:
         mark = os.path.join(root, name, MARK)
         if not os.path.exists(mark) or c.read_json(mark).get("tiny") != tiny:
             argv = [sys.executable, FOLDERS, *(["--tiny"] if tiny else []), root, name]
             procs[name] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    failed = {}
     for name, p in procs.items():
-        out, err = p.communicate(timeout=300)
-        if p.returncode != 0:
-            raise RuntimeError(f"i11_folders.py {name} failed: {err[-800:]}")
-        c.write_json(json.loads(out.strip().splitlines()[-1]), os.path.join(root, name, MARK), indent=1)
-    return {n: c.read_json(os.path.join(root, n, MARK)) for n in names}
+        try:
+            out, err = p.communicate(timeout=300)
+            if p.returncode != 0:
+                raise RuntimeError(f"exit code {p.returncode}: {err[-800:]}")
+            c.write_json(json.loads(out.strip().splitlines()[-1]), os.path.join(root, name, MARK), indent=1)
+        except Exception as e:  # noqa: BLE001 - one model's folder must not stop the others
+            failed[name] = {"error": f"i11_folders.py {name} failed: {e!r}"[:1200]}
+    return {n: failed.get(n) or c.read_json(os.path.join(root, n, MARK)) for n in names}
 
 
 def log_folders(folders: dict[str, dict]) -> None:
-    c.log("folders:", ", ".join(f"{n} ({i['tokenizer_len']} tokens)" for n, i in folders.items()))
+    c.log(
+        "folders:", ", ".join(f"{n} ({i.get('tokenizer_len', 'FAILED')} tokens)" for n, i in folders.items())
+    )
     for n, i in folders.items():
+        if "error" in i:
+            c.log(f"  {n}: {i['error']}")
         if "processor_check" in i:
             c.log(f"  {n} processor: {i['processor_check']}")
 
@@ -216,8 +225,11 @@ def main() -> int:
     if members and left < TOGETHER_NEED_S:
         c.log(f"deadline: {left:.0f}s left, not starting the together phase")
     elif members:
+        for t in [t for t in members if "error" in folders[t[1]]]:
+            c.log(f"not starting {t[0]}: no folder ({folders[t[1]]['error'][:200]})")
+        members = [t for t in members if "error" not in folders[t[1]]]
         # Locally (2 shared cores) the same code runs each member as a group of one.
-        batches = [[m] for m in members] if a.cpu else [members]
+        batches = [[m] for m in members] if a.cpu else [members] if members else []
         for batch in batches:
             left = a.deadline_epoch - c.now()
             cap = min(TOGETHER_CAP_S, left - 20)
@@ -250,6 +262,9 @@ def main() -> int:
                 exited[r["model_key"]] = r["error"]
     for case, model, util, cap_max, need in ALONE:
         if (only and case not in only) or case in done:
+            continue
+        if "error" in folders[model]:
+            c.log(f"not starting {case}: no folder")
             continue
         if model in exited and case not in only:
             c.log(

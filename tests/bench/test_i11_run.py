@@ -233,3 +233,8 @@ def test_together_utilizations_pass_the_start_check_in_any_order() -> None:
     shares = [util for _case, _model, util, _kv in i11_suite.TOGETHER]
     assert sum(shares) <= 0.8
     assert {m for _c, m, _u, _k in i11_suite.TOGETHER} == set(i11_folders.MODELS)
+
+
+def test_a_folder_that_fails_is_reported_not_raised(tmp_path: Path) -> None:
+    folders = i11_suite.ensure_folders(str(tmp_path), ["no-such-model"], tiny=True)
+    assert "unknown model(s): no-such-model" in folders["no-such-model"]["error"]
