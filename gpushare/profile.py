@@ -31,36 +31,36 @@ from pydantic import (
 )
 
 from gpushare.errors import GpushareError, ProfileError
-from gpushare.memory import DEFAULT_VLLM_VERSION
+from gpushare.memory.settings import DEFAULT_VLLM_VERSION, KvCacheDtype
+from gpushare.vllm.command import FLAG_OF, canonical_flag
 
 if TYPE_CHECKING:
     from gpushare.devices.base import Gpu
     from gpushare.estimate_job import ModelFacts
 
-KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
 ModelDtype = Literal["auto", "bfloat16", "float16", "float32"]
 Quantization = Literal["fp8", "awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors"]
 
-# Flags that gpushare itself writes into the argv; extra_args may not repeat them (the field named
-# next to each is what to set instead).
-MANAGED_FLAGS: dict[str, str] = {
-    "--model": "models[].model",
-    "--served-model-name": "models[].name",
-    "--host": "defaults.host",
-    "--port": "models[].port",
-    "--max-model-len": "models[].max_model_len",
-    "--gpu-memory-utilization": "models[].concurrency or kv_tokens (gpushare computes it)",
-    "--kv-cache-memory-bytes": "models[].concurrency or kv_tokens (gpushare computes it)",
-    "--tensor-parallel-size": "models[].tensor_parallel_size",
-    "--dtype": "models[].dtype or defaults.dtype",
-    "--kv-cache-dtype": "models[].kv_cache_dtype or defaults.kv_cache_dtype",
-    "--block-size": "defaults.block_size",
-    "--max-num-seqs": "models[].max_num_seqs",
-    "--max-num-batched-tokens": "models[].max_num_batched_tokens",
-    "--quantization": "models[].quantization",
-    "--enforce-eager": "models[].enforce_eager",
+# What to set instead of each flag that gpushare writes into the argv (vllm/command.py's table);
+# extra_args may not repeat those flags.
+_SET_INSTEAD: dict[str, str] = {
+    "model": "models[].model",
+    "served_name": "models[].name",
+    "host": "defaults.host",
+    "port": "models[].port",
+    "max_model_len": "models[].max_model_len",
+    "gpu_memory_utilization": "models[].concurrency or kv_tokens (gpushare computes it)",
+    "kv_cache_memory_bytes": "models[].concurrency or kv_tokens (gpushare computes it)",
+    "tensor_parallel_size": "models[].tensor_parallel_size",
+    "dtype": "models[].dtype or defaults.dtype",
+    "kv_cache_dtype": "models[].kv_cache_dtype or defaults.kv_cache_dtype",
+    "block_size": "defaults.block_size",
+    "max_num_seqs": "models[].max_num_seqs",
+    "max_num_batched_tokens": "models[].max_num_batched_tokens",
+    "quantization": "models[].quantization",
+    "enforce_eager": "models[].enforce_eager",
 }
-SHORT_FLAGS = {"-tp": "--tensor-parallel-size", "-q": "--quantization"}
+MANAGED_FLAGS: dict[str, str] = {flag: _SET_INSTEAD[field] for field, flag in FLAG_OF.items()}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -193,11 +193,7 @@ class ModelEntry(_Strict):
 
 def managed_flag(arg: str) -> str | None:
     """The managed flag `arg` sets (`--max_model_len=4` → `--max-model-len`), or None."""
-    if arg in SHORT_FLAGS:
-        return SHORT_FLAGS[arg]
-    if not arg.startswith("--"):
-        return None
-    flag = "--" + arg[2:].split("=", 1)[0].replace("_", "-")
+    flag = canonical_flag(arg)
     return flag if flag in MANAGED_FLAGS else None
 
 

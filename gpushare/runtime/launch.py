@@ -21,7 +21,7 @@ from typing import Literal
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
-from gpushare.plan import Plan, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.clock import Clock, SystemClock
 from gpushare.runtime.lock import profile_lock
 from gpushare.runtime.mps import MpsControl, NvidiaMpsControl, mps_env

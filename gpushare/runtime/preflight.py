@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
-from gpushare.plan import Plan, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.processes import ProcessRunner
 from gpushare.units import format_bytes
 

@@ -14,16 +14,23 @@ from gpushare.calibration import (
     RecordLookup,
     key_for,
     measuring_argv,
-    parse_vllm_log,
     record_from_run,
 )
 from gpushare.devices.base import Gpu
 from gpushare.errors import ConfigError
 from gpushare.estimate_job import load_model
-from gpushare.memory import GpuTarget, ServeSettings, estimate
-from gpushare.planner import build_plan
+from gpushare.memory import Estimate, GpuTarget, ServeSettings, estimate
+from gpushare.planning.build import build_plan
+from gpushare.planning.plan import PlannedInstance
 from gpushare.profile import parse_profile_text
 from gpushare.units import GiB
+from gpushare.vllm.log import parse_vllm_log
+
+
+def estimate_of(inst: PlannedInstance) -> Estimate:
+    assert inst.estimate is not None, inst.name
+    return inst.estimate
+
 
 LOGS = Path(__file__).parents[1] / "fixtures" / "vllm_logs"
 LLAMA_LOG = (LOGS / "h200-vllm0.26.0-llama-3.1-8b.log").read_text()
@@ -141,8 +148,8 @@ def test_plan_uses_a_matching_record_and_says_so() -> None:
     )
     lookup = RecordLookup({record.key: record})
     calibrated = build_plan(profile, [H200_GPU], calibration=lookup)
-    assert plain.instances[0].estimate["weights_source"] == "config"
-    assert calibrated.instances[0].estimate["weights_source"] == "calibration"
+    assert estimate_of(plain.instances[0]).weights_source == "config"
+    assert estimate_of(calibrated.instances[0]).weights_source == "calibration"
     assert any("calibrated" in note and "llama" in note for note in calibrated.notes)
     assert not any("calibrated" in note for note in plain.notes)
     # The record's larger footprint (2 GiB more outside the budget) leaves less for the KV cache
@@ -150,7 +157,6 @@ def test_plan_uses_a_matching_record_and_says_so() -> None:
     plain_kv = plain.instances[0].kv_cache_memory_bytes
     calibrated_kv = calibrated.instances[0].kv_cache_memory_bytes
     assert plain_kv is not None and calibrated_kv is not None and calibrated_kv < plain_kv - GiB
-    assert lookup.used
 
 
 def test_a_record_for_other_settings_is_not_used() -> None:
@@ -159,7 +165,7 @@ def test_a_record_for_other_settings_is_not_used() -> None:
         PROFILE.replace("concurrency: 16", "concurrency: 16\n    enforce_eager: true")
     )
     plan = build_plan(profile, [H200_GPU], calibration=RecordLookup({record.key: record}))
-    assert plan.instances[0].estimate["weights_source"] == "config"
+    assert estimate_of(plan.instances[0]).weights_source == "config"
 
 
 def test_record_json_is_plain(tmp_path: Path) -> None:

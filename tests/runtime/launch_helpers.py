@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gpushare.devices.base import GpuInventory
-from gpushare.plan import Plan, PlannedGpu, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
 from gpushare.runtime.clock import SystemClock
 from gpushare.runtime.launch import Edges
 from gpushare.runtime.mps import FakeMpsControl, MpsControl

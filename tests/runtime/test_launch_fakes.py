@@ -11,7 +11,7 @@ from launch_helpers import instance, plan_of
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
 from gpushare.errors import DoesNotFitError, EnvironmentProblem
-from gpushare.plan import PlannedInstance
+from gpushare.planning.plan import PlannedInstance
 from gpushare.runtime.clock import FakeClock
 from gpushare.runtime.launch import (
     Edges,
