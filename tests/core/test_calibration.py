@@ -41,38 +41,6 @@ REQUESTED = math.ceil(150_109_880_320 * 0.45)
 PROCESS = 69_415_731_200
 
 
-def test_parse_real_h200_log() -> None:
-    acc = parse_vllm_log(LLAMA_LOG)
-    assert acc.utilization == 0.45
-    assert acc.weights_bytes == round(15.0 * GiB) and acc.activation_bytes == round(1.1 * GiB)
-    assert acc.cuda_graph_bytes == round(0.98 * GiB)
-    assert acc.kv_suggestion_bytes == 48_804_445_696
-    assert acc.kv_cache_tokens == 381_552
-    assert acc.context_bytes == round(0.51 * GiB)
-    assert acc.vllm_version == "0.26.0"
-    # The suggestion is exact: requested − non-KV − 150 MiB; the logged terms agree to 0.01 GiB each.
-    logged = acc.weights_bytes + acc.activation_bytes + acc.non_torch_bytes + acc.cuda_graph_bytes
-    assert abs(acc.non_kv_bytes(REQUESTED) - logged) < 0.02 * GiB
-
-
-@pytest.mark.parametrize(
-    ("log", "cache", "activation_gib"),
-    [
-        pytest.param("h200-vllm0.26.0-llama-3.1-8b.log", "cold", 1.1, id="compiled-from-scratch"),
-        pytest.param("h200-vllm0.26.0-qwen3-8b-warm-cache.log", "warm", 0.78, id="graphs-from-cache"),
-    ],
-)
-def test_compile_cache_state_is_read(log: str, cache: str, activation_gib: float) -> None:
-    acc = parse_vllm_log((LOGS / log).read_text())
-    assert acc.compile_cache == cache
-    assert acc.activation_bytes == round(activation_gib * GiB)
-
-
-def test_log_without_accounting_names_the_file() -> None:
-    with pytest.raises(ConfigError, match="server.log: no 'Actual usage"):
-        parse_vllm_log("INFO GPU KV cache size: 1,024 tokens", "server.log")
-
-
 def llama_key() -> CalibrationKey:
     facts = load_model("meta-llama/Llama-3.1-8B-Instruct")
     return key_for(facts, H200, ServeSettings(max_model_len=8192))
