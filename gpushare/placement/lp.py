@@ -1,11 +1,15 @@
-"""The LP relaxation of placement: a bound on what any assignment can reach, solved with HiGHS."""
+"""The LP relaxation of placement: a bound on what any assignment can reach.
+
+Solved with HiGHS, except in the common case where every item is single-GPU and may use the same
+GPUs: there the LP's optimum has a closed form (one pool of memory filling the largest GPUs
+first), and the solver is not even imported (`gpushare plan` of a small profile stays fast).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 
-from gpushare.placement import highs
 from gpushare.placement.model import Bin, Item, Strategy, allows
 
 
@@ -34,6 +38,46 @@ def lp_bound(items: Sequence[Item], bins: Sequence[Bin], strategy: Strategy) -> 
         if item.tp == 1:
             pools[allowed[item.name]] = pools.get(allowed[item.name], 0.0) + item.need_bytes / 2**30
     tensor_parallel = [item for item in items if item.tp > 1]
+    if not tensor_parallel and len(pools) == 1:
+        ((pool, supply),) = pools.items()
+        return one_pool_bound(pool, supply, bins, strategy, _alone_headroom(items, bins, allowed))
+    return _solved_bound(items, bins, strategy, allowed, pools, tensor_parallel)
+
+
+def one_pool_bound(
+    pool: tuple[int, ...], supply_gib: float, bins: Sequence[Bin], strategy: Strategy, alone: float
+) -> float | None:
+    """The LP's optimum when one pool of `supply_gib` may use the GPUs `pool`: `pack` fills the
+    largest of them first (the fractional GPU count, rounded up); `spread` loads them all to the
+    same fraction, capped by `alone` (`_alone_headroom`)."""
+    caps = sorted((bins[k].usable_bytes / 2**30 for k in pool), reverse=True)
+    total = sum(caps)
+    # HiGHS's feasibility tolerance on the supply row: a pool that just fills its GPUs is feasible.
+    if supply_gib > total + 1e-7 * max(1.0, supply_gib):
+        return None
+    if strategy == "spread":
+        return min(1.0 - supply_gib / total, alone) if total else alone
+    left, value = supply_gib, 0.0
+    for cap in caps:
+        if left <= cap:
+            value += left / cap if cap else 0.0
+            break
+        value += 1.0
+        left -= cap
+    return float(math.ceil(value - 1e-6))
+
+
+def _solved_bound(
+    items: Sequence[Item],
+    bins: Sequence[Bin],
+    strategy: Strategy,
+    allowed: Mapping[str, tuple[int, ...]],
+    pools: Mapping[tuple[int, ...], float],
+    tensor_parallel: Sequence[Item],
+) -> float | None:
+    """The LP solved by HiGHS (several pools, or tensor-parallel items)."""
+    from gpushare.placement import highs
+
     # columns: pool flows (GiB), then x for each TP item and allowed GPU (share of one GPU slot)
     columns = [(n, k, 2**30) for n, ks in enumerate(pools) for k in ks]  # (row, gpu, GiB per unit)
     columns += [

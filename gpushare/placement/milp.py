@@ -8,7 +8,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gpushare.placement import highs
 from gpushare.placement.model import Bin, Item, Strategy, allows
 
 # 1e-6 tolerances cannot add up to a whole unit.
@@ -130,6 +129,8 @@ class Milp:
         remaining = deadline - time.monotonic()
         if remaining <= 0.01:
             return None
+        from gpushare.placement import highs  # the solver, only when a MILP is solved
+
         nb, nx, e0 = len(self.bins), self.nx, self.extra
         n_extra = {"count": 0, "pack": nb, "spread_min": 1, "spread_balance": nb}[kind]
         n_vars = e0 + n_extra
