@@ -34,10 +34,10 @@ from gpushare.memory.settings import (
     V1_MOE_NOTE,
     GpuTarget,
     ServeSettings,
-    default_batching,
     default_utilization,
     model_dtype,
     moe_on_v1_runner,
+    with_batching_defaults,
 )
 from gpushare.memory.weights import weights_on_gpu
 from gpushare.units import format_bytes
@@ -172,9 +172,9 @@ def _fixed(
             f"(max_position_embeddings {arch.max_position_embeddings})",
             hint=f"use --max-model-len {arch.max_position_embeddings} or less",
         )
-    default_batched, default_seqs = default_batching(gpu, settings.vllm_version)
-    num_seqs = settings.max_num_seqs or default_seqs
-    batched = settings.max_num_batched_tokens or default_batched
+    pinned = with_batching_defaults(settings, gpu)
+    assert pinned.max_num_seqs is not None and pinned.max_num_batched_tokens is not None
+    num_seqs, batched = pinned.max_num_seqs, pinned.max_num_batched_tokens
     tp = settings.tensor_parallel_size
     layout = kv_layout(arch, settings, gpu, max_len, batched)
     weights, source = weights_on_gpu(arch, settings, gpu, weights_override)
