@@ -25,13 +25,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.estimate_job import ModelFacts
 from gpushare.memory import Estimate, GpuTarget, estimate
 from gpushare.memory.settings import with_batching_defaults
-from gpushare.placement import MILP_MAX_ITEMS, Bin, Item, Placement, share_leftover, solve
+from gpushare.placement import MILP_MAX_ITEMS, Bin, Item, Placement, Strategy, share_leftover, solve
 from gpushare.planning.commands import instance_command, instance_env
 from gpushare.planning.cpu import cpu_plan
 from gpushare.planning.needs import CalibrationLookup, Entry, Needs, resolve_entries
@@ -41,7 +40,7 @@ from gpushare.planning.suggest import explain_unplaced
 from gpushare.profile import ModelLoader, Profile, check_profile_models
 from gpushare.units import format_bytes
 
-Strategy = Literal["pack", "spread"]
+__all__ = ["Strategy", "build_plan", "plan_loader"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,9 @@ def plan_loader(cache: dict[str, ModelFacts] | None = None) -> Callable[[str], M
 
 
 class _Planner:
+    """One CUDA plan: place the entries' needs, size each instance's KV cache and utilization,
+    order the starts, explain what does not fit."""
+
     def __init__(
         self, profile: Profile, models: list[Entry], needs: Needs, strategy: Strategy, time_limit_s: float
     ) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from gpushare.errors import GpushareError, ProfileError
 from gpushare.memory.settings import DEFAULT_VLLM_VERSION, KvCacheDtype
+from gpushare.placement.model import Strategy
 from gpushare.profile.lines import LineIndex
 from gpushare.vllm.command import FLAG_OF, canonical_flag
 
@@ -69,7 +70,7 @@ class Defaults(_Strict):
     mps: Literal["auto", "on", "off"] = "auto"
     """CUDA MPS: `auto` runs a daemon when instances share a GPU and MPS is available, `on` always,
     `off` never."""
-    strategy: Literal["pack", "spread"] = "pack"
+    strategy: Strategy = "pack"
     """`pack`: fewest GPUs used; `spread`: most headroom on the tightest GPU."""
     kv_sizing: Literal["fixed", "measured"] = "fixed"
     """`fixed`: pass --kv-cache-memory-bytes so instances can start together; `measured`: let
