@@ -61,9 +61,9 @@ class Milp:
     ) -> tuple[dict[str, tuple[int, ...]], bool] | None:
         """Lexicographic stages; None when no stage produced an answer.
 
-        HiGHS cannot be warm-started through scipy, so when the greedy answer meets the priority
-        floors its objective (`greedy_value`) becomes a bound in the strategy stage instead: the
-        search looks only at answers at least as good.
+        The greedy answer is not handed to HiGHS as a starting solution; when it meets the
+        priority floors its objective (`greedy_value`) becomes a bound in the strategy stage
+        instead: the search looks only at answers at least as good.
         """
         if not self.items:
             return {}, True
