@@ -58,8 +58,15 @@ FLAG_OF: dict[str, str] = {f.field: f.flag for f in (MODEL_FLAG, *FLAGS)}
 
 _BY_FLAG: dict[str, Flag] = {f.flag: f for f in (MODEL_FLAG, *FLAGS)}
 _INTS = frozenset(
-    {"port", "max_model_len", "kv_cache_memory_bytes", "tensor_parallel_size", "block_size"}
-    | {"max_num_seqs", "max_num_batched_tokens"}
+    {
+        "port",
+        "max_model_len",
+        "kv_cache_memory_bytes",
+        "tensor_parallel_size",
+        "block_size",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+    }
 )
 _FORMAT: dict[str, Callable[[Any], str]] = {"gpu_memory_utilization": format_utilization}
 
