@@ -16,15 +16,18 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpushare.errors import ConfigError
-from gpushare.estimate_job import ModelFacts
-from gpushare.memory import Estimate, GpuTarget, MeasuredTerms, ServeSettings, model_dtype
+from gpushare.memory import GpuTarget, MeasuredTerms, ServeSettings, model_dtype
 from gpushare.memory.settings import with_batching_defaults
-from gpushare.planning.plan import PlannedInstance
-from gpushare.vllm.command import VllmCommand
-from gpushare.vllm.log import VllmAccounting
+
+if TYPE_CHECKING:  # `estimate` looks records up without loading the plan's or the log's modules
+    from gpushare.estimate_job import ModelFacts
+    from gpushare.memory import Estimate
+    from gpushare.planning.plan import PlannedInstance
+    from gpushare.vllm.command import VllmCommand
+    from gpushare.vllm.log import VllmAccounting
 
 
 @dataclass(frozen=True)
@@ -217,10 +220,16 @@ def _planned_estimate(inst: PlannedInstance) -> Estimate:
     return inst.estimate
 
 
+def _command_of(inst: PlannedInstance) -> VllmCommand:
+    from gpushare.vllm.command import VllmCommand
+
+    return VllmCommand.from_argv(inst.argv)
+
+
 def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
     """The key of a planned instance (its estimate holds the settings vLLM will use)."""
     e = _planned_estimate(inst)
-    command = VllmCommand.from_argv(inst.argv)
+    command = _command_of(inst)
     return CalibrationKey(
         gpu=e.gpu,
         vllm_version=e.vllm_version,
@@ -237,7 +246,7 @@ def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
 def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
     """The serve settings behind a planned instance (for re-estimating it)."""
     e = _planned_estimate(inst)
-    command = VllmCommand.from_argv(inst.argv)
+    command = _command_of(inst)
     return ServeSettings(
         max_model_len=e.max_model_len,
         dtype=e.dtype,
@@ -256,4 +265,6 @@ def measuring_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
     """The instance's command without --kv-cache-memory-bytes, so that vLLM measures (and logs)
     its own memory use within --gpu-memory-utilization. Flags gpushare does not set keep their
     order, after the ones it sets."""
+    from gpushare.vllm.command import VllmCommand
+
     return VllmCommand.from_argv(argv).without("kv_cache_memory_bytes").to_argv()
