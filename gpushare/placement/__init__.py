@@ -107,8 +107,8 @@ def _finish(
 ) -> Placement:
     """Attach the LP bound; a greedy answer that meets it with nothing unplaced is proven optimal."""
     placed = [item for item in items if item.name in assignment]
-    bound = lp_bound(placed, bins, strategy)
     value = objective(items, bins, assignment, strategy)
+    bound = lp_bound(placed, bins, strategy, reached=value)
     if bound is not None and len(placed) == len(items):
         meets = value <= bound if strategy == "pack" else value >= bound - 1e-9
         optimal = optimal or meets

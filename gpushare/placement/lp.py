@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from gpushare.placement.model import Bin, Item, Strategy, allows
 
 
-def lp_bound(items: Sequence[Item], bins: Sequence[Bin], strategy: Strategy) -> float | None:
+def lp_bound(
+    items: Sequence[Item], bins: Sequence[Bin], strategy: Strategy, reached: float | None = None
+) -> float | None:
     """LP relaxation (fractional assignment, every item placed) of the strategy's objective.
 
     `pack`: a lower bound on GPUs used, rounded up. `spread`: an upper bound on the smallest
@@ -22,6 +24,11 @@ def lp_bound(items: Sequence[Item], bins: Sequence[Bin], strategy: Strategy) -> 
 
     Single-GPU items that may use the same GPUs are pooled into one flow of memory (the same LP
     value, far fewer columns: 1000 items on 64 GPUs solve in milliseconds).
+
+    `reached`: the objective of an assignment of exactly these items, when one is known. The LP
+    lies between it and a coarser relaxation (every item, tensor-parallel ones as tp × need, in one
+    pool over all the GPUs any of them may use); when that relaxation already meets `reached`, so
+    does the LP, and HiGHS is not asked.
     """
     if not items:
         return 0.0 if strategy == "pack" else 1.0
@@ -41,6 +48,13 @@ def lp_bound(items: Sequence[Item], bins: Sequence[Bin], strategy: Strategy) -> 
     if not tensor_parallel and len(pools) == 1:
         ((pool, supply),) = pools.items()
         return one_pool_bound(pool, supply, bins, strategy, _alone_headroom(items, bins, allowed))
+    if reached is not None:
+        union = tuple(sorted({k for ks in allowed.values() for k in ks}))
+        supply = sum(item.tp * item.need_bytes / 2**30 for item in items)
+        coarse = one_pool_bound(union, supply, bins, strategy, _alone_headroom(items, bins, allowed))
+        # pack: coarse ≤ LP ≤ reached, all whole; spread: coarse ≥ LP ≥ reached
+        if coarse is not None and (coarse == reached if strategy == "pack" else coarse <= reached + 1e-12):
+            return coarse
     return _solved_bound(items, bins, strategy, allowed, pools, tensor_parallel)
 
 

@@ -503,3 +503,29 @@ def test_one_pool_closed_form_is_the_lp_highs_solves(seed: int, strategy: Strate
     if closed is not None and solved is not None:
         assert closed == pytest.approx(solved, abs=1e-9)
         assert lp_bound(items, bins, strategy) == closed
+
+
+@pytest.mark.parametrize("seed", [pytest.param(seed, id=f"seed{seed}") for seed in range(40)])
+@pytest.mark.parametrize("strategy", ["pack", "spread"])
+def test_a_known_assignment_skips_the_solver_only_when_the_lp_is_met(seed: int, strategy: Strategy) -> None:
+    # With tensor-parallel items and pins the LP needs HiGHS, unless a coarser closed form
+    # already meets a known assignment's objective: then both bounds must agree.
+    from gpushare.placement.model import objective
+
+    rng = random.Random(1000 + seed)
+    bins = [Bin(g, rng.choice([24, 48, 80]) * GiB) for g in range(rng.randint(2, 6))]
+    items = []
+    for i in range(rng.randint(1, 12)):
+        tp = rng.choice([1, 1, 2])
+        pin = tuple(sorted(rng.sample(range(len(bins)), tp))) if rng.random() < 0.3 else None
+        items.append(Item(f"m{i}", rng.randint(GiB, 30 * GiB), tp=tp, pin=pin))
+    fit = first_fit_decreasing if strategy == "pack" else worst_fit_decreasing
+    assignment = fit(items, bins).assignment
+    placed = [item for item in items if item.name in assignment]
+    if not placed:
+        return
+    reached = objective(placed, bins, assignment, strategy)
+    quick, solved = lp_bound(placed, bins, strategy, reached=reached), lp_bound(placed, bins, strategy)
+    assert (quick is None) == (solved is None)
+    if quick is not None and solved is not None:
+        assert quick == pytest.approx(solved, abs=1e-9), (quick, solved, reached)
