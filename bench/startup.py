@@ -5,6 +5,9 @@ the median and the range of the wall time, and the median CPU time (user + syste
 child's rusage: it moves less than the wall time when other work shares the machine). Targets
 (issue 10): `estimate` < 0.3 s, `plan` / `check` of a shipped profile < 0.5 s, `--help` < 0.3 s.
 
+Afterwards it lists the heavy modules each command loads (torch, vLLM, transformers must never
+be among them; the solver only where a plan needs HiGHS).
+
 Run: .venv/bin/python bench/startup.py [--runs N] [--tree PATH]
 `--tree` times another checkout of gpushare (e.g. the main branch) with the same interpreter, for a
 before/after table. Prints markdown (recorded in BENCHMARKS.md, "Start-up").
@@ -22,6 +25,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HEAVY = (
+    "torch",
+    "vllm",
+    "transformers",
+    "aiohttp",
+    "scipy",
+    "numpy",
+    "highspy",
+    "pydantic",
+    "huggingface_hub",
+)
 COMMANDS: list[tuple[list[str], float]] = [
     (["--help"], 0.3),
     (["estimate", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "H100", "--max-model-len", "8192"], 0.3),
@@ -73,6 +87,25 @@ def main() -> None:
                 f"| `gpushare {' '.join(cli_args)}` | {median:.3f} | {min(walls):.3f}–{max(walls):.3f} "
                 f"| {statistics.median(cpus):.3f} | {target} | {'yes' if median < target else 'no'} |"
             )
+
+        print("\n| command | heavy modules loaded |\n|---|---|")
+        for cli_args, _target in COMMANDS:
+            loaded = ", ".join(heavy_modules(cli_args, env, tree)) or "-"
+            print(f"| `gpushare {' '.join(cli_args)}` | {loaded} |")
+
+
+def heavy_modules(cli_args: list[str], env: dict[str, str], cwd: Path) -> list[str]:
+    """The HEAVY modules a command has imported by the time it exits."""
+    code = (
+        "import atexit, sys\n"
+        f"heavy = {HEAVY!r}\n"
+        "atexit.register(lambda: print(' '.join(m for m in heavy if m in sys.modules), file=sys.stderr))\n"
+        "from gpushare.cli import main\n"
+        f"sys.argv = ['gpushare', *{cli_args!r}]\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True)
+    return done.stderr.strip().splitlines()[-1].split() if done.stderr.strip() else []
 
 
 if __name__ == "__main__":
