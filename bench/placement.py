@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import scipy
+from highspy import _core as highs_core
 
 from gpushare.placement import (
     Bin,
@@ -234,7 +234,7 @@ def spread_quality(instances: int) -> list[str]:
 def main() -> None:
     started = time.perf_counter()
     out = [
-        f"Python {platform.python_version()}, scipy {scipy.__version__} (HiGHS), "
+        f"Python {platform.python_version()}, HiGHS {highs_core._Highs().version()} (highspy), "
         f"{os.cpu_count()} CPUs, time limit 2 s per solve, usable = 90% of each GPU.",
         "",
         "### Solve time (3 seeded instances per row)",

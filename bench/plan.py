@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gpushare.catalog.gpus import parse_gpu_spec  # noqa: E402
 from gpushare.estimate_job import ModelFacts  # noqa: E402
-from gpushare.planner import build_plan, plan_loader  # noqa: E402
+from gpushare.planning.build import build_plan, plan_loader  # noqa: E402
 from gpushare.profile import Profile  # noqa: E402
 
 # Dense chat models of the bundled catalog that fit on one H100, with vLLM's defaults.

@@ -6,109 +6,28 @@ numbers (GPU, vLLM version, model, dtype, batching, eager, tensor parallel, quan
 stores records in a JSON file. The planner looks a record up for each instance and, when one
 matches, uses its measured terms instead of the fitted coefficients.
 
-Log lines read (vLLM 0.26.0, v1/worker/gpu_worker.py and gpu/model_runner.py):
-  "Free memory on device (F/T GiB) on startup. Desired GPU memory utilization is (U, R GiB).
-   Actual usage is W GiB for weight, A GiB for peak activation, N GiB for non-torch memory, and
-   G GiB for CUDAGraph memory. Replace gpu_memory_utilization config with `--kv-cache-memory=B` ..."
-  "worker init memory snapshot: ... cuda_memory=C GiB ..."   (DEBUG: VLLM_LOGGING_LEVEL=DEBUG)
-  "GPU KV cache size: K tokens"
-The `--kv-cache-memory=B` suggestion is exact: B = requested − (W + A + N + G) − 150 MiB.
+vLLM's log is read by gpushare/vllm/log.py (`parse_vllm_log`), its command line by
+gpushare/vllm/command.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpushare.errors import ConfigError
-from gpushare.estimate_job import ModelFacts
-from gpushare.memory import GpuTarget, MeasuredTerms, ServeSettings, default_batching, model_dtype
-from gpushare.plan import PlannedInstance
-from gpushare.units import GiB, MiB
+from gpushare.memory import GpuTarget, MeasuredTerms, ServeSettings, model_dtype
+from gpushare.memory.settings import with_batching_defaults
 
-# vLLM leaves this margin below its --kv-cache-memory suggestion (gpu_worker.py, 150 MiB).
-SUGGESTION_MARGIN_BYTES = 150 * MiB
-
-_NUM = r"(-?[0-9]+(?:\.[0-9]+)?)"
-_ACTUAL = re.compile(
-    r"Desired GPU memory utilization is \("
-    + _NUM
-    + r", "
-    + _NUM
-    + r" GiB\)\. Actual usage is "
-    + _NUM
-    + r" GiB for weight, "
-    + _NUM
-    + r" GiB for peak activation, "
-    + _NUM
-    + r" GiB for non-torch memory, and "
-    + _NUM
-    + r" GiB for CUDAGraph memory\. "
-    r"Replace gpu_memory_utilization config with `--kv-cache-memory=([0-9]+)`"
-)
-_SNAPSHOT = re.compile(r"worker init memory snapshot: .*?cuda_memory=" + _NUM + r"GiB")
-_KV_TOKENS = re.compile(r"KV cache size: ([0-9,]+) tokens")
-_VERSION = re.compile(r"Initializing a V1 LLM engine \(v([0-9][^)]*)\)")
-# torch.compile from scratch allocates during the profile run, so vLLM then logs a higher peak
-# activation than on every later start, which loads the compiled graphs from the cache (H200:
-# Qwen3-8B 1.29 GiB cold, 0.78 GiB warm; bench/gpu/results/h200-heldout).
-_COMPILED_COLD = "Compiling a graph for compile range"
-_COMPILED_WARM = "Directly load the compiled graph"
-
-
-@dataclass(frozen=True)
-class VllmAccounting:
-    """What one vLLM start said about its memory. Sizes in bytes; the logged GiB have 2 decimals."""
-
-    utilization: float
-    weights_bytes: int
-    activation_bytes: int
-    non_torch_bytes: int
-    cuda_graph_bytes: int
-    kv_suggestion_bytes: int  # exact: requested − (weights + activation + non-torch + graphs) − 150 MiB
-    kv_cache_tokens: int | None
-    context_bytes: int | None
-    vllm_version: str | None
-    compile_cache: str | None = None  # "warm" (graphs loaded), "cold" (compiled now), None (eager)
-
-    def non_kv_bytes(self, requested_bytes: int) -> int:
-        """Weights + activation + non-torch + CUDA graphs, exact, given the requested bytes."""
-        return requested_bytes - self.kv_suggestion_bytes - SUGGESTION_MARGIN_BYTES
-
-
-def _gib(text: str) -> int:
-    return round(float(text) * GiB)
-
-
-def parse_vllm_log(text: str, source: str = "vLLM log") -> VllmAccounting:
-    """Read vLLM's memory accounting from a server log; a clear error when it is not there."""
-    actual = _ACTUAL.search(text)
-    if actual is None:
-        raise ConfigError(
-            f"{source}: no 'Actual usage is ... --kv-cache-memory=' line",
-            hint="calibration needs a start where vLLM measures its KV size (no --kv-cache-memory-bytes)",
-        )
-    util, _, weights, activation, non_torch, graphs, suggestion = actual.groups()
-    tokens = _KV_TOKENS.search(text)
-    snapshot = _SNAPSHOT.search(text)
-    version = _VERSION.search(text)
-    return VllmAccounting(
-        utilization=float(util),
-        weights_bytes=_gib(weights),
-        activation_bytes=_gib(activation),
-        non_torch_bytes=_gib(non_torch),
-        cuda_graph_bytes=_gib(graphs),
-        kv_suggestion_bytes=int(suggestion),
-        kv_cache_tokens=int(tokens.group(1).replace(",", "")) if tokens else None,
-        context_bytes=_gib(snapshot.group(1)) if snapshot else None,
-        vllm_version=version.group(1) if version else None,
-        compile_cache="warm" if _COMPILED_WARM in text else "cold" if _COMPILED_COLD in text else None,
-    )
+if TYPE_CHECKING:  # `estimate` looks records up without loading the plan's or the log's modules
+    from gpushare.estimate_job import ModelFacts
+    from gpushare.memory import Estimate
+    from gpushare.planning.plan import PlannedInstance
+    from gpushare.vllm.command import VllmCommand
+    from gpushare.vllm.log import VllmAccounting
 
 
 @dataclass(frozen=True)
@@ -258,23 +177,18 @@ class CalibrationStore:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
         os.replace(tmp, self.path)
 
-    def lookup(self, key: CalibrationKey) -> CalibrationRecord | None:
-        return self.load().get(key)
-
-
-CalibrationLookup = Callable[[ModelFacts, GpuTarget, ServeSettings], MeasuredTerms | None]
-
 
 def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
     """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
-    default_batched, default_seqs = default_batching(gpu, settings.vllm_version)
+    pinned = with_batching_defaults(settings, gpu)
+    assert pinned.max_num_batched_tokens is not None and pinned.max_num_seqs is not None
     return CalibrationKey(
         gpu=gpu.name,
         vllm_version=settings.vllm_version,
         model=facts.resolved.reference,
         dtype=model_dtype(facts.arch, settings),
-        max_num_batched_tokens=settings.max_num_batched_tokens or default_batched,
-        max_num_seqs=settings.max_num_seqs or default_seqs,
+        max_num_batched_tokens=pinned.max_num_batched_tokens,
+        max_num_seqs=pinned.max_num_seqs,
         enforce_eager=settings.enforce_eager,
         tensor_parallel_size=settings.tensor_parallel_size,
         quantization=settings.quantization,
@@ -282,21 +196,15 @@ def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> Calib
 
 
 class RecordLookup:
-    """A `CalibrationLookup` over loaded records that remembers which ones it used (for notes)."""
+    """Measured terms for (model, GPU, settings) from loaded records: what `build_plan` and
+    `gpushare estimate` ask for each instance."""
 
     def __init__(self, records: dict[CalibrationKey, CalibrationRecord]) -> None:
         self.records = records
-        self.used: dict[CalibrationKey, CalibrationRecord] = {}
 
     def __call__(self, facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> MeasuredTerms | None:
         record = self.records.get(key_for(facts, gpu, settings))
-        if record is None:
-            return None
-        self.used[record.key] = record
-        return record.terms
-
-    def notes(self) -> list[str]:
-        return [f"calibrated: {r.key.label()} (measured {r.measured_at})" for r in self.used.values()]
+        return record.terms if record is not None else None
 
 
 def stored_lookup(path: Path | None = None) -> RecordLookup | None:
@@ -306,56 +214,57 @@ def stored_lookup(path: Path | None = None) -> RecordLookup | None:
     return RecordLookup(records) if records else None
 
 
-def _flag(argv: tuple[str, ...], flag: str) -> str | None:
-    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+def _planned_estimate(inst: PlannedInstance) -> Estimate:
+    if inst.estimate is None:
+        raise ValueError(f"{inst.name}: not a planned instance (it carries no estimate)")
+    return inst.estimate
+
+
+def _command_of(inst: PlannedInstance) -> VllmCommand:
+    from gpushare.vllm.command import VllmCommand
+
+    return VllmCommand.from_argv(inst.argv)
 
 
 def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
     """The key of a planned instance (its estimate holds the settings vLLM will use)."""
-    e = inst.estimate
+    e = _planned_estimate(inst)
+    command = _command_of(inst)
     return CalibrationKey(
-        gpu=str(e["gpu"]),
-        vllm_version=str(e["vllm_version"]),
-        model=str(e["model"]),
-        dtype=str(e["dtype"]),
-        max_num_batched_tokens=int(e["max_num_batched_tokens"]),
-        max_num_seqs=int(e["max_num_seqs"]),
-        enforce_eager="--enforce-eager" in inst.argv,
-        tensor_parallel_size=int(e["tensor_parallel_size"]),
-        quantization=_flag(inst.argv, "--quantization"),
+        gpu=e.gpu,
+        vllm_version=e.vllm_version,
+        model=e.model,
+        dtype=e.dtype,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        max_num_seqs=e.max_num_seqs,
+        enforce_eager=command.enforce_eager,
+        tensor_parallel_size=e.tensor_parallel_size,
+        quantization=command.quantization,
     )
 
 
 def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
     """The serve settings behind a planned instance (for re-estimating it)."""
-    e = inst.estimate
+    e = _planned_estimate(inst)
+    command = _command_of(inst)
     return ServeSettings(
-        max_model_len=int(e["max_model_len"]),
-        dtype=str(e["dtype"]),
-        kv_cache_dtype=str(e["kv_cache_dtype"]),
-        block_size=int(e["block_size"]),
-        max_num_seqs=int(e["max_num_seqs"]),
-        max_num_batched_tokens=int(e["max_num_batched_tokens"]),
-        tensor_parallel_size=int(e["tensor_parallel_size"]),
-        enforce_eager="--enforce-eager" in inst.argv,
-        quantization=_flag(inst.argv, "--quantization"),
-        vllm_version=str(e["vllm_version"]),
+        max_model_len=e.max_model_len,
+        dtype=e.dtype,
+        kv_cache_dtype=e.kv_cache_dtype,
+        block_size=e.block_size,
+        max_num_seqs=e.max_num_seqs,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        tensor_parallel_size=e.tensor_parallel_size,
+        enforce_eager=command.enforce_eager,
+        quantization=command.quantization,
+        vllm_version=e.vllm_version,
     )
 
 
 def measuring_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
     """The instance's command without --kv-cache-memory-bytes, so that vLLM measures (and logs)
-    its own memory use within --gpu-memory-utilization."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg == "--kv-cache-memory-bytes":
-            skip = True
-            continue
-        if arg.startswith("--kv-cache-memory-bytes="):
-            continue
-        out.append(arg)
-    return tuple(out)
+    its own memory use within --gpu-memory-utilization. Flags gpushare does not set keep their
+    order, after the ones it sets."""
+    from gpushare.vllm.command import VllmCommand
+
+    return VllmCommand.from_argv(argv).without("kv_cache_memory_bytes").to_argv()

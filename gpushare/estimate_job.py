@@ -5,12 +5,13 @@ Shared by `gpushare estimate` and the planner so both read models the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpushare.devices.base import Gpu
 from gpushare.errors import InputError
 from gpushare.hfconfig import ModelArch
 from gpushare.memory import (
+    DTYPE_BYTES,
     Coefficients,
     Estimate,
     GpuTarget,
@@ -54,15 +55,19 @@ class ModelFacts:
 
     resolved: ResolvedModel
     arch: ModelArch
+    # Header bytes by serving dtype width: a plan asks for them once per estimate, hundreds of times.
+    _header_bytes: dict[int, int] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def weights_bytes(self, settings: ServeSettings) -> int | None:
         """Exact bytes from safetensors headers (tp=1, no online quantization), else None."""
         if self.resolved.tensors is None or settings.tensor_parallel_size != 1 or settings.quantization:
             return None
-        from gpushare.memory import DTYPE_BYTES
-
         dtype_bytes = DTYPE_BYTES[model_dtype(self.arch, settings)]
-        return weights_from_header(list(self.resolved.tensors), self.arch, dtype_bytes)
+        if dtype_bytes not in self._header_bytes:
+            self._header_bytes[dtype_bytes] = weights_from_header(
+                list(self.resolved.tensors), self.arch, dtype_bytes
+            )
+        return self._header_bytes[dtype_bytes]
 
 
 def load_model(reference: str, hub: HubClient | None = None) -> ModelFacts:

@@ -17,10 +17,11 @@ import re
 import sys
 from pathlib import Path
 
-from gpushare.calibration import key_for, parse_vllm_log, record_from_run
+from gpushare.calibration import key_for, record_from_run
 from gpushare.estimate_job import load_model
 from gpushare.memory import GpuTarget, ServeSettings, estimate
 from gpushare.units import GiB
+from gpushare.vllm.log import parse_vllm_log
 
 H200 = GpuTarget("NVIDIA H200", 150_109_880_320, 150_754_820_096)
 MODELS = {"qwen3-8b": "Qwen/Qwen3-8B", "llama3.2-3b": "meta-llama/Llama-3.2-3B-Instruct"}

@@ -45,7 +45,7 @@ def calibrate(
     from gpushare.calibration import CalibrationStore, default_store_path, settings_from_planned
     from gpushare.cli.launch import edges_factory, inventory_factory
     from gpushare.estimate_job import gpu_target, load_model, run_estimate
-    from gpushare.planner import build_plan
+    from gpushare.planning.build import build_plan
     from gpushare.profile import load_profile
     from gpushare.runtime.launcher.calibrate import calibrate_plan
     from gpushare.runtime.store.state import profile_paths, state_root

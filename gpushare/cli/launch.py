@@ -30,7 +30,7 @@ from gpushare.cli.render_launch import (
 )
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
-from gpushare.plan import Plan
+from gpushare.planning.plan import Plan
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.launcher.down import DownResult, down
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, real_edges
@@ -55,7 +55,7 @@ def _nvml_inventory() -> GpuInventory:
 def build_plan_from_profile(profile_path: Path, inventory: GpuInventory) -> Plan:
     """Load the profile and plan it against the inventory (gpushare/profile.py + plan.build_plan)."""
     from gpushare.calibration import stored_lookup
-    from gpushare.plan import build_plan
+    from gpushare.planning.build import build_plan
     from gpushare.profile import load_profile
 
     return build_plan(load_profile(profile_path), inventory, calibration=stored_lookup())

@@ -19,10 +19,10 @@ from gpushare.cli.app import app
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.devices.nvml import NvmlInventory
 
-# The planner pulls in scipy and pydantic: imported inside the commands so start-up stays fast.
+# The planner pulls in the solver and pydantic: imported inside the commands so start-up stays fast.
 if TYPE_CHECKING:
-    from gpushare.plan import Plan
-    from gpushare.planner import Strategy
+    from gpushare.planning.build import Strategy
+    from gpushare.planning.plan import Plan
     from gpushare.profile import Profile, ProfileValidationError
 
 # Where GPUs come from for `gpus: auto` without --gpus. A module attribute so tests can replace it.
@@ -62,7 +62,7 @@ def make_plan(
     profile_path: Path, spec: str | None, strategy: Strategy | None, calibrated: bool = True
 ) -> tuple[Profile, Plan]:
     from gpushare.calibration import stored_lookup
-    from gpushare.planner import build_plan
+    from gpushare.planning.build import build_plan
     from gpushare.profile import load_profile
 
     profile = load_profile(profile_path)
@@ -93,12 +93,10 @@ def plan(
     Exit 0 when everything fits, 1 when something does not (the output says why and what would
     fit), 2 for an invalid profile.
     """
-    from gpushare.planner import plan_summary
-
     chosen = _strategy(strategy)
     _, result = make_plan(profile, gpus, chosen, not no_calibration)
     if as_json:
-        typer.echo(json.dumps(plan_summary(result), indent=2))
+        typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         from gpushare.cli.render_plan import render_plan
 
@@ -120,7 +118,6 @@ def check(
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
     2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`."""
     from gpushare.cli.render_plan import check_lines, plan_annotations, problem_annotations
-    from gpushare.planner import plan_summary
     from gpushare.profile import ProfileValidationError
 
     try:
@@ -138,7 +135,7 @@ def check(
         data = {
             "ok": result.feasible,
             "valid": True,
-            **plan_summary(result),
+            **result.to_json(),
             "problems": list(result.problems),
         }
         typer.echo(json.dumps(data, indent=2))

@@ -15,7 +15,9 @@ def _console() -> Console:
 
 def estimate_rows(e: Estimate) -> list[tuple[str, str, str]]:
     """(what, value, note) rows of an estimate, kept apart from drawing so tests can read them."""
-    graph_note = "inside the budget" if e.cuda_graph_in_budget else "on top of the budget (this vLLM version)"
+    graph_note = (
+        "inside the budget" if e.budget.cuda_graph_in_budget else "on top of the budget (this vLLM version)"
+    )
     rows = [
         ("weights", format_bytes(e.weights_bytes), f"from {e.weights_source}, {e.dtype}"),
         (
@@ -27,7 +29,7 @@ def estimate_rows(e: Estimate) -> list[tuple[str, str, str]]:
         ("CUDA graphs", format_bytes(e.cuda_graph_bytes), graph_note),
         (
             "context overhead",
-            format_bytes(e.overhead_bytes - (0 if e.cuda_graph_in_budget else e.cuda_graph_bytes)),
+            format_bytes(e.budget.context_bytes),
             "outside the budget",
         ),
         (

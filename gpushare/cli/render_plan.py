@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 
-from gpushare.plan import Plan, PlannedGpu, PlannedInstance
-from gpushare.planner import command_line
+from gpushare.planning.commands import command_line
+from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
+from gpushare.planning.start import starts_together
 from gpushare.profile import ProfileProblem
 from gpushare.units import format_bytes
 
@@ -30,9 +31,7 @@ class Segment:
 
 def instance_parts(inst: PlannedInstance) -> tuple[int, int, int]:
     """(weights, KV, overhead) bytes of one instance on one of its GPUs; they sum to planned."""
-    weights = int(inst.estimate.get("weights_bytes", 0))
-    kv = int(inst.estimate.get("kv_cache_bytes", 0))
-    return weights, kv, max(inst.planned_bytes - weights - kv, 0)
+    return inst.parts()
 
 
 def gpu_segments(gpu: PlannedGpu, instances: Sequence[PlannedInstance]) -> list[Segment]:
@@ -97,11 +96,12 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
             inst = by_name[name]
             weights, kv, overhead = instance_parts(inst)
             color = COLORS[n % len(COLORS)]
-            concurrency = inst.estimate.get("max_concurrency", 0)
+            concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
+            max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
             console.print(
                 f"  [{color}]■[/] #{inst.start_order} [bold]{name}[/] {inst.model}: "
                 f"weights {format_bytes(weights)}, KV {format_bytes(kv)} "
-                f"({concurrency}× {inst.estimate.get('max_model_len', '?')} tokens; target {inst.target}), "
+                f"({concurrency}× {max_len} tokens; target {inst.target}), "
                 f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)}, "
                 f"utilization {inst.gpu_memory_utilization}"
             )
@@ -111,7 +111,7 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
     if plan.instances:
         console.print(
             "\n[bold]commands[/] (start in this order"
-            + ("; a group may start together" if all(i.kv_fixed for i in plan.instances) else "")
+            + ("; a group may start together" if starts_together(plan.instances) else "")
             + ")"
         )
         for inst in sorted(plan.instances, key=lambda i: (i.start_group, i.start_order, i.name)):
@@ -119,7 +119,7 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
             console.print(command_line(inst), markup=False)
     for line in unplaced_lines(plan):
         console.print(line, markup=False)
-    for problem in plan.problems:
+    for problem in plan.overcommitted:
         console.print(f"[bold red]overcommitted:[/] {problem}")
     for note in plan.notes:
         console.print(f"[dim]note:[/] {note}")
@@ -177,9 +177,9 @@ def plan_annotations(plan: Plan, file: str, model_lines: dict[str, int]) -> list
         if u.suggestions:
             message += "\nWhat would fit:" + "".join(f"\n- {s}" for s in u.suggestions)
         out.append(annotation(file, model_lines.get(u.name, 0), message))
-    for problem in plan.problems:
-        name = problem.split(" ", 1)[0]
-        out.append(annotation(file, model_lines.get(name, 0), f"overcommitted: {problem}"))
+    for problem in plan.overcommitted:
+        line = model_lines.get(problem.instance, 0) if problem.instance is not None else 0
+        out.append(annotation(file, line, f"overcommitted: {problem}"))
     return out
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import gpushare.cli.launch as launch_cli
 from gpushare.cli import app
 from gpushare.devices.static import StaticInventory
-from gpushare.plan import Plan, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.service.process import read_info
 from gpushare.runtime.store.state import profile_paths
 

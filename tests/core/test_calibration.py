@@ -14,16 +14,23 @@ from gpushare.calibration import (
     RecordLookup,
     key_for,
     measuring_argv,
-    parse_vllm_log,
     record_from_run,
 )
 from gpushare.devices.base import Gpu
 from gpushare.errors import ConfigError
 from gpushare.estimate_job import load_model
-from gpushare.memory import GpuTarget, ServeSettings, estimate
-from gpushare.planner import build_plan
+from gpushare.memory import Estimate, GpuTarget, ServeSettings, estimate
+from gpushare.planning.build import build_plan
+from gpushare.planning.plan import PlannedInstance
 from gpushare.profile import parse_profile_text
 from gpushare.units import GiB
+from gpushare.vllm.log import parse_vllm_log
+
+
+def estimate_of(inst: PlannedInstance) -> Estimate:
+    assert inst.estimate is not None, inst.name
+    return inst.estimate
+
 
 LOGS = Path(__file__).parents[1] / "fixtures" / "vllm_logs"
 LLAMA_LOG = (LOGS / "h200-vllm0.26.0-llama-3.1-8b.log").read_text()
@@ -32,38 +39,6 @@ H200 = GpuTarget("NVIDIA H200", 150_109_880_320, 150_754_820_096)
 # The same run's numbers (bench/gpu/results/h200-vllm0.26.0): utilization 0.45, NVML at ready.
 REQUESTED = math.ceil(150_109_880_320 * 0.45)
 PROCESS = 69_415_731_200
-
-
-def test_parse_real_h200_log() -> None:
-    acc = parse_vllm_log(LLAMA_LOG)
-    assert acc.utilization == 0.45
-    assert acc.weights_bytes == round(15.0 * GiB) and acc.activation_bytes == round(1.1 * GiB)
-    assert acc.cuda_graph_bytes == round(0.98 * GiB)
-    assert acc.kv_suggestion_bytes == 48_804_445_696
-    assert acc.kv_cache_tokens == 381_552
-    assert acc.context_bytes == round(0.51 * GiB)
-    assert acc.vllm_version == "0.26.0"
-    # The suggestion is exact: requested − non-KV − 150 MiB; the logged terms agree to 0.01 GiB each.
-    logged = acc.weights_bytes + acc.activation_bytes + acc.non_torch_bytes + acc.cuda_graph_bytes
-    assert abs(acc.non_kv_bytes(REQUESTED) - logged) < 0.02 * GiB
-
-
-@pytest.mark.parametrize(
-    ("log", "cache", "activation_gib"),
-    [
-        pytest.param("h200-vllm0.26.0-llama-3.1-8b.log", "cold", 1.1, id="compiled-from-scratch"),
-        pytest.param("h200-vllm0.26.0-qwen3-8b-warm-cache.log", "warm", 0.78, id="graphs-from-cache"),
-    ],
-)
-def test_compile_cache_state_is_read(log: str, cache: str, activation_gib: float) -> None:
-    acc = parse_vllm_log((LOGS / log).read_text())
-    assert acc.compile_cache == cache
-    assert acc.activation_bytes == round(activation_gib * GiB)
-
-
-def test_log_without_accounting_names_the_file() -> None:
-    with pytest.raises(ConfigError, match="server.log: no 'Actual usage"):
-        parse_vllm_log("INFO GPU KV cache size: 1,024 tokens", "server.log")
 
 
 def llama_key() -> CalibrationKey:
@@ -141,8 +116,8 @@ def test_plan_uses_a_matching_record_and_says_so() -> None:
     )
     lookup = RecordLookup({record.key: record})
     calibrated = build_plan(profile, [H200_GPU], calibration=lookup)
-    assert plain.instances[0].estimate["weights_source"] == "config"
-    assert calibrated.instances[0].estimate["weights_source"] == "calibration"
+    assert estimate_of(plain.instances[0]).weights_source == "config"
+    assert estimate_of(calibrated.instances[0]).weights_source == "calibration"
     assert any("calibrated" in note and "llama" in note for note in calibrated.notes)
     assert not any("calibrated" in note for note in plain.notes)
     # The record's larger footprint (2 GiB more outside the budget) leaves less for the KV cache
@@ -150,7 +125,6 @@ def test_plan_uses_a_matching_record_and_says_so() -> None:
     plain_kv = plain.instances[0].kv_cache_memory_bytes
     calibrated_kv = calibrated.instances[0].kv_cache_memory_bytes
     assert plain_kv is not None and calibrated_kv is not None and calibrated_kv < plain_kv - GiB
-    assert lookup.used
 
 
 def test_a_record_for_other_settings_is_not_used() -> None:
@@ -159,7 +133,7 @@ def test_a_record_for_other_settings_is_not_used() -> None:
         PROFILE.replace("concurrency: 16", "concurrency: 16\n    enforce_eager: true")
     )
     plan = build_plan(profile, [H200_GPU], calibration=RecordLookup({record.key: record}))
-    assert plan.instances[0].estimate["weights_source"] == "config"
+    assert estimate_of(plan.instances[0]).weights_source == "config"
 
 
 def test_record_json_is_plain(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from gpushare.errors import InputError, KvCacheTooSmallError
 from gpushare.hfconfig import ModelArch, parse_config
 from gpushare.memory import (
+    Budget,
     Coefficients,
     GpuTarget,
     ServeSettings,
@@ -18,6 +20,7 @@ from gpushare.memory import (
     default_utilization,
     estimate,
     minimum_for_target,
+    utilization_for,
 )
 from gpushare.units import GiB, MiB
 
@@ -404,3 +407,65 @@ def test_weights_equal_vllms_model_loading_line_on_h100(repo: str, logged_gib: f
         arch_of(repo), H100_MEASURED, ServeSettings(max_model_len=8192), kv_cache_memory_bytes=4 * GiB
     )
     assert abs(e.weights_bytes / GiB - logged_gib) <= (0.05 if "DeepSeek" in repo else 0.015)
+
+
+# --- the budget: one object answers what is inside vLLM's budget and what is outside -------------
+
+
+@pytest.mark.parametrize(
+    ("case", "in_budget", "overhead", "outside"),
+    [
+        ("graphs outside (vLLM 0.26, dense)", False, 10 + 2 + 1, 5 + 3),
+        ("graphs inside (profiler estimate on)", True, 10 + 2 + 1 + 3, 5),
+    ],
+)
+def test_budget_places_the_cuda_graphs_once(case: str, in_budget: bool, overhead: int, outside: int) -> None:
+    budget = Budget(10, 2, 1, 3, in_budget, context_bytes=5)
+    assert budget.overhead_bytes == overhead
+    assert budget.outside_bytes == outside
+    total = 80 * GiB
+    util = budget.utilization_for(40 * GiB, total)
+    assert math.ceil(total * util) >= overhead + 40 * GiB > math.ceil(total * round(util - 0.0001, 4))
+    assert budget.kv_budget_bytes(util, total) >= 40 * GiB
+
+
+def test_an_estimate_reads_its_terms_from_its_budget() -> None:
+    e = estimate(arch_of("meta-llama/Llama-3.1-8B-Instruct"), H200, ServeSettings(max_model_len=8192))
+    b = e.budget
+    assert (e.weights_bytes, e.activation_bytes, e.non_torch_bytes) == (
+        b.weights_bytes,
+        b.activation_bytes,
+        b.non_torch_bytes,
+    )
+    assert e.overhead_bytes == b.outside_bytes == b.context_bytes + e.cuda_graph_bytes
+    # The KV cache is what the request leaves after the budget's overhead, in whole blocks.
+    assert e.kv_cache_bytes == (e.requested_bytes - b.overhead_bytes) // e.kv_block_bytes * e.kv_block_bytes
+    assert e.process_bytes == e.requested_bytes + b.outside_bytes
+
+
+def test_inverse_asks_the_budget_for_its_utilization() -> None:
+    arch = arch_of("Qwen/Qwen2.5-7B-Instruct")
+    e = minimum_for_target(arch, H100, ServeSettings(max_model_len=8192), concurrency=4)
+    assert e.gpu_memory_utilization == utilization_for(
+        e.budget.overhead_bytes + e.kv_cache_bytes, H100.cuda_total_bytes
+    )
+
+
+def test_weights_are_computed_once_per_model_and_settings() -> None:
+    from gpushare.memory.weights import _weights_on_gpu
+
+    arch = arch_of("Qwen/Qwen2.5-7B-Instruct")
+    first = estimate(arch, H100, ServeSettings(max_model_len=4096, max_num_seqs=17))
+    before = _weights_on_gpu.cache_info()
+    # Other context lengths, batch sizes and utilizations do not change the weights.
+    for length in (2048, 8192, 16384):
+        again = estimate(
+            arch, H100, ServeSettings(max_model_len=length, max_num_seqs=17), gpu_memory_utilization=0.8
+        )
+        assert again.weights_bytes == first.weights_bytes
+    after = _weights_on_gpu.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (3, 0)
+    # Settings that shape the tensors are computed anew.
+    tp2 = estimate(arch, H100, ServeSettings(max_model_len=4096, tensor_parallel_size=2))
+    assert tp2.weights_bytes < first.weights_bytes
+    assert _weights_on_gpu.cache_info().misses >= after.misses + 1

@@ -477,3 +477,55 @@ def test_random_heuristic_beyond_milp_limit(seed: int) -> None:
         assert placement.method == "heuristic"
         check_valid(items, bins, placement)
         assert placement.bound is not None
+
+
+@pytest.mark.parametrize("seed", [pytest.param(seed, id=f"seed{seed}") for seed in range(40)])
+@pytest.mark.parametrize("strategy", ["pack", "spread"])
+def test_one_pool_closed_form_is_the_lp_highs_solves(seed: int, strategy: Strategy) -> None:
+    # The closed form (no solver import) for single-GPU items that may all use the same GPUs must
+    # be the LP's optimum: compare with HiGHS on the same pooled LP.
+    from gpushare.placement.lp import _alone_headroom, _solved_bound, one_pool_bound
+
+    rng = random.Random(seed)
+    bins = [Bin(g, rng.choice([24, 48, 80]) * GiB) for g in range(rng.randint(1, 8))]
+    smallest = min(b.usable_bytes for b in bins)
+    count = rng.randint(1, 30)
+    items = [
+        Item(f"m{i}", rng.randint(GiB // 4, smallest), priority=rng.choice([0, 1])) for i in range(count)
+    ]
+    allowed = {item.name: tuple(range(len(bins))) for item in items}
+    supply = sum(item.need_bytes / 2**30 for item in items)
+    pools = {tuple(range(len(bins))): supply}
+    alone = _alone_headroom(items, bins, allowed)
+    closed = one_pool_bound(tuple(range(len(bins))), supply, bins, strategy, alone)
+    solved = _solved_bound(items, bins, strategy, allowed, pools, [])
+    assert (closed is None) == (solved is None), (closed, solved)
+    if closed is not None and solved is not None:
+        assert closed == pytest.approx(solved, abs=1e-9)
+        assert lp_bound(items, bins, strategy) == closed
+
+
+@pytest.mark.parametrize("seed", [pytest.param(seed, id=f"seed{seed}") for seed in range(40)])
+@pytest.mark.parametrize("strategy", ["pack", "spread"])
+def test_a_known_assignment_skips_the_solver_only_when_the_lp_is_met(seed: int, strategy: Strategy) -> None:
+    # With tensor-parallel items and pins the LP needs HiGHS, unless a coarser closed form
+    # already meets a known assignment's objective: then both bounds must agree.
+    from gpushare.placement.model import objective
+
+    rng = random.Random(1000 + seed)
+    bins = [Bin(g, rng.choice([24, 48, 80]) * GiB) for g in range(rng.randint(2, 6))]
+    items = []
+    for i in range(rng.randint(1, 12)):
+        tp = rng.choice([1, 1, 2])
+        pin = tuple(sorted(rng.sample(range(len(bins)), tp))) if rng.random() < 0.3 else None
+        items.append(Item(f"m{i}", rng.randint(GiB, 30 * GiB), tp=tp, pin=pin))
+    fit = first_fit_decreasing if strategy == "pack" else worst_fit_decreasing
+    assignment = fit(items, bins).assignment
+    placed = [item for item in items if item.name in assignment]
+    if not placed:
+        return
+    reached = objective(placed, bins, assignment, strategy)
+    quick, solved = lp_bound(placed, bins, strategy, reached=reached), lp_bound(placed, bins, strategy)
+    assert (quick is None) == (solved is None)
+    if quick is not None and solved is not None:
+        assert quick == pytest.approx(solved, abs=1e-9), (quick, solved, reached)

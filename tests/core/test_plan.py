@@ -13,8 +13,10 @@ from gpushare.catalog.gpus import parse_gpu_spec
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
 from gpushare.estimate_job import ModelFacts
-from gpushare.plan import Plan
-from gpushare.planner import build_plan, command_line, plan_loader, plan_summary, util_for
+from gpushare.memory import Estimate, utilization_for
+from gpushare.planning.build import build_plan, plan_loader
+from gpushare.planning.commands import command_line
+from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.profile import Profile, ProfileValidationError, load_profile, parse_profile_text
 from gpushare.units import GiB
 
@@ -45,6 +47,11 @@ def plan_of(text: str, gpus: str | list[Gpu] | None = None, **options: object) -
     return build_plan(profile, listed, load=LOAD, **options)  # type: ignore[arg-type]
 
 
+def estimate_of(inst: PlannedInstance) -> Estimate:
+    assert inst.estimate is not None, inst.name
+    return inst.estimate
+
+
 def assert_start_checks_pass(plan: Plan, gpus: list[Gpu]) -> None:
     """For every GPU and every instance in start order: ceil(utilization × total) ≤ the free
     memory the ones before it leave (less other processes and its own context, which exists
@@ -57,16 +64,16 @@ def assert_start_checks_pass(plan: Plan, gpus: list[Gpu]) -> None:
         assert [i.name for i in here] == list(pg.instances)
         used = pg.other_processes_bytes
         for inst in here:
-            context = inst.estimate["overhead_bytes"] - (
-                0 if inst.estimate["cuda_graph_in_budget"] else inst.estimate["cuda_graph_bytes"]
+            context = estimate_of(inst).overhead_bytes - (
+                0 if estimate_of(inst).cuda_graph_in_budget else estimate_of(inst).cuda_graph_bytes
             )
             requested = math.ceil(inst.gpu_memory_utilization * total)
             assert requested <= total - used - context, f"{inst.name} on GPU {pg.index}"
             # The budget covers what vLLM allocates inside it.
-            e = inst.estimate
-            graphs = e["cuda_graph_bytes"] if e["cuda_graph_in_budget"] else 0
-            inside = e["weights_bytes"] + e["activation_bytes"] + e["non_torch_bytes"] + graphs
-            assert requested >= inside + e["kv_cache_bytes"], inst.name
+            e = estimate_of(inst)
+            graphs = e.cuda_graph_bytes if e.cuda_graph_in_budget else 0
+            inside = e.weights_bytes + e.activation_bytes + e.non_torch_bytes + graphs
+            assert requested >= inside + e.kv_cache_bytes, inst.name
             used += inst.planned_bytes
         usable = math.floor(total * (1 - reserve_of(plan, pg.index, gpus))) - pg.other_processes_bytes
         assert sum(by.planned_bytes for by in here) <= usable
@@ -93,7 +100,7 @@ def test_shipped_profiles_fit(path: Path, strategy: str) -> None:
     for inst in plan.instances:
         assert inst.kv_cache_memory_bytes is not None
         assert inst.kv_cache_memory_bytes >= inst.kv_target_bytes
-        assert inst.kv_cache_memory_bytes % inst.estimate["kv_block_bytes"] == 0
+        assert inst.kv_cache_memory_bytes % estimate_of(inst).kv_block_bytes == 0
 
 
 # --- invariants over many situations ---------------------------------------------------------
@@ -152,7 +159,7 @@ def test_memory_left_over_goes_to_kv_caches() -> None:
     (gpu,) = plan.gpus
     # Whole blocks: less than one block per instance stays idle.
     idle = gpu.usable_bytes - gpu.planned_bytes
-    assert 0 <= idle < sum(i.estimate["kv_block_bytes"] for i in plan.instances)
+    assert 0 <= idle < sum(estimate_of(i).kv_block_bytes for i in plan.instances)
     assert all(
         i.kv_cache_memory_bytes and i.kv_cache_memory_bytes > i.kv_target_bytes for i in plan.instances
     )
@@ -243,7 +250,7 @@ def test_measured_sizing_passes_no_kv_size() -> None:
         assert not inst.kv_fixed
         assert inst.kv_cache_memory_bytes is None
         assert "--kv-cache-memory-bytes" not in inst.argv
-        assert inst.estimate["kv_cache_bytes"] >= inst.kv_target_bytes
+        assert estimate_of(inst).kv_cache_bytes >= inst.kv_target_bytes
     assert any("one at a time" in n for n in plan.notes)
 
 
@@ -264,7 +271,7 @@ def test_cpu_device_fixes_kv_and_passes_no_utilization() -> None:
         assert "--gpu-memory-utilization" not in inst.argv
         assert "CUDA_VISIBLE_DEVICES" not in inst.env
         assert inst.kv_fixed
-        assert inst.estimate["block_size"] == 128
+        assert estimate_of(inst).block_size == 128
         assert inst.kv_cache_memory_bytes == inst.kv_target_bytes
         i = inst.argv.index("--kv-cache-memory-bytes")
         assert inst.argv[i + 1] == str(inst.kv_cache_memory_bytes)
@@ -393,7 +400,7 @@ def test_memory_model_rejections_are_profile_errors() -> None:
 
 
 def test_json_shape() -> None:
-    data = plan_summary(plan_of(THREE % {"reserve": 0.1, "sizing": "fixed", "version": "0.26.0"}))
+    data = plan_of(THREE % {"reserve": 0.1, "sizing": "fixed", "version": "0.26.0"}).to_json()
     assert set(data) == {"feasible", "gpus", "instances", "unplaced"}
     assert set(data["gpus"][0]) == {
         "index",
@@ -413,7 +420,7 @@ def test_json_shape() -> None:
     ("case", "budget", "total"),
     [("exact", 40 * GiB, 80 * GiB), ("odd", 12_345_678_901, 85_017_493_504), ("tiny", 1, 24 * GiB)],
 )
-def test_util_for_is_the_least_that_covers(case: str, budget: int, total: int) -> None:
-    util = util_for(budget, total)
+def test_utilization_for_is_the_least_that_covers(case: str, budget: int, total: int) -> None:
+    util = utilization_for(budget, total)
     assert math.ceil(total * util) >= budget
     assert math.ceil(total * round(util - 0.0001, 4)) < budget or util <= 0.0001

@@ -219,3 +219,29 @@ def test_load_rounding_counts_the_tails_of_odd_sized_tensors() -> None:
     # 10-20 MiB tensors keep a tail of 1 MiB or less; below 10 MiB nothing is kept
     small = arch_of("Qwen/Qwen2.5-0.5B-Instruct")
     assert load_rounding_bytes(small, dtype_bytes=2) < 2 * MiB
+
+
+def test_model_facts_read_their_headers_once_per_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpushare.estimate_job as estimate_job
+    from gpushare.estimate_job import ModelFacts
+    from gpushare.memory import ServeSettings
+    from gpushare.resolve import ResolvedModel
+
+    header = json.loads((FIXTURES / "safetensors_headers" / "TheBloke--Llama-2-7B-AWQ.json").read_text())
+    config = json.loads((FIXTURES / "hf_configs" / "meta-llama--Llama-2-7b-chat-hf.json").read_text())
+    resolved = ResolvedModel("llama", "test", config, tuple(parse_header(header, "awq")), None)
+    facts = ModelFacts(resolved, resolved.arch())
+    walks: list[int] = []
+
+    def counting(tensors: list[object], arch: object, dtype_bytes: int) -> int:
+        walks.append(dtype_bytes)
+        return weights_from_header(tensors, arch, dtype_bytes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(estimate_job, "weights_from_header", counting)
+    first = facts.weights_bytes(ServeSettings(max_model_len=4096))
+    assert first == facts.weights_bytes(ServeSettings(max_model_len=2048, max_num_seqs=8))
+    assert walks == [2]  # another context length or batch size: the same bytes, not read again
+    wider = facts.weights_bytes(ServeSettings(dtype="float32"))
+    assert wider is not None and first is not None and wider > first
+    assert walks == [2, 4]
+    assert facts.weights_bytes(ServeSettings(tensor_parallel_size=2)) is None

@@ -18,20 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gpushare.calibration import (
-    CalibrationRecord,
-    VllmAccounting,
-    key_from_planned,
-    measuring_argv,
-    parse_vllm_log,
-    record_from_run,
-)
+from gpushare.calibration import CalibrationRecord, key_from_planned, measuring_argv, record_from_run
 from gpushare.errors import EnvironmentProblem
-from gpushare.plan import Plan, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.launcher.down import down
 from gpushare.runtime.launcher.edges import Edges
 from gpushare.runtime.launcher.up import UpOptions, up
 from gpushare.runtime.store.state import ProfilePaths
+from gpushare.vllm.log import VllmAccounting, parse_vllm_log
 
 
 @dataclass(frozen=True)

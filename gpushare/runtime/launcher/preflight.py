@@ -13,7 +13,7 @@ from pathlib import Path
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
 from gpushare.hub import HubEnv, find_cached
-from gpushare.plan import Plan, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.units import format_bytes
 

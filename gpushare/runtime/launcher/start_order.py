@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gpushare.plan import PlannedInstance
+from gpushare.planning.plan import PlannedInstance
 from gpushare.runtime.phase import InstancePhase
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
-from gpushare.plan import Plan, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.host.mps import mps_env
 from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records

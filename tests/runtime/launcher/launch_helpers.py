@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gpushare.devices.base import GpuInventory
-from gpushare.plan import Plan, PlannedGpu, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.host.mps import FakeMpsControl, MpsControl
 from gpushare.runtime.host.probe import HttpProber

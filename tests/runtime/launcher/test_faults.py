@@ -204,7 +204,7 @@ _UP_SCRIPT = """
 import json, sys
 from gpushare.runtime.launcher.up import UpOptions, up
 from gpushare.runtime.store.state import profile_paths
-from gpushare.plan import Plan, PlannedInstance
+from gpushare.planning.plan import Plan, PlannedInstance
 from pathlib import Path
 spec = json.loads(sys.argv[1])
 instances = tuple(PlannedInstance(**{**i, "argv": tuple(i["argv"]), "gpus": ()}) for i in spec["instances"])

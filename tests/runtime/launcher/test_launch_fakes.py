@@ -11,7 +11,7 @@ from launch_helpers import instance, plan_of
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
-from gpushare.plan import PlannedInstance
+from gpushare.planning.plan import PlannedInstance
 from gpushare.runtime.host.clock import FakeClock
 from gpushare.runtime.host.mps import FakeMpsControl
 from gpushare.runtime.host.probe import FakeProber

@@ -1,0 +1,77 @@
+"""vLLM's memory budget: what it holds besides the KV cache, what the process holds beside it, and
+the utilization that asks for a given number of bytes. One object answers all of these, so the
+planner, the renderer and calibration never recompute them.
+
+vLLM's accounting (v1 engine; ../shared/VLLM-MEMORY.md, vllm/v1/worker/gpu_worker.py,
+v1/worker/utils.py::request_memory):
+
+    requested   = ceil(cuda_total × gpu_memory_utilization)
+    kv_budget   = requested − weights − peak activation − non-torch  [− CUDA graphs, when the
+                  profiler estimates them: memory/cudagraphs.py::cudagraphs_in_budget]
+    process     = context (outside the budget) + requested-in-use [+ CUDA graphs, when not in budget]
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# vLLM rounds nothing; gpushare writes a utilization with 4 decimals, so a budget may exceed the
+# exact need by up to total / 10_000 bytes (8 MiB on 80 GiB).
+UTILIZATION_STEPS = 10_000
+
+
+def utilization_for(budget_bytes: int, cuda_total_bytes: int) -> float:
+    """The least utilization, to 4 decimals, with ceil(total × u) ≥ `budget_bytes`
+    (v1/worker/utils.py: vLLM requests ceil(total × utilization))."""
+    util = math.ceil(budget_bytes / cuda_total_bytes * UTILIZATION_STEPS) / UTILIZATION_STEPS
+    while math.ceil(cuda_total_bytes * util) < budget_bytes:
+        util = round(util + 1 / UTILIZATION_STEPS, 4)
+    return util
+
+
+def utilization_slack_bytes(cuda_total_bytes: int) -> int:
+    """The most a 4-decimal utilization can ask beyond the bytes it was chosen for."""
+    return math.ceil(cuda_total_bytes / UTILIZATION_STEPS)
+
+
+def requested_bytes(utilization: float, cuda_total_bytes: int) -> int:
+    """What vLLM requests for a utilization: ceil(total × utilization)."""
+    return math.ceil(cuda_total_bytes * utilization)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One instance's memory around its KV cache, per GPU, in bytes."""
+
+    weights_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    cuda_graph_in_budget: bool
+    """Whether vLLM subtracts the CUDA graphs from its budget (memory/cudagraphs.py)."""
+    context_bytes: int
+    """Outside the budget and held when the instance's own start check runs: the CUDA context and
+    handles, plus the sampler warm-up beyond the activation pool freed after profiling."""
+
+    @property
+    def overhead_bytes(self) -> int:
+        """What the budget holds besides the KV cache."""
+        graphs = self.cuda_graph_bytes if self.cuda_graph_in_budget else 0
+        return self.weights_bytes + self.activation_bytes + self.non_torch_bytes + graphs
+
+    @property
+    def outside_bytes(self) -> int:
+        """The process's memory beyond what it uses of its budget: the context and, where vLLM
+        does not count them, the CUDA graphs."""
+        return self.context_bytes + (0 if self.cuda_graph_in_budget else self.cuda_graph_bytes)
+
+    def kv_budget_bytes(self, utilization: float, cuda_total_bytes: int) -> int:
+        """The KV budget vLLM measures from a utilization (before whole blocks)."""
+        return requested_bytes(utilization, cuda_total_bytes) - self.overhead_bytes
+
+    def utilization_for(self, kv_bytes: int, cuda_total_bytes: int) -> float:
+        """The least 4-decimal utilization whose budget holds `kv_bytes` of KV cache."""
+        return utilization_for(self.overhead_bytes + kv_bytes, cuda_total_bytes)

@@ -1,0 +1,57 @@
+"""The terms of vLLM's memory use that it measures rather than computes: fitted values
+(`Coefficients`) and one model's measured values from `gpushare calibrate` (`MeasuredTerms`).
+
+Pure data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpushare.units import GiB, KiB, MiB
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Measured terms of vLLM's memory use (vLLM 0.26.0, CUDA 13, Hopper).
+
+    vLLM measures these rather than computing them; the structure of each formula comes from
+    what vLLM does (memory/activation.py, memory/cudagraphs.py), the numbers from eight real runs
+    on an H200 (bench/gpu/results/h200-vllm0.26.0, fitted in bench/gpu/fit.py and recorded in
+    BENCHMARKS.md). `gpushare calibrate` replaces them per model and GPU.
+    """
+
+    # CUDA context and handles before vLLM's baseline snapshot, outside the budget:
+    # "worker init memory snapshot: ... cuda_memory=0.51GiB" in every run.
+    context_bytes: int = int(0.51 * GiB)
+    # Non-torch growth during the profile run, inside the budget: 0.22 GiB in all eight runs.
+    non_torch_bytes: int = int(0.22 * GiB)
+    # Extra non-torch per GPU when tensor parallel (NCCL buffers, custom all-reduce). Not measured.
+    tp_non_torch_bytes: int = 512 * MiB
+    # Peak activation = max(one vocab × hidden matrix, the widest layer's tensors) + a per-token
+    # term. Fits all six models within 0.03 GiB (e.g. Llama-3.1-8B: 0.98 + 0.12 = 1.10 GiB).
+    activation_hidden_copies: int = 3
+    activation_per_token_bytes: int = 13 * KiB
+    # Sampler warm-up after the KV cache is allocated (gpu_worker.compile_or_warm_up_model): held
+    # outside the budget, net of the activation pool freed after profiling.
+    sampler_base_bytes: int = 29 * MiB
+    sampler_bytes_per_logit: float = 11.38  # per row × vocab entry, rows = min(max_num_seqs, batched)
+    # CUDA graphs (FULL_AND_PIECEWISE): a fixed part plus the full decode graphs, which grow with
+    # hidden size × the sum of their batch sizes (0.39 GiB for Qwen2.5-0.5B .. 0.98 for Llama-8B).
+    cudagraph_base_bytes: int = int(0.26 * GiB)
+    cudagraph_bytes_per_token_hidden: float = 17.9
+
+
+@dataclass(frozen=True)
+class MeasuredTerms:
+    """One model's measured terms on one GPU, from `gpushare calibrate` (vLLM's own accounting).
+
+    They replace the computed weights, activation, non-torch and CUDA-graph terms, and the
+    context + sampler warm-up outside the budget (`outside_bytes`, CUDA graphs excluded).
+    """
+
+    weights_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+    outside_bytes: int | None  # None: NVML gave no reading; the fitted context + sampler apply

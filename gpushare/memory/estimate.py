@@ -1,0 +1,363 @@
+"""The memory model's answers: one vLLM instance on one GPU, forward (from a utilization or a
+fixed KV size to KV tokens and the footprint) and inverse (from a capacity target to the least
+utilization and KV size).
+
+    num_blocks  = kv_budget // (page_bytes × layers per KV group)      (memory/kv.py)
+    kv_budget   = requested − budget overhead                          (memory/budget.py)
+
+Pure: no I/O. Terms that vLLM measures rather than computes (peak activation, CUDA graphs,
+non-torch, context) come from `Coefficients`, fitted on real runs and recorded in BENCHMARKS.md,
+or from a calibration's `MeasuredTerms`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gpushare.errors import DoesNotFitError, InputError, KvCacheTooSmallError
+from gpushare.hfconfig import ModelArch
+from gpushare.memory.activation import (
+    activation_bytes,
+    mla_dummy_bytes,
+    moe_mla_activation_bytes,
+    moe_workspace_bytes,
+    sampler_warmup_bytes,
+    v1_runner_sampler_bytes,
+)
+from gpushare.memory.budget import Budget, requested_bytes, utilization_for
+from gpushare.memory.coefficients import Coefficients, MeasuredTerms
+from gpushare.memory.cudagraphs import cuda_graph_bytes, cudagraphs_in_budget
+from gpushare.memory.kv import KvLayout, kv_layout, tokens_for_blocks
+from gpushare.memory.settings import (
+    DTYPE_BYTES,
+    V1_MOE_NOTE,
+    GpuTarget,
+    ServeSettings,
+    default_utilization,
+    model_dtype,
+    moe_on_v1_runner,
+    with_batching_defaults,
+)
+from gpushare.memory.weights import weights_on_gpu
+from gpushare.units import format_bytes
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One instance of one model on one GPU (per GPU when tensor parallel). All sizes in bytes.
+
+    The terms around the KV cache are in `budget`; the properties below read them from there."""
+
+    model: str
+    gpu: str
+    vllm_version: str
+    dtype: str
+    kv_cache_dtype: str
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    tensor_parallel_size: int
+    block_size: int
+    budget: Budget
+    weights_source: str
+    kv_bytes_per_token: int
+    kv_block_bytes: int
+    requested_bytes: int
+    kv_cache_bytes: int
+    kv_cache_tokens: int
+    num_blocks: int
+    max_concurrency: float
+    gpu_memory_utilization: float
+    kv_cache_memory_bytes: int | None
+    process_bytes: int
+    cuda_total_bytes: int
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.budget.weights_bytes
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.budget.activation_bytes
+
+    @property
+    def non_torch_bytes(self) -> int:
+        return self.budget.non_torch_bytes
+
+    @property
+    def cuda_graph_bytes(self) -> int:
+        return self.budget.cuda_graph_bytes
+
+    @property
+    def cuda_graph_in_budget(self) -> bool:
+        return self.budget.cuda_graph_in_budget
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Context and handles outside vLLM's budget (CUDA graphs too, where it does not count them)."""
+        return self.budget.outside_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """The estimate as `gpushare estimate --json` prints it (and each planned instance carries)."""
+        return {
+            "model": self.model,
+            "gpu": self.gpu,
+            "vllm_version": self.vllm_version,
+            "dtype": self.dtype,
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "max_model_len": self.max_model_len,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "block_size": self.block_size,
+            "weights_bytes": self.weights_bytes,
+            "weights_source": self.weights_source,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "kv_block_bytes": self.kv_block_bytes,
+            "activation_bytes": self.activation_bytes,
+            "non_torch_bytes": self.non_torch_bytes,
+            "cuda_graph_bytes": self.cuda_graph_bytes,
+            "cuda_graph_in_budget": self.cuda_graph_in_budget,
+            "overhead_bytes": self.overhead_bytes,
+            "requested_bytes": self.requested_bytes,
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "kv_cache_tokens": self.kv_cache_tokens,
+            "num_blocks": self.num_blocks,
+            "max_concurrency": self.max_concurrency,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "kv_cache_memory_bytes": self.kv_cache_memory_bytes,
+            "process_bytes": self.process_bytes,
+            "cuda_total_bytes": self.cuda_total_bytes,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """Everything that does not depend on the KV size."""
+
+    dtype: str
+    max_model_len: int
+    num_seqs: int
+    batched: int
+    layout: KvLayout
+    weights_source: str
+    budget: Budget
+
+
+def _fixed(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    coeff: Coefficients,
+    weights_override: int | None,
+    measured: MeasuredTerms | None = None,
+) -> _Fixed:
+    if settings.tensor_parallel_size < 1:
+        raise InputError("tensor_parallel_size must be ≥ 1")
+    if arch.num_attention_heads % settings.tensor_parallel_size:
+        raise InputError(
+            f"{arch.name}: {arch.num_attention_heads} attention heads do not split over "
+            f"tensor_parallel_size {settings.tensor_parallel_size}",
+            hint="pick a tensor_parallel_size that divides the number of attention heads",
+        )
+    dtype = model_dtype(arch, settings)
+    dtype_bytes = DTYPE_BYTES[dtype]
+    max_len = settings.max_model_len or arch.max_position_embeddings
+    if max_len > arch.max_position_embeddings:
+        raise InputError(
+            f"{arch.name}: max_model_len {max_len} is above the model's limit "
+            f"(max_position_embeddings {arch.max_position_embeddings})",
+            hint=f"use --max-model-len {arch.max_position_embeddings} or less",
+        )
+    pinned = with_batching_defaults(settings, gpu)
+    assert pinned.max_num_seqs is not None and pinned.max_num_batched_tokens is not None
+    num_seqs, batched = pinned.max_num_seqs, pinned.max_num_batched_tokens
+    tp = settings.tensor_parallel_size
+    layout = kv_layout(arch, settings, gpu, max_len, batched)
+    weights, source = weights_on_gpu(arch, settings, gpu, weights_override)
+    non_torch = coeff.non_torch_bytes + (coeff.tp_non_torch_bytes if tp > 1 else 0)
+    in_budget = cudagraphs_in_budget(settings, arch)
+    if measured is not None:
+        if measured.outside_bytes is None:
+            sampler = sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner)
+            # the fitted context and sampler, net of the measured activation pool freed after profiling
+            context = coeff.context_bytes + max(0, sampler - measured.activation_bytes)
+        else:
+            context = measured.outside_bytes  # the sampler warm-up is already inside it
+        budget = Budget(
+            weights_bytes=measured.weights_bytes,
+            activation_bytes=measured.activation_bytes,
+            non_torch_bytes=measured.non_torch_bytes,
+            cuda_graph_bytes=measured.cuda_graph_bytes,
+            cuda_graph_in_budget=in_budget,
+            context_bytes=context,
+        )
+        return _Fixed(dtype, max_len, num_seqs, batched, layout, "calibration", budget)
+    activation = activation_bytes(arch, dtype_bytes, batched, tp, coeff)
+    graphs = cuda_graph_bytes(arch, settings, num_seqs, batched, coeff)
+    kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)  # 0 without MoE
+    if moe_on_v1_runner(arch) and settings.runner == "generate":
+        activation = max(activation, kept + v1_runner_sampler_bytes(arch, dtype_bytes, batched, num_seqs))
+    elif arch.moe is not None or arch.mla is not None:
+        mla_dummy = mla_dummy_bytes(arch, dtype_bytes, max_len, num_seqs, layout.block_size, tp)
+        moe_mla = moe_mla_activation_bytes(arch, dtype_bytes, batched, tp, kept, mla_dummy)
+        activation = max(activation, moe_mla)
+        if graphs:
+            # piecewise captures run MLA without metadata too: the dummy's block stays reserved
+            graphs += mla_dummy
+    sampler = sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner)
+    budget = Budget(
+        weights_bytes=weights,
+        activation_bytes=activation,
+        non_torch_bytes=non_torch,
+        cuda_graph_bytes=graphs,
+        cuda_graph_in_budget=in_budget,
+        # the sampler warm-up beyond the activation pool freed after profiling (less the buffers
+        # vLLM keeps: the MoE workspace)
+        context_bytes=coeff.context_bytes + max(0, sampler - (activation - kept)),
+    )
+    return _Fixed(dtype, max_len, num_seqs, batched, layout, source, budget)
+
+
+def _finish(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    f: _Fixed,
+    utilization: float,
+    kv_budget: int,
+    kv_fixed: int | None,
+    notes: tuple[str, ...] = (),
+) -> Estimate:
+    layout = f.layout
+    if moe_on_v1_runner(arch) and f.weights_source != "calibration":
+        notes = (*notes, V1_MOE_NOTE)
+    num_blocks = max(0, kv_budget // layout.kv_block_bytes)
+    kv_bytes = num_blocks * layout.kv_block_bytes
+    requested = requested_bytes(utilization, gpu.cuda_total_bytes)
+    # With a fixed KV size vLLM uses what it needs; otherwise the KV cache fills the request.
+    in_use = f.budget.overhead_bytes + kv_bytes if kv_fixed is not None else requested
+    return Estimate(
+        model=arch.name,
+        gpu=gpu.name,
+        vllm_version=settings.vllm_version,
+        dtype=f.dtype,
+        kv_cache_dtype=settings.kv_cache_dtype,
+        max_model_len=f.max_model_len,
+        max_num_seqs=f.num_seqs,
+        max_num_batched_tokens=f.batched,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        block_size=layout.block_size,
+        budget=f.budget,
+        weights_source=f.weights_source,
+        kv_bytes_per_token=layout.kv_bytes_per_token,
+        kv_block_bytes=layout.kv_block_bytes,
+        requested_bytes=requested,
+        kv_cache_bytes=kv_bytes,
+        kv_cache_tokens=tokens_for_blocks(layout, num_blocks, f.max_model_len),
+        num_blocks=num_blocks,
+        max_concurrency=round(num_blocks / layout.blocks_per_request, 2),
+        gpu_memory_utilization=utilization,
+        kv_cache_memory_bytes=kv_fixed,
+        process_bytes=in_use + f.budget.outside_bytes,
+        cuda_total_bytes=gpu.cuda_total_bytes,
+        notes=notes,
+    )
+
+
+def _require_one_request(arch: ModelArch, e: Estimate, layout: KvLayout, what: str) -> None:
+    """vLLM refuses to start when one request of max_model_len does not fit (kv_cache_utils)."""
+    if e.num_blocks < layout.blocks_per_request:
+        short = max(0, layout.one_request_bytes() - e.kv_cache_bytes)
+        if e.kv_cache_bytes <= 0:
+            detail = (
+                f"weights {format_bytes(e.weights_bytes)} + activation {format_bytes(e.activation_bytes)} "
+                f"leave no room for a KV cache in {format_bytes(e.requested_bytes)}"
+            )
+        else:
+            detail = (
+                f"its KV cache ({e.kv_cache_tokens} tokens) cannot hold one request of "
+                f"max_model_len {e.max_model_len}, short by {format_bytes(short)}"
+            )
+        raise KvCacheTooSmallError(
+            f"{arch.name} on {e.gpu} with {what}: {detail}",
+            hint="raise --gpu-memory-utilization, lower --max-model-len, or use --kv-cache-dtype fp8",
+        )
+
+
+def estimate(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    *,
+    gpu_memory_utilization: float | None = None,
+    kv_cache_memory_bytes: int | None = None,
+    weights_bytes: int | None = None,
+    coeff: Coefficients | None = None,
+    measured: MeasuredTerms | None = None,
+) -> Estimate:
+    """Forward: from a utilization (or a fixed KV size) to KV bytes, tokens and the footprint."""
+    coeff = coeff or Coefficients()
+    f = _fixed(arch, gpu, settings, coeff, weights_bytes, measured)
+    util = (
+        gpu_memory_utilization
+        if gpu_memory_utilization is not None
+        else default_utilization(settings.vllm_version)
+    )
+    if not 0 < util <= 1:
+        raise InputError(f"gpu_memory_utilization must be in (0, 1], got {util}")
+    if kv_cache_memory_bytes is not None:
+        budget = kv_cache_memory_bytes
+        what = f"--kv-cache-memory-bytes {kv_cache_memory_bytes}"
+    else:
+        budget = f.budget.kv_budget_bytes(util, gpu.cuda_total_bytes)
+        what = f"gpu_memory_utilization {util}"
+    e = _finish(arch, gpu, settings, f, util, budget, kv_cache_memory_bytes)
+    _require_one_request(arch, e, f.layout, what)
+    return e
+
+
+def minimum_for_target(
+    arch: ModelArch,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    *,
+    concurrency: int | None = None,
+    kv_tokens: int | None = None,
+    weights_bytes: int | None = None,
+    coeff: Coefficients | None = None,
+    measured: MeasuredTerms | None = None,
+) -> Estimate:
+    """Inverse: the least gpu_memory_utilization (and matching --kv-cache-memory-bytes) that gives
+    `concurrency` requests of max_model_len, or `kv_tokens` tokens of KV cache."""
+    coeff = coeff or Coefficients()
+    f = _fixed(arch, gpu, settings, coeff, weights_bytes, measured)
+    layout = f.layout
+    if (concurrency is None) == (kv_tokens is None):
+        raise InputError("give exactly one target: concurrent requests or KV tokens")
+    if concurrency is not None:
+        if concurrency < 1:
+            raise InputError(f"concurrency must be ≥ 1, got {concurrency}")
+        blocks = concurrency * layout.blocks_per_request
+    else:
+        assert kv_tokens is not None
+        if kv_tokens < 1:
+            raise InputError(f"kv tokens must be ≥ 1, got {kv_tokens}")
+        blocks = layout.blocks_for_tokens(kv_tokens)
+    blocks = max(blocks, layout.blocks_per_request)
+    kv_bytes = blocks * layout.kv_block_bytes
+    needed = f.budget.overhead_bytes + kv_bytes
+    util = utilization_for(needed, gpu.cuda_total_bytes)
+    if util > 1:
+        short = needed - gpu.cuda_total_bytes
+        raise DoesNotFitError(
+            f"{arch.name} on {gpu.name}: the target needs {format_bytes(needed)} inside vLLM's budget "
+            f"but the GPU has {format_bytes(gpu.cuda_total_bytes)} (short by {format_bytes(short)})",
+            hint="lower the target or max_model_len, use --kv-cache-dtype fp8, a quantized variant "
+            "or a larger GPU",
+        )
+    e = _finish(arch, gpu, settings, f, util, kv_bytes, kv_bytes)
+    return replace(e, kv_cache_memory_bytes=kv_bytes)

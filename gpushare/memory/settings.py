@@ -1,0 +1,177 @@
+"""The `vllm serve` settings that change memory use, the GPU as the memory model sees it, and the
+defaults vLLM picks when a setting is left out (each rule here once; everything else asks).
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from gpushare.errors import InputError
+from gpushare.hfconfig import ModelArch, Quantization
+from gpushare.units import GiB
+
+DTYPE_BYTES = {
+    "float32": 4,
+    "float": 4,
+    "float16": 2,
+    "half": 2,
+    "bfloat16": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "fp8_inc": 1,
+    "int8": 1,
+}
+KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
+"""The KV-cache dtypes gpushare models (vLLM's `--kv-cache-dtype`, config/cache.py CacheDType)."""
+KV_CACHE_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
+DEFAULT_VLLM_VERSION = "0.26.0"
+Runner = Literal["generate", "pooling"]
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """'0.26.0' → (0, 26, 0); letters are dropped ('0.30.0rc1' → (0, 30, 1)), missing parts are 0."""
+    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:3]]
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """What the memory model needs to know of a GPU."""
+
+    name: str
+    cuda_total_bytes: int  # what torch.cuda.mem_get_info reports as total (vLLM's base)
+    nvml_total_bytes: int
+    is_a100: bool = False
+    compute_capability: tuple[int, int] = (9, 0)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The `vllm serve` settings that change memory use. None means vLLM's default."""
+
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    kv_cache_dtype: str = "auto"
+    block_size: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    quantization: str | None = None  # online quantization, e.g. "fp8" of a bf16 checkpoint
+    vllm_version: str = DEFAULT_VLLM_VERSION
+    estimate_cudagraphs: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+    runner: Runner = "generate"  # pooling: embedding models, no lm_head/sampler
+
+
+# ---------------------------------------------------------------------------------------------
+# Defaults vLLM picks
+
+
+def default_utilization(version: str) -> float:
+    """vLLM's default gpu_memory_utilization: 0.92 from 0.20.0 on, 0.9 before (VLLM-MEMORY.md)."""
+    return 0.92 if parse_version(version) >= (0, 20, 0) else 0.9
+
+
+def default_batching(gpu: GpuTarget, vllm_version: str = DEFAULT_VLLM_VERSION) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) defaults of the OpenAI server (engine/arg_utils.py):
+    8192 and 1024 when NVML's total is at least 70 GiB and the GPU is not an A100, else 2048 and
+    256; from vLLM 0.28 on, 16384 and 1024 at 160 GiB and more.
+
+    vLLM's "device_memory >= 70 * GiB_bytes and 'a100' not in device_name": the memory is
+    NvmlCudaPlatform.get_device_total_memory (NVML's total, reserved included), the name NVML's,
+    lower-cased (`GpuTarget.is_a100`)."""
+    if gpu.nvml_total_bytes >= 160 * GiB and parse_version(vllm_version) >= (0, 28, 0):
+        return 16384, 1024
+    if gpu.nvml_total_bytes >= 70 * GiB and not gpu.is_a100:
+        return 8192, 1024
+    return 2048, 256
+
+
+def with_batching_defaults(settings: ServeSettings, gpu: GpuTarget) -> ServeSettings:
+    """`settings` with vLLM's batching defaults for `gpu` filled in where they were left out, so the
+    numbers stay those of `gpu` when the settings are evaluated elsewhere (an unbounded target, a
+    calibration key)."""
+    batched, seqs = default_batching(gpu, settings.vllm_version)
+    return replace(
+        settings,
+        max_num_batched_tokens=settings.max_num_batched_tokens or batched,
+        max_num_seqs=settings.max_num_seqs or seqs,
+    )
+
+
+def model_dtype(arch: ModelArch, settings: ServeSettings) -> str:
+    """vLLM's `--dtype auto`: the checkpoint's dtype, with float32 served as bfloat16 on GPUs."""
+    if settings.dtype != "auto":
+        if settings.dtype not in DTYPE_BYTES:
+            raise InputError(f"dtype {settings.dtype!r} is not one of bfloat16, float16, float32")
+        return settings.dtype
+    dtype = arch.torch_dtype
+    if dtype in ("float32", "float"):
+        return "bfloat16"
+    if arch.quantization is not None and arch.quantization.method in ("gptq", "awq") and dtype == "bfloat16":
+        return "float16"  # GPTQ/AWQ kernels run in half precision; vLLM casts bf16 to fp16
+    return dtype if dtype in DTYPE_BYTES else "bfloat16"
+
+
+def kv_dtype_bytes(arch: ModelArch, settings: ServeSettings) -> int:
+    kv = settings.kv_cache_dtype
+    if kv == "auto":
+        return DTYPE_BYTES[model_dtype(arch, settings)]
+    if kv not in KV_CACHE_DTYPES:
+        raise InputError(
+            f"kv cache dtype {kv!r} is not supported",
+            hint=f"use one of {', '.join(KV_CACHE_DTYPES)}",
+        )
+    return DTYPE_BYTES[kv]
+
+
+def default_block_size(arch: ModelArch, gpu: GpuTarget) -> int:
+    """vLLM 0.26 takes the first attention backend of its priority list (platforms/cuda.py) and
+    that backend's preferred block size: 16 for FlashAttention and, for MLA, FLASH_ATTN_MLA on
+    Hopper (DeepSeek-V2-Lite on an H100: 36,345 blocks of 16) and Triton MLA before it; on
+    Blackwell (10.x) MLA goes to FlashInfer MLA, whose smallest block is 32."""
+    if arch.mla is not None and gpu.compute_capability[0] == 10:
+        return 32
+    return 16
+
+
+def online_quantization(settings: ServeSettings) -> Quantization | None:
+    if settings.quantization is None:
+        return None
+    if settings.quantization != "fp8":
+        raise InputError(
+            f"--quantization {settings.quantization!r}: only fp8 online quantization is modelled",
+            hint="for GPTQ/AWQ use a quantized checkpoint; its config.json carries quantization_config",
+        )
+    return Quantization(method="fp8", bits=8, group_size=-1, zero_point=False, weight_kind="float")
+
+
+# Architectures vLLM 0.26 serves with its V2 model runner even though they are MoE
+# (config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES); every dense model uses it too.
+V2_RUNNER_MOE_ARCHITECTURES = frozenset(
+    {
+        "DeepseekV2ForCausalLM",
+        "GraniteMoeForCausalLM",
+        "InklingForCausalLM",
+        "InklingForConditionalGeneration",
+        "LongcatFlashNgramForCausalLM",
+        "Qwen2MoeForCausalLM",
+    }
+)
+V1_MOE_NOTE = (
+    "MoE model on vLLM's V1 model runner: its activation and CUDA-graph terms follow vLLM's source and "
+    "were checked on one model only (Qwen3-30B-A3B-FP8 on an H100: KV tokens +1.2%, footprint not "
+    "measured); `gpushare calibrate` measures it"
+)
+
+
+def moe_on_v1_runner(arch: ModelArch) -> bool:
+    """A MoE model that vLLM 0.26 runs on its older (V1) model runner (every dense model and the
+    MoE architectures of V2_RUNNER_MOE_ARCHITECTURES use V2; config/vllm.py)."""
+    return arch.moe is not None and not set(arch.architectures) & V2_RUNNER_MOE_ARCHITECTURES

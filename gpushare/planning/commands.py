@@ -1,0 +1,58 @@
+"""Each planned instance's command line and environment.
+
+Pure: builds values (`vllm.command.VllmCommand`), starts nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from gpushare.planning.needs import Entry
+from gpushare.planning.plan import PlannedInstance
+from gpushare.profile import Profile
+from gpushare.vllm.command import VllmCommand
+
+
+def instance_command(profile: Profile, m: Entry, util: float | None, kv_bytes: int | None) -> VllmCommand:
+    """The `vllm serve` command of an entry: the profile's settings as flags (the ones left at
+    vLLM's defaults are not passed), the planned utilization (none on the CPU backend) and KV size
+    (when fixed), then the entry's extra_args."""
+    e, d = m.entry, profile.defaults
+    return VllmCommand(
+        program=tuple(d.command),
+        model=e.model,
+        served_name=(e.name,),
+        host=d.host,
+        port=m.port,
+        max_model_len=m.settings.max_model_len,
+        gpu_memory_utilization=util,
+        kv_cache_memory_bytes=kv_bytes,
+        tensor_parallel_size=e.tensor_parallel_size,
+        dtype=e.dtype or d.dtype,
+        kv_cache_dtype=e.kv_cache_dtype or d.kv_cache_dtype,
+        block_size=d.block_size,
+        max_num_seqs=e.max_num_seqs,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        quantization=e.quantization,
+        enforce_eager=e.enforce_eager,
+        extra_args=tuple(e.extra_args),
+    )
+
+
+def instance_env(m: Entry, gpus: Sequence[int]) -> dict[str, str]:
+    env = dict(m.entry.env)
+    if gpus:
+        # NVML numbers GPUs in PCI bus order; CUDA's default order (fastest first) may differ.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    if m.entry.mps_thread_percentage is not None:
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(m.entry.mps_thread_percentage)
+    return env
+
+
+def command_line(instance: PlannedInstance) -> str:
+    """The instance's command as one shell line, environment first."""
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(instance.env.items()))
+    cmd = shlex.join(instance.argv)
+    return f"{env} {cmd}" if env else cmd

@@ -1,0 +1,171 @@
+"""A plan: which instance goes on which GPU(s), with its exact vLLM argv and environment.
+
+Pure data: these classes import nothing above the memory model. `planning.build.build_plan`
+(profile + GPUs → Plan) fills them; the launcher, `calibrate` and the renderers read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gpushare.memory.estimate import Estimate
+
+
+@dataclass(frozen=True)
+class PlannedInstance:
+    """One `vllm serve` process to start.
+
+    `start_order` is 0-based within each GPU group (`start_group`: instances linked by sharing a
+    GPU, directly or through a tensor-parallel instance; planning/start.py); a group whose members
+    all have `kv_fixed` may start together, otherwise one at a time in start_order.
+    `planned_bytes` is the per-GPU process footprint the memory model predicts (what NVML will show).
+    `gpu_memory_utilization` passes vLLM's start-up check (free ≥ utilization × total) in that
+    order, and with `kv_fixed` in any order; on the CPU backend it is 0.0 and not passed.
+    `kv_target_bytes` is the KV cache the capacity target needs; `kv_cache_memory_bytes` adds the
+    instance's share of what was left on its GPU(s).
+    `estimate` is the memory model's answer for it on its first GPU (None for an instance that was
+    not planned, e.g. built by hand in a test).
+    MPS: `env` has no CUDA_MPS_PIPE_DIRECTORY; the launcher adds its own pipe directory when
+    `Plan.mps` is not "off".
+    """
+
+    name: str
+    model: str
+    gpus: tuple[int, ...]
+    port: int
+    start_order: int
+    gpu_memory_utilization: float
+    kv_cache_memory_bytes: int | None
+    planned_bytes: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    kv_fixed: bool
+    estimate: Estimate | None = None
+    aliases: tuple[str, ...] = ()
+    priority: int = 0
+    start_group: int = 0
+    kv_target_bytes: int = 0
+    target: str = ""
+
+    def parts(self) -> tuple[int, int, int]:
+        """(weights, KV, everything else) bytes on one of its GPUs; they sum to `planned_bytes`."""
+        weights = self.estimate.weights_bytes if self.estimate is not None else 0
+        kv = self.estimate.kv_cache_bytes if self.estimate is not None else 0
+        return weights, kv, max(self.planned_bytes - weights - kv, 0)
+
+
+@dataclass(frozen=True)
+class PlannedGpu:
+    """One GPU of the plan. `total_bytes` is NVML's total; `reserved_bytes` the safety reserve the
+    profile keeps free (of CUDA's total); `free_bytes` what NVML should show free once every
+    instance is up (reserve included). `instances` in start order."""
+
+    index: int
+    name: str
+    total_bytes: int
+    reserved_bytes: int
+    free_bytes: int
+    instances: tuple[str, ...]
+    cuda_total_bytes: int = 0
+    driver_reserved_bytes: int = 0
+    other_processes_bytes: int = 0
+    usable_bytes: int = 0
+    planned_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """A model that could not be placed: why, on which GPU(s) it came closest, short by how many
+    bytes there, and changes that would make it fit (each checked with the memory model)."""
+
+    name: str
+    reason: str
+    short_by_bytes: int
+    suggestions: tuple[str, ...]
+    gpus: tuple[int, ...] = ()
+    need_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something found after placement that stops the plan from starting (a start-up check that
+    cannot pass, a GPU planned beyond its usable memory): where, what, and what to change."""
+
+    message: str
+    instance: str | None = None
+    gpu: int | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        if self.instance is not None and self.gpu is not None:
+            where = f"{self.instance} on GPU {self.gpu}"
+        elif self.gpu is not None:
+            where = f"GPU {self.gpu}"
+        else:
+            where = self.instance or ""
+        text = f"{where}: {self.message}" if where else self.message
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile_name: str
+    feasible: bool
+    gpus: tuple[PlannedGpu, ...]
+    instances: tuple[PlannedInstance, ...]
+    unplaced: tuple[Unplaced, ...]
+    mps: str = "off"
+    notes: tuple[str, ...] = ()
+    strategy: str = "pack"
+    method: str = ""
+    optimal: bool = False
+    lp_bound: float | None = None
+    overcommitted: tuple[Problem, ...] = ()
+    """Problems found after placement; non-empty means not feasible."""
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """`overcommitted` as lines (what `check --format json` lists under "problems")."""
+        return tuple(str(p) for p in self.overcommitted)
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as `gpushare plan --json` prints it (sizes in bytes)."""
+        return {
+            "feasible": self.feasible,
+            "gpus": [
+                {
+                    "index": g.index,
+                    "name": g.name,
+                    "total_bytes": g.total_bytes,
+                    "reserved_bytes": g.reserved_bytes,
+                    "free_bytes": g.free_bytes,
+                    "instances": list(g.instances),
+                }
+                for g in self.gpus
+            ],
+            "instances": [
+                {
+                    "name": i.name,
+                    "model": i.model,
+                    "gpus": list(i.gpus),
+                    "port": i.port,
+                    "start_order": i.start_order,
+                    "gpu_memory_utilization": i.gpu_memory_utilization,
+                    "kv_cache_memory_bytes": i.kv_cache_memory_bytes,
+                    "estimate": i.estimate.to_json() if i.estimate is not None else {},
+                    "argv": list(i.argv),
+                    "env": i.env,
+                }
+                for i in self.instances
+            ],
+            "unplaced": [
+                {
+                    "name": u.name,
+                    "reason": u.reason,
+                    "short_by_bytes": u.short_by_bytes,
+                    "suggestions": list(u.suggestions),
+                }
+                for u in self.unplaced
+            ],
+        }

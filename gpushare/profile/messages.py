@@ -1,0 +1,100 @@
+"""pydantic's validation errors as profile problems, each with its fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gpushare.profile.lines import LineIndex
+from gpushare.profile.problems import ProfileProblem, format_path
+from gpushare.profile.schema import AtPath, Profile, strip_prefix
+
+
+def _fields_of(loc: Sequence[str | int]) -> list[str]:
+    """The field names allowed at the mapping that `loc` points into."""
+    model: type[BaseModel] = Profile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        nested = _nested_model(annotation)
+        if nested is None:
+            break
+        model = nested
+    return list(model.model_fields)
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
+    """The path and a message with the fix for one pydantic error."""
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "value_error" and isinstance(ctx.get("error"), AtPath):
+        at = ctx["error"]
+        return at.loc, at.message
+    # pydantic tags union members in the location ("list[str]", "function-after[...]"): drop them.
+    loc = tuple(p for p in loc if isinstance(p, int) or not any(c in p for c in "[]()"))
+    if kind == "extra_forbidden":
+        field = str(loc[-1])
+        known = _fields_of(loc[:-1])
+        close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
+        fix = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(known)}"
+        return loc, f"unknown field {field!r}; {fix}"
+    if kind == "missing":
+        return loc, "required field missing; add it"
+    if kind == "value_error":
+        return loc, strip_prefix(str(error["msg"]), "Value error, ")
+    if kind == "literal_error":
+        return loc, f"{value!r} is not allowed; use {ctx.get('expected', 'one of the listed values')}"
+    if kind == "string_pattern_mismatch":
+        return loc, (
+            f"{value!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    type_words = {
+        "int_type": "a whole number",
+        "int_parsing": "a whole number",
+        "int_from_float": "a whole number",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string (quote it)",
+        "list_type": "a list",
+        "dict_type": "a mapping of names to values",
+        "model_type": "a mapping of fields",
+        "model_attributes_type": "a mapping of fields",
+    }
+    if kind in type_words:
+        return loc, f"expected {type_words[kind]}, got {value!r}"
+    return loc, f"{error['msg']} (got {value!r})"
+
+
+def problems_from_validation(exc: ValidationError, lines: LineIndex) -> list[ProfileProblem]:
+    problems: list[ProfileProblem] = []
+    seen: set[tuple[str, str]] = set()
+    for error in exc.errors():
+        loc, message = _message(error)
+        path = format_path(loc)
+        if (path, message) in seen:
+            continue
+        seen.add((path, message))
+        problems.append(ProfileProblem(path, lines.line_of(loc), message))
+    return problems

@@ -1,0 +1,70 @@
+"""gpushare.planning.start: one rule for start groups and start order, for the planner and the launcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpushare.planning.build import build_plan, plan_loader
+from gpushare.planning.plan import PlannedInstance
+from gpushare.planning.start import group_numbers, start_groups, start_order, starts_together
+from gpushare.profile import load_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+LOAD = plan_loader()
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+@pytest.mark.parametrize(
+    ("case", "gpu_sets", "groups"),
+    [
+        ("one GPU each", [(0,), (1,), (2,)], [0, 1, 2]),
+        ("sharing a GPU", [(1,), (0,), (1,)], [1, 0, 1]),
+        ("linked through a tensor-parallel instance", [(0,), (0, 1), (1,), (2,)], [0, 0, 0, 1]),
+        ("numbered by the smallest GPU, whatever the order", [(3,), (2, 3), (0, 3), (1,)], [0, 0, 0, 1]),
+        ("a chain of TP pairs", [(2, 3), (1, 2), (0, 1), (5,)], [0, 0, 0, 1]),
+        ("CPU instances form one group", [(), (), ()], [0, 0, 0]),
+        ("nothing", [], []),
+    ],
+)
+def test_group_numbers(case: str, gpu_sets: list[tuple[int, ...]], groups: list[int]) -> None:
+    assert group_numbers(gpu_sets) == groups
+
+
+def test_start_order_counts_within_each_group() -> None:
+    entries = [("a", (0,), 1), ("b", (1,), 5), ("c", (0,), 9), ("d", (0, 1), 0)]
+    order = start_order(entries, lambda e: e[1], lambda e: -e[2])
+    assert [(e[0], group, position) for e, group, position in order] == [
+        ("c", 0, 0),
+        ("b", 0, 1),
+        ("a", 0, 2),
+        ("d", 0, 3),
+    ]
+
+
+def inst(name: str, gpus: tuple[int, ...], order: int, fixed: bool = True) -> PlannedInstance:
+    return PlannedInstance(name, "m", gpus, 8000, order, 0.5, None, 1, ("vllm",), {}, fixed)
+
+
+def test_start_groups_follow_the_plan_order() -> None:
+    plan = [inst("x", (1,), 1), inst("y", (0,), 0), inst("z", (1,), 0), inst("w", (2, 3), 0)]
+    groups = start_groups(plan)
+    assert [[i.name for i in g] for g in groups] == [["y"], ["z", "x"], ["w"]]
+    assert starts_together(groups[1])
+    assert not starts_together([inst("a", (0,), 0), inst("b", (0,), 1, fixed=False)])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_planner_and_the_launcher_see_the_same_groups(path: Path) -> None:
+    profile = load_profile(path, LOAD)
+    plan = build_plan(profile, profile.described_gpus() or [], load=LOAD)
+    groups = start_groups(plan.instances)
+    for number, group in enumerate(groups):
+        assert {i.start_group for i in group} == {number}
+        assert [i.start_order for i in group] == list(range(len(group)))
