@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from gpushare.catalog.mig import COMPUTE_SLICES, MEMORY_UNITS, MigProfile, MigTable
 from gpushare.mig.geometry import Geometry, Slice, geometries
-from gpushare.placement import Item
+from gpushare.placement.model import Item
 from gpushare.units import format_bytes
 
 EXACT_MAX_ITEMS = 10
