@@ -63,7 +63,7 @@ def test_capacity_is_what_the_caller_allows() -> None:
     assert full is not None
     item = [Item("m", full)]
     assert fit_one_gpu(item, H200) is not None
-    assert fit_one_gpu(item, H200, capacity=lambda p: (p.memory_bytes or 0) - 512 * MiB) is None
+    assert fit_one_gpu(item, H200, capacity=lambda s: (s.profile.memory_bytes or 0) - 512 * MiB) is None
 
 
 def test_unsourced_profiles_are_never_used() -> None:
