@@ -467,7 +467,7 @@ class _Planner:
             lay = self.layout.gpus[index] if self.layout is not None else None
             if lay is not None and (
                 lay.mode in ("devices", "pinned", "unusable")
-                or (lay.mode == "auto" and choice is not None and index not in choice.whole)
+                or (lay.mode == "auto" and choice is not None and index in choice.geometries)
             ):
                 out.append(self.planned_mig_gpu(lay, instances, choice))
                 continue

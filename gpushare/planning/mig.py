@@ -357,7 +357,8 @@ class Search:
         gpus = self.layout.gpus.values()
         whole = [g.index for g in gpus if g.mode == "whole"]
         fixed = [g for g in gpus if g.mode in ("devices", "pinned")]
-        auto = sorted((g for g in gpus if g.mode == "auto"), key=lambda g: (-g.gpu.cuda_total_bytes, g.index))
+        # The w that stay whole: the largest, and of equal ones the last (lower indices first as slices).
+        auto = sorted((g for g in gpus if g.mode == "auto"), key=lambda g: (-g.gpu.cuda_total_bytes, -g.index))
         tries = 2 * (len(auto) + 1)
         best: Choice | None = None
         for w in range(len(auto) + 1):
