@@ -358,7 +358,9 @@ class Search:
         whole = [g.index for g in gpus if g.mode == "whole"]
         fixed = [g for g in gpus if g.mode in ("devices", "pinned")]
         # The w that stay whole: the largest, and of equal ones the last (lower indices first as slices).
-        auto = sorted((g for g in gpus if g.mode == "auto"), key=lambda g: (-g.gpu.cuda_total_bytes, -g.index))
+        auto = sorted(
+            (g for g in gpus if g.mode == "auto"), key=lambda g: (-g.gpu.cuda_total_bytes, -g.index)
+        )
         tries = 2 * (len(auto) + 1)
         best: Choice | None = None
         for w in range(len(auto) + 1):
@@ -442,7 +444,10 @@ def explain_on_slices(search: Search, choice: Choice, m: Entry) -> Unplaced:
     taken = {g[0] for g in choice.assignment.values() if g and g[0] >= SLICE_BASE}
     largest = max(allowed, key=lambda s: (needs.usable[s.index], -s.index))
     free = [s for s in allowed if s.index not in taken]
-    room_of = lambda s: max(needs.usable[s.index], 0)  # noqa: E731
+
+    def room_of(s: Spot) -> int:
+        return max(needs.usable[s.index], 0)
+
     lay = search.layout.gpus[largest.gpu]
     if need > room_of(largest):
         short = need - room_of(largest)
