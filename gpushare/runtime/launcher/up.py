@@ -140,7 +140,10 @@ def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
         per_gpu: dict[str, int] = {}
         for gpu in edges.inventory.gpus():
             if gpu.index in rec.gpus:
-                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in gpu.processes if p.pid in pids)
+                # On a MIG GPU its processes are listed on the MIG devices too: each pid once.
+                procs = {p.pid: p for d in gpu.mig_devices for p in d.processes}
+                procs.update({p.pid: p for p in gpu.processes})
+                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in procs.values() if p.pid in pids)
         actual["process_bytes"] = per_gpu
     return actual
 

@@ -258,3 +258,27 @@ def test_a_device_the_plan_was_made_onto_that_is_gone_is_never_replaced(tmp_path
         slot.uuid = slot.uuid.replace("MIG-0", "MIG-9")  # recreated: same geometry, new UUIDs
     with pytest.raises(EnvironmentProblem, match="are not the plan's"):
         start(plan, World(nvml(after)), tmp_path)
+
+
+@pytest.mark.usefixtures("cached_models")
+def test_actual_memory_of_an_instance_on_a_slice_is_read_from_its_mig_device(tmp_path: Path) -> None:
+    device = h200_mig("3g.71gb:4,2g.35gb:0,1g.18gb:2,1g.18gb:3")
+    plan = plan_for(PINNED + MODELS)
+    world = World(nvml(device))
+
+    def serving(runner: FakeRunner, pid: int, proc: FakeProcess) -> None:
+        world.prober.healthy.add(int(proc.argv[proc.argv.index("--port") + 1]))
+        slot = next(
+            s for s in device.mig_slots if s is not None and s.uuid == proc.env["CUDA_VISIBLE_DEVICES"]
+        )
+        slot.processes = [(pid * 10 + 1, 5 * GiB)]  # the fake runner's child pid holds the memory
+
+    world.runner.behaviours["vllm"] = serving
+    up(plan, profile_paths("lab", tmp_path / "state"), world.edges, UpOptions(poll_s=1.0))
+    from gpushare.runtime.store.state import load_state
+
+    state = load_state(profile_paths("lab", tmp_path / "state"))
+    assert state is not None
+    assert {r.name: r.actual["process_bytes"] for r in state.instances} == {
+        name: {"0": 5 * GiB} for name in ("chat", "small", "tiny")
+    }
