@@ -20,17 +20,17 @@ Objectives, in strict order:
 A chosen geometry holds only the slices that get a model: one model per slice (the isolation
 MIG is chosen for; several on one slice would need an MPS daemon per MIG device, which gpushare
 does not start). Tensor parallelism is refused (no NCCL across MIG slices); profiles whose memory is
-not sourced are never used. Up to `EXACT_MAX_ITEMS` models the answer is exact (dynamic
-programming over subsets of models and GPUs, over every legal geometry of each GPU, which number
-in the hundreds); beyond, first-fit decreasing.
+not sourced are never used. Up to `EXACT_MAX_ITEMS` models (and `EXACT_MAX_STEPS` steps) the
+answer is exact (dynamic programming over subsets of models and GPUs, over every legal geometry of
+each GPU, which number in the hundreds); beyond, first-fit decreasing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from gpushare.catalog.mig import COMPUTE_SLICES, MEMORY_UNITS, MigTable
 from gpushare.mig.geometry import Geometry, Slice, geometries
@@ -39,6 +39,8 @@ from gpushare.units import format_bytes
 
 EXACT_MAX_ITEMS = 10
 """Above this many placeable models `place_on_mig` uses first-fit decreasing."""
+EXACT_MAX_STEPS = 200_000
+"""... and above this many steps of the exact search (GPUs × 3^models; about 0.3 s)."""
 
 Capacity = Callable[[Slice], int]
 
@@ -187,15 +189,20 @@ def _key(b: MigBin, capacity: Capacity) -> Hashable:
 
 
 def place_on_mig(
-    items: Sequence[Item], bins: Sequence[MigBin], capacity: Capacity = profile_memory
+    items: Sequence[Item],
+    bins: Sequence[MigBin],
+    capacity: Capacity = profile_memory,
+    searches: MutableMapping[Hashable, object] | None = None,
 ) -> MigPlacement:
-    """Give each item a slice of its own on one of `bins` (objectives in the module docstring)."""
+    """Give each item a slice of its own on one of `bins` (objectives in the module docstring).
+    `searches`: a dict kept across calls on the same GPUs (a caller that tries several splits
+    of its models) so each GPU's geometries are enumerated and costed once."""
     names = [it.name for it in items]
     if len(set(names)) != len(names):
         raise ValueError(f"item names must be unique: {names}")
     if len({b.index for b in bins}) != len(bins):
         raise ValueError(f"GPU indices must be unique: {[b.index for b in bins]}")
-    by_key: dict[Hashable, _Gpu] = {}
+    by_key: MutableMapping[Hashable, Any] = searches if searches is not None else {}
     gpus: dict[int, _Gpu] = {}
     for b in bins:
         key = _key(b, capacity)
@@ -221,7 +228,7 @@ def place_on_mig(
             )
         else:
             placeable.append(it)
-    if len(placeable) <= EXACT_MAX_ITEMS:
+    if len(placeable) <= EXACT_MAX_ITEMS and len(bins) * 3 ** len(placeable) <= EXACT_MAX_STEPS:
         fits, optimal = _exact(placeable, bins, gpus), True
     else:
         fits, optimal = _first_fit(placeable, bins, gpus), False

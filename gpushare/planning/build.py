@@ -278,6 +278,12 @@ class _Planner:
                 )
             elif g.mode == "auto" and index in choice.geometries:
                 self.notes.append(f"GPU {index} (mig: auto): geometry {choice.geometries[index].label}")
+        mig = choice.mig_placement
+        if mig is not None and not mig.optimal:
+            self.notes.append(
+                f"MIG slices chosen by first-fit decreasing ({len(choice.mig_items)} models, "
+                f"{len(choice.mig_bins)} MIG GPUs: beyond the exact search's size): not proven optimal"
+            )
         on_slices = [n for n, g in choice.assignment.items() if g[0] >= mig_plan.SLICE_BASE]
         if on_slices:
             self.notes.append(

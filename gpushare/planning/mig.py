@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from gpushare.catalog.gpus import compute_capability_of
@@ -91,9 +91,6 @@ def placeholder(gpu: int, label: str) -> str:
     """A CUDA_VISIBLE_DEVICES value for a slice not created yet: never a valid device (CUDA
     then sees none and vLLM stops at once), replaced by `up` with the MIG device's UUID."""
     return f"MIG-<gpu{gpu}:{label}>"
-
-
-PLACEHOLDER = re.compile(r"^MIG-<gpu(\d+):(.+)>$")
 
 
 @dataclass(frozen=True)
@@ -329,13 +326,17 @@ class Search:
         self.time_limit_s = time_limit_s
         self.by_spot = {(s.gpu, s.slice): s for s in lay.spots.values()}
         self.mig_items = {m.name: self.mig_item(m) for m in entries}
+        self.searches: dict[Hashable, object] = {}  # mig.fit's per-GPU searches, kept across attempts
+        self._capacities: dict[Hashable, Callable[[Slice], int]] = {}
 
     def capacity(self, gpu: int) -> Callable[[Slice], int]:
-        def of(s: Slice) -> int:
-            spot = self.by_spot.get((gpu, s))
-            return max(self.needs.usable[spot.index], 0) if spot is not None else 0
-
-        return of
+        """A GPU's usable bytes per slice; GPUs with the same ones share one function (and so
+        one search in mig.fit)."""
+        room = {s.slice: max(self.needs.usable[s.index], 0) for s in self.layout.gpus[gpu].spots}
+        key = tuple(sorted(((s.profile.name, s.start), v) for s, v in room.items()))
+        if key not in self._capacities:
+            self._capacities[key] = lambda s: room.get(s, 0)
+        return self._capacities[key]
 
     def spots_for(self, m: Entry) -> list[Spot]:
         pin = m.entry.gpus
@@ -382,7 +383,7 @@ class Search:
         def on_slices(chosen: Sequence[str]) -> MigPlacement | None:
             if not bins or not chosen:
                 return None
-            return place_on_mig([self.mig_items[n] for n in chosen], bins)
+            return place_on_mig([self.mig_items[n] for n in chosen], bins, searches=self.searches)
 
         def on_whole(chosen: Sequence[str]) -> tuple[list[Item], Placement | None]:
             items = [self.needs.item(m, among=whole_set) for m in self.entries if m.name in chosen]
@@ -594,7 +595,3 @@ def setup(
             config[g.index] = None
     name = config_name(profile_name)
     return MigSetup(tuple(commands), mig_parted_config(name, config), name)
-
-
-def with_uuid(s: MigSlice, uuid: str) -> MigSlice:
-    return replace(s, uuid=uuid)
