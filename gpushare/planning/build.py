@@ -291,6 +291,11 @@ class _Planner:
                 "limits written out, since vLLM has read the parent GPU's memory through NVML on a "
                 "slice (vLLM #41776, #50463)"
             )
+            self.notes.append(
+                "MIG slices: the vLLM run must accept a MIG UUID in CUDA_VISIBLE_DEVICES: 0.20.1 "
+                "stopped at start (vLLM #41848); 0.32's platforms map it through NVML; 0.26 was not "
+                "checked on a MIG GPU"
+            )
             if not self.fixed:
                 self.notes.append("kv_sizing measured does not apply on MIG slices: their KV size is fixed")
         for m in self.models:
