@@ -128,6 +128,17 @@ GPU_MODELS: tuple[GpuModel, ...] = (
         ("gh200-96gb", "gh200-480gb", "gh200 96gb hbm3"),
         "nvidia-smi total; reserved estimate (as H100 SXM)",
     ),
+    # nvidia-smi: 97871 MiB for "NVIDIA H20" in three public outputs (one of driver 570.158.01, with
+    # MIG on); reserved estimate (as H100 SXM).
+    _m(
+        "h20-96gb",
+        "NVIDIA H20",
+        97871,
+        480 * MiB,
+        (9, 0),
+        ("h20", "h20-96gb", "h20-96g"),
+        "nvidia-smi total; reserved estimate (as H100 SXM)",
+    ),
     # nvidia-smi --query: 146831 MiB; torch total_memory 153,008,209,920 in a public device-emulation
     # test (145920 MiB) gives reserved 911 MiB: an estimate, the test is not a measurement.
     _m(

@@ -23,12 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gpushare.catalog.gpus import (
-    GPU_MODELS,
-    find_gpu_model,
-    lookup_gpu_model,
-    normalize_gpu_name,
-)
+from gpushare.catalog.gpus import GPU_MODELS, find_gpu_model, lookup_gpu_model
 from gpushare.errors import InputError
 from gpushare.units import MiB
 
@@ -71,17 +66,38 @@ class MigProfile:
 
 
 @dataclass(frozen=True)
+class MemoryReading:
+    """Profile memory one source reported where it differs from the table's (smallest) values:
+    a driver that gives more, so `gpushare mig profiles` can show both and say which the planner
+    uses."""
+
+    source: str
+    """The short name in MIG-SOURCES.md."""
+    label: str
+    """A column header: `lent H200`."""
+    what: str
+    """Where the numbers come from, for a note: `the lent H200, driver 580.159.04`."""
+    memory_bytes: tuple[tuple[str, int], ...]
+    """(profile name, bytes) for the profiles this source gave."""
+
+    def of(self, profile: str) -> int | None:
+        return dict(self.memory_bytes).get(profile)
+
+
+@dataclass(frozen=True)
 class MigTable:
     """The MIG profiles of one GPU model."""
 
     gpu_key: str
-    """The `gpushare.catalog.gpus` key (or, for a model not in it yet, the key it will get)."""
+    """The `gpushare.catalog.gpus` key."""
     nvml_name: str
     profiles: tuple[MigProfile, ...]
     sources: tuple[str, ...]
     """Short names of the sources in MIG-SOURCES.md the values come from."""
     placements_inferred: bool = False
     notes: tuple[str, ...] = ()
+    readings: tuple[MemoryReading, ...] = ()
+    """Larger memory values other sources reported (the table keeps the smallest)."""
 
     def profile(self, name: str) -> MigProfile:
         """The profile named `name` (`1g.10gb`, `MIG 1g.10gb`, or its id `19`); InputError otherwise."""
@@ -146,6 +162,13 @@ def _row(shape: str, name: str, printed_gib: str | None, sms: int | None) -> Mig
     return MigProfile(name, _IDS[shape], slices, memory, sms, _MAX[shape], starts, size)
 
 
+def _reading(
+    source: str, label: str, what: str, names: tuple[str, ...], gib: tuple[str, ...]
+) -> MemoryReading:
+    values = tuple((n, lgip_gib_to_mib(g) * MiB) for n, g in zip(names, gib, strict=True))
+    return MemoryReading(source, label, what, values)
+
+
 def _seven(
     names: tuple[str, str, str, str, str, str, str],
     gib: tuple[str | None, ...],
@@ -175,6 +198,13 @@ _A100_80 = _seven(
 )
 _H100_80_NAMES = ("1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
 _H100_80_GIB = ("9.75", "9.75", "19.62", "19.62", "39.50", "39.50", "79.25")
+_NVL_NAMES = ("1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.47gb", "4g.47gb", "7g.94gb")
+_H200_NAMES = ("1g.18gb", "1g.18gb+me", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb")
+_H200_LENT = _reading("measured-h200", "lent H200", "NVML on the lent H200 (driver 580.159.04)",
+                      _H200_NAMES, ("16.00", "16.00", "32.50", "32.50", "69.75", "69.75", "140.00"))
+_NVL_OTHER_HOSTS = _reading("lgip-h100-nvl-b", "other hosts",
+                            "the H100 NVL hosts of gpu-operator#900 and mig-parted#101",
+                            _NVL_NAMES, ("10.75", "10.75", "21.62", "21.62", "46.38", "46.38", "93.12"))
 _96GB_NAMES = ("1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.48gb", "4g.48gb", "7g.96gb")
 
 MIG_TABLES: dict[str, MigTable] = {
@@ -198,13 +228,15 @@ MIG_TABLES: dict[str, MigTable] = {
                  _seven(_H100_80_NAMES, _H100_80_GIB, (14, 14, 14, 30, 46, 62, 114)),
                  ("mig-guide", "lgip-h100-pcie"), placements_inferred=True),
         MigTable("h100-nvl-94gb", "NVIDIA H100 NVL",
-                 _seven(("1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.47gb", "4g.47gb", "7g.94gb"),
+                 _seven(_NVL_NAMES,
                         ("10.62", "10.62", "21.50", "21.50", "46.12", "46.12", "92.62"), _HOPPER_SMS),
-                 ("mig-guide", "lgip-h100-nvl-a", "lgip-h100-nvl-b", "lgipp-h100-nvl")),
+                 ("mig-guide", "lgip-h100-nvl-a", "lgip-h100-nvl-b", "lgipp-h100-nvl"),
+                 readings=(_NVL_OTHER_HOSTS,)),
         MigTable("h200-141gb", "NVIDIA H200",
-                 _seven(("1g.18gb", "1g.18gb+me", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"),
+                 _seven(_H200_NAMES,
                         ("16.00", "16.00", "32.25", "32.25", "69.50", "69.50", "139.75"), _HOPPER_SMS),
-                 ("mig-guide", "measured-h200", "lgip-h200-mig-parted-120")),
+                 ("mig-guide", "measured-h200", "lgip-h200-mig-parted-120"),
+                 readings=(_H200_LENT,)),
         MigTable("gh200-96gb", "NVIDIA GH200 480GB",
                  _seven(_96GB_NAMES, ("11.00", "11.00", "23.00", "23.00", "46.50", "46.50", "93.00"),
                         _HOPPER_SMS),
@@ -225,17 +257,13 @@ MIG_TABLES: dict[str, MigTable] = {
                         ("20.50", "20.50", "44.25", "44.25", None, None, None),
                         (18, 18, 30, 36, None, None, None)),
                  ("mig-guide-b200", "mig-parted-166", "mig-parted-187"), placements_inferred=True,
-                 notes=("3g/4g/7g memory and SMs not sourced (the captures found stop at 2g)",)),
+                 notes=("3g/4g/7g memory and SMs not sourced (the captures found stop at 2g)",),
+                 readings=(_reading("mig-parted-166", "2025-01 host", "the B200 of mig-parted#166 (2025-01)",
+                                    ("1g.23gb", "1g.23gb+me", "1g.45gb", "2g.45gb"),
+                                    ("22.00", "22.00", "44.25", "44.25")),)),
     )
 }
 # fmt: on
-
-# MIG GPUs that `gpushare.catalog.gpus` does not list yet (it needs a sourced total for them):
-# the names that find their table, matched in that module's normal form.
-_NOT_IN_GPU_CATALOG: dict[str, tuple[str, ...]] = {
-    "h20-96gb": ("h20-96gb", "h20", "NVIDIA H20", "h20-96g"),
-}
-_EXTRA_INDEX = {normalize_gpu_name(name): key for key, names in _NOT_IN_GPU_CATALOG.items() for name in names}
 
 
 def mig_gpu_keys() -> list[str]:
@@ -246,10 +274,7 @@ def mig_gpu_keys() -> list[str]:
 def find_mig_table(name: str) -> MigTable | None:
     """The MIG table of a GPU named `name` (any name the GPU catalog accepts), or None."""
     model = find_gpu_model(name)
-    if model is not None:
-        return MIG_TABLES.get(model.key)
-    key = _EXTRA_INDEX.get(normalize_gpu_name(name))
-    return MIG_TABLES[key] if key else None
+    return MIG_TABLES.get(model.key) if model is not None else None
 
 
 def lookup_mig_table(name: str) -> MigTable:
@@ -266,14 +291,11 @@ def lookup_mig_table(name: str) -> MigTable:
 
 
 def _check_tables() -> None:
-    """Keys match the GPU catalog (or the short list of models it lacks); no pending name is taken."""
+    """Every table's key is a GPU of the GPU catalog."""
     catalog = {m.key for m in GPU_MODELS}
     for key in MIG_TABLES:
-        if key not in catalog and key not in _NOT_IN_GPU_CATALOG:
+        if key not in catalog:
             raise AssertionError(f"MIG table {key!r} names no GPU of the catalog")
-    for name in _EXTRA_INDEX:
-        if find_gpu_model(name) is not None:
-            raise AssertionError(f"{name!r} is in the GPU catalog now: drop it from _NOT_IN_GPU_CATALOG")
 
 
 _check_tables()

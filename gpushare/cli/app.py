@@ -56,6 +56,7 @@ COMMANDS: dict[str, CommandEntry] = {
         "2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`.",
     ),
     "profile": CommandEntry("profile", "Profile files: print their JSON Schema, validate one."),
+    "mig": CommandEntry("mig", "MIG (hard-isolated GPU slices): the profiles each GPU model offers."),
     "up": CommandEntry(
         "launch", "Plan PROFILE, check the machine, start every instance and wait until each one serves."
     ),

@@ -1,8 +1,8 @@
 """`gpushare mig ...`: MIG commands. For now `gpushare mig profiles GPU [--json]`.
 
-The commands live on `mig_app`, a Typer group. The module does not register itself on
-`gpushare.cli.app.app` yet (the CLI registration is being reworked); `register(app)` adds the
-group, and `COMMANDS` in app.py then needs `"mig": "mig"` so it loads lazily.
+The commands live on `mig_app`, a Typer group, which this module adds to `gpushare.cli.app.app`
+when it is imported; `COMMANDS["mig"]` in app.py names this module, so the group loads only when
+`gpushare mig ...` runs (the lazy loader finds it among the app's groups).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def profiles(
 
     table = lookup_mig_table(gpu)
     if as_json:
-        typer.echo(json.dumps([profile_record(p) for p in table.profiles], indent=2))
+        typer.echo(json.dumps([profile_record(p, table) for p in table.profiles], indent=2))
         return
     render_profiles(table)
 
@@ -47,3 +47,8 @@ def profiles(
 def register(app: typer.Typer) -> None:
     """Add the `mig` group to the top-level app."""
     app.add_typer(mig_app, name="mig")
+
+
+from gpushare.cli.app import app  # noqa: E402  (registration needs mig_app defined above)
+
+register(app)

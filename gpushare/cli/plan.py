@@ -22,6 +22,7 @@ from gpushare.devices.nvml import NvmlInventory
 # The planner pulls in the solver and pydantic: imported inside the commands so start-up stays fast.
 if TYPE_CHECKING:
     from gpushare.planning.build import Strategy
+    from gpushare.planning.mig import MigOverride
     from gpushare.planning.plan import Plan
     from gpushare.profile import Profile, ProfileValidationError
 
@@ -59,7 +60,11 @@ def resolve_gpus(profile: Profile, spec: str | None) -> list[Gpu]:
 
 
 def make_plan(
-    profile_path: Path, spec: str | None, strategy: Strategy | None, calibrated: bool = True
+    profile_path: Path,
+    spec: str | None,
+    strategy: Strategy | None,
+    calibrated: bool = True,
+    mig: MigOverride | None = None,
 ) -> tuple[Profile, Plan]:
     from gpushare.calibration import stored_lookup
     from gpushare.planning.build import build_plan
@@ -67,7 +72,32 @@ def make_plan(
 
     profile = load_profile(profile_path)
     lookup = stored_lookup() if calibrated else None
-    return profile, build_plan(profile, resolve_gpus(profile, spec), strategy, calibration=lookup)
+    # The profile's per-GPU MIG settings describe its own GPUs, not those of --gpus.
+    settings: dict[int, str] | None = {} if spec is not None else None
+    gpus = resolve_gpus(profile, spec)
+    return profile, build_plan(profile, gpus, strategy, calibration=lookup, mig=mig, mig_settings=settings)
+
+
+class MigChoice(StrEnum):
+    auto = "auto"
+    off = "off"
+
+
+MigOption = Annotated[
+    MigChoice | None,
+    typer.Option(
+        "--mig",
+        help="MIG on every MIG-capable GPU: auto (choose a geometry per GPU and print what creates "
+        "it) or off (whole GPUs); default: each GPU's `mig:` in the profile, else the MIG devices "
+        "a MIG-enabled GPU has.",
+    ),
+]
+
+
+def _mig(value: MigChoice | None) -> MigOverride | None:
+    if value is None:
+        return None
+    return "auto" if value is MigChoice.auto else "off"
 
 
 NoCalibration = Annotated[
@@ -87,14 +117,16 @@ def plan(
         bool, typer.Option("--json", help="The plan as one JSON object, sizes in bytes.")
     ] = False,
     no_calibration: NoCalibration = False,
+    mig: MigOption = None,
 ) -> None:
     """Place the profile's models on GPUs and print each GPU's memory and the exact vLLM commands.
 
     Exit 0 when everything fits, 1 when something does not (the output says why and what would
-    fit), 2 for an invalid profile.
+    fit), 2 for an invalid profile. With MIG slices to create, it also prints the `nvidia-smi`
+    commands and the mig-parted config that create them (never runs them).
     """
     chosen = _strategy(strategy)
-    _, result = make_plan(profile, gpus, chosen, not no_calibration)
+    _, result = make_plan(profile, gpus, chosen, not no_calibration, _mig(mig))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -114,6 +146,7 @@ def check(
         typer.Option("--format", help="text, json, or github (::error annotations at the model's line)."),
     ] = OutputFormat.text,
     no_calibration: NoCalibration = False,
+    mig: MigOption = None,
 ) -> None:
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
     2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`."""
@@ -121,7 +154,7 @@ def check(
     from gpushare.profile import ProfileValidationError
 
     try:
-        loaded, result = make_plan(profile, gpus, None, not no_calibration)
+        loaded, result = make_plan(profile, gpus, None, not no_calibration, _mig(mig))
     except ProfileValidationError as exc:
         if output is OutputFormat.github:
             for line in problem_annotations(exc.file, exc.problems):

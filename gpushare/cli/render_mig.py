@@ -14,8 +14,14 @@ PROFILE_COLUMNS = ("profile", "id", "slices", "memory", "SMs", "max", "starts", 
 NOT_SOURCED = "not sourced"
 
 
-def profile_record(p: MigProfile) -> dict[str, Any]:
-    """One profile as `--json` prints it; memory in bytes, null where not sourced."""
+def profile_record(p: MigProfile, table: MigTable | None = None) -> dict[str, Any]:
+    """One profile as `--json` prints it; memory in bytes, null where not sourced.
+    `memory_bytes_seen`: the larger values other sources reported, by source (MIG-SOURCES.md)."""
+    seen: dict[str, int] = {}
+    for reading in table.readings if table is not None else ():
+        value = reading.of(p.name)
+        if value is not None:
+            seen[reading.source] = value
     return {
         "name": p.name,
         "profile_id": p.profile_id,
@@ -25,17 +31,29 @@ def profile_record(p: MigProfile) -> dict[str, Any]:
         "max_count": p.max_count,
         "starts": list(p.starts),
         "memory_units": p.size,
+        "memory_bytes_seen": seen,
     }
 
 
+def columns(table: MigTable) -> tuple[str, ...]:
+    """PROFILE_COLUMNS with one column per other reading after `memory`."""
+    at = PROFILE_COLUMNS.index("memory") + 1
+    return (*PROFILE_COLUMNS[:at], *(r.label for r in table.readings), *PROFILE_COLUMNS[at:])
+
+
 def profile_rows(table: MigTable) -> list[tuple[str, ...]]:
-    """One row of strings per profile, in PROFILE_COLUMNS order."""
+    """One row of strings per profile, in `columns(table)` order."""
+
+    def size(value: int | None) -> str:
+        return NOT_SOURCED if value is None else format_bytes(value)
+
     return [
         (
             p.name,
             str(p.profile_id),
             str(p.slices),
-            NOT_SOURCED if p.memory_bytes is None else format_bytes(p.memory_bytes),
+            size(p.memory_bytes),
+            *(size(r.of(p.name)) for r in table.readings),
             NOT_SOURCED if p.sms is None else str(p.sms),
             str(p.max_count),
             ",".join(map(str, p.starts)),
@@ -48,7 +66,16 @@ def profile_rows(table: MigTable) -> list[tuple[str, ...]]:
 def table_notes(table: MigTable) -> list[str]:
     """What the reader must know about the numbers: where they come from and what is missing."""
     notes = [
-        "memory is what NVML reports (the smallest value seen across drivers); names are nominal",
+        "memory: what the planner uses when it proposes slices, the smallest value NVML reported "
+        "in any source, so a proposed geometry fits under every driver seen; names are nominal",
+    ]
+    for r in table.readings:
+        notes.append(
+            f"{r.label}: as {r.what} reported it ({r.source}); drivers differ by up to a few hundred MiB"
+        )
+    notes += [
+        "on a machine with MIG devices, `gpushare gpus` shows each one's own memory and plans onto "
+        "existing slices use that",
         f"sources: {', '.join(table.sources)} (gpushare/catalog/MIG-SOURCES.md)",
     ]
     if table.placements_inferred:
@@ -62,9 +89,9 @@ def table_notes(table: MigTable) -> list[str]:
 
 def profiles_table(table: MigTable) -> Table:
     out = Table(title=f"MIG profiles of {table.gpu_key} ({table.nvml_name})")
-    for column in PROFILE_COLUMNS:
-        numeric = column in ("id", "slices", "memory", "SMs", "max", "units")
-        out.add_column(column, justify="right" if numeric else "left")
+    text_columns = ("profile", "starts")
+    for column in columns(table):
+        out.add_column(column, justify="left" if column in text_columns else "right")
     for row in profile_rows(table):
         out.add_row(*row)
     return out

@@ -5,14 +5,14 @@ Rows and segments are computed by plain functions (tested); only `render_plan` p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.text import Text
 
 from gpushare.planning.commands import command_line
-from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
+from gpushare.planning.plan import MigSlice, Plan, PlannedGpu, PlannedInstance
 from gpushare.planning.start import starts_together
 from gpushare.profile import ProfileProblem
 from gpushare.units import format_bytes
@@ -78,6 +78,9 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
     by_name = {i.name: i for i in plan.instances}
     for gpu in plan.gpus:
         console.print()
+        if gpu.mig:
+            render_mig_gpu(console, gpu, by_name)
+            continue
         console.print(
             f"[bold]GPU {gpu.index}[/] {gpu.name}: {format_bytes(gpu.cuda_total_bytes)} for CUDA, "
             f"usable {format_bytes(max(gpu.usable_bytes, 0))} (reserve {format_bytes(gpu.reserved_bytes)}"
@@ -117,12 +120,110 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
         for inst in sorted(plan.instances, key=lambda i: (i.start_group, i.start_order, i.name)):
             console.print(f"[dim]# group {inst.start_group}, #{inst.start_order}: {inst.name}[/]")
             console.print(command_line(inst), markup=False)
+    for line in mig_setup_lines(plan):
+        console.print(line, markup=False)
     for line in unplaced_lines(plan):
         console.print(line, markup=False)
     for problem in plan.overcommitted:
         console.print(f"[bold red]overcommitted:[/] {problem}")
     for note in plan.notes:
         console.print(f"[dim]note:[/] {note}")
+
+
+MIG_MODES = {
+    "devices": "its MIG devices",
+    "pinned": "the profile's MIG geometry",
+    "auto": "a MIG geometry gpushare chose",
+    "unusable": "MIG, not usable",
+}
+
+
+def slice_segments(s: MigSlice, instances: Mapping[str, PlannedInstance]) -> list[Segment]:
+    """The bar of one MIG slice: its instance's weights, KV and overhead; other processes; free."""
+    out: list[Segment] = []
+    for n, name in enumerate(s.instances):
+        weights, kv, overhead = instance_parts(instances[name])
+        color = COLORS[n % len(COLORS)]
+        out += [
+            Segment(name, "weights", weights, color),
+            Segment(name, "kv", kv, color),
+            Segment(name, "overhead", overhead, color),
+        ]
+    if s.other_processes_bytes:
+        out.append(Segment("other processes", "others", s.other_processes_bytes, "grey50"))
+    free = s.memory_bytes - s.other_processes_bytes - s.planned_bytes
+    out.append(Segment("free", "free", max(free, 0), "grey35"))
+    return out
+
+
+def render_mig_gpu(console: Console, gpu: PlannedGpu, instances: Mapping[str, PlannedInstance]) -> None:
+    """A GPU that runs as MIG slices: a line for the GPU, then a bar and the instance per slice."""
+    slices = gpu.mig_slices
+    console.print(
+        f"[bold]GPU {gpu.index}[/] {gpu.name}: {MIG_MODES.get(gpu.mig, gpu.mig)}"
+        + (
+            f", {len(slices)} slice(s) of {format_bytes(sum(s.memory_bytes for s in slices))}: usable "
+            f"{format_bytes(max(gpu.usable_bytes, 0))} (reserve {format_bytes(gpu.reserved_bytes)}"
+            + (
+                f", other processes {format_bytes(gpu.other_processes_bytes)}"
+                if gpu.other_processes_bytes
+                else ""
+            )
+            + f"), planned {format_bytes(gpu.planned_bytes)}"
+            if slices
+            else ""
+        )
+    )
+    for s in slices:
+        where = s.uuid or "to create"
+        console.print(
+            f"  slice [bold]{s.label}[/] {format_bytes(s.memory_bytes)}, usable "
+            f"{format_bytes(max(s.usable_bytes, 0))} ({where})" + ("" if s.instances else ": idle"),
+            highlight=False,
+        )
+        if not s.instances:
+            continue
+        bar = Text("    ")
+        for glyph, color in bar_cells(slice_segments(s, instances), s.memory_bytes, BAR_WIDTH - 2):
+            bar.append(glyph, style=color)
+        console.print(bar)
+        for n, name in enumerate(s.instances):
+            console.print("  " + instance_line(instances[name], COLORS[n % len(COLORS)]))
+
+
+def instance_line(inst: PlannedInstance, color: str) -> str:
+    weights, kv, overhead = instance_parts(inst)
+    concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
+    max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
+    return (
+        f"  [{color}]■[/] #{inst.start_order} [bold]{inst.name}[/] {inst.model}: "
+        f"weights {format_bytes(weights)}, KV {format_bytes(kv)} "
+        f"({concurrency}× {max_len} tokens; target {inst.target}), "
+        f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)}, "
+        f"utilization {inst.gpu_memory_utilization}"
+    )
+
+
+def mig_setup_lines(plan: Plan) -> list[str]:
+    """What creates the plan's MIG slices: the nvidia-smi commands and the mig-parted config."""
+    setup = plan.mig_setup
+    if setup is None:
+        return []
+    from gpushare.mig.emit import mig_parted_yaml
+
+    lines = [
+        "",
+        "MIG slices to create (as root, on idle GPUs; gpushare prints these and never runs them):",
+        *(f"  {c}" for c in setup.commands),
+        "",
+        f"or with the NVIDIA GPU Operator: this mig-parted config, applied by labelling the node "
+        f"nvidia.com/mig.config={setup.config_name}:",
+        *(f"  {line}" for line in mig_parted_yaml(setup.mig_parted).rstrip().splitlines()),
+        "",
+        "`gpushare up` starts each instance on the MIG device of its slice's profile (and start) "
+        "once the slices exist (CUDA_VISIBLE_DEVICES=MIG-<uuid>)",
+    ]
+    return lines
 
 
 def unplaced_lines(plan: Plan) -> list[str]:

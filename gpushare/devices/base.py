@@ -29,6 +29,36 @@ class GpuProcess:
 
 
 @dataclass(frozen=True)
+class MigDevice:
+    """One MIG device (a GPU instance with its compute instance) of a MIG-enabled GPU, as NVML
+    reports it. A process selects it with `CUDA_VISIBLE_DEVICES=<uuid>`.
+
+    `start` is the first memory unit of its GPU instance (`nvmlGpuInstanceGetInfo`'s placement);
+    None where the driver refused the GPU-instance query (NoPermission without root or the
+    mig/monitor capability). `total_bytes` is the device's own memory (NVML on the MIG handle);
+    no driver reservation comes off it.
+    """
+
+    uuid: str | None
+    """`MIG-...` (drivers from R470 on)."""
+    profile: str
+    """The GPU-instance profile's name: `3g.71gb`."""
+    start: int | None
+    total_bytes: int
+    used_bytes: int = 0
+    free_bytes: int | None = None
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+    profile_id: int | None = None
+    processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+
+    @property
+    def label(self) -> str:
+        """`3g.71gb@4`, or `3g.71gb@?` when the start is not known."""
+        return f"{self.profile}@{'?' if self.start is None else self.start}"
+
+
+@dataclass(frozen=True)
 class Gpu:
     """One GPU as the driver reports it.
 
@@ -46,6 +76,8 @@ class Gpu:
     uuid: str | None = None
     mig_enabled: bool = False
     processes: tuple[GpuProcess, ...] = field(default_factory=tuple)
+    mig_devices: tuple[MigDevice, ...] = field(default_factory=tuple)
+    """Its MIG devices, by start (then UUID), when MIG is enabled."""
 
     @property
     def cuda_total_bytes(self) -> int:

@@ -5,6 +5,14 @@ module; by default it is imported on first use, so importing this file never nee
 
 Indices are NVML's, which follow PCI bus order. CUDA numbers GPUs the same way only under
 `CUDA_DEVICE_ORDER=PCI_BUS_ID`, which the launcher sets.
+
+MIG: a GPU whose current MIG mode is on lists its MIG devices (`_mig_devices`): NVML's MIG device
+handles (`nvmlDeviceGetMigDeviceHandleByIndex` up to `nvmlDeviceGetMaxMigDeviceCount`; an empty
+index is NotFound), each with its UUID, its memory read on the MIG handle, its processes, and its
+GPU instance's profile and start (`nvmlDeviceGetGpuInstanceById` + `nvmlGpuInstanceGetInfo`).
+Where the driver refuses the GPU-instance query (NoPermission for users without root or the
+mig/monitor capability), the profile comes from the device's name (`... MIG 3g.71gb`) and the
+start is unknown (None). gpushare only reads: it never creates or destroys MIG instances.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from gpushare.catalog.gpus import find_gpu_model
-from gpushare.devices.base import Gpu, GpuProcess, NoGpuDriver
+from gpushare.devices.base import Gpu, GpuProcess, MigDevice, NoGpuDriver
 from gpushare.errors import EnvironmentProblem
 
 # The MPS control daemon and the server it starts. Linux truncates a process's comm to 15
@@ -116,6 +124,7 @@ class NvmlInventory:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         name = _text(nvml.nvmlDeviceGetName(handle))
         total, reserved, used, free = _memory(nvml, handle, name)
+        mig = _mig_enabled(nvml, handle)
         return Gpu(
             index=index,
             name=name,
@@ -124,8 +133,51 @@ class NvmlInventory:
             used_bytes=used,
             free_bytes=free,
             uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
-            mig_enabled=_mig_enabled(nvml, handle),
+            mig_enabled=mig,
             processes=self._processes(nvml, handle),
+            mig_devices=self._mig_devices(nvml, handle, name) if mig else (),
+        )
+
+    def _mig_devices(self, nvml: Any, handle: Any, gpu_name: str) -> tuple[MigDevice, ...]:
+        """The MIG devices of a MIG-enabled GPU (see the module docstring)."""
+        not_found = _error_class(nvml, "NVMLError_NotFound")
+        try:
+            count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+        except nvml.NVMLError_NotSupported:
+            return ()
+        found: list[MigDevice] = []
+        for i in range(count):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
+            except not_found:
+                continue  # no MIG device at this index
+            found.append(self._mig_device(nvml, handle, mig, gpu_name))
+        return tuple(sorted(found, key=lambda d: (d.start is None, d.start or 0, d.uuid or "")))
+
+    def _mig_device(self, nvml: Any, parent: Any, mig: Any, gpu_name: str) -> MigDevice:
+        # v1 on the MIG handle: v2 may be NotSupported there, and a slice has no reservation of
+        # its own that NVML reports apart; whatever it counts as used stays used.
+        info = nvml.nvmlDeviceGetMemoryInfo(mig)
+        gi_id = ci_id = profile_id = start = None
+        refused = (_error_class(nvml, "NVMLError_NoPermission"), nvml.NVMLError_NotSupported)
+        try:
+            gi_id = int(nvml.nvmlDeviceGetGpuInstanceId(mig))
+            ci_id = int(nvml.nvmlDeviceGetComputeInstanceId(mig))
+            gi_info = nvml.nvmlGpuInstanceGetInfo(nvml.nvmlDeviceGetGpuInstanceById(parent, gi_id))
+            profile_id, start = int(gi_info.profileId), int(gi_info.placement.start)
+        except refused:
+            pass  # profile from the name below, start unknown
+        return MigDevice(
+            uuid=_text(nvml.nvmlDeviceGetUUID(mig)),
+            profile=_mig_profile_name(gpu_name, profile_id, _text(nvml.nvmlDeviceGetName(mig))),
+            start=start,
+            total_bytes=int(info.total),
+            used_bytes=int(info.used),
+            free_bytes=int(info.free),
+            gpu_instance_id=gi_id,
+            compute_instance_id=ci_id,
+            profile_id=profile_id,
+            processes=self._processes(nvml, mig),
         )
 
     def _processes(self, nvml: Any, handle: Any) -> tuple[GpuProcess, ...]:
@@ -169,3 +221,28 @@ def _mig_enabled(nvml: Any, handle: Any) -> bool:
     except nvml.NVMLError:  # NotSupported on GPUs without MIG
         return False
     return bool(current == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1))
+
+
+class _NeverRaised(Exception):
+    """Stands in for an NVML error class an old binding lacks, in `except` clauses."""
+
+
+def _error_class(nvml: Any, name: str) -> type[Exception]:
+    found = getattr(nvml, name, None)
+    return found if isinstance(found, type) and issubclass(found, Exception) else _NeverRaised
+
+
+def _mig_profile_name(gpu_name: str, profile_id: int | None, device_name: str) -> str:
+    """The GPU-instance profile's name: from the catalog by profile id, else from the MIG device's
+    name (NVML names it `NVIDIA H200 MIG 3g.71gb`), else `unknown`."""
+    from gpushare.catalog.mig import find_mig_table
+
+    table = find_mig_table(gpu_name)
+    if table is not None and profile_id is not None:
+        for p in table.profiles:
+            if p.profile_id == profile_id:
+                return p.name
+    _, marker, suffix = device_name.rpartition("MIG ")
+    if marker and suffix.strip():
+        return suffix.strip()
+    return "unknown" if profile_id is None else f"profile {profile_id}"

@@ -12,6 +12,17 @@ inventory can be saved there and planned against anywhere:
 An object `{"gpus": [...], "mps_daemon_running": false}` is read too. In a file, sizes may also be
 strings such as "80GiB"; a GPU whose `name` is in the catalog may leave out `total_bytes` and
 `reserved_bytes`.
+
+A MIG-enabled GPU lists its MIG devices (`"mig_enabled": true`), as `gpushare gpus --json` prints
+them:
+
+    "mig_devices": [{"uuid": "MIG-…", "profile": "3g.71gb", "start": 4, "total_bytes": 74893492224,
+                     "used_bytes": 0, "free_bytes": 74893492224, "gpu_instance_id": 1,
+                     "compute_instance_id": 0, "profile_id": 9, "processes": []}]
+
+For a GPU with a MIG table (`gpushare mig profiles`), a device's profile must be one of its
+profiles, `total_bytes` defaults to the catalog's memory for it, and devices with starts must form
+a legal geometry.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from gpushare.catalog.gpus import find_gpu_model
-from gpushare.devices.base import Gpu, GpuProcess
+from gpushare.devices.base import Gpu, GpuProcess, MigDevice
 from gpushare.errors import InputError
 from gpushare.units import parse_bytes
 
@@ -47,6 +58,33 @@ class _ProcessRecord(BaseModel):
     """GPU memory the process holds (NVML)."""
 
 
+class _MigRecord(BaseModel):
+    model_config = _STRICT
+
+    uuid: str | None = None
+    """`MIG-...`; what `CUDA_VISIBLE_DEVICES` takes."""
+    profile: str
+    """The GPU-instance profile: `3g.71gb` (`gpushare mig profiles GPU` lists them)."""
+    start: int | None = Field(default=None, ge=0, le=7)
+    """The first memory unit of its GPU instance; null where the driver did not say."""
+    total_bytes: Size | None = None
+    """The device's own memory (NVML); default: the catalog's for the profile."""
+    used_bytes: Size = 0
+    free_bytes: Size | None = None
+    gpu_instance_id: int | None = Field(default=None, ge=0)
+    compute_instance_id: int | None = Field(default=None, ge=0)
+    profile_id: int | None = Field(default=None, ge=0)
+    processes: list[_ProcessRecord] = Field(default_factory=list)
+    """Compute processes on this MIG device."""
+
+    @field_validator("profile")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("blank")
+        return value
+
+
 class _GpuRecord(BaseModel):
     model_config = _STRICT
 
@@ -64,6 +102,8 @@ class _GpuRecord(BaseModel):
     mig_enabled: bool = False
     processes: list[_ProcessRecord] = Field(default_factory=list)
     """Compute processes holding memory on it."""
+    mig_devices: list[_MigRecord] = Field(default_factory=list)
+    """Its MIG devices (only with mig_enabled)."""
     mps_daemon_running: bool = False
     """`gpushare gpus --json` repeats the machine's MPS state on every GPU."""
 
@@ -85,9 +125,11 @@ class _InventoryObject(BaseModel):
 
 _GPU_KEYS = tuple(_GpuRecord.model_fields)
 _PROCESS_KEYS = tuple(_ProcessRecord.model_fields)
+_MIG_KEYS = tuple(_MigRecord.model_fields)
 _TOP_KEYS = tuple(_InventoryObject.model_fields)
 _SIZE_FIELDS = frozenset({"total_bytes", "reserved_bytes", "used_bytes", "free_bytes"})
-_FIELDS = frozenset(_GPU_KEYS) | frozenset(_PROCESS_KEYS) | frozenset(_TOP_KEYS)
+_ID_FIELDS = frozenset({"index", "pid", "gpu_instance_id", "compute_instance_id", "profile_id"})
+_FIELDS = frozenset(_GPU_KEYS) | frozenset(_PROCESS_KEYS) | frozenset(_MIG_KEYS) | frozenset(_TOP_KEYS)
 _GPU_NAME_FIX = "required, a GPU name such as 'NVIDIA H100 80GB HBM3'"
 
 
@@ -112,11 +154,16 @@ def _message(error: ErrorDetails, where: str) -> InputError:
         at = f"{where}: {parent}" if parent else where
         if not parent_loc:
             return InputError(f"{at}: unknown key {key!r}; expected {', '.join(_TOP_KEYS)}")
-        if "processes" in parent_loc:
+        if _innermost(parent_loc) == "processes":
             return InputError(f"{at}: unknown key {key!r}; expected {', '.join(_PROCESS_KEYS)}")
+        if _innermost(parent_loc) == "mig_devices":
+            return InputError(f"{at}: unknown key {key!r}", hint=f"known keys: {', '.join(_MIG_KEYS)}")
         return InputError(f"{at}: unknown key {key!r}", hint=f"known keys: {', '.join(sorted(_GPU_KEYS))}")
-    if isinstance(field, int) or (error["type"] == "model_type" and field == "processes"):
-        what = "pid and used_bytes" if "processes" in kept else "name and total_bytes"
+    if isinstance(field, int) or (error["type"] == "model_type" and field in ("processes", "mig_devices")):
+        inner = _innermost(kept) or ""
+        what = {"processes": "pid and used_bytes", "mig_devices": "uuid, profile and start"}.get(
+            inner, "name and total_bytes"
+        )
         return InputError(f"{where}: {place}: expected an object with {what}")
     if field == "gpus":
         return InputError(f"{where}: expected a list of GPU objects (what `gpushare gpus --json` prints)")
@@ -125,15 +172,24 @@ def _message(error: ErrorDetails, where: str) -> InputError:
         return InputError(f"{at}: must be bytes as an integer or a size such as 80GiB, got {got}")
     if field == "name" and "processes" not in kept:
         return InputError(f"{at}: {_GPU_NAME_FIX}")
-    if field in ("index", "pid"):
+    if field == "profile":
+        return InputError(f"{at}: required, a MIG profile name such as '3g.71gb' (gpushare mig profiles GPU)")
+    if field == "start":
+        return InputError(f"{at}: must be a memory unit 0..7 or null, got {got}")
+    if field in _ID_FIELDS:
         return InputError(f"{at}: must be a non-negative integer, got {got}")
     if field in ("mig_enabled", "mps_daemon_running"):
         return InputError(f"{at}: must be true or false, got {got}")
-    if field == "processes":
+    if field in ("processes", "mig_devices"):
         return InputError(f"{at}: must be a list")
     if field in ("uuid", "name"):
         return InputError(f"{at}: must be a string, got {got}")
     return InputError(f"{at}: {error['msg']} (got {got})")  # a field added without its own message
+
+
+def _innermost(loc: Sequence[int | str]) -> str | None:
+    """The last named list in a location: 'processes', 'mig_devices' or 'gpus'."""
+    return next((part for part in reversed(loc) if isinstance(part, str)), None)
 
 
 def _first_error(exc: ValidationError, where: str) -> InputError:
@@ -201,8 +257,29 @@ def gpu_to_record(gpu: Gpu, mps_daemon_running: bool) -> dict[str, Any]:
         "used_bytes": gpu.used_bytes,
         "free_bytes": gpu.free_bytes,
         "mig_enabled": gpu.mig_enabled,
-        "processes": [{"pid": p.pid, "name": p.name, "used_bytes": p.used_bytes} for p in gpu.processes],
+        "processes": [_process_record(p) for p in gpu.processes],
+        "mig_devices": [mig_to_record(d) for d in gpu.mig_devices],
         "mps_daemon_running": mps_daemon_running,
+    }
+
+
+def _process_record(p: GpuProcess) -> dict[str, Any]:
+    return {"pid": p.pid, "name": p.name, "used_bytes": p.used_bytes}
+
+
+def mig_to_record(d: MigDevice) -> dict[str, Any]:
+    """One MIG device as `gpushare gpus --json` prints it (bytes as ints)."""
+    return {
+        "uuid": d.uuid,
+        "profile": d.profile,
+        "start": d.start,
+        "total_bytes": d.total_bytes,
+        "used_bytes": d.used_bytes,
+        "free_bytes": d.free_bytes,
+        "gpu_instance_id": d.gpu_instance_id,
+        "compute_instance_id": d.compute_instance_id,
+        "profile_id": d.profile_id,
+        "processes": [_process_record(p) for p in d.processes],
     }
 
 
@@ -237,6 +314,10 @@ def _gpu(record: _GpuRecord, where: str, default_index: int) -> Gpu:
     if reserved > total:
         raise InputError(f"{where}.reserved_bytes: larger than total_bytes ({reserved} > {total})")
     free = None if record.free_bytes is None else parse_bytes(record.free_bytes, f"{where}.free_bytes")
+    if record.mig_devices and not record.mig_enabled:
+        raise InputError(
+            f"{where}.mig_devices: listed but mig_enabled is false; set mig_enabled: true or remove them"
+        )
     return Gpu(
         index=default_index if record.index is None else record.index,
         name=record.name,
@@ -246,12 +327,70 @@ def _gpu(record: _GpuRecord, where: str, default_index: int) -> Gpu:
         free_bytes=free,
         uuid=record.uuid,
         mig_enabled=record.mig_enabled,
-        processes=tuple(
-            GpuProcess(
-                pid=p.pid,
-                used_bytes=parse_bytes(p.used_bytes, f"{where}.processes[{i}].used_bytes"),
-                name=p.name,
-            )
-            for i, p in enumerate(record.processes)
-        ),
+        processes=_processes(record.processes, where),
+        mig_devices=_mig_devices(record, f"{where}.mig_devices"),
     )
+
+
+def _processes(records: Sequence[_ProcessRecord], where: str) -> tuple[GpuProcess, ...]:
+    return tuple(
+        GpuProcess(
+            pid=p.pid, used_bytes=parse_bytes(p.used_bytes, f"{where}.processes[{i}].used_bytes"), name=p.name
+        )
+        for i, p in enumerate(records)
+    )
+
+
+def _mig_devices(record: _GpuRecord, where: str) -> tuple[MigDevice, ...]:
+    """The GPU's MIG devices, checked against its MIG table when the catalog has one: known
+    profiles, the catalog's memory where total_bytes is left out, a legal geometry."""
+    from gpushare.catalog.mig import find_mig_table
+    from gpushare.errors import GpushareError
+    from gpushare.mig.geometry import Slice, geometry_problems
+
+    table = find_mig_table(record.name)
+    devices: list[MigDevice] = []
+    slices: list[Slice] = []
+    for i, d in enumerate(record.mig_devices):
+        at = f"{where}[{i}]"
+        profile = None
+        if table is not None:
+            try:
+                profile = table.profile(d.profile)
+            except GpushareError as exc:
+                raise InputError(f"{at}.profile: {exc.message}", hint=exc.hint) from None
+            if d.start is not None:
+                slices.append(Slice(profile, d.start))
+        if d.total_bytes is not None:
+            total = parse_bytes(d.total_bytes, f"{at}.total_bytes")
+        elif profile is not None and profile.memory_bytes is not None:
+            total = profile.memory_bytes
+        else:
+            raise InputError(f"{at}.total_bytes: required (the catalog has no memory for {d.profile!r})")
+        devices.append(
+            MigDevice(
+                uuid=d.uuid,
+                profile=profile.name if profile is not None else d.profile,
+                start=d.start,
+                total_bytes=total,
+                used_bytes=parse_bytes(d.used_bytes, f"{at}.used_bytes"),
+                free_bytes=None if d.free_bytes is None else parse_bytes(d.free_bytes, f"{at}.free_bytes"),
+                gpu_instance_id=d.gpu_instance_id,
+                compute_instance_id=d.compute_instance_id,
+                profile_id=d.profile_id
+                if d.profile_id is not None or profile is None
+                else profile.profile_id,
+                processes=_processes(d.processes, at),
+            )
+        )
+    if table is not None:
+        problems = geometry_problems(table, slices)
+        if problems:
+            raise InputError(
+                f"{where}: not a legal MIG geometry on {table.gpu_key}: {'; '.join(problems)}",
+                hint=f"`gpushare mig profiles {table.gpu_key}` lists each profile's starts",
+            )
+    uuids = [d.uuid for d in devices if d.uuid is not None]
+    if len(set(uuids)) != len(uuids):
+        raise InputError(f"{where}: two MIG devices have the same uuid")
+    return tuple(sorted(devices, key=lambda d: (d.start is None, d.start or 0, d.uuid or "")))

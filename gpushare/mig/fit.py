@@ -2,8 +2,12 @@
 
 The input is the planner's own `placement.Item` (name, need per GPU, tp, pin, priority), so the
 planner can hand the same items to `placement.solve` (whole GPUs) or here (MIG GPUs). A MIG GPU
-is a `MigBin`: a GPU index and its profile table. `capacity(profile)` says how much of a slice a
-model may use (default: the profile's memory; the planner passes it less its safety reserve).
+is a `MigBin`: a GPU index and its profile table, and either any legal geometry (the search
+chooses one) or a `fixed` one (MIG devices that exist, or a geometry the profile pins): then the
+models go on its slices only, and the slices nobody uses count as leftover. `capacity(slice)`
+says how much of a slice a model may use (default: the profile's memory; the planner passes it
+less its safety reserve, or a device's own NVML memory less what foreign processes hold there); a
+profile whose capacity is 0 is never used.
 
 Objectives, in strict order:
 1. place as many models as possible, by priority level (as `placement.solve`);
@@ -13,33 +17,37 @@ Objectives, in strict order:
    1g + 1g);
 4. fewest leftover memory units, then the largest smallest headroom, then the geometry's name.
 
-A geometry holds only the slices that get a model: one model per slice (the isolation MIG is
-chosen for). Tensor parallelism is refused (no NCCL across MIG slices); profiles whose memory is
-not sourced are never used. Up to `EXACT_MAX_ITEMS` models the answer is exact (dynamic
-programming over subsets of models and GPUs, over every legal geometry of each GPU, which number
-in the hundreds); beyond, first-fit decreasing.
+A chosen geometry holds only the slices that get a model: one model per slice (the isolation
+MIG is chosen for; several on one slice would need an MPS daemon per MIG device, which gpushare
+does not start). Tensor parallelism is refused (no NCCL across MIG slices); profiles whose memory is
+not sourced are never used. Up to `EXACT_MAX_ITEMS` models (and `EXACT_MAX_STEPS` steps) the
+answer is exact (dynamic programming over subsets of models and GPUs, over every legal geometry of
+each GPU, which number in the hundreds); beyond, first-fit decreasing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from itertools import combinations
+from typing import Any, NamedTuple
 
-from gpushare.catalog.mig import COMPUTE_SLICES, MEMORY_UNITS, MigProfile, MigTable
+from gpushare.catalog.mig import COMPUTE_SLICES, MEMORY_UNITS, MigTable
 from gpushare.mig.geometry import Geometry, Slice, geometries
-from gpushare.placement import Item
+from gpushare.placement.model import Item
 from gpushare.units import format_bytes
 
 EXACT_MAX_ITEMS = 10
 """Above this many placeable models `place_on_mig` uses first-fit decreasing."""
+EXACT_MAX_STEPS = 200_000
+"""... and above this many steps of the exact search (GPUs × 3^models; about 0.3 s)."""
 
-Capacity = Callable[[MigProfile], int]
+Capacity = Callable[[Slice], int]
 
 
-def profile_memory(profile: MigProfile) -> int:
+def profile_memory(s: Slice) -> int:
     """The default capacity: the profile's memory (0 where it is not sourced)."""
-    return profile.memory_bytes or 0
+    return s.profile.memory_bytes or 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,10 @@ class MigBin:
 
     index: int
     table: MigTable
+    fixed: Geometry | None = None
+    """The geometry it has (or must have); None: the search chooses one."""
+    capacity: Capacity | None = None
+    """This GPU's capacity per slice; None: the one `place_on_mig` is given."""
 
 
 @dataclass(frozen=True)
@@ -104,17 +116,29 @@ class _Candidate(NamedTuple):
     order: tuple[int, ...]  # slice positions, largest capacity first
 
 
-class _Gpu:
-    """A MIG GPU's legal geometries, grouped by instance count, with the capacity of each slice."""
+def _candidates(table: MigTable, capacity: Capacity, fixed: Geometry | None) -> list[Geometry]:
+    """The geometries a GPU may end with: any legal one of its usable profiles, or for a fixed
+    geometry the subsets of its slices that hold a model."""
+    if fixed is not None:
+        usable = [s for s in fixed.slices if capacity(s) > 0]
+        return [Geometry.of(chosen) for n in range(1, len(usable) + 1) for chosen in combinations(usable, n)]
+    profiles = tuple(
+        p
+        for p in table.profiles
+        if p.plannable and not p.media_extensions and capacity(Slice(p, p.starts[0])) > 0
+    )
+    return list(geometries(table, profiles)) if profiles else []
 
-    def __init__(self, table: MigTable, capacity: Capacity) -> None:
-        usable = tuple(
-            p for p in table.profiles if p.plannable and not p.media_extensions and capacity(p) > 0
-        )
-        self.largest = max((capacity(p) for p in usable), default=0)
+
+class _Gpu:
+    """A MIG GPU's possible geometries, grouped by instance count, with the capacity of each slice."""
+
+    def __init__(self, table: MigTable, capacity: Capacity, fixed: Geometry | None = None) -> None:
+        found = _candidates(table, capacity, fixed)
+        self.largest = max((capacity(s) for g in found for s in g.slices), default=0)
         self.by_count: dict[int, list[_Candidate]] = {}
-        for g in geometries(table, usable) if usable else ():
-            caps = [capacity(s.profile) for s in g.slices]
+        for g in found:
+            caps = [capacity(s) for s in g.slices]
             order = tuple(sorted(range(len(caps)), key=lambda i: (-caps[i], g.slices[i].start)))
             self.by_count.setdefault(len(caps), []).append(
                 _Candidate(g, tuple(caps[i] for i in order), order)
@@ -151,29 +175,45 @@ class _Gpu:
         return GpuFit(cand.geometry, slices, headroom)
 
 
-def fit_one_gpu(items: Sequence[Item], table: MigTable, capacity: Capacity = profile_memory) -> GpuFit | None:
-    """The best geometry of one GPU that gives every item a slice of its own, or None."""
-    return _Gpu(table, capacity).fit(items)
+def fit_one_gpu(
+    items: Sequence[Item], table: MigTable, capacity: Capacity = profile_memory, fixed: Geometry | None = None
+) -> GpuFit | None:
+    """The best geometry of one GPU (a subset of `fixed` when given) that gives every item a
+    slice of its own, or None."""
+    return _Gpu(table, capacity, fixed).fit(items)
+
+
+def _key(b: MigBin, capacity: Capacity) -> Hashable:
+    """GPUs with the same table, geometry and capacity share their search (and its memo)."""
+    return (b.table.gpu_key, b.fixed, b.capacity or capacity)
 
 
 def place_on_mig(
-    items: Sequence[Item], bins: Sequence[MigBin], capacity: Capacity = profile_memory
+    items: Sequence[Item],
+    bins: Sequence[MigBin],
+    capacity: Capacity = profile_memory,
+    searches: MutableMapping[Hashable, object] | None = None,
 ) -> MigPlacement:
-    """Give each item a slice of its own on one of `bins` (objectives in the module docstring)."""
+    """Give each item a slice of its own on one of `bins` (objectives in the module docstring).
+    `searches`: a dict kept across calls on the same GPUs (a caller that tries several splits
+    of its models) so each GPU's geometries are enumerated and costed once."""
     names = [it.name for it in items]
     if len(set(names)) != len(names):
         raise ValueError(f"item names must be unique: {names}")
     if len({b.index for b in bins}) != len(bins):
         raise ValueError(f"GPU indices must be unique: {[b.index for b in bins]}")
-    gpus: dict[str, _Gpu] = {}
+    by_key: MutableMapping[Hashable, Any] = searches if searches is not None else {}
+    gpus: dict[int, _Gpu] = {}
     for b in bins:
-        if b.table.gpu_key not in gpus:
-            gpus[b.table.gpu_key] = _Gpu(b.table, capacity)
+        key = _key(b, capacity)
+        if key not in by_key:
+            by_key[key] = _Gpu(b.table, b.capacity or capacity, b.fixed)
+        gpus[b.index] = by_key[key]
     reasons: dict[str, str] = {}
     placeable: list[Item] = []
     for it in items:
         allowed = [b for b in bins if it.pin is None or b.index in it.pin]
-        largest = max((gpus[b.table.gpu_key].largest for b in allowed), default=0)
+        largest = max((gpus[b.index].largest for b in allowed), default=0)
         if it.tp > 1:
             reasons[it.name] = (
                 f"tensor parallel (tp={it.tp}): MIG slices cannot be joined (no NCCL across "
@@ -188,7 +228,7 @@ def place_on_mig(
             )
         else:
             placeable.append(it)
-    if len(placeable) <= EXACT_MAX_ITEMS:
+    if len(placeable) <= EXACT_MAX_ITEMS and len(bins) * 3 ** len(placeable) <= EXACT_MAX_STEPS:
         fits, optimal = _exact(placeable, bins, gpus), True
     else:
         fits, optimal = _first_fit(placeable, bins, gpus), False
@@ -204,7 +244,7 @@ def _allowed(item: Item, b: MigBin) -> bool:
     return item.pin is None or b.index in item.pin
 
 
-def _exact(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[str, _Gpu]) -> dict[int, GpuFit]:
+def _exact(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[int, _Gpu]) -> dict[int, GpuFit]:
     """Dynamic programming over bins from the last: `after[mask]` is the cheapest way to place
     exactly the items in `mask` on the bins after k (GPUs used, summed leftover slices and units,
     smallest headroom), `choice[k][mask]` what bin k takes of `mask` in it (0: nothing)."""
@@ -218,7 +258,7 @@ def _exact(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[str, _Gp
         if len(chosen) > COMPUTE_SLICES or not all(_allowed(it, b) for it in chosen):
             return None
         needs = tuple(sorted((it.need_bytes for it in chosen), reverse=True))
-        return gpus[b.table.gpu_key].best(needs)
+        return gpus[b.index].best(needs)
 
     Total = tuple[int, int, int, int]  # GPUs, leftover slices, leftover units, -min headroom
     inf: Total = (len(bins) + 1, 0, 0, 0)
@@ -262,7 +302,7 @@ def _exact(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[str, _Gp
     for k, b in enumerate(bins):
         sub = choice[k][mask]  # 0: bin k takes nothing of what is left
         if sub:
-            fit = gpus[b.table.gpu_key].fit([items[i] for i in members[sub]])
+            fit = gpus[b.index].fit([items[i] for i in members[sub]])
             assert fit is not None
             fits[b.index] = fit
             mask ^= sub
@@ -270,7 +310,7 @@ def _exact(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[str, _Gp
     return fits
 
 
-def _first_fit(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[str, _Gpu]) -> dict[int, GpuFit]:
+def _first_fit(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[int, _Gpu]) -> dict[int, GpuFit]:
     """Items by (priority, need) descending, each onto the first GPU that can still hold it with
     what it has (GPUs in use first), its geometry re-chosen each time."""
     held: dict[int, list[Item]] = {}
@@ -282,7 +322,7 @@ def _first_fit(items: Sequence[Item], bins: Sequence[MigBin], gpus: Mapping[str,
             b = by_index[index]
             if not _allowed(it, b):
                 continue
-            fit = gpus[b.table.gpu_key].fit([*held.get(index, []), it])
+            fit = gpus[b.index].fit([*held.get(index, []), it])
             if fit is not None:
                 held.setdefault(index, []).append(it)
                 fits[index] = fit

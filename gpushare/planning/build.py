@@ -18,6 +18,12 @@ inventory object is only asked for its list). The steps:
    together.
 5. Models that do not fit get the GPU they came closest to, the bytes they are short by there,
    and changes that would make them fit (planning/suggest.py).
+
+MIG (planning/mig.py): where a GPU runs as MIG slices (its MIG devices, a pinned geometry, or one
+the search chooses with `mig: auto`), each slice is a bin of its own under a private index; step 3
+is then `mig.Search` (slices with `mig.fit`, whole GPUs with `placement.solve`), and the rest is
+the same, with a fixed KV size, explicit batching limits and `CUDA_VISIBLE_DEVICES=MIG-<uuid>` on
+every slice. A plan without MIG takes exactly the path above.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ from gpushare.estimate_job import ModelFacts
 from gpushare.memory import Estimate, GpuTarget, estimate
 from gpushare.memory.settings import with_batching_defaults
 from gpushare.placement import MILP_MAX_ITEMS, Bin, Item, Placement, Strategy, share_leftover, solve
-from gpushare.planning.commands import instance_command, instance_env
+from gpushare.planning import mig as mig_plan
+from gpushare.planning.commands import instance_command, instance_env, slice_command, slice_env
 from gpushare.planning.cpu import cpu_plan
 from gpushare.planning.needs import CalibrationLookup, Entry, Needs, resolve_entries
-from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance, Problem
+from gpushare.planning.plan import MigSetup, Plan, PlannedGpu, PlannedInstance, Problem, Unplaced
 from gpushare.planning.start import start_order
 from gpushare.planning.suggest import explain_unplaced
 from gpushare.profile import ModelLoader, Profile, check_profile_models
@@ -63,8 +70,13 @@ def build_plan(
     own_pids: Sequence[int] = (),
     time_limit_s: float = 2.0,
     calibration: CalibrationLookup | None = None,
+    mig: mig_plan.MigOverride | None = None,
+    mig_settings: Mapping[int, str] | None = None,
 ) -> Plan:
     """Plan `profile` on `gpus`.
+
+    `mig` (`--mig auto|off`) overrides every GPU's MIG setting; `mig_settings` are those settings
+    by GPU index (default: the profile's `gpus[i].mig`; `{}` when the GPUs are not the profile's).
 
     `calibration`: measured terms for (model, GPU, settings) from `gpushare calibrate`, used
     instead of the fitted coefficients where one matches (the plan's notes say which).
@@ -82,8 +94,14 @@ def build_plan(
         return cpu_plan(profile, entries)
     listed = list(gpus) if isinstance(gpus, Sequence) else gpus.gpus()
     gpu_list = sorted(listed, key=lambda g: g.index)
-    needs = Needs(profile, gpu_list, own_pids, calibration)
-    return _Planner(profile, entries, needs, chosen, time_limit_s).run()
+    settings = profile.gpu_mig_settings() if mig_settings is None else mig_settings
+    layout = mig_plan.layout(gpu_list, settings, mig)
+    if layout.plain:
+        needs = Needs(profile, gpu_list, own_pids, calibration)
+        return _Planner(profile, entries, needs, chosen, time_limit_s).run()
+    gpus_and_slices = [*gpu_list, *layout.slice_gpus()]
+    needs = Needs(profile, gpus_and_slices, own_pids, calibration, layout.slice_targets())
+    return _Planner(profile, entries, needs, chosen, time_limit_s, layout).run_mig()
 
 
 def plan_loader(cache: dict[str, ModelFacts] | None = None) -> Callable[[str], ModelFacts]:
@@ -105,8 +123,18 @@ class _Planner:
     order the starts, explain what does not fit."""
 
     def __init__(
-        self, profile: Profile, models: list[Entry], needs: Needs, strategy: Strategy, time_limit_s: float
+        self,
+        profile: Profile,
+        models: list[Entry],
+        needs: Needs,
+        strategy: Strategy,
+        time_limit_s: float,
+        layout: mig_plan.MigLayout | None = None,
     ) -> None:
+        self.layout = layout
+        self.spots = layout.spots if layout is not None else {}
+        self.spot_of: dict[str, int] = {}
+        """The slice (private index) of each instance on one."""
         self.profile = profile
         self.models = models
         self.needs = needs
@@ -160,6 +188,125 @@ class _Planner:
             overcommitted=tuple(problems),
         )
 
+    def run_mig(self) -> Plan:
+        """The plan where some GPU runs as MIG slices (module docstring)."""
+        assert self.layout is not None
+        search = mig_plan.Search(self.layout, self.needs, self.models, self.strategy, self.time_limit_s)
+        choice = search.choose()
+        assignment = choice.assignment
+        placed = [choice.items[m.name] for m in self.models if m.name in assignment]
+        used = {g for gpus in assignment.values() for g in gpus}
+        bins = [Bin(g, self.needs.usable[g]) for g in sorted(set(choice.whole) | used)]
+        shares = share_leftover(placed, bins, assignment).extra_bytes
+        slots: dict[str, list[Slot]] = {}
+        for m in self.models:
+            if m.name in assignment:
+                item = choice.items[m.name]
+                slots[m.name] = self.final_slots(m, assignment[m.name], item, shares[m.name])
+        order = self.start_order(assignment, choice.items)
+        problems = self.enforce_start_checks(order, slots)
+        instances = self.instances(order, slots)
+        unplaced = [self.explain_mig(search, choice, m) for m in self.models if m.name not in assignment]
+        self.notes[:0] = list(self.layout.notes)
+        self.mig_notes(choice)
+        if choice.whole_placement is not None:
+            self.placement_notes(choice.whole_placement, len(choice.whole_items))
+        elif not self.fixed:
+            self.notes.append("kv_sizing measured: vLLM sizes each KV cache; instances start one at a time")
+        if self.calibrated:
+            self.notes.append(f"calibrated (gpushare calibrate): {', '.join(sorted(self.calibrated))}")
+        planned_gpus = self.planned_gpus(instances, choice)
+        sharing = any(len(g.instances) > 1 for g in planned_gpus if not g.mig)
+        mps = self.profile.defaults.mps
+        if mps == "auto":
+            mps = "auto" if sharing else "off"
+        setup: MigSetup | None = mig_plan.setup(
+            self.layout, choice.geometries, choice.whole, self.profile.display_name
+        )
+        mig_result = choice.mig_placement
+        whole_result = choice.whole_placement
+        return Plan(
+            profile_name=self.profile.display_name,
+            feasible=not unplaced and not problems and bool(bins),
+            gpus=tuple(planned_gpus),
+            instances=tuple(instances),
+            unplaced=tuple(unplaced),
+            mps=mps,
+            notes=tuple(self.notes),
+            strategy=self.strategy,
+            method="+".join(
+                ([whole_result.method] if whole_result is not None else [])
+                + (["mig"] if mig_result is not None else [])
+            )
+            or "none",
+            optimal=(whole_result is None or whole_result.optimal)
+            and (mig_result is None or mig_result.optimal),
+            lp_bound=None,
+            overcommitted=tuple(problems),
+            mig_setup=setup,
+        )
+
+    def explain_mig(self, search: mig_plan.Search, choice: mig_plan.Choice, m: Entry) -> Unplaced:
+        """A model left out of a MIG plan: explained on whole GPUs where it needs one (tensor
+        parallel, larger than any slice) and some run whole, else on the slices."""
+        if not choice.whole and not choice.mig_bins:
+            assert self.layout is not None
+            why = "; ".join(self.layout.notes) or "no GPUs to place it on"
+            need = self.needs.need_estimate(m, next(iter(self.gpus))).process_bytes if self.gpus else 0
+            return Unplaced(m.name, f"no GPU can take it: {why}", need, (), (), need)
+        reasons = choice.mig_placement.reasons if choice.mig_placement is not None else {}
+        reason = reasons.get(m.name, "")
+        needs_whole = m.entry.tensor_parallel_size > 1 or "whole GPU" in reason or not choice.mig_bins
+        if choice.whole and needs_whole:
+            items = choice.whole_items or [self.needs.item(m, among=choice.whole)]
+            item = next((it for it in items if it.name == m.name), None)
+            if item is None:
+                item = self.needs.item(m, among=choice.whole)
+                items = [*items, item]
+            whole_assignment = {n: g for n, g in choice.assignment.items() if g[0] < mig_plan.SLICE_BASE}
+            bins = [Bin(g, self.needs.usable[g]) for g in choice.whole]
+            return explain_unplaced(self.needs, m, item, items, bins, whole_assignment)
+        return mig_plan.explain_on_slices(search, choice, m)
+
+    def mig_notes(self, choice: mig_plan.Choice) -> None:
+        assert self.layout is not None
+        for index, g in sorted(self.layout.gpus.items()):
+            if g.mode == "auto" and index in choice.whole:
+                self.notes.append(
+                    f"GPU {index} (mig: auto) runs whole: as slices it would place fewer models, use "
+                    "more GPUs or leave compute slices idle"
+                )
+            elif g.mode == "auto" and index in choice.geometries:
+                self.notes.append(f"GPU {index} (mig: auto): geometry {choice.geometries[index].label}")
+        mig = choice.mig_placement
+        if mig is not None and not mig.optimal:
+            self.notes.append(
+                f"MIG slices chosen by first-fit decreasing ({len(choice.mig_items)} models, "
+                f"{len(choice.mig_bins)} MIG GPUs: beyond the exact search's size): not proven optimal"
+            )
+        on_slices = [n for n, g in choice.assignment.items() if g[0] >= mig_plan.SLICE_BASE]
+        if on_slices:
+            self.notes.append(
+                "MIG slices: one instance each, KV size fixed (--kv-cache-memory-bytes) and batching "
+                "limits written out, since vLLM has read the parent GPU's memory through NVML on a "
+                "slice (vLLM #41776, #50463)"
+            )
+            self.notes.append(
+                "MIG slices: the vLLM run must accept a MIG UUID in CUDA_VISIBLE_DEVICES: 0.20.1 "
+                "stopped at start (vLLM #41848); 0.32's platforms map it through NVML; 0.26 was not "
+                "checked on a MIG GPU"
+            )
+            if not self.fixed:
+                self.notes.append("kv_sizing measured does not apply on MIG slices: their KV size is fixed")
+        for m in self.models:
+            if m.name in on_slices and m.entry.mps_thread_percentage is not None:
+                self.notes.append(f"{m.name}: mps_thread_percentage ignored on a MIG slice (no MPS there)")
+
+    def where(self, gpu: int) -> tuple[int, str]:
+        """(the real GPU, a prefix naming the slice) of a planner index."""
+        spot = self.spots.get(gpu)
+        return (gpu, "") if spot is None else (spot.gpu, f"MIG slice {spot.label}: ")
+
     def final_slots(self, m: Entry, gpus: tuple[int, ...], item: Item, extra: int) -> list[Slot]:
         """KV = target + (what it booked beyond its need on this GPU) + its share, whole blocks."""
         base = [self.needs.need_estimate(m, g) for g in gpus]
@@ -176,12 +323,13 @@ class _Planner:
         if util is None:
             util = need.budget.utilization_for(kv, target.cuda_total_bytes)
         settings = with_batching_defaults(m.settings, target)
+        fixed = self.fixed or gpu in self.spots  # a MIG slice always gets a fixed KV size
         e = estimate(
             m.facts.arch,
             target,
             settings,
             gpu_memory_utilization=util,
-            kv_cache_memory_bytes=kv if self.fixed else None,
+            kv_cache_memory_bytes=kv if fixed else None,
             weights_bytes=m.facts.weights_bytes(settings),
             measured=self.needs.measured(m.facts, target, m.settings),
         )
@@ -200,7 +348,8 @@ class _Planner:
         placed = [m for m in self.models if m.name in assignment]
         return start_order(
             placed,
-            lambda m: assignment[m.name],
+            # slices count as their GPU, as the launcher groups them (planning/start.py)
+            lambda m: tuple(sorted({self.where(g)[0] for g in assignment[m.name]})),
             lambda m: (-m.entry.priority, -m.entry.tensor_parallel_size, -items[m.name].need_bytes, m.index),
         )
 
@@ -233,12 +382,13 @@ class _Planner:
             for s in ss:
                 deficit = self.start_deficit(m.name, s, planned, before)
                 if deficit > 0:
+                    gpu, slice_text = self.where(s.gpu)
                     problems.append(
                         Problem(
-                            f"vLLM's start check would fail (requests "
+                            f"{slice_text}vLLM's start check would fail (requests "
                             f"{format_bytes(s.estimate.requested_bytes)}, short by {format_bytes(deficit)})",
                             instance=m.name,
-                            gpu=s.gpu,
+                            gpu=gpu,
                             hint="raise defaults.reserve or lower a target",
                         )
                     )
@@ -246,11 +396,12 @@ class _Planner:
         for g in self.gpus:
             total = sum(p.get(g, 0) for p in planned.values())
             if total > self.needs.usable[g]:
+                gpu, slice_text = self.where(g)
                 problems.append(
                     Problem(
-                        f"planned {format_bytes(total)} is more than its usable "
+                        f"{slice_text}planned {format_bytes(total)} is more than its usable "
                         f"{format_bytes(max(self.needs.usable[g], 0))}",
-                        gpu=g,
+                        gpu=gpu,
                     )
                 )
         return problems
@@ -279,34 +430,58 @@ class _Planner:
                 # Tensor parallel over different GPUs: one utilization for all ranks.
                 ss = [self.slot(m, s.gpu, ss[0].estimate.kv_cache_bytes, util) for s in ss]
             first = ss[0].estimate
-            kv = first.kv_cache_bytes if self.fixed else None
             gpus = tuple(s.gpu for s in ss)
+            spot = self.spots.get(gpus[0])
+            if spot is None:
+                kv = first.kv_cache_bytes if self.fixed else None
+                argv = instance_command(self.profile, m, util, kv).to_argv()
+                env = instance_env(m, gpus)
+                placed_on, mig_slice = gpus, None
+            else:
+                kv = first.kv_cache_bytes
+                settings = with_batching_defaults(m.settings, self.needs.targets[spot.index])
+                argv = slice_command(self.profile, m, util, kv, settings).to_argv()
+                env = slice_env(m, spot.cuda_device)
+                placed_on, mig_slice = (spot.gpu,), mig_plan.spot_slice(spot, m.name)
+                self.spot_of[m.name] = spot.index
             out.append(
                 PlannedInstance(
                     name=m.name,
                     model=m.entry.model,
-                    gpus=gpus,
+                    gpus=placed_on,
                     port=m.port,
                     start_order=position,
                     gpu_memory_utilization=util,
                     kv_cache_memory_bytes=kv,
                     planned_bytes=max(s.estimate.process_bytes for s in ss),
-                    argv=instance_command(self.profile, m, util, kv).to_argv(),
-                    env=instance_env(m, gpus),
-                    kv_fixed=self.fixed,
+                    argv=argv,
+                    env=env,
+                    kv_fixed=kv is not None,
                     estimate=first,
                     aliases=tuple(m.entry.aliases),
                     priority=m.entry.priority,
                     start_group=group,
                     kv_target_bytes=self.needs.need_estimate(m, gpus[0]).kv_cache_bytes,
                     target=m.target_text,
+                    mig_slice=mig_slice,
                 )
             )
         return out
 
-    def planned_gpus(self, instances: Sequence[PlannedInstance]) -> list[PlannedGpu]:
+    def planned_gpus(
+        self, instances: Sequence[PlannedInstance], choice: mig_plan.Choice | None = None
+    ) -> list[PlannedGpu]:
         out = []
         for index in sorted(self.gpus):
+            if index in self.spots:
+                continue
+            lay = self.layout.gpus[index] if self.layout is not None else None
+            if lay is not None and (
+                lay.mode in ("devices", "pinned", "unusable")
+                or (lay.mode == "auto" and choice is not None and index in choice.geometries)
+            ):
+                out.append(self.planned_mig_gpu(lay, instances, choice))
+                continue
             gpu = self.gpus[index]
             here = sorted((i for i in instances if index in i.gpus), key=lambda i: (i.start_order, i.name))
             planned = sum(i.planned_bytes for i in here)
@@ -328,6 +503,40 @@ class _Planner:
                 )
             )
         return out
+
+    def planned_mig_gpu(
+        self, lay: mig_plan.GpuMig, instances: Sequence[PlannedInstance], choice: mig_plan.Choice | None
+    ) -> PlannedGpu:
+        """A GPU that runs as slices: its totals are its slices' sums."""
+        here = sorted((i for i in instances if lay.index in i.gpus), key=lambda i: (i.start_order, i.name))
+        by_spot: dict[int, tuple[str, ...]] = {}
+        planned: dict[int, int] = {}
+        for inst in here:
+            spot = self.spot_of[inst.name]
+            by_spot[spot] = (*by_spot.get(spot, ()), inst.name)
+            planned[spot] = planned.get(spot, 0) + inst.planned_bytes
+        geometry = choice.geometries.get(lay.index) if choice is not None else None
+        slices = mig_plan.planned_slices(lay, by_spot, geometry, self.needs, planned)
+        spots = mig_plan.spots_of(lay, geometry)
+        memory = sum(s.memory_bytes for s in spots)
+        reserve = sum(s.memory_bytes - math.floor(s.memory_bytes * (1 - self.reserve)) for s in spots)
+        others = sum(self.needs.others[s.index] for s in spots)
+        total_planned = sum(planned.values())
+        return PlannedGpu(
+            index=lay.index,
+            name=lay.gpu.name,
+            total_bytes=lay.gpu.total_bytes,
+            reserved_bytes=reserve,
+            free_bytes=memory - others - total_planned,
+            instances=tuple(i.name for i in here),
+            cuda_total_bytes=lay.gpu.cuda_total_bytes,
+            driver_reserved_bytes=lay.gpu.reserved_bytes,
+            other_processes_bytes=others,
+            usable_bytes=sum(max(self.needs.usable[s.index], 0) for s in spots),
+            planned_bytes=total_planned,
+            mig=lay.mode,
+            mig_slices=slices,
+        )
 
     def placement_notes(self, placement: Placement | None, count: int) -> None:
         if placement is None:

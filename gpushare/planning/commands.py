@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 
+from gpushare.memory import ServeSettings
 from gpushare.planning.needs import Entry
 from gpushare.planning.plan import PlannedInstance
 from gpushare.profile import Profile
@@ -38,6 +40,30 @@ def instance_command(profile: Profile, m: Entry, util: float | None, kv_bytes: i
         enforce_eager=e.enforce_eager,
         extra_args=tuple(e.extra_args),
     )
+
+
+def slice_command(
+    profile: Profile, m: Entry, util: float, kv_bytes: int, settings: ServeSettings
+) -> VllmCommand:
+    """The command of an entry on a MIG slice: always a fixed KV size, and the batching limits
+    written out (`settings`: the entry's, with vLLM's defaults for the slice filled in). vLLM
+    picks its batching defaults from NVML's memory of the device, which on a MIG slice has been
+    the parent GPU's (vLLM #41776, #50463: `get_device_total_memory` asks the index-based
+    handle), so it would not pick what the plan counted."""
+    return replace(
+        instance_command(profile, m, util, kv_bytes),
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+    )
+
+
+def slice_env(m: Entry, device: str) -> dict[str, str]:
+    """The environment of an entry on a MIG slice: `CUDA_VISIBLE_DEVICES=MIG-<uuid>` (the MIG
+    user guide's way to pick one; a UUID needs no CUDA_DEVICE_ORDER). No MPS thread percentage:
+    gpushare runs one instance per slice, without MPS."""
+    env = dict(m.entry.env)
+    env["CUDA_VISIBLE_DEVICES"] = device
+    return env
 
 
 def instance_env(m: Entry, gpus: Sequence[int]) -> dict[str, str]:

@@ -7,7 +7,7 @@ Pure: the GPUs and the model facts come in as values.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from gpushare.devices.base import Gpu
@@ -140,12 +140,18 @@ class Needs:
         gpus: Sequence[Gpu],
         own_pids: Sequence[int],
         calibration: CalibrationLookup | None,
+        targets: Mapping[int, GpuTarget] | None = None,
     ) -> None:
+        """`targets`: the memory model's view of some GPUs, where `gpu_target` cannot tell it
+        from the description (a MIG slice: its own memory, its parent's compute capability)."""
         self.profile = profile
         self.gpus = {g.index: g for g in gpus}
         self.reserve = profile.defaults.reserve
         self.fixed = profile.defaults.kv_sizing == "fixed"
-        self.targets = {g.index: gpu_target(g) for g in gpus}
+        given = targets or {}
+        self.targets = {g.index: given.get(g.index) or gpu_target(g) for g in gpus}
+        self.slices = frozenset(given)
+        """Indices that are MIG slices (planning/mig.py), not GPUs."""
         self.usable = {g.index: usable_bytes(g, self.reserve, own_pids) for g in gpus}
         self.others = {g.index: other_processes_bytes(g, own_pids) for g in gpus}
         self.calibration = calibration
@@ -196,17 +202,19 @@ class Needs:
     def need(self, m: Entry, gpu: int) -> int:
         return self.need_estimate(m, gpu).process_bytes + self.slack(gpu)
 
-    def item(self, m: Entry) -> Item:
-        """The entry as a placement item: its need, pin and priority."""
-        pin = tuple(m.entry.gpus) if m.entry.gpus is not None else tuple(sorted(self.gpus))
-        pin = tuple(g for g in pin if g in self.gpus)
+    def item(self, m: Entry, among: Sequence[int] | None = None) -> Item:
+        """The entry as a placement item: its need, pin and priority, on the GPUs `among`
+        (default: all of this plan's)."""
+        candidates = self.gpus if among is None else {g: self.gpus[g] for g in among}
+        pin = tuple(m.entry.gpus) if m.entry.gpus is not None else tuple(sorted(candidates))
+        pin = tuple(g for g in pin if g in candidates)
         needs = {g: self.need(m, g) for g in pin}
         fitting = tuple(g for g in pin if needs[g] <= self.usable[g])
         tp = m.entry.tensor_parallel_size
         if len(fitting) >= tp:
             # Heterogeneous GPUs: book the largest of its needs; the difference goes to its KV.
             need = max(needs[g] for g in fitting)
-            allowed = None if len(fitting) == len(self.gpus) else fitting
+            allowed = None if len(fitting) == len(candidates) else fitting
         else:
             need = min(needs.values(), default=0)
             allowed = pin if m.entry.gpus is not None else None

@@ -13,6 +13,55 @@ from gpushare.memory.estimate import Estimate
 
 
 @dataclass(frozen=True)
+class MigSlice:
+    """One MIG slice of a plan: a GPU instance of `profile` at memory unit `start` on GPU `gpu`.
+
+    `uuid` is the MIG device's (`MIG-...`) when the plan was made onto existing devices, None for
+    a slice still to create (proposed or pinned), which `up` binds to a device of the same
+    profile (and start). `memory_bytes` is the device's NVML memory, or the catalog's for a slice
+    to create. `start` is None where the driver did not say."""
+
+    gpu: int
+    profile: str
+    start: int | None
+    memory_bytes: int
+    uuid: str | None = None
+    profile_id: int | None = None
+    instances: tuple[str, ...] = ()
+    usable_bytes: int = 0
+    """Its memory less the safety reserve and foreign processes on it."""
+    planned_bytes: int = 0
+    other_processes_bytes: int = 0
+
+    @property
+    def label(self) -> str:
+        """`3g.71gb@4` (`@?` when the start is not known)."""
+        return f"{self.profile}@{'?' if self.start is None else self.start}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "start": self.start,
+            "memory_bytes": self.memory_bytes,
+            "uuid": self.uuid,
+            "instances": list(self.instances),
+        }
+
+
+@dataclass(frozen=True)
+class MigSetup:
+    """What creates the plan's MIG geometries (printed, never run): per GPU the `nvidia-smi`
+    commands, and one mig-parted config (`version: v1`) for the NVIDIA GPU Operator."""
+
+    commands: tuple[str, ...]
+    mig_parted: dict[str, Any]
+    config_name: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commands": list(self.commands), "mig_parted": self.mig_parted, "config": self.config_name}
+
+
+@dataclass(frozen=True)
 class PlannedInstance:
     """One `vllm serve` process to start.
 
@@ -47,6 +96,8 @@ class PlannedInstance:
     start_group: int = 0
     kv_target_bytes: int = 0
     target: str = ""
+    mig_slice: MigSlice | None = None
+    """The MIG slice it runs on (`gpus` then holds its GPU); None on a whole GPU."""
 
     def parts(self) -> tuple[int, int, int]:
         """(weights, KV, everything else) bytes on one of its GPUs; they sum to `planned_bytes`."""
@@ -72,6 +123,11 @@ class PlannedGpu:
     other_processes_bytes: int = 0
     usable_bytes: int = 0
     planned_bytes: int = 0
+    mig: str = ""
+    """How it runs: "" whole (no MIG), or its MIG slices from "devices" (those it has), "pinned"
+    (the profile's geometry) or "auto" (a geometry gpushare chose)."""
+    mig_slices: tuple[MigSlice, ...] = ()
+    """Its MIG slices by start, each with the instances on it (empty ones too)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +179,12 @@ class Plan:
     lp_bound: float | None = None
     overcommitted: tuple[Problem, ...] = ()
     """Problems found after placement; non-empty means not feasible."""
+    mig_setup: MigSetup | None = None
+    """What creates the MIG slices the plan proposes or pins; None when there is nothing to create."""
+
+    @property
+    def uses_mig(self) -> bool:
+        return any(g.mig for g in self.gpus)
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -131,34 +193,11 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """The plan as `gpushare plan --json` prints it (sizes in bytes)."""
-        return {
+        # MIG keys appear only where there is MIG, so plans of whole GPUs read as they always did.
+        out: dict[str, Any] = {
             "feasible": self.feasible,
-            "gpus": [
-                {
-                    "index": g.index,
-                    "name": g.name,
-                    "total_bytes": g.total_bytes,
-                    "reserved_bytes": g.reserved_bytes,
-                    "free_bytes": g.free_bytes,
-                    "instances": list(g.instances),
-                }
-                for g in self.gpus
-            ],
-            "instances": [
-                {
-                    "name": i.name,
-                    "model": i.model,
-                    "gpus": list(i.gpus),
-                    "port": i.port,
-                    "start_order": i.start_order,
-                    "gpu_memory_utilization": i.gpu_memory_utilization,
-                    "kv_cache_memory_bytes": i.kv_cache_memory_bytes,
-                    "estimate": i.estimate.to_json() if i.estimate is not None else {},
-                    "argv": list(i.argv),
-                    "env": i.env,
-                }
-                for i in self.instances
-            ],
+            "gpus": [_gpu_json(g) for g in self.gpus],
+            "instances": [_instance_json(i) for i in self.instances],
             "unplaced": [
                 {
                     "name": u.name,
@@ -169,3 +208,45 @@ class Plan:
                 for u in self.unplaced
             ],
         }
+        if self.mig_setup is not None:
+            out["mig"] = self.mig_setup.to_json()
+        return out
+
+
+def _gpu_json(g: PlannedGpu) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "index": g.index,
+        "name": g.name,
+        "total_bytes": g.total_bytes,
+        "reserved_bytes": g.reserved_bytes,
+        "free_bytes": g.free_bytes,
+        "instances": list(g.instances),
+    }
+    if g.mig:
+        out["mig"] = g.mig
+        out["mig_slices"] = [s.to_json() for s in g.mig_slices]
+    return out
+
+
+def _instance_json(i: PlannedInstance) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": i.name,
+        "model": i.model,
+        "gpus": list(i.gpus),
+        "port": i.port,
+        "start_order": i.start_order,
+        "gpu_memory_utilization": i.gpu_memory_utilization,
+        "kv_cache_memory_bytes": i.kv_cache_memory_bytes,
+        "estimate": i.estimate.to_json() if i.estimate is not None else {},
+        "argv": list(i.argv),
+        "env": i.env,
+    }
+    if i.mig_slice is not None:
+        s = i.mig_slice
+        out["mig_slice"] = {
+            "profile": s.profile,
+            "start": s.start,
+            "uuid": s.uuid,
+            "memory_bytes": s.memory_bytes,
+        }
+    return out

@@ -123,15 +123,16 @@ class Suggester:
     def fits(self, need: int | None) -> bool:
         return need is not None and need <= self.available
 
-    def changes(self) -> list[str]:
-        """Single changes to the model's settings that make it fit."""
+    def changes(self, more_gpus: bool = True) -> list[str]:
+        """Single changes to the model's settings that make it fit (`more_gpus`: tensor
+        parallelism among them; not on a MIG slice)."""
         out: list[str] = []
         for suggest in (
             self.shorter_context,
             self.fp8_kv,
             self.fewer_requests,
             self.quantized,
-            self.more_gpus,
+            *((self.more_gpus,) if more_gpus else ()),
         ):
             text = suggest()
             if text:
@@ -214,13 +215,14 @@ class Suggester:
     def more_gpus(self) -> str | None:
         m = self.m
         tp = m.entry.tensor_parallel_size * 2
-        gpu_count = len(self.p.gpus)
+        whole = {g: u for g, u in self.p.usable.items() if g not in self.p.slices}
+        gpu_count = len(whole)
         if tp > gpu_count or m.facts.arch.num_attention_heads % tp:
             return None
         need = self.need(replace(m.settings, tensor_parallel_size=tp))
         if need is None:
             return None
-        largest = sorted((u for u in self.p.usable.values()), reverse=True)[:tp]
+        largest = sorted(whole.values(), reverse=True)[:tp]
         if need > min(largest):
             return None
         return (

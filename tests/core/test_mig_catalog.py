@@ -187,8 +187,26 @@ def test_ambiguous_and_unknown_names_use_the_gpu_catalog_errors() -> None:
 
 def test_tables_are_keyed_by_gpu_catalog_names() -> None:
     for key in mig_gpu_keys():
-        assert find_gpu_model(key) is not None or key == "h20-96gb", key
-    assert find_gpu_model("H20") is None  # when the GPU catalog gains it, mig.py's list must drop it
+        assert find_gpu_model(key) is not None, key
+
+
+def test_h200_lent_gpu_reading_is_what_nvml_reported_and_at_least_the_table() -> None:
+    # `gpushare mig profiles H200` shows both: the planner's (smallest seen) and the lent H200's.
+    table = lookup_mig_table("H200")
+    [reading] = table.readings
+    assert reading.source == "measured-h200"
+    for name, _id, _slices, memory_mib, _sms, _count in H200_NVML:
+        assert reading.of(name) == memory_mib * MiB, name
+
+
+@pytest.mark.parametrize("key", [k for k, t in MIG_TABLES.items() if t.readings])
+def test_other_readings_are_never_below_the_table(key: str) -> None:
+    table = MIG_TABLES[key]
+    for reading in table.readings:
+        for name, value in reading.memory_bytes:
+            kept = table.profile(name).memory_bytes
+            assert kept is not None and kept <= value, (reading.source, name)
+        assert reading.source in table.sources or reading.source.startswith("lgip")
 
 
 def test_profile_lookup_by_name_and_id() -> None:

@@ -2,6 +2,12 @@
 
 Devices are described with the numbers a real driver gives (see nvidia_H100_80GB_x1_measured.json):
 v2 memory has `reserved` apart; v1 folds it into `used`.
+
+MIG: a `FakeDevice` with MIG on holds `mig_slots`, NVML's MIG device indices (None: an empty
+index, NotFound as the driver answers). `h200_mig("3g.71gb:4,2g.35gb:0")` builds an H200 with
+those MIG devices from the catalog (each device's memory is the lent H200's driver's, which the
+catalog's `measured-h200` reading holds). `gi_permission=False` makes the GPU-instance queries
+answer NoPermission, as for a user without root or the mig/monitor capability.
 """
 
 from __future__ import annotations
@@ -40,6 +46,37 @@ class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
         return "GPU is lost"
 
 
+class NVMLError_NotFound(NVMLError):  # noqa: N801
+    def __str__(self) -> str:
+        return "Not Found"
+
+
+class NVMLError_NoPermission(NVMLError):  # noqa: N801
+    def __str__(self) -> str:
+        return "Insufficient Permissions"
+
+
+@dataclass
+class FakeMigDevice:
+    """One MIG device: its GPU instance (id, profile id, start, size) and compute instance."""
+
+    uuid: str
+    parent_name: str
+    profile: str
+    profile_id: int
+    start: int
+    size: int
+    gpu_instance_id: int
+    compute_instance_id: int
+    total: int
+    used: int = 0
+    processes: list[tuple[int, int | None]] = field(default_factory=list)
+
+    @property
+    def free(self) -> int:
+        return self.total - self.used
+
+
 @dataclass
 class FakeDevice:
     name: str
@@ -52,6 +89,8 @@ class FakeDevice:
     names_as_bytes: bool = False  # nvidia-ml-py < 11.515 returned bytes
     lost: bool = False  # nvmlDeviceGetName (and the utilization query) fail with GpuIsLost
     busy_percent: int = 0  # nvmlDeviceGetUtilizationRates().gpu
+    mig_slots: list[FakeMigDevice | None] = field(default_factory=list)  # by NVML MIG index
+    gi_permission: bool = True  # False: GPU-instance queries answer NoPermission
 
     @property
     def free(self) -> int:
@@ -64,6 +103,8 @@ class FakePynvml:
 
     NVMLError = NVMLError
     NVMLError_NotSupported = NVMLError_NotSupported
+    NVMLError_NotFound = NVMLError_NotFound
+    NVMLError_NoPermission = NVMLError_NoPermission
     NVML_DEVICE_MIG_ENABLE = 1
 
     def __init__(
@@ -91,15 +132,66 @@ class FakePynvml:
     def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeDevice:
         return self.devices[index]
 
-    def nvmlDeviceGetName(self, handle: FakeDevice) -> str | bytes:
+    def nvmlDeviceGetName(self, handle: FakeDevice | FakeMigDevice) -> str | bytes:
+        if isinstance(handle, FakeMigDevice):
+            return f"{handle.parent_name} MIG {handle.profile}"
         if handle.lost:
             raise NVMLError_GpuIsLost()
         return handle.name.encode() if handle.names_as_bytes else handle.name
 
-    def nvmlDeviceGetUUID(self, handle: FakeDevice) -> str | bytes:
+    def nvmlDeviceGetUUID(self, handle: FakeDevice | FakeMigDevice) -> str | bytes:
+        if isinstance(handle, FakeMigDevice):
+            return handle.uuid
         return handle.uuid.encode() if handle.names_as_bytes else handle.uuid
 
-    def nvmlDeviceGetMemoryInfo(self, handle: FakeDevice, **kwargs: Any) -> SimpleNamespace:
+    # --- MIG -------------------------------------------------------------------------------------
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: FakeDevice) -> int:
+        if handle.mig is None:
+            raise NVMLError_NotSupported()
+        return len(handle.mig_slots) if handle.mig[0] == 1 else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: FakeDevice, index: int) -> FakeMigDevice:
+        if handle.mig is None or handle.mig[0] != 1:
+            raise NVMLError_NotSupported()
+        slot = handle.mig_slots[index] if index < len(handle.mig_slots) else None
+        if slot is None:
+            raise NVMLError_NotFound()
+        return slot
+
+    def _parent(self, mig: FakeMigDevice) -> FakeDevice:
+        return next(d for d in self.devices if mig in d.mig_slots)
+
+    def nvmlDeviceGetGpuInstanceId(self, handle: FakeMigDevice) -> int:
+        if not self._parent(handle).gi_permission:
+            raise NVMLError_NoPermission()
+        return handle.gpu_instance_id
+
+    def nvmlDeviceGetComputeInstanceId(self, handle: FakeMigDevice) -> int:
+        if not self._parent(handle).gi_permission:
+            raise NVMLError_NoPermission()
+        return handle.compute_instance_id
+
+    def nvmlDeviceGetGpuInstanceById(self, handle: FakeDevice, gpu_instance_id: int) -> FakeMigDevice:
+        if not handle.gi_permission:
+            raise NVMLError_NoPermission()
+        for slot in handle.mig_slots:
+            if slot is not None and slot.gpu_instance_id == gpu_instance_id:
+                return slot
+        raise NVMLError_NotFound()
+
+    def nvmlGpuInstanceGetInfo(self, gpu_instance: FakeMigDevice) -> SimpleNamespace:
+        return SimpleNamespace(
+            id=gpu_instance.gpu_instance_id,
+            profileId=gpu_instance.profile_id,
+            placement=SimpleNamespace(start=gpu_instance.start, size=gpu_instance.size),
+        )
+
+    def nvmlDeviceGetMemoryInfo(self, handle: FakeDevice | FakeMigDevice, **kwargs: Any) -> SimpleNamespace:
+        if isinstance(handle, FakeMigDevice):
+            if "version" in kwargs:
+                raise NVMLError_NotSupported()
+            return SimpleNamespace(total=handle.total, free=handle.free, used=handle.used)
         if "version" in kwargs:
             if self.v2 == "old-binding":
                 raise TypeError("nvmlDeviceGetMemoryInfo() got an unexpected keyword argument 'version'")
@@ -124,7 +216,9 @@ class FakePynvml:
             raise NVMLError_GpuIsLost()
         return SimpleNamespace(gpu=handle.busy_percent, memory=0)
 
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeDevice) -> list[SimpleNamespace]:
+    def nvmlDeviceGetComputeRunningProcesses(
+        self, handle: FakeDevice | FakeMigDevice
+    ) -> list[SimpleNamespace]:
         if handle.processes is None:
             raise NVMLError_NotSupported()
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in handle.processes]
@@ -141,5 +235,50 @@ def h100(index: int = 0, used: int = 0, **kwargs: Any) -> FakeDevice:
         total=H100_TOTAL,
         reserved=H100_RESERVED,
         used=used,
+        **kwargs,
+    )
+
+
+H200_TOTAL = 150_754_820_096  # measured, driver 580.159.04
+H200_RESERVED = 644_939_776
+
+
+def mig_uuid(gpu: int, position: int) -> str:
+    return f"MIG-{gpu:08d}-{position:04d}-0000-0000-000000000000"
+
+
+def h200_mig(geometry: str, index: int = 0, empty_slots: int = 0, **kwargs: Any) -> FakeDevice:
+    """An H200 with MIG on and the MIG devices of `geometry` (`-cgi` syntax, catalog names), each
+    with the lent H200's memory for its profile; `empty_slots` empty NVML indices come first."""
+    from gpushare.catalog.mig import lookup_mig_table
+    from gpushare.mig.geometry import parse_geometry
+
+    table = lookup_mig_table("H200")
+    [lent] = table.readings
+    slots: list[FakeMigDevice | None] = [None] * empty_slots
+    for n, s in enumerate(parse_geometry(table, geometry).slices if geometry else ()):
+        memory = lent.of(s.profile.name)
+        assert memory is not None
+        slots.append(
+            FakeMigDevice(
+                uuid=mig_uuid(index, n),
+                parent_name="NVIDIA H200",
+                profile=s.profile.name,
+                profile_id=s.profile.profile_id,
+                start=s.start,
+                size=s.profile.size,
+                gpu_instance_id=n + 1,
+                compute_instance_id=0,
+                total=memory,
+            )
+        )
+    return FakeDevice(
+        name="NVIDIA H200",
+        uuid=f"GPU-{index:08d}-0000-0000-0000-000000000200",
+        total=H200_TOTAL,
+        reserved=H200_RESERVED,
+        used=0,
+        mig=(1, 1),
+        mig_slots=slots,
         **kwargs,
     )

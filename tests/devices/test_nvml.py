@@ -18,9 +18,11 @@ from fake_pynvml import (
     NVMLError_DriverNotLoaded,
     NVMLError_LibraryNotFound,
     h100,
+    h200_mig,
+    mig_uuid,
 )
 
-from gpushare.devices.base import Gpu, GpuProcess, NoGpuDriver
+from gpushare.devices.base import Gpu, GpuProcess, MigDevice, NoGpuDriver
 from gpushare.devices.nvml import NvmlInventory, process_name, running_process_names
 from gpushare.errors import EnvironmentProblem
 from gpushare.units import GiB, MiB
@@ -204,3 +206,51 @@ def test_utilization_maps_nvml_errors() -> None:
         inventory(FakePynvml([], init_error=NVMLError_DriverNotLoaded())).utilization()
     with pytest.raises(EnvironmentProblem, match="NVML failed while reading GPU utilization: GPU is lost"):
         inventory(FakePynvml([h100(lost=True)])).utilization()
+
+
+# --- MIG ---------------------------------------------------------------------------------------
+
+
+def test_mig_devices_with_profile_start_memory_and_processes() -> None:
+    device = h200_mig("3g.71gb:4,2g.35gb:0,1g.18gb:2,1g.18gb:3", empty_slots=2)
+    holder = device.mig_slots[2]  # after the two empty indices: 2g.35gb@0, the lowest start
+    assert holder is not None
+    holder.used = 3 * GiB
+    holder.processes = [(51377, 3 * GiB)]
+    [gpu] = inventory(FakePynvml([device])).gpus()
+    assert gpu.mig_enabled
+    assert [d.label for d in gpu.mig_devices] == ["2g.35gb@0", "1g.18gb@2", "1g.18gb@3", "3g.71gb@4"]
+    first = gpu.mig_devices[0]
+    assert first == MigDevice(
+        uuid=mig_uuid(0, 0),
+        profile="2g.35gb",
+        start=0,
+        total_bytes=33280 * MiB,  # the lent H200's driver
+        used_bytes=3 * GiB,
+        free_bytes=33280 * MiB - 3 * GiB,
+        gpu_instance_id=1,
+        compute_instance_id=0,
+        profile_id=14,
+        processes=(GpuProcess(pid=51377, used_bytes=3 * GiB, name="vllm"),),
+    )
+    assert gpu.mig_devices[-1].total_bytes == 71424 * MiB
+
+
+def test_mig_without_permission_for_gpu_instances_reads_the_profile_from_the_name() -> None:
+    device = h200_mig("3g.71gb:4,4g.71gb:0", gi_permission=False)
+    [gpu] = inventory(FakePynvml([device])).gpus()
+    assert {d.label for d in gpu.mig_devices} == {"3g.71gb@?", "4g.71gb@?"}
+    assert all(d.gpu_instance_id is None and d.profile_id is None for d in gpu.mig_devices)
+
+
+@pytest.mark.parametrize(
+    ("case_id", "device"),
+    [
+        ("mig-off", h100()),
+        ("no-mig-at-all", h100(mig=None)),
+        ("mig-on-no-devices", h200_mig("")),
+    ],
+)
+def test_no_mig_devices(case_id: str, device: FakeDevice) -> None:
+    [gpu] = inventory(FakePynvml([device])).gpus()
+    assert gpu.mig_devices == ()

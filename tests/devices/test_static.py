@@ -104,8 +104,37 @@ def test_record_shape() -> None:
         "free_bytes": 6,
         "mig_enabled": True,
         "processes": [{"pid": 7, "name": "x", "used_bytes": 5}],
+        "mig_devices": [],
         "mps_daemon_running": True,
     }
+
+
+MIG_FIXTURE = FIXTURES / "nvidia_H200_mig_3g_2g_1g_1g.json"
+
+
+def test_mig_fixture_reads_its_devices() -> None:
+    [gpu] = StaticInventory.from_json_file(MIG_FIXTURE).gpus()
+    assert gpu.mig_enabled
+    assert [(d.label, d.total_bytes >> 20) for d in gpu.mig_devices] == [
+        ("2g.35gb@0", 33280),
+        ("1g.18gb@2", 16384),
+        ("1g.18gb@3", 16384),
+        ("3g.71gb@4", 71424),
+    ]
+    assert all(d.uuid is not None and d.uuid.startswith("MIG-") for d in gpu.mig_devices)
+
+
+def test_a_mig_device_may_leave_out_its_memory_and_id_for_a_catalog_gpu() -> None:
+    gpu = gpu_from_record(
+        {"name": "H200", "mig_enabled": True, "mig_devices": [{"profile": "MIG 1g.35gb", "start": 6}]},
+        "gpus[0]",
+    )
+    [device] = gpu.mig_devices
+    assert (device.profile, device.start, device.profile_id) == ("1g.35gb", 6, 15)
+    assert device.total_bytes == 33024 * MiB  # the catalog's (smallest seen)
+
+
+MIG_OK = {"name": "H200", "mig_enabled": True}
 
 
 @pytest.mark.parametrize(
@@ -150,6 +179,62 @@ def test_reservation_defaults(case_id: str, record: dict[str, Any], reserved: in
             "process-unknown-key",
             [{"name": "H100", "processes": [{"pid": 1, "mem": 2}]}],
             "gpus[0].processes[0]: unknown key 'mem'",
+        ),
+        (
+            "mig-devices-without-mig",
+            [{"name": "H200", "mig_devices": [{"profile": "1g.18gb"}]}],
+            "gpus[0].mig_devices: listed but mig_enabled is false",
+        ),
+        (
+            "mig-unknown-profile",
+            [{**MIG_OK, "mig_devices": [{"profile": "3g.40gb"}]}],
+            "gpus[0].mig_devices[0].profile: h200-141gb has no MIG profile '3g.40gb'",
+        ),
+        (
+            "mig-illegal-start",
+            [{**MIG_OK, "mig_devices": [{"profile": "3g.71gb", "start": 2}]}],
+            "gpus[0].mig_devices: not a legal MIG geometry on h200-141gb: "
+            "3g.71gb@2: 3g.71gb may start only at 0, 4",
+        ),
+        (
+            "mig-overlap",
+            [
+                {
+                    **MIG_OK,
+                    "mig_devices": [{"profile": "4g.71gb", "start": 0}, {"profile": "2g.35gb", "start": 2}],
+                }
+            ],
+            "overlaps 4g.71gb@0 on memory unit 2",
+        ),
+        (
+            "mig-unknown-key",
+            [{**MIG_OK, "mig_devices": [{"profile": "1g.18gb", "strt": 2}]}],
+            "gpus[0].mig_devices[0]: unknown key 'strt'",
+        ),
+        (
+            "mig-no-profile",
+            [{**MIG_OK, "mig_devices": [{"start": 0}]}],
+            "gpus[0].mig_devices[0].profile: required",
+        ),
+        (
+            "mig-bad-start",
+            [{**MIG_OK, "mig_devices": [{"profile": "1g.18gb", "start": 9}]}],
+            "memory unit 0..7",
+        ),
+        (
+            "mig-not-object",
+            [{**MIG_OK, "mig_devices": ["1g.18gb"]}],
+            "mig_devices[0]: expected an object with",
+        ),
+        (
+            "mig-no-memory-off-catalog",
+            [{"name": "x", "total_bytes": 10, "mig_enabled": True, "mig_devices": [{"profile": "1g.5gb"}]}],
+            "gpus[0].mig_devices[0].total_bytes: required",
+        ),
+        (
+            "mig-same-uuid",
+            [{**MIG_OK, "mig_devices": [{"profile": "1g.18gb", "uuid": "MIG-a"}] * 2}],
+            "two MIG devices have the same uuid",
         ),
     ],
 )

@@ -52,6 +52,7 @@ ESTIMATE_VARIANTS: dict[str, list[str]] = {
     "h100-fp8": ["--gpu", "H100", "--max-model-len", "8192", "--quantization", "fp8"],
     "h100-pooling": ["--gpu", "H100", "--max-model-len", "8192", "--runner", "pooling"],
 }
+MIG_AUTO_GPUS = ["H200", "2xH100", "A100-80GB,L4"]
 PLAN_GPUS = ["", "H100", "H200", "2xH100", "A100-80GB,L4", "4xL40S", *[str(p) for p in FIXTURE_GPUS]]
 
 
@@ -92,6 +93,17 @@ def cases() -> Iterator[Case]:
             f"plan-{profile.parent.name}-{profile.stem}-spread-json",
             ("plan", rel, "--gpus", "4xH100", "--strategy", "spread", "--json"),
         )
+        if profile.parent == ROOT / "profiles":
+            # MIG: a geometry chosen per GPU (the MIG-enabled fixture covers existing devices)
+            for gpus in MIG_AUTO_GPUS:
+                yield Case(
+                    f"plan-{profile.stem}-{_slug(gpus)}-mig-auto-text",
+                    ("plan", rel, "--gpus", gpus, "--mig", "auto"),
+                )
+                yield Case(
+                    f"plan-{profile.stem}-{_slug(gpus)}-mig-auto-json",
+                    ("plan", rel, "--gpus", gpus, "--mig", "auto", "--json"),
+                )
     for results in COMPARE_RESULTS:
         yield Case(
             f"compare-{results.parent.name}",

@@ -10,7 +10,7 @@ import pytest
 
 from gpushare.catalog.mig import COMPUTE_SLICES, MEMORY_UNITS, MigProfile, MigTable, lookup_mig_table
 from gpushare.mig.fit import EXACT_MAX_ITEMS, MigBin, fit_one_gpu, place_on_mig
-from gpushare.mig.geometry import Geometry, geometries, geometry_problems
+from gpushare.mig.geometry import Geometry, Slice, geometries, geometry_problems, parse_geometry
 from gpushare.placement import Item
 from gpushare.units import GiB, MiB
 
@@ -63,7 +63,7 @@ def test_capacity_is_what_the_caller_allows() -> None:
     assert full is not None
     item = [Item("m", full)]
     assert fit_one_gpu(item, H200) is not None
-    assert fit_one_gpu(item, H200, capacity=lambda p: (p.memory_bytes or 0) - 512 * MiB) is None
+    assert fit_one_gpu(item, H200, capacity=lambda s: (s.profile.memory_bytes or 0) - 512 * MiB) is None
 
 
 def test_unsourced_profiles_are_never_used() -> None:
@@ -251,3 +251,31 @@ def test_duplicate_names_and_gpus_are_refused() -> None:
         place_on_mig([Item("a", 1), Item("a", 1)], [MigBin(0, H200)])
     with pytest.raises(ValueError, match="unique"):
         place_on_mig([Item("a", 1)], [MigBin(0, H200), MigBin(0, H100)])
+
+
+# --- a fixed geometry (MIG devices that exist, or a pinned one) ------------------------------
+
+
+def test_a_fixed_geometry_uses_only_its_slices_and_prefers_the_larger_ones() -> None:
+    fixed = parse_geometry(H200, "3g.71gb:4,2g.35gb:0,1g.18gb:2,1g.18gb:3")
+    fit = fit_one_gpu([Item("a", 10 * GiB), Item("b", 10 * GiB)], H200, fixed=fixed)
+    assert fit is not None
+    # leftover compute slices are counted against the whole GPU: the 3g and the 2g get them
+    assert sorted(s.label for s in fit.slices.values()) == ["2g.35gb@0", "3g.71gb@4"]
+    assert set(fit.geometry.slices) <= set(fixed.slices)
+    assert fit_one_gpu([Item("big", 70 * GiB)], H200, fixed=fixed) is None  # no slice that large
+    assert fit_one_gpu([Item(f"m{i}", GiB) for i in range(5)], H200, fixed=fixed) is None  # 4 slices
+
+
+def test_a_fixed_geometry_with_a_capacity_per_slice() -> None:
+    fixed = parse_geometry(H200, "1g.18gb:0,1g.18gb:1")
+    busy = Slice(H200.profile("1g.18gb"), 0)
+    room = {busy: 2 * GiB}
+
+    def capacity(s: Slice) -> int:
+        return room.get(s, s.profile.memory_bytes or 0)
+
+    result = place_on_mig([Item("a", 8 * GiB)], [MigBin(0, H200, fixed, capacity)])
+    assert [s.label for s in result.fits[0].slices.values()] == ["1g.18gb@1"]
+    result = place_on_mig([Item("a", 8 * GiB), Item("b", 8 * GiB)], [MigBin(0, H200, fixed, capacity)])
+    assert len(result.unplaced) == 1

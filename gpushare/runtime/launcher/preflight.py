@@ -158,6 +158,8 @@ def check_gpu_memory(plan: Plan, inventory: GpuInventory) -> list[str]:
     """Each planned GPU has at least the planned footprint of its instances free right now."""
     needed: dict[int, int] = {}
     for inst in plan.instances:
+        if inst.mig_slice is not None:
+            continue  # its MIG device's free memory is checked when it is bound (planning/bind.py)
         for index in inst.gpus:
             needed[index] = needed.get(index, 0) + inst.planned_bytes
     if not needed:

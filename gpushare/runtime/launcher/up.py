@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
+from gpushare.planning.bind import bind_mig
 from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.host.mps import mps_env
 from gpushare.runtime.host.processes import ProcessRunner
@@ -139,7 +140,10 @@ def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
         per_gpu: dict[str, int] = {}
         for gpu in edges.inventory.gpus():
             if gpu.index in rec.gpus:
-                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in gpu.processes if p.pid in pids)
+                # On a MIG GPU its processes are listed on the MIG devices too: each pid once.
+                procs = {p.pid: p for d in gpu.mig_devices for p in d.processes}
+                procs.update({p.pid: p for p in gpu.processes})
+                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in procs.values() if p.pid in pids)
         actual["process_bytes"] = per_gpu
     return actual
 
@@ -148,12 +152,14 @@ def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
 
 
 def _record_for(inst: PlannedInstance, paths: ProfilePaths, extra_env: Mapping[str, str]) -> InstanceRecord:
+    # An instance on a MIG slice runs without MPS (planning/mig.py: one instance per slice).
+    mps = extra_env if inst.mig_slice is None else {}
     return InstanceRecord(
         name=inst.name,
         model=inst.model,
         port=inst.port,
         argv=tuple(inst.argv),
-        env={**inst.env, **extra_env},
+        env={**inst.env, **mps},
         log_path=str(paths.log_file(inst.name)),
         gpus=tuple(inst.gpus),
         aliases=tuple(inst.aliases),
@@ -182,6 +188,18 @@ def _check_plan(plan: Plan) -> None:
         raise DoesNotFitError(f"the plan for {plan.profile_name!r} has no instances")
 
 
+def _bind_mig(plan: Plan, edges: Edges) -> Plan:
+    """The plan's MIG slices bound to this machine's MIG devices (planning/bind.py)."""
+    if not plan.uses_mig:
+        return plan
+    if edges.inventory is None:
+        raise EnvironmentProblem(
+            f"the plan for {plan.profile_name!r} runs on MIG slices, but NVML cannot be read here "
+            "to find the MIG devices"
+        )
+    return bind_mig(plan, edges.inventory.gpus())
+
+
 def _already_up(previous: ProfileState | None, plan: Plan, runner: ProcessRunner) -> bool | None:
     """True: the same plan runs already. None: nothing of this profile runs. Raises when something
     else of this profile runs."""
@@ -203,7 +221,8 @@ def _already_up(previous: ProfileState | None, plan: Plan, runner: ProcessRunner
 def _setup_mps(
     plan: Plan, paths: ProfilePaths, edges: Edges, previous: ProfileState | None, notes: list[str]
 ) -> MpsRecord | None:
-    if plan.mps == "off" or not any(inst.gpus for inst in plan.instances) or not edges.mps.available():
+    whole_gpu = any(inst.gpus and inst.mig_slice is None for inst in plan.instances)
+    if plan.mps == "off" or not whole_gpu or not edges.mps.available():
         return None
     pipe, logs = paths.mps_pipe_dir, paths.mps_log_dir
     if edges.mps.running(pipe):
@@ -347,6 +366,7 @@ def up(
     """
     opts = options or UpOptions()
     _check_plan(plan)
+    plan = _bind_mig(plan, edges)
     paths.ensure()
     with profile_lock(paths, "up"):
         previous = load_state(paths)
