@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
+from gpushare.cli import term
 from gpushare.cli.app import app
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.devices.nvml import NvmlInventory
@@ -146,7 +146,7 @@ def check(
         for text in check_lines(result) if result.feasible else []:
             typer.echo(text)
     else:
-        console = Console(highlight=False, soft_wrap=True)
+        console = term.console(soft_wrap=True)
         for text in check_lines(result):
             console.print(text, markup=False)
     if not result.feasible:

@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from gpushare.cli import term
 from gpushare.runtime.launcher.down import DownResult
 from gpushare.runtime.launcher.status import InstanceStatus, StatusReport
 from gpushare.runtime.launcher.up import Failure, InstanceProgress, UpResult
@@ -24,7 +25,7 @@ _STATE_STYLE: dict[str, str] = {  # by InstancePhase (runtime/phase.py)
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(highlight=False, stderr=stderr, soft_wrap=True)
+    return term.console(stderr=stderr, soft_wrap=True)
 
 
 def _seconds(value: float | None) -> str:

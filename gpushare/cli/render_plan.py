@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 
+from gpushare.cli import term
 from gpushare.planning.commands import command_line
 from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
 from gpushare.planning.start import starts_together
@@ -72,7 +73,7 @@ def bar_cells(segments: Sequence[Segment], total: int, width: int = BAR_WIDTH) -
 
 
 def render_plan(plan: Plan, console: Console | None = None) -> None:
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or term.console(soft_wrap=True)
     status = "[green]fits[/]" if plan.feasible else "[bold red]does not fit[/]"
     console.print(f"[bold]plan {plan.profile_name}[/]: {status} (strategy {plan.strategy})")
     by_name = {i.name: i for i in plan.instances}

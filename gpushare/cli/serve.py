@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from gpushare.cli import term
 from gpushare.cli.app import app
 from gpushare.errors import InputError
 from gpushare.runtime.host.clock import SystemClock
@@ -59,7 +59,7 @@ def _gateway_config(
         connect_timeout_s=connect_timeout,
     )
     if not _loopback(host) and config.api_key is None:
-        Console(stderr=True).print(
+        term.console(stderr=True).print(
             f"[yellow]warning:[/] listening on {host} without an API key:"
             " anyone who reaches it can use the models"
         )
@@ -109,7 +109,7 @@ def supervise(
     """Run the gateway (one OpenAI endpoint, /metrics) and keep the profile's instances serving."""
     paths = profile_paths(profile)
     runner, clock = SubprocessRunner(), SystemClock()
-    console = Console(highlight=False)
+    console = term.console()
     if stop:
         stopped = stop_background(paths, runner=runner, clock=clock)
         console.print("stopped" if stopped else "not running")
