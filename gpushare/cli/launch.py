@@ -20,6 +20,7 @@ import typer
 from rich.live import Live
 
 from gpushare.cli.app import app
+from gpushare.cli.options import GatewayPortOption
 from gpushare.cli.render_launch import (
     console,
     progress_table,
@@ -31,6 +32,7 @@ from gpushare.cli.render_launch import (
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
 from gpushare.planning.plan import Plan
+from gpushare.profile.load import read_profile_file
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.launcher.down import DownResult, down
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, real_edges
@@ -92,7 +94,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 @app.command("up")
 def up_command(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML to plan and start.", dir_okay=False)],
+    profile: Annotated[Path, typer.Argument(help="The profile YAML to plan and start.")],
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="Leave the instances that started running when one fails.")
     ] = False,
@@ -104,7 +106,7 @@ def up_command(
         typer.Option(help="Also start the gateway + supervisor (one endpoint, /metrics, restarts)."),
     ] = True,
     gateway_host: Annotated[str, typer.Option(help="Gateway address (loopback by default).")] = "127.0.0.1",
-    gateway_port: Annotated[int, typer.Option(min=0, help="Gateway port (0: any free port).")] = 8000,
+    gateway_port: Annotated[int, GatewayPortOption] = 8000,
 ) -> None:
     """Plan PROFILE, check the machine, start every instance and wait until each one serves.
 
@@ -112,8 +114,7 @@ def up_command(
     one OpenAI-compatible endpoint routing by model name, Prometheus /metrics, and restarts of
     instances that crash. `gpushare down` stops both.
     """
-    if not profile.is_file():
-        raise InputError(f"{profile}: no such profile file")
+    read_profile_file(profile)  # no such file, a directory: one line before NVML is asked
     inventory = inventory_factory()
     plan = plan_factory(profile, inventory)
     edges = edges_factory(_usable_inventory(inventory))

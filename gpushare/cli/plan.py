@@ -49,7 +49,12 @@ def resolve_gpus(profile: Profile, spec: str | None) -> list[Gpu]:
         return []
     if spec is not None:
         path = Path(spec)
-        if spec.endswith(".json") and path.is_file():
+        if spec.endswith(".json") or "/" in spec:  # a file, as `gpushare gpus --json` wrote it
+            if not path.is_file():
+                from gpushare.errors import InputError
+
+                what = "is a directory" if path.is_dir() else "no such file"
+                raise InputError(f"--gpus {spec}: {what}", hint="give a GPU spec (2xH100) or a JSON file")
             return StaticInventory.from_json_file(path).gpus()
         return parse_gpu_spec(spec, "--gpus")
     described = profile.described_gpus()
@@ -78,7 +83,7 @@ NoCalibration = Annotated[
 
 @app.command()
 def plan(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML.", dir_okay=False)],
+    profile: Annotated[Path, typer.Argument(help="The profile YAML.")],
     gpus: Annotated[str | None, typer.Option("--gpus", help=GPUS_HELP)] = None,
     strategy: Annotated[
         str | None, typer.Option(help="pack (fewest GPUs) or spread (most headroom); default: the profile's.")
@@ -107,7 +112,7 @@ def plan(
 
 @app.command()
 def check(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML.", dir_okay=False)],
+    profile: Annotated[Path, typer.Argument(help="The profile YAML.")],
     gpus: Annotated[str | None, typer.Option("--gpus", help=GPUS_HELP)] = None,
     output: Annotated[
         OutputFormat,

@@ -14,6 +14,7 @@ import typer
 
 from gpushare.cli import term
 from gpushare.cli.app import app
+from gpushare.cli.options import GatewayPort
 from gpushare.errors import InputError
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.host.processes import SubprocessRunner
@@ -27,7 +28,6 @@ from gpushare.units import parse_bytes
 API_KEY_ENV = "GPUSHARE_API_KEY"
 
 Host = Annotated[str, typer.Option(help="Address to listen on. Loopback unless you mean otherwise.")]
-Port = Annotated[int, typer.Option(help="Gateway port.")]
 KeyFile = Annotated[
     Path | None,
     typer.Option(help=f"File holding the API key clients must send (else ${API_KEY_ENV}; else no key)."),
@@ -90,7 +90,7 @@ def supervise(
         bool, typer.Option("--stop", help="Stop the profile's background gateway/supervisor.")
     ] = False,
     host: Host = "127.0.0.1",
-    port: Port = 8000,
+    port: GatewayPort = 8000,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,
@@ -166,7 +166,7 @@ def gateway(
         ),
     ],
     host: Host = "127.0.0.1",
-    port: Port = 8000,
+    port: GatewayPort = 8000,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,
