@@ -160,7 +160,9 @@ def up_command(
 
 
 def _resolve_profile(arg: str) -> str:
-    """A profile name: the state folder's name, or (for a YAML path) the planned profile's name."""
+    """A profile name: a folder of the state directory, or (for a YAML path) the planned profile's
+    name. A bare name with no folder is a mistake (a typo, most likely): exit 2 naming the profiles
+    there, before anything is written."""
     root = state_root()
     if (root / arg).is_dir():
         return arg
@@ -169,7 +171,15 @@ def _resolve_profile(arg: str) -> str:
         from gpushare.profile import load_profile
 
         return load_profile(path, check_models=False).display_name
-    return arg
+    known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    up_now = set(list_profiles(root))
+    listed = ", ".join(f"{name} (up)" if name in up_now else name for name in known)
+    raise InputError(
+        f"no profile {arg!r} in {root}",
+        hint=f"profiles there: {listed}"
+        if known
+        else "no profile has run here yet; gpushare up PROFILE starts one",
+    )
 
 
 def _only_profile(what: str) -> str:
@@ -205,6 +215,9 @@ def down_command(
     results: list[DownResult] = []
     for name in targets:
         paths = profile_paths(name, root)
+        if not paths.root.is_dir():  # a profile file whose profile never ran here: nothing to lock
+            results.append(DownResult(name, (), ()))
+            continue
         if not wanted:
             # First the supervisor, so nothing restarts what is being stopped.
             stop_background(paths, runner=edges.runner, clock=edges.clock)

@@ -61,3 +61,41 @@ def test_a_directory_as_profile_is_one_line(args: list[str], tmp_path: Path) -> 
     code, output = _run([a.format(dir=folder) for a in args])
     assert code == 2
     assert output.splitlines() == [f"error: {folder}: is a directory; give the profile's YAML file"]
+
+
+@pytest.fixture
+def lab_is_up(isolated_env: Path) -> Path:
+    """A profile `lab` with a state file (no live instance needed: these commands only look)."""
+    from gpushare.runtime.store.state import ProfileState, profile_paths, save_state
+
+    save_state(profile_paths("lab", isolated_env), ProfileState("lab"))
+    return isolated_env
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["down", "nosuch"], ["status", "nosuch"], ["status", "nosuch", "--json"], ["logs", "x", "--profile", "nosuch"]],
+    ids=["down", "status", "status --json", "logs --profile"],
+)
+def test_a_profile_name_that_is_not_there(args: list[str], lab_is_up: Path) -> None:
+    before = sorted(p.relative_to(lab_is_up) for p in lab_is_up.rglob("*"))
+    code, output = _run(args)
+    assert code == 2, output
+    assert output.splitlines() == [
+        f"error: no profile 'nosuch' in {lab_is_up}",
+        "hint: profiles there: lab (up)",
+    ]
+    assert sorted(p.relative_to(lab_is_up) for p in lab_is_up.rglob("*")) == before  # nothing written
+
+
+def test_a_profile_name_when_none_was_ever_up(isolated_env: Path) -> None:
+    code, output = _run(["down", "nosuch"])
+    assert code == 2
+    assert output.splitlines()[1] == "hint: no profile has run here yet; gpushare up PROFILE starts one"
+    assert not isolated_env.exists()
+
+
+def test_down_of_a_profile_file_that_is_not_up_writes_nothing(lab_is_up: Path) -> None:
+    code, output = _run(["down", "profiles/classic.yaml"])
+    assert (code, output) == (0, "classic: nothing was running\n")
+    assert not (lab_is_up / "classic").exists()
