@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from gpushare.memory.settings import SETTING_RULES
 from gpushare.profile.lines import LineIndex
 from gpushare.profile.problems import ProfileProblem, format_path
 from gpushare.profile.schema import AtPath, Profile, strip_prefix
@@ -40,6 +41,11 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+_BOUND_KINDS = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of"}
+)
+
+
 def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
     """The path and a message with the fix for one pydantic error."""
     loc = tuple(error["loc"])
@@ -51,6 +57,11 @@ def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
         return at.loc, at.message
     # pydantic tags union members in the location ("list[str]", "function-after[...]"): drop them.
     loc = tuple(p for p in loc if isinstance(p, int) or not any(c in p for c in "[]()"))
+    leaf = loc[-1] if loc else None
+    if kind in _BOUND_KINDS and isinstance(leaf, str) and leaf in SETTING_RULES:
+        problem = SETTING_RULES[leaf].problem(value)
+        if problem is not None:
+            return loc, problem
     if kind == "extra_forbidden":
         field = str(loc[-1])
         known = _fields_of(loc[:-1])

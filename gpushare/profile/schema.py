@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from gpushare.errors import GpushareError, ProfileError
-from gpushare.memory.settings import DEFAULT_VLLM_VERSION, KvCacheDtype
+from gpushare.memory.settings import (
+    DEFAULT_VLLM_VERSION,
+    SETTING_RULES,
+    VLLM_VERSION_PATTERN,
+    KvCacheDtype,
+    vllm_version_problem,
+)
 from gpushare.placement.model import Strategy
 from gpushare.profile.lines import LineIndex
 from gpushare.vllm.command import FLAG_OF, canonical_flag
@@ -47,7 +53,14 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    # strict: YAML's `true` is not the number 1, nor `"8"` the number 8.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True, strict=True)
+
+
+def _ruled(name: str) -> Any:
+    """The bounds of a whole-number setting, from its one rule (memory/settings.py SETTING_RULES);
+    profile/messages.py words a violation with the same rule."""
+    return Field(**SETTING_RULES[name].field_bounds())
 
 
 class Defaults(_Strict):
@@ -55,8 +68,9 @@ class Defaults(_Strict):
 
     dtype: ModelDtype = "auto"
     """Model dtype passed as --dtype; `auto` takes the checkpoint's (bf16 for fp32 checkpoints)."""
-    block_size: Annotated[int, Field(gt=0, le=4096)] | None = None
-    """KV cache block size in tokens (--block-size); unset: vLLM's default, 16 on CUDA, 128 on CPU."""
+    block_size: Annotated[int, _ruled("block_size")] | None = None
+    """KV cache block size in tokens (--block-size), a multiple of 16; unset: vLLM's default, 16 on
+    CUDA, 128 on CPU."""
     kv_cache_dtype: KvCacheDtype = "auto"
     """KV cache dtype (--kv-cache-dtype); `fp8` halves KV memory against bf16."""
     reserve: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.10
@@ -64,7 +78,9 @@ class Defaults(_Strict):
     command: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["vllm", "serve"])
     """The command that starts one instance. When it does not end with `serve` the model is passed
     with --model (e.g. `["python", "-m", "vllm.entrypoints.openai.api_server"]`)."""
-    vllm_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?")] = DEFAULT_VLLM_VERSION
+    vllm_version: Annotated[str, Field(json_schema_extra={"pattern": VLLM_VERSION_PATTERN})] = (
+        DEFAULT_VLLM_VERSION
+    )
     """The vLLM version the plan is for; its memory accounting (CUDA graphs in or out of the budget)
     and defaults follow this version."""
     mps: Literal["auto", "on", "off"] = "auto"
@@ -79,8 +95,16 @@ class Defaults(_Strict):
     """Address every instance listens on (--host)."""
     base_port: Annotated[int, Field(ge=1, le=65535)] = 8001
     """First port handed to models without a `port`; the next free one goes to each in turn."""
-    concurrency: Annotated[int, Field(ge=1)] = 1
+    concurrency: Annotated[int, _ruled("concurrency")] = 1
     """Capacity target of a model that sets neither `concurrency` nor `kv_tokens`."""
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        problem = vllm_version_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("mps", mode="before")
     @classmethod
@@ -102,16 +126,16 @@ class ModelEntry(_Strict):
     """Hugging Face repo id, local folder, or a name from the bundled catalog."""
     aliases: list[str] = Field(default_factory=list)
     """More names the gateway routes to this instance."""
-    max_model_len: Annotated[int, Field(gt=0)] | None = None
+    max_model_len: Annotated[int, _ruled("max_model_len")] | None = None
     """Context length (--max-model-len); unset: the model's max_position_embeddings."""
-    concurrency: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, _ruled("concurrency")] | None = None
     """Capacity target: this many concurrent requests of max_model_len tokens must fit in the KV
     cache. Give this or `kv_tokens`; neither means defaults.concurrency."""
-    kv_tokens: Annotated[int, Field(ge=1)] | None = None
+    kv_tokens: Annotated[int, _ruled("kv_tokens")] | None = None
     """Capacity target: this many tokens of KV cache (shared by all requests)."""
-    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    max_num_seqs: Annotated[int, _ruled("max_num_seqs")] | None = None
     """--max-num-seqs; unset: vLLM's default for the GPU (256 or 1024)."""
-    max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_num_batched_tokens: Annotated[int, _ruled("max_num_batched_tokens")] | None = None
     """--max-num-batched-tokens; unset: vLLM's default for the GPU (2048, 8192 or 16384)."""
     quantization: Quantization | None = None
     """--quantization: `fp8` quantizes a 16-bit checkpoint at load; the others name the method of a
@@ -120,7 +144,7 @@ class ModelEntry(_Strict):
     """Overrides defaults.dtype for this model."""
     kv_cache_dtype: KvCacheDtype | None = None
     """Overrides defaults.kv_cache_dtype for this model."""
-    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    tensor_parallel_size: Annotated[int, _ruled("tensor_parallel_size")] = 1
     """Number of GPUs the instance spans (--tensor-parallel-size)."""
     gpus: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
     """Pin: the GPU indices this instance may use (it takes tensor_parallel_size of them)."""
