@@ -53,7 +53,7 @@ class SettingRule:
     why: str = ""
     """Said with the fix, in brackets, e.g. which vLLM code refuses other values."""
 
-    def problem(self, value: int) -> str | None:
+    def problem(self, value: object) -> str | None:
         """What is wrong with `value` and what to write instead; None when vLLM takes it."""
         if isinstance(value, bool) or not isinstance(value, int):
             return f"expected a whole number, got {value!r}"
