@@ -167,7 +167,7 @@ class ModelEntry(_Strict):
             raise ValueError("give concurrency or kv_tokens, not both")
         if self.gpus is not None:
             if len(set(self.gpus)) != len(self.gpus):
-                raise ValueError("gpus: an index is listed twice")
+                raise ValueError("gpus: an index is listed twice; list each GPU once")
             if len(self.gpus) < self.tensor_parallel_size:
                 raise ValueError(
                     f"gpus pins {len(self.gpus)} GPU(s) but tensor_parallel_size is "
@@ -191,7 +191,10 @@ class ModelEntry(_Strict):
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
         for key in env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"{key!r} is not an environment variable name")
+                raise ValueError(
+                    f"{key!r} is not an environment variable name; use letters, digits and _, "
+                    "not starting with a digit"
+                )
             if key == "CUDA_VISIBLE_DEVICES":
                 raise ValueError("CUDA_VISIBLE_DEVICES is set by gpushare; pin GPUs with `gpus` instead")
         return env
@@ -270,21 +273,27 @@ class Profile(_Strict):
                     raise AtPath(("models", i, "gpus"), "device is cpu: remove the GPU pin")
                 if entry.tensor_parallel_size != 1:
                     raise AtPath(
-                        ("models", i, "tensor_parallel_size"), "device is cpu: gpushare plans tp=1 only"
+                        ("models", i, "tensor_parallel_size"),
+                        "device is cpu: gpushare plans tp=1 only; remove tensor_parallel_size",
                     )
                 if entry.mps_thread_percentage is not None:
-                    raise AtPath(("models", i, "mps_thread_percentage"), "device is cpu: MPS is CUDA only")
+                    raise AtPath(
+                        ("models", i, "mps_thread_percentage"),
+                        "device is cpu: MPS is CUDA only; remove mps_thread_percentage",
+                    )
             if gpu_count and entry.gpus is not None:
                 for j, index in enumerate(entry.gpus):
                     if index >= gpu_count:
                         raise AtPath(
                             ("models", i, "gpus", j),
-                            f"GPU {index} is not in the profile's {gpu_count} GPU(s) (0..{gpu_count - 1})",
+                            f"GPU {index} is not in the profile's {gpu_count} GPU(s); pin GPUs "
+                            f"0..{gpu_count - 1}, or list more GPUs in `gpus`",
                         )
             if gpu_count and entry.tensor_parallel_size > gpu_count:
                 raise AtPath(
                     ("models", i, "tensor_parallel_size"),
-                    f"{entry.tensor_parallel_size} is more than the profile's {gpu_count} GPU(s)",
+                    f"{entry.tensor_parallel_size} is more than the profile's {gpu_count} GPU(s); use "
+                    f"{gpu_count} or fewer, or list more GPUs in `gpus`",
                 )
         return self
 

@@ -24,7 +24,11 @@ def _run(args: list[str]) -> tuple[int, str]:
         ("gateway port", ["gateway", "--upstream", "a=http://127.0.0.1:9", "--port", "70000"], "--port"),
         ("supervise port", ["supervise", "lab", "--port", "70000"], "--port"),
         ("up gateway port", ["up", "profiles/classic.yaml", "--gateway-port", "70000"], "--gateway-port"),
-        ("gateway negative port", ["gateway", "--upstream", "a=http://127.0.0.1:9", "--port", "-1"], "--port"),
+        (
+            "gateway negative port",
+            ["gateway", "--upstream", "a=http://127.0.0.1:9", "--port", "-1"],
+            "--port",
+        ),
     ],
 )
 def test_a_port_out_of_range_is_a_usage_error(case: str, args: list[str], expected: str) -> None:
@@ -74,7 +78,12 @@ def lab_is_up(isolated_env: Path) -> Path:
 
 @pytest.mark.parametrize(
     "args",
-    [["down", "nosuch"], ["status", "nosuch"], ["status", "nosuch", "--json"], ["logs", "x", "--profile", "nosuch"]],
+    [
+        ["down", "nosuch"],
+        ["status", "nosuch"],
+        ["status", "nosuch", "--json"],
+        ["logs", "x", "--profile", "nosuch"],
+    ],
     ids=["down", "status", "status --json", "logs --profile"],
 )
 def test_a_profile_name_that_is_not_there(args: list[str], lab_is_up: Path) -> None:

@@ -30,20 +30,20 @@ def _profile(tmp_path: Path, defaults: str = "", model: str = "") -> Path:
 
 
 # (case, estimate option, value, profile field (defaults or models[0]), the problem both must state)
+BLOCK = "must be a multiple of 16 (vLLM 0.26's attention backends take 16, 32, 48, ...), got"
+ONE = "must be 1 or more, got {}; set it to 1 or more"
 CASES = [
-    ("block 0", "--block-size", "0", "defaults.block_size", "must be a multiple of 16 (vLLM 0.26's attention "
-     "backends take 16, 32, 48, ...), got 0; use 16"),
-    ("block 7", "--block-size", "7", "defaults.block_size", "must be a multiple of 16 (vLLM 0.26's attention "
-     "backends take 16, 32, 48, ...), got 7; use 16"),
-    ("block 40", "--block-size", "40", "defaults.block_size", "must be a multiple of 16 (vLLM 0.26's attention "
-     "backends take 16, 32, 48, ...), got 40; use 32 or 48"),
-    ("seqs 0", "--max-num-seqs", "0", "models[0].max_num_seqs", "must be 1 or more, got 0; set it to 1 or more"),
-    ("batched -5", "--max-num-batched-tokens", "-5", "models[0].max_num_batched_tokens",
-     "must be 1 or more, got -5; set it to 1 or more"),
-    ("len 0", "--max-model-len", "0", "models[0].max_model_len", "must be 1 or more, got 0; set it to 1 or more"),
-    ("concurrency 0", "--concurrency", "0", "models[0].concurrency", "must be 1 or more, got 0; set it to 1 or more"),
-    ("version banana", "--vllm-version", "banana", "defaults.vllm_version",
-     "'banana' is not a vLLM version; write it as MAJOR.MINOR.PATCH, e.g. 0.26.0"),
+    ("block 0", "--block-size", "0", "defaults.block_size", f"{BLOCK} 0; use 16"),
+    ("block 7", "--block-size", "7", "defaults.block_size", f"{BLOCK} 7; use 16"),
+    ("block 40", "--block-size", "40", "defaults.block_size", f"{BLOCK} 40; use 32 or 48"),
+    ("seqs 0", "--max-num-seqs", "0", "models[0].max_num_seqs", ONE.format(0)),
+    ("batched -5", "--max-num-batched-tokens", "-5", "models[0].max_num_batched_tokens", ONE.format(-5)),
+    ("len 0", "--max-model-len", "0", "models[0].max_model_len", ONE.format(0)),
+    ("concurrency 0", "--concurrency", "0", "models[0].concurrency", ONE.format(0)),
+    (
+        "version banana", "--vllm-version", "banana", "defaults.vllm_version",
+        "'banana' is not a vLLM version; write it as MAJOR.MINOR.PATCH, e.g. 0.26.0",
+    ),
 ]  # fmt: skip
 
 
@@ -58,7 +58,9 @@ def test_estimate_and_profile_refuse_alike(
     yaml_value = f"'{value}'" if not value.lstrip("-").isdigit() else value
     line = f"{name}: {yaml_value}\n"
     profile = (
-        _profile(tmp_path, defaults="  " + line) if section == "defaults" else _profile(tmp_path, model="    " + line)
+        _profile(tmp_path, defaults="  " + line)
+        if section == "defaults"
+        else _profile(tmp_path, model="    " + line)
     )
     if name == "max_model_len":
         profile.write_text(profile.read_text().replace("    max_model_len: 4096\n", ""))
@@ -80,7 +82,7 @@ def test_any_target_too_large_does_not_fit(concurrency: int, tmp_path: Path) -> 
     profile = _profile(tmp_path, model=f"    concurrency: {concurrency}\n")
     code, output = _run(["plan", str(profile)])
     assert code == 1, output
-    assert f"does not fit: q: needs " in output and f"for {concurrency} × 4096 tokens" in output
+    assert "does not fit: q: needs " in output and f"for {concurrency} × 4096 tokens" in output
     assert "GPU 0 (NVIDIA H100 80GB HBM3) has 71.26 GiB left of 71.26 GiB usable" in output
     assert "1048576" not in output and "\nerror" not in output
     code, output = _run(["estimate", MODEL, "--max-model-len", "4096", "--concurrency", str(concurrency)])
