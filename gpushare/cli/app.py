@@ -48,6 +48,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "estimate",
         "Predict weights, KV cache, activation, CUDA graphs and the process footprint of one instance.",
     ),
+    "models": CommandEntry(
+        "models",
+        "List the bundled catalog of model configs: repo id, architecture, size, quantization, source.",
+    ),
     "gpus": CommandEntry(
         "gpus", "List GPUs: memory (total, driver-reserved, used, free), MIG mode, compute processes, MPS."
     ),

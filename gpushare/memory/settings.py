@@ -27,7 +27,7 @@ DTYPE_BYTES = {
     "int8": 1,
 }
 KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
-"""The KV-cache dtypes gpushare models (vLLM's `--kv-cache-dtype`, config/cache.py CacheDType)."""
+"""The KV-cache dtypes gpushare knows (vLLM's `--kv-cache-dtype`, config/cache.py CacheDType)."""
 KV_CACHE_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
 DEFAULT_VLLM_VERSION = "0.26.0"
 Runner = Literal["generate", "pooling"]

