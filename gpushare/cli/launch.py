@@ -7,6 +7,7 @@ world comes in; tests replace them (as `gpushare gpus` does with its inventory).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -128,6 +129,13 @@ def up_command(
             live.update(progress_table(items), refresh=True)
 
     count = len(plan.instances)
+    from gpushare.cli.render_plan import render_warnings
+    from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning, instance_warnings
+
+    warnings = instance_warnings(plan.instances, os.environ)
+    if gateway:
+        warnings += filter(None, [gateway_warning(gateway_host, bool(os.environ.get(GATEWAY_API_KEY_ENV)))])
+    render_warnings(out, warnings)
     out.print(f"starting {count} instance(s) of {plan.profile_name!r}; logs in {paths.logs_dir}")
     try:
         with _terminate_as_interrupt():

@@ -7,6 +7,7 @@ profile (or an option) is invalid; 3 the GPUs could not be read (no NVIDIA drive
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -104,8 +105,9 @@ def plan(
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         from gpushare.cli.render_plan import render_plan
+        from gpushare.planning.exposure import instance_warnings
 
-        render_plan(result)
+        render_plan(result, warnings=instance_warnings(result.instances, os.environ))
     if not result.feasible:
         raise typer.Exit(1)
 

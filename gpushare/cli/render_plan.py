@@ -72,7 +72,8 @@ def bar_cells(segments: Sequence[Segment], total: int, width: int = BAR_WIDTH) -
     return cells[:width]
 
 
-def render_plan(plan: Plan, console: Console | None = None) -> None:
+def render_plan(plan: Plan, console: Console | None = None, warnings: Sequence[str] = ()) -> None:
+    """The plan for people; `warnings` (planning/exposure.py) come last, one line each."""
     console = console or term.console(soft_wrap=True)
     status = "[green]fits[/]" if plan.feasible else "[bold red]does not fit[/]"
     console.print(f"[bold]plan {plan.profile_name}[/]: {status} (strategy {plan.strategy})")
@@ -124,6 +125,12 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
         console.print(f"[bold red]overcommitted:[/] {problem}")
     for note in plan.notes:
         console.print(f"[dim]note:[/] {note}")
+    render_warnings(console, warnings)
+
+
+def render_warnings(console: Console, warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        console.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
 
 
 def unplaced_lines(plan: Plan) -> list[str]:

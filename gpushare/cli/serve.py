@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -11,11 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from gpushare.cli import term
 from gpushare.cli.app import app
 from gpushare.cli.options import GatewayPort
 from gpushare.errors import InputError
+from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.host.processes import SubprocessRunner
 from gpushare.runtime.service.gateway import Gateway, GatewayConfig
@@ -25,7 +26,7 @@ from gpushare.runtime.service.routes import DuplicateModelName, RouteTable, Upst
 from gpushare.runtime.store.state import load_state, profile_paths
 from gpushare.units import parse_bytes
 
-API_KEY_ENV = "GPUSHARE_API_KEY"
+API_KEY_ENV = GATEWAY_API_KEY_ENV
 
 Host = Annotated[str, typer.Option(help="Address to listen on. Loopback unless you mean otherwise.")]
 KeyFile = Annotated[
@@ -58,21 +59,10 @@ def _gateway_config(
         max_body_bytes=parse_bytes(max_body, "--max-body"),
         connect_timeout_s=connect_timeout,
     )
-    if not _loopback(host) and config.api_key is None:
-        term.console(stderr=True).print(
-            f"[yellow]warning:[/] listening on {host} without an API key:"
-            " anyone who reaches it can use the models"
-        )
+    warning = gateway_warning(host, config.api_key is not None)
+    if warning is not None:
+        term.console(stderr=True).print(Text.assemble(("warning:", "yellow"), f" {warning}"))
     return config
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _logging() -> None:
