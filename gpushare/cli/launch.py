@@ -12,13 +12,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.console import Console, Group
 from rich.live import Live
+from rich.text import Text
 
 from gpushare.cli.app import app
 from gpushare.cli.options import GatewayPortOption
@@ -28,8 +30,9 @@ from gpushare.cli.render_launch import (
     render_down,
     render_failures,
     render_up,
-    status_renderable,
+    status_lines,
 )
+from gpushare.cli.term import output_width
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
 from gpushare.planning.plan import Plan
@@ -249,19 +252,28 @@ def status_command(
         return
     out = console()
     if not watch:
-        out.print(status_renderable(collect_status(root, edges, profiles)))
+        _print_lines(out, status_lines(collect_status(root, edges, profiles), output_width(out)))
         return
+    live_view = not as_json and out.is_terminal
     try:
-        with Live(console=out, auto_refresh=False) as live:
+        with Live(console=out, auto_refresh=False) if live_view else nullcontext() as live:
             while True:
                 report = collect_status(root, edges, profiles)
-                if as_json:
-                    out.print_json(json.dumps(report.to_json()))
-                else:
-                    live.update(status_renderable(report), refresh=True)
+                if as_json:  # one object per line (JSON Lines), on a terminal or not
+                    typer.echo(json.dumps(report.to_json()))
+                elif live is not None:
+                    live.update(Group(*status_lines(report, output_width(out))), refresh=True)
+                else:  # off a terminal: each report in turn, a blank line between them
+                    _print_lines(out, [Text(time.strftime("%Y-%m-%d %H:%M:%S")), *status_lines(report, None)])
+                    out.print()
                 time.sleep(interval)
     except KeyboardInterrupt:
         return
+
+
+def _print_lines(out: Console, lines: Sequence[Text]) -> None:
+    for line in lines:
+        out.print(line)
 
 
 @app.command("logs")

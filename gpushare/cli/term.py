@@ -7,6 +7,7 @@ them whole, one per line, so they stay copy-pasteable."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,25 +91,42 @@ def table_lines(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width
     left_out = [columns[i].header for i in range(len(columns)) if i not in kept]
     if left_out:
         note = f"(left out at {width} columns: {', '.join(left_out)}; see --json)"
-        lines += [Text(line.plain, "dim") for line in fold(note.split(" "), width, hang="")]
+        lines += fold_words(note, width, hang="", style="dim")
     return lines
 
 
-def fold(parts: Sequence[Text | str], width: int | None, indent: str = "", hang: str = "    ") -> list[Text]:
-    """`parts` joined by spaces into lines of at most `width` cells, broken only between parts
-    (a part is never cut, so a name or a number stays whole even when it alone is wider); the first
+def fold(
+    parts: Sequence[Text | str], width: int | None, indent: str = "", hang: str = "    ", sep: str = " "
+) -> list[Text]:
+    """`parts` joined by `sep` into lines of at most `width` cells, broken only between parts (a
+    part is never cut, so a name or a number stays whole even when it alone is wider); the first
     line starts with `indent`, the next ones with `hang`. One line when `width` is None."""
     lines: list[Text] = []
     current = Text(indent)
     empty = True
     for part in parts:
         piece = Text(part) if isinstance(part, str) else part
-        if not empty and width is not None and current.cell_len + 1 + piece.cell_len > width:
+        if not empty and width is not None and current.cell_len + len(sep) + piece.cell_len > width:
             lines.append(current)
             current, empty = Text(hang), True
         if not empty:
-            current.append(" ")
+            current.append(sep)
         current.append_text(piece)
         empty = False
     lines.append(current)
     return lines
+
+
+_NUMBER_AND_UNIT = re.compile(r"(\d) (B|KiB|MiB|GiB|TiB|GB|tokens)\b")
+
+
+def words(text: str) -> list[str]:
+    """The words of a sentence to fold, a number kept with its unit ("18.77 GiB")."""
+    return [w.replace("\0", " ") for w in _NUMBER_AND_UNIT.sub("\\1\0\\2", text).split(" ")]
+
+
+def fold_words(
+    text: str, width: int | None, indent: str = "", hang: str = "    ", style: str = ""
+) -> list[Text]:
+    """A sentence folded between words (a word, a path or a number is never cut)."""
+    return [Text(line.plain, style) for line in fold(words(text), width, indent, hang)]
