@@ -61,7 +61,7 @@ COMMANDS: dict[str, CommandEntry] = {
     "check": CommandEntry(
         "plan",
         "Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,\n"
-        "2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`.",
+        "2 invalid profile. For CI: `gpushare check profiles/classic.yaml --format github`.",
     ),
     "profile": CommandEntry("profile", "Profile files: print their JSON Schema, validate one."),
     "up": CommandEntry(

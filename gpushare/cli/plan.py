@@ -123,7 +123,7 @@ def check(
     no_calibration: NoCalibration = False,
 ) -> None:
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
-    2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`."""
+    2 invalid profile. For CI: `gpushare check profiles/classic.yaml --format github`."""
     from gpushare.cli.render_plan import check_lines, plan_annotations, problem_annotations
     from gpushare.profile import ProfileValidationError
 
