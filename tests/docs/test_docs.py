@@ -58,6 +58,20 @@ def test_refreshing_changes_nothing_else() -> None:
     assert refreshed_readme(stale) == README.read_text()
 
 
+def test_other_console_blocks_hold_commands_only() -> None:
+    """A console block that no marker checks may show commands (tests/test_command_mentions.py
+    checks those), never output, which would drift unseen."""
+    checked = {b.fence_start for b in BLOCKS}
+    lines = README.read_text().splitlines()
+    for at, line in enumerate(lines):
+        if line == "```console" and at not in checked:
+            end = lines.index("```", at + 1)
+            for n in range(at + 1, end):
+                assert lines[n].startswith("$ gpushare ") or lines[n].lstrip().startswith("# "), (
+                    f"README.md:{n + 1}: output in a console block no `checked` marker names: {lines[n]!r}"
+                )
+
+
 def test_files_the_readme_names_exist() -> None:
     """`profiles/lab.yaml` was named and did not exist."""
     text = README.read_text()
