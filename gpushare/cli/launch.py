@@ -32,9 +32,11 @@ from gpushare.cli.render_launch import (
     render_up,
     status_lines,
 )
+from gpushare.cli.render_plan import render_warnings
 from gpushare.cli.term import output_width
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
+from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning, instance_warnings
 from gpushare.planning.plan import Plan
 from gpushare.profile.load import read_profile_file
 from gpushare.runtime.host.clock import SystemClock
@@ -132,9 +134,6 @@ def up_command(
             live.update(progress_table(items), refresh=True)
 
     count = len(plan.instances)
-    from gpushare.cli.render_plan import render_warnings
-    from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning, instance_warnings
-
     warnings = instance_warnings(plan.instances, os.environ)
     if gateway:
         warnings += filter(None, [gateway_warning(gateway_host, bool(os.environ.get(GATEWAY_API_KEY_ENV)))])
