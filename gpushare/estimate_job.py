@@ -40,12 +40,12 @@ def gpu_target(gpu: Gpu) -> GpuTarget:
     )
 
 
-def parse_one_gpu(spec: str) -> Gpu:
+def parse_one_gpu(spec: str, what: str = "--gpu") -> Gpu:
     from gpushare.catalog.gpus import parse_gpu_spec
 
-    gpus = parse_gpu_spec(spec)
+    gpus = parse_gpu_spec(spec, what)
     if len(gpus) != 1:
-        raise InputError(f"--gpu {spec!r}: give one GPU (a name such as H100 or a size such as 80GiB)")
+        raise InputError(f"{what} {spec!r}: give one GPU (a name such as H100 or a size such as 80GiB)")
     return gpus[0]
 
 

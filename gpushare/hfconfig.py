@@ -198,7 +198,7 @@ def _check_supported(cfg: Mapping[str, Any], model_type: str, name: str) -> None
     if model_type in _HYBRID_MODEL_TYPES or any(k in cfg for k in _HYBRID_KEYS) or "Mamba" in archs:
         raise UnsupportedModelError(
             f"{name}: {model_type or archs} (recurrent/Mamba hybrid layers) is not supported yet",
-            hint="gpushare models transformer attention KV caches only; size this model by hand",
+            hint="gpushare sizes transformer attention KV caches only; size this model by hand",
         )
     if model_type in _ENCODER_ONLY_TYPES:
         raise UnsupportedModelError(
@@ -211,7 +211,7 @@ def _check_supported(cfg: Mapping[str, Any], model_type: str, name: str) -> None
         if odd:
             raise UnsupportedModelError(
                 f"{name}: layer_types {odd} (non-attention layers) are not supported yet",
-                hint="gpushare models full and sliding-window attention layers only",
+                hint="gpushare sizes full and sliding-window attention layers only",
             )
 
 
@@ -304,7 +304,7 @@ def _quantization(cfg: Mapping[str, Any], name: str) -> Quantization | None:
         return _compressed_tensors(qc, name)
     raise ConfigError(
         f"{name}: quantization_config.quant_method {qc.get('quant_method')!r} is not modelled",
-        hint=f"gpushare models {', '.join(SUPPORTED_QUANT_METHODS)}; use one of those checkpoints",
+        hint=f"gpushare sizes {', '.join(SUPPORTED_QUANT_METHODS)}; use one of those checkpoints",
     )
 
 

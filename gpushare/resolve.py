@@ -142,7 +142,7 @@ def resolve_model(
         return ResolvedModel(
             repo_id, "gpushare catalog", read_config_json(catalog_path, reference), None, None
         )
-    looked.append("not in the bundled catalog (gpushare models --catalog lists it)")
+    looked.append("not in the bundled catalog (`gpushare models` lists it)")
 
     if _looks_like_repo_id(reference):
         if env.offline:

@@ -8,14 +8,18 @@ solver or NVML (BENCHMARKS.md: start-up). tests/cli/test_app.py keeps each summa
 command's docstring.
 
 The error boundary (`GpushareGroup.invoke`), pip's exit ladder in small: a `GpushareError` prints one
-line (plus a hint) and exits with its code (errors.py); anything else prints one line naming the
-command and the exception, and exits 1; with `--debug` or GPUSHARE_DEBUG=1 it raises on, traceback
-and all. `typer.testing.CliRunner` sees the same exit codes as a user.
+line (plus a hint) and exits with its code (errors.py); a usage error (a bad option value, a missing
+argument) prints one line and the command's `--help`, exit 2; a closed output pipe (`gpushare plan
+... | head -1`) exits 141 without a word; anything else prints one line naming the command and the
+exception, and exits 1; with `--debug` or GPUSHARE_DEBUG=1 it raises on, traceback and all.
+`typer.testing.CliRunner` sees the same exit codes as a user.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -44,6 +48,10 @@ COMMANDS: dict[str, CommandEntry] = {
         "estimate",
         "Predict weights, KV cache, activation, CUDA graphs and the process footprint of one instance.",
     ),
+    "models": CommandEntry(
+        "models",
+        "List the bundled catalog of model configs: repo id, architecture, size, quantization, source.",
+    ),
     "gpus": CommandEntry(
         "gpus", "List GPUs: memory (total, driver-reserved, used, free), MIG mode, compute processes, MPS."
     ),
@@ -53,7 +61,7 @@ COMMANDS: dict[str, CommandEntry] = {
     "check": CommandEntry(
         "plan",
         "Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,\n"
-        "2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`.",
+        "2 invalid profile. For CI: `gpushare check profiles/classic.yaml --format github`.",
     ),
     "profile": CommandEntry("profile", "Profile files: print their JSON Schema, validate one."),
     "mig": CommandEntry("mig", "MIG (hard-isolated GPU slices): the profiles each GPU model offers."),
@@ -84,6 +92,12 @@ COMMANDS: dict[str, CommandEntry] = {
 # never "unexpected".
 _CONTROL_FLOW = (typer.Exit, typer.Abort, typer.TyperException, EOFError)
 
+PIPE_CLOSED_EXIT = 141
+"""Exit code when whoever reads the output went away (`gpushare plan ... | head -1`): 128 + SIGPIPE,
+what `cat`, `grep` or `git log` report there (they die of the signal; Python ignores SIGPIPE, and
+must, because the gateway writes to sockets). Not 0 or 1: a cut-off answer is neither "fits" nor
+"does not fit"."""
+
 
 def _console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
@@ -111,14 +125,40 @@ def print_unexpected(exc: Exception, command: str) -> None:
     )
 
 
-def _command_name(ctx: Any) -> str:
+def _is_usage_error(exc: BaseException) -> bool:
+    """click's ClickException (typer vendors click, so match it by name across typer releases)."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
+
+
+def print_usage_error(exc: Any) -> None:
+    """One line for a bad option or argument, and where the command's help is (not typer's box)."""
+    console = _console()
+    console.print(Text.assemble(("error:", "bold red"), f" {exc.format_message()}"))
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        console.print(Text.assemble(("hint:", "dim"), f" {_command_name(ctx, subcommand=False)} --help"))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail again on the closed
+    pipe ("Exception ignored ... BrokenPipeError", exit 120); Python's documented remedy."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (CliRunner's buffer): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _command_name(ctx: Any, subcommand: bool = True) -> str:
     names: list[str] = []
     current = ctx
     while current.parent is not None:
         names.append(current.info_name or "")
         current = current.parent
     names.reverse()
-    if ctx.invoked_subcommand:
+    if subcommand and ctx.invoked_subcommand:
         names.append(ctx.invoked_subcommand)
     return " ".join(["gpushare", *names])
 
@@ -132,7 +172,13 @@ class GpushareGroup(typer.core.TyperGroup):
         except GpushareError as exc:
             print_error(exc)
             raise typer.Exit(exc.exit_code) from None
-        except _CONTROL_FLOW:
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(PIPE_CLOSED_EXIT) from None
+        except _CONTROL_FLOW as exc:
+            if _is_usage_error(exc):
+                print_usage_error(exc)
+                raise typer.Exit(getattr(exc, "exit_code", 2)) from None
             raise
         except Exception as exc:
             if ctx.meta.get(_DEBUG_KEY):

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from gpushare.cli import term
 from gpushare.cli.app import app
 from gpushare.errors import EnvironmentProblem, InputError
 from gpushare.units import GiB
@@ -66,7 +66,7 @@ def calibrate(
     unknown = sorted(set(names) - {i.name for i in plan.instances})
     if unknown:
         raise InputError(f"--only {', '.join(unknown)}: not a planned instance of {profile}")
-    console = Console(highlight=False)
+    console = term.console()
     runs = calibrate_plan(
         plan,
         profile_paths(f"{plan.profile_name}-calibrate", state_root()),

@@ -11,6 +11,7 @@ from gpushare.cli.app import app
 from gpushare.errors import InputError
 from gpushare.estimate_job import DEFAULT_GPU, gpu_target, load_model, parse_one_gpu, run_estimate
 from gpushare.memory import DEFAULT_VLLM_VERSION, ServeSettings
+from gpushare.memory.settings import SETTING_RULES, vllm_version_problem
 from gpushare.units import parse_bytes
 
 
@@ -39,7 +40,7 @@ def estimate(
     block_size: Annotated[int | None, typer.Option(help="KV block size in tokens (vLLM default 16).")] = None,
     max_num_seqs: Annotated[int | None, typer.Option(help="vLLM --max-num-seqs.")] = None,
     max_num_batched_tokens: Annotated[int | None, typer.Option(help="vLLM --max-num-batched-tokens.")] = None,
-    tensor_parallel_size: Annotated[int, typer.Option("--tensor-parallel-size", "--tp", min=1)] = 1,
+    tensor_parallel_size: Annotated[int, typer.Option("--tensor-parallel-size", "--tp")] = 1,
     enforce_eager: Annotated[bool, typer.Option(help="No CUDA graphs.")] = False,
     quantization: Annotated[str | None, typer.Option(help="Online quantization (fp8).")] = None,
     vllm_version: Annotated[str, typer.Option(help="The vLLM version to model.")] = DEFAULT_VLLM_VERSION,
@@ -60,8 +61,18 @@ def estimate(
     """
     if runner not in ("generate", "pooling"):
         raise InputError(f"--runner {runner!r}: use generate or pooling")
-    if max_model_len is not None and max_model_len < 1:
-        raise InputError(f"--max-model-len must be ≥ 1, got {max_model_len}")
+    _check_options(
+        max_model_len=max_model_len,
+        block_size=block_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        tensor_parallel_size=tensor_parallel_size,
+        concurrency=concurrency,
+        kv_tokens=kv_tokens,
+    )
+    version_problem = vllm_version_problem(vllm_version)
+    if version_problem is not None:
+        raise InputError(f"--vllm-version {vllm_version}: {version_problem}")
     settings = ServeSettings(
         max_model_len=max_model_len,
         dtype=dtype,
@@ -104,3 +115,11 @@ def estimate(
     from gpushare.cli.render import render_estimate
 
     render_estimate(result, facts.resolved.location)
+
+
+def _check_options(**values: int | None) -> None:
+    """The options vLLM would refuse, by the rules the profile's schema uses (memory/settings.py)."""
+    for name, value in values.items():
+        problem = SETTING_RULES[name].problem(value) if value is not None else None
+        if problem is not None:
+            raise InputError(f"--{name.replace('_', '-')} {value}: {problem}")

@@ -7,30 +7,38 @@ world comes in; tests replace them (as `gpushare gpus` does with its inventory).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.console import Console, Group
 from rich.live import Live
+from rich.text import Text
 
 from gpushare.cli.app import app
+from gpushare.cli.options import GatewayPortOption
 from gpushare.cli.render_launch import (
     console,
     progress_table,
     render_down,
     render_failures,
     render_up,
-    status_renderable,
+    status_lines,
 )
+from gpushare.cli.render_plan import render_warnings
+from gpushare.cli.term import output_width
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
+from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning, instance_warnings
 from gpushare.planning.plan import Plan
+from gpushare.profile.load import read_profile_file
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.launcher.down import DownResult, down
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, real_edges
@@ -92,7 +100,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 @app.command("up")
 def up_command(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML to plan and start.", dir_okay=False)],
+    profile: Annotated[Path, typer.Argument(help="The profile YAML to plan and start.")],
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="Leave the instances that started running when one fails.")
     ] = False,
@@ -104,7 +112,7 @@ def up_command(
         typer.Option(help="Also start the gateway + supervisor (one endpoint, /metrics, restarts)."),
     ] = True,
     gateway_host: Annotated[str, typer.Option(help="Gateway address (loopback by default).")] = "127.0.0.1",
-    gateway_port: Annotated[int, typer.Option(min=0, help="Gateway port (0: any free port).")] = 8000,
+    gateway_port: Annotated[int, GatewayPortOption] = 8000,
 ) -> None:
     """Plan PROFILE, check the machine, start every instance and wait until each one serves.
 
@@ -112,8 +120,7 @@ def up_command(
     one OpenAI-compatible endpoint routing by model name, Prometheus /metrics, and restarts of
     instances that crash. `gpushare down` stops both.
     """
-    if not profile.is_file():
-        raise InputError(f"{profile}: no such profile file")
+    read_profile_file(profile)  # no such file, a directory: one line before NVML is asked
     inventory = inventory_factory()
     plan = plan_factory(profile, inventory)
     edges = edges_factory(_usable_inventory(inventory))
@@ -127,6 +134,10 @@ def up_command(
             live.update(progress_table(items), refresh=True)
 
     count = len(plan.instances)
+    warnings = instance_warnings(plan.instances, os.environ)
+    if gateway:
+        warnings += filter(None, [gateway_warning(gateway_host, bool(os.environ.get(GATEWAY_API_KEY_ENV)))])
+    render_warnings(out, warnings)
     out.print(f"starting {count} instance(s) of {plan.profile_name!r}; logs in {paths.logs_dir}")
     try:
         with _terminate_as_interrupt():
@@ -159,7 +170,9 @@ def up_command(
 
 
 def _resolve_profile(arg: str) -> str:
-    """A profile name: the state folder's name, or (for a YAML path) the planned profile's name."""
+    """A profile name: a folder of the state directory, or (for a YAML path) the planned profile's
+    name. A bare name with no folder is a mistake (a typo, most likely): exit 2 naming the profiles
+    there, before anything is written."""
     root = state_root()
     if (root / arg).is_dir():
         return arg
@@ -168,7 +181,15 @@ def _resolve_profile(arg: str) -> str:
         from gpushare.profile import load_profile
 
         return load_profile(path, check_models=False).display_name
-    return arg
+    known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    up_now = set(list_profiles(root))
+    listed = ", ".join(f"{name} (up)" if name in up_now else name for name in known)
+    raise InputError(
+        f"no profile {arg!r} in {root}",
+        hint=f"profiles there: {listed}"
+        if known
+        else "no profile has run here yet; gpushare up PROFILE starts one",
+    )
 
 
 def _only_profile(what: str) -> str:
@@ -204,6 +225,9 @@ def down_command(
     results: list[DownResult] = []
     for name in targets:
         paths = profile_paths(name, root)
+        if not paths.root.is_dir():  # a profile file whose profile never ran here: nothing to lock
+            results.append(DownResult(name, (), ()))
+            continue
         if not wanted:
             # First the supervisor, so nothing restarts what is being stopped.
             stop_background(paths, runner=edges.runner, clock=edges.clock)
@@ -227,19 +251,28 @@ def status_command(
         return
     out = console()
     if not watch:
-        out.print(status_renderable(collect_status(root, edges, profiles)))
+        _print_lines(out, status_lines(collect_status(root, edges, profiles), output_width(out)))
         return
+    live_view = not as_json and out.is_terminal
     try:
-        with Live(console=out, auto_refresh=False) as live:
+        with Live(console=out, auto_refresh=False) if live_view else nullcontext() as live:
             while True:
                 report = collect_status(root, edges, profiles)
-                if as_json:
-                    out.print_json(json.dumps(report.to_json()))
-                else:
-                    live.update(status_renderable(report), refresh=True)
+                if as_json:  # one object per line (JSON Lines), on a terminal or not
+                    typer.echo(json.dumps(report.to_json()))
+                elif live is not None:
+                    live.update(Group(*status_lines(report, output_width(out))), refresh=True)
+                else:  # off a terminal: each report in turn, a blank line between them
+                    _print_lines(out, [Text(time.strftime("%Y-%m-%d %H:%M:%S")), *status_lines(report, None)])
+                    out.print()
                 time.sleep(interval)
     except KeyboardInterrupt:
         return
+
+
+def _print_lines(out: Console, lines: Sequence[Text]) -> None:
+    for line in lines:
+        out.print(line)
 
 
 @app.command("logs")

@@ -7,14 +7,15 @@ profile (or an option) is invalid; 3 the GPUs could not be read (no NVIDIA drive
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
+from gpushare.cli import term
 from gpushare.cli.app import app
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.devices.nvml import NvmlInventory
@@ -50,7 +51,12 @@ def resolve_gpus(profile: Profile, spec: str | None) -> list[Gpu]:
         return []
     if spec is not None:
         path = Path(spec)
-        if spec.endswith(".json") and path.is_file():
+        if spec.endswith(".json") or "/" in spec:  # a file, as `gpushare gpus --json` wrote it
+            if not path.is_file():
+                from gpushare.errors import InputError
+
+                what = "is a directory" if path.is_dir() else "no such file"
+                raise InputError(f"--gpus {spec}: {what}", hint="give a GPU spec (2xH100) or a JSON file")
             return StaticInventory.from_json_file(path).gpus()
         return parse_gpu_spec(spec, "--gpus")
     described = profile.described_gpus()
@@ -108,7 +114,7 @@ NoCalibration = Annotated[
 
 @app.command()
 def plan(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML.", dir_okay=False)],
+    profile: Annotated[Path, typer.Argument(help="The profile YAML.")],
     gpus: Annotated[str | None, typer.Option("--gpus", help=GPUS_HELP)] = None,
     strategy: Annotated[
         str | None, typer.Option(help="pack (fewest GPUs) or spread (most headroom); default: the profile's.")
@@ -131,15 +137,16 @@ def plan(
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         from gpushare.cli.render_plan import render_plan
+        from gpushare.planning.exposure import instance_warnings
 
-        render_plan(result)
+        render_plan(result, warnings=instance_warnings(result.instances, os.environ))
     if not result.feasible:
         raise typer.Exit(1)
 
 
 @app.command()
 def check(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML.", dir_okay=False)],
+    profile: Annotated[Path, typer.Argument(help="The profile YAML.")],
     gpus: Annotated[str | None, typer.Option("--gpus", help=GPUS_HELP)] = None,
     output: Annotated[
         OutputFormat,
@@ -149,7 +156,7 @@ def check(
     mig: MigOption = None,
 ) -> None:
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
-    2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`."""
+    2 invalid profile. For CI: `gpushare check profiles/classic.yaml --format github`."""
     from gpushare.cli.render_plan import check_lines, plan_annotations, problem_annotations
     from gpushare.profile import ProfileValidationError
 
@@ -179,7 +186,7 @@ def check(
         for text in check_lines(result) if result.feasible else []:
             typer.echo(text)
     else:
-        console = Console(highlight=False, soft_wrap=True)
+        console = term.console(soft_wrap=True)
         for text in check_lines(result):
             console.print(text, markup=False)
     if not result.feasible:

@@ -29,7 +29,7 @@ def schema() -> None:
 
 @profile_app.command()
 def validate(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML.", dir_okay=False)],
+    profile: Annotated[Path, typer.Argument(help="The profile YAML.")],
     offline: Annotated[
         bool, typer.Option("--schema-only", help="Check the schema only; do not resolve the models.")
     ] = False,

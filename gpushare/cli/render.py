@@ -5,12 +5,13 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from gpushare.cli import term
 from gpushare.memory import Estimate
 from gpushare.units import format_bytes
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    return term.console()
 
 
 def estimate_rows(e: Estimate) -> list[tuple[str, str, str]]:

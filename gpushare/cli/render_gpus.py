@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from gpushare.cli import term
 from gpushare.devices.base import Gpu, MigDevice
 from gpushare.units import format_bytes
 
@@ -68,7 +69,7 @@ def gpus_table(gpus: list[Gpu]) -> Table:
 
 
 def render_gpus(gpus: list[Gpu], mps_daemon_running: bool, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    console = console or term.console()
     if gpus:
         console.print(gpus_table(gpus))
     else:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gpushare.cli import term
 from gpushare.runtime.launcher.down import DownResult
 from gpushare.runtime.launcher.status import InstanceStatus, StatusReport
 from gpushare.runtime.launcher.up import Failure, InstanceProgress, UpResult
@@ -24,7 +25,7 @@ _STATE_STYLE: dict[str, str] = {  # by InstancePhase (runtime/phase.py)
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(highlight=False, stderr=stderr, soft_wrap=True)
+    return term.console(stderr=stderr, soft_wrap=True)
 
 
 def _seconds(value: float | None) -> str:
@@ -139,50 +140,62 @@ def _requests(s: InstanceStatus) -> str:
 
 
 STATUS_COLUMNS = (
-    "profile",
-    "instance",
-    "model",
-    "gpu",
-    "pid",
-    "port",
-    "state",
-    "planned",
-    "actual",
-    "KV tokens",
-    "KV used",
-    "req run/wait",
-    "uptime",
-    "restarts",
+    term.Column("profile", keep=2),
+    term.Column("instance"),
+    term.Column("model", keep=7),
+    term.Column("gpu", keep=4),
+    term.Column("pid", keep=8),
+    term.Column("port", keep=3),
+    term.Column("state"),
+    term.Column("planned", keep=5, right=True),
+    term.Column("actual", keep=1, right=True),
+    term.Column("KV tokens", keep=9, right=True),
+    term.Column("KV used", keep=2, right=True),
+    term.Column("req run/wait", keep=3, right=True),
+    term.Column("uptime", keep=6, right=True),
+    term.Column("restarts", keep=4, right=True),
+)
+"""Left out when the width is short, highest `keep` first: the instance and its state never."""
+GPU_COLUMNS = (
+    term.Column("gpu"),
+    term.Column("name", keep=1),
+    term.Column("total", right=True),
+    term.Column("used", right=True),
+    term.Column("free", right=True),
 )
 
 
-def status_renderable(report: StatusReport) -> Group | Text:
+def status_lines(report: StatusReport, width: int | None) -> list[Text]:
+    """`gpushare status`, line by line, fitted to `width` by leaving columns out (never by cutting
+    a name short); None (off a terminal): every column."""
     if not report.instances and not report.gpus:
-        return Text("no profile is up (gpushare up PROFILE starts one)")
-    parts: list[Table | Text] = []
+        return [Text("no profile is up (gpushare up PROFILE starts one)")]
+    lines: list[Text] = []
     if report.instances:
-        table = Table(box=None, pad_edge=False, header_style="bold")
         skip = 1 if len(report.profiles) == 1 else 0  # the profile column says nothing then
-        for column in STATUS_COLUMNS[skip:]:
-            table.add_column(column, overflow="ellipsis", no_wrap=column != "model")
+        rows: list[list[term.Cell]] = []
         for row in status_rows(report):
-            cells: list[str | Text] = list(row)
-            cells[6] = Text(row[6], style=_STATE_STYLE.get(row[6].split(" ")[0], ""))
-            table.add_row(*cells[skip:])
-        parts.append(table)
+            cells: list[term.Cell] = list(row)
+            cells[6] = (row[6], _STATE_STYLE.get(row[6].split(" ")[0], ""))
+            rows.append(cells[skip:])
+        lines += term.table_lines(STATUS_COLUMNS[skip:], rows, width)
     for s in report.instances:
         if s.error:
-            parts.append(Text(f"{s.name}: {s.error}", style="red"))
+            lines += term.fold_words(f"{s.name}: {s.error}", width, style="red")
     for profile in report.up_in_progress:
-        parts.append(Text(f"{profile}: `gpushare up` is still starting it", style="yellow"))
+        lines.append(Text(f"{profile}: `gpushare up` is still starting it", style="yellow"))
     if report.gpus:
-        gpu_table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("gpu", "name", "total", "used", "free"):
-            gpu_table.add_column(column)
-        for g in report.gpus:
-            gpu_table.add_row(
-                str(g.index), g.name, format_bytes(g.total_bytes), format_bytes(g.used_bytes),
+        gpu_rows: list[list[term.Cell]] = [
+            [
+                str(g.index),
+                g.name,
+                format_bytes(g.total_bytes),
+                format_bytes(g.used_bytes),
                 format_bytes(g.free_bytes),
-            )  # fmt: skip
-        parts.append(gpu_table)
-    return Group(*parts)
+            ]
+            for g in report.gpus
+        ]
+        if report.instances:
+            lines.append(Text())
+        lines += term.table_lines(GPU_COLUMNS, gpu_rows, width)
+    return lines

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpushare.catalog.mig import MigProfile, MigTable
+from gpushare.cli import term
 from gpushare.units import format_bytes
 
 PROFILE_COLUMNS = ("profile", "id", "slices", "memory", "SMs", "max", "starts", "units")
@@ -98,7 +99,7 @@ def profiles_table(table: MigTable) -> Table:
 
 
 def render_profiles(table: MigTable, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    console = console or term.console()
     console.print(profiles_table(table))
     for note in table_notes(table):
         console.print(f"[dim]note:[/] {note}")

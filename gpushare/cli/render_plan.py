@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 
+from gpushare.cli import term
 from gpushare.planning.commands import command_line
 from gpushare.planning.plan import MigSlice, Plan, PlannedGpu, PlannedInstance
 from gpushare.planning.start import starts_together
@@ -71,63 +72,60 @@ def bar_cells(segments: Sequence[Segment], total: int, width: int = BAR_WIDTH) -
     return cells[:width]
 
 
-def render_plan(plan: Plan, console: Console | None = None) -> None:
-    console = console or Console(highlight=False, soft_wrap=True)
-    status = "[green]fits[/]" if plan.feasible else "[bold red]does not fit[/]"
-    console.print(f"[bold]plan {plan.profile_name}[/]: {status} (strategy {plan.strategy})")
+def render_plan(plan: Plan, console: Console | None = None, warnings: Sequence[str] = ()) -> None:
+    """The plan for people; `warnings` (planning/exposure.py) come last, one each. Fitted to the
+    terminal's width (term.output_width; off a terminal, whole lines), commands never folded."""
+    console = console or term.console(soft_wrap=True)
+    for line in plan_lines(plan, term.output_width(console), warnings):
+        console.print(line)
+
+
+def _words(
+    lead: Text | str, text: str, width: int | None, indent: str = "", hang: str = "    "
+) -> list[Text]:
+    """A labelled sentence ("note: ...") folded between words."""
+    first = Text(lead) if isinstance(lead, str) else lead
+    return term.fold([first, *term.words(text)], width, indent, hang)
+
+
+def _gpu_lines(plan: Plan, gpu: PlannedGpu, width: int | None) -> list[Text]:
     by_name = {i.name: i for i in plan.instances}
-    for gpu in plan.gpus:
-        console.print()
-        if gpu.mig:
-            render_mig_gpu(console, gpu, by_name)
-            continue
-        console.print(
-            f"[bold]GPU {gpu.index}[/] {gpu.name}: {format_bytes(gpu.cuda_total_bytes)} for CUDA, "
-            f"usable {format_bytes(max(gpu.usable_bytes, 0))} (reserve {format_bytes(gpu.reserved_bytes)}"
-            + (
-                f", other processes {format_bytes(gpu.other_processes_bytes)}"
-                if gpu.other_processes_bytes
-                else ""
-            )
-            + f"), planned {format_bytes(gpu.planned_bytes)}, free after start {format_bytes(gpu.free_bytes)}"
-        )
-        bar = Text("  ")
-        for glyph, color in bar_cells(gpu_segments(gpu, plan.instances), gpu.cuda_total_bytes):
-            bar.append(glyph, style=color)
-        console.print(bar)
-        for n, name in enumerate(gpu.instances):
-            inst = by_name[name]
-            weights, kv, overhead = instance_parts(inst)
-            color = COLORS[n % len(COLORS)]
-            concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
-            max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
-            console.print(
-                f"  [{color}]■[/] #{inst.start_order} [bold]{name}[/] {inst.model}: "
-                f"weights {format_bytes(weights)}, KV {format_bytes(kv)} "
-                f"({concurrency}× {max_len} tokens; target {inst.target}), "
-                f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)}, "
-                f"utilization {inst.gpu_memory_utilization}"
-            )
-    console.print(
-        "\n  [dim]█ weights  ▓ KV cache  ░ activation, CUDA graphs, context  ▒ other processes  · free[/]"
+    others = (
+        f", other processes {format_bytes(gpu.other_processes_bytes)}" if gpu.other_processes_bytes else ""
     )
-    if plan.instances:
-        console.print(
-            "\n[bold]commands[/] (start in this order"
-            + ("; a group may start together" if starts_together(plan.instances) else "")
-            + ")"
-        )
-        for inst in sorted(plan.instances, key=lambda i: (i.start_group, i.start_order, i.name)):
-            console.print(f"[dim]# group {inst.start_group}, #{inst.start_order}: {inst.name}[/]")
-            console.print(command_line(inst), markup=False)
-    for line in mig_setup_lines(plan):
-        console.print(line, markup=False)
-    for line in unplaced_lines(plan):
-        console.print(line, markup=False)
-    for problem in plan.overcommitted:
-        console.print(f"[bold red]overcommitted:[/] {problem}")
-    for note in plan.notes:
-        console.print(f"[dim]note:[/] {note}")
+    head: list[Text | str] = [
+        Text.assemble((f"GPU {gpu.index}", "bold"), f" {gpu.name}:"),
+        f"{format_bytes(gpu.cuda_total_bytes)} for CUDA,",
+        f"usable {format_bytes(max(gpu.usable_bytes, 0))}",
+        f"(reserve {format_bytes(gpu.reserved_bytes)}{others}),",
+        f"planned {format_bytes(gpu.planned_bytes)},",
+        f"free after start {format_bytes(gpu.free_bytes)}",
+    ]
+    lines = term.fold(head, width, hang="  ")
+    bar_width = BAR_WIDTH if width is None else max(10, min(BAR_WIDTH, width - 2))
+    bar = Text("  ")
+    for glyph, color in bar_cells(gpu_segments(gpu, plan.instances), gpu.cuda_total_bytes, bar_width):
+        bar.append(glyph, style=color)
+    lines.append(bar)
+    for n, name in enumerate(gpu.instances):
+        lines += _instance_lines(by_name[name], COLORS[n % len(COLORS)], width, "  ")
+    return lines
+
+
+def _instance_lines(inst: PlannedInstance, color: str, width: int | None, indent: str) -> list[Text]:
+    """One planned instance: its parts, target and utilization, folded between parts."""
+    weights, kv, overhead = instance_parts(inst)
+    concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
+    max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
+    parts: list[Text | str] = [
+        Text.assemble(("■", color), f" #{inst.start_order} ", (inst.name, "bold"), f" {inst.model}:"),
+        f"weights {format_bytes(weights)},",
+        f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens;",
+        f"target {inst.target}),",
+        f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)},",
+        f"utilization {inst.gpu_memory_utilization}",
+    ]
+    return term.fold(parts, width, indent=indent, hang=indent + "    ")
 
 
 MIG_MODES = {
@@ -156,62 +154,57 @@ def slice_segments(s: MigSlice, instances: Mapping[str, PlannedInstance]) -> lis
     return out
 
 
-def render_mig_gpu(console: Console, gpu: PlannedGpu, instances: Mapping[str, PlannedInstance]) -> None:
-    """A GPU that runs as MIG slices: a line for the GPU, then a bar and the instance per slice."""
+def _mig_gpu_lines(plan: Plan, gpu: PlannedGpu, width: int | None) -> list[Text]:
+    """A GPU that runs as MIG slices: a line for the GPU, then a bar and the instances per slice."""
+    by_name = {i.name: i for i in plan.instances}
     slices = gpu.mig_slices
-    console.print(
-        f"[bold]GPU {gpu.index}[/] {gpu.name}: {MIG_MODES.get(gpu.mig, gpu.mig)}"
-        + (
-            f", {len(slices)} slice(s) of {format_bytes(sum(s.memory_bytes for s in slices))}: usable "
-            f"{format_bytes(max(gpu.usable_bytes, 0))} (reserve {format_bytes(gpu.reserved_bytes)}"
-            + (
-                f", other processes {format_bytes(gpu.other_processes_bytes)}"
-                if gpu.other_processes_bytes
-                else ""
-            )
-            + f"), planned {format_bytes(gpu.planned_bytes)}"
-            if slices
+    head: list[Text | str] = [
+        Text.assemble((f"GPU {gpu.index}", "bold"), f" {gpu.name}:"),
+        MIG_MODES.get(gpu.mig, gpu.mig) + ("," if slices else ""),
+    ]
+    if slices:
+        others = (
+            f", other processes {format_bytes(gpu.other_processes_bytes)}"
+            if gpu.other_processes_bytes
             else ""
         )
-    )
+        head += [
+            f"{len(slices)} slice(s) of {format_bytes(sum(s.memory_bytes for s in slices))}:",
+            f"usable {format_bytes(max(gpu.usable_bytes, 0))}",
+            f"(reserve {format_bytes(gpu.reserved_bytes)}{others}),",
+            f"planned {format_bytes(gpu.planned_bytes)}",
+        ]
+    lines = term.fold(head, width, hang="  ")
+    bar_width = BAR_WIDTH - 2 if width is None else max(10, min(BAR_WIDTH - 2, width - 4))
     for s in slices:
         where = s.uuid or "to create"
-        console.print(
-            f"  slice [bold]{s.label}[/] {format_bytes(s.memory_bytes)}, usable "
-            f"{format_bytes(max(s.usable_bytes, 0))} ({where})" + ("" if s.instances else ": idle"),
-            highlight=False,
-        )
+        parts: list[Text | str] = [
+            Text.assemble("slice ", (s.label, "bold")),
+            f"{format_bytes(s.memory_bytes)},",
+            f"usable {format_bytes(max(s.usable_bytes, 0))}",
+            f"({where})" + ("" if s.instances else ": idle"),
+        ]
+        lines += term.fold(parts, width, indent="  ", hang="      ")
         if not s.instances:
             continue
         bar = Text("    ")
-        for glyph, color in bar_cells(slice_segments(s, instances), s.memory_bytes, BAR_WIDTH - 2):
+        for glyph, color in bar_cells(slice_segments(s, by_name), s.memory_bytes, bar_width):
             bar.append(glyph, style=color)
-        console.print(bar)
+        lines.append(bar)
         for n, name in enumerate(s.instances):
-            console.print("  " + instance_line(instances[name], COLORS[n % len(COLORS)]))
-
-
-def instance_line(inst: PlannedInstance, color: str) -> str:
-    weights, kv, overhead = instance_parts(inst)
-    concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
-    max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
-    return (
-        f"  [{color}]■[/] #{inst.start_order} [bold]{inst.name}[/] {inst.model}: "
-        f"weights {format_bytes(weights)}, KV {format_bytes(kv)} "
-        f"({concurrency}× {max_len} tokens; target {inst.target}), "
-        f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)}, "
-        f"utilization {inst.gpu_memory_utilization}"
-    )
+            lines += _instance_lines(by_name[name], COLORS[n % len(COLORS)], width, "    ")
+    return lines
 
 
 def mig_setup_lines(plan: Plan) -> list[str]:
-    """What creates the plan's MIG slices: the nvidia-smi commands and the mig-parted config."""
+    """What creates the plan's MIG slices: the nvidia-smi commands and the mig-parted config
+    (commands and YAML lines are never folded)."""
     setup = plan.mig_setup
     if setup is None:
         return []
     from gpushare.mig.emit import mig_parted_yaml
 
-    lines = [
+    return [
         "",
         "MIG slices to create (as root, on idle GPUs; gpushare prints these and never runs them):",
         *(f"  {c}" for c in setup.commands),
@@ -223,7 +216,70 @@ def mig_setup_lines(plan: Plan) -> list[str]:
         "`gpushare up` starts each instance on the MIG device of its slice's profile (and start) "
         "once the slices exist (CUDA_VISIBLE_DEVICES=MIG-<uuid>)",
     ]
+
+
+def _cpu_lines(plan: Plan, width: int | None) -> list[Text]:
+    """vllm-cpu: no GPU, no bar; each instance's weights and fixed KV cache in host memory."""
+    lines = []
+    for inst in sorted(plan.instances, key=lambda i: (i.start_order, i.name)):
+        weights, kv, overhead = instance_parts(inst)
+        concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
+        max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
+        parts: list[Text | str] = [
+            Text.assemble(f"#{inst.start_order} ", (inst.name, "bold"), f" {inst.model}:"),
+            f"weights {format_bytes(weights)},",
+            f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens;",
+            f"target {inst.target}),",
+            f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)} of host memory",
+        ]
+        lines += term.fold(parts, width, indent="  ", hang="      ")
     return lines
+
+
+_LEGEND = ("█ weights", "▓ KV cache", "░ activation, CUDA graphs, context", "▒ other processes", "· free")
+
+
+def plan_lines(plan: Plan, width: int | None, warnings: Sequence[str] = ()) -> list[Text]:
+    """What `gpushare plan` prints, line by line, folded to `width` (None: nothing folded).
+    Commands are never folded: each is one line, to copy as it is."""
+    status = Text("fits", "green") if plan.feasible else Text("does not fit", "bold red")
+    on_cpu = not plan.gpus and plan.strategy == "cpu"
+    where = " (device cpu: no GPU memory to place)" if on_cpu else f" (strategy {plan.strategy})"
+    lines = [Text.assemble((f"plan {plan.profile_name}", "bold"), ": ", status, where)]
+    for gpu in plan.gpus:
+        lines += [Text(), *(_mig_gpu_lines if gpu.mig else _gpu_lines)(plan, gpu, width)]
+    if on_cpu and plan.instances:
+        lines += [Text(), *_cpu_lines(plan, width)]
+    if plan.gpus:
+        legend = term.fold(_LEGEND, width, indent="  ", hang="  ", sep="  ")
+        for line in legend:
+            line.stylize("dim")
+        lines += [Text(), *legend]
+    if plan.instances:
+        together = "; a group may start together" if starts_together(plan.instances) else ""
+        lines += [Text(), Text.assemble(("commands", "bold"), f" (start in this order{together})")]
+        for inst in sorted(plan.instances, key=lambda i: (i.start_group, i.start_order, i.name)):
+            lines.append(Text(f"# group {inst.start_group}, #{inst.start_order}: {inst.name}", "dim"))
+            lines.append(Text(command_line(inst)))
+    lines += [Text(line) for line in mig_setup_lines(plan)]
+    for u in plan.unplaced:
+        lines += [Text(), *_words("does not fit:", f"{u.name}: {u.reason}", width)]
+        for suggestion in u.suggestions:
+            lines += _words("-", suggestion, width, indent="  ", hang="    ")
+    for problem in plan.overcommitted:
+        lines += _words(Text("overcommitted:", "bold red"), str(problem), width)
+    for note in plan.notes:
+        lines += _words(Text("note:", "dim"), note, width)
+    for warning in warnings:
+        lines += _words(Text("warning:", "yellow"), warning, width)
+    return lines
+
+
+def render_warnings(console: Console, warnings: Sequence[str]) -> None:
+    width = term.output_width(console)
+    for warning in warnings:
+        for line in _words(Text("warning:", "yellow"), warning, width):
+            console.print(line)
 
 
 def unplaced_lines(plan: Plan) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -11,10 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
+from gpushare.cli import term
 from gpushare.cli.app import app
+from gpushare.cli.options import GatewayPort
 from gpushare.errors import InputError
+from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.host.processes import SubprocessRunner
 from gpushare.runtime.service.gateway import Gateway, GatewayConfig
@@ -24,10 +26,9 @@ from gpushare.runtime.service.routes import DuplicateModelName, RouteTable, Upst
 from gpushare.runtime.store.state import load_state, profile_paths
 from gpushare.units import parse_bytes
 
-API_KEY_ENV = "GPUSHARE_API_KEY"
+API_KEY_ENV = GATEWAY_API_KEY_ENV
 
 Host = Annotated[str, typer.Option(help="Address to listen on. Loopback unless you mean otherwise.")]
-Port = Annotated[int, typer.Option(help="Gateway port.")]
 KeyFile = Annotated[
     Path | None,
     typer.Option(help=f"File holding the API key clients must send (else ${API_KEY_ENV}; else no key)."),
@@ -58,21 +59,10 @@ def _gateway_config(
         max_body_bytes=parse_bytes(max_body, "--max-body"),
         connect_timeout_s=connect_timeout,
     )
-    if not _loopback(host) and config.api_key is None:
-        Console(stderr=True).print(
-            f"[yellow]warning:[/] listening on {host} without an API key:"
-            " anyone who reaches it can use the models"
-        )
+    warning = gateway_warning(host, config.api_key is not None)
+    if warning is not None:
+        term.console(stderr=True).print(Text.assemble(("warning:", "yellow"), f" {warning}"))
     return config
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _logging() -> None:
@@ -90,7 +80,7 @@ def supervise(
         bool, typer.Option("--stop", help="Stop the profile's background gateway/supervisor.")
     ] = False,
     host: Host = "127.0.0.1",
-    port: Port = 8000,
+    port: GatewayPort = 8000,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,
@@ -109,7 +99,7 @@ def supervise(
     """Run the gateway (one OpenAI endpoint, /metrics) and keep the profile's instances serving."""
     paths = profile_paths(profile)
     runner, clock = SubprocessRunner(), SystemClock()
-    console = Console(highlight=False)
+    console = term.console()
     if stop:
         stopped = stop_background(paths, runner=runner, clock=clock)
         console.print("stopped" if stopped else "not running")
@@ -166,7 +156,7 @@ def gateway(
         ),
     ],
     host: Host = "127.0.0.1",
-    port: Port = 8000,
+    port: GatewayPort = 8000,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,

@@ -223,7 +223,10 @@ class StaticInventory:
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: cannot read it ({exc})") from None
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise InputError(
+                f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); write it as "
+                "`gpushare gpus --json` does"
+            ) from None
         return cls.from_records(data, where=str(path))
 
     @classmethod
@@ -241,7 +244,9 @@ class StaticInventory:
         ]
         indices = [gpu.index for gpu in gpus]
         if len(set(indices)) != len(indices):
-            raise InputError(f"{where}: two GPUs have the same index ({indices})")
+            raise InputError(
+                f"{where}: two GPUs have the same index ({indices}); give each GPU its own index"
+            )
         mps = doc.mps_daemon_running or any(record.mps_daemon_running for record in doc.gpus)
         return cls(sorted(gpus, key=lambda g: g.index), mps=mps)
 
@@ -304,7 +309,8 @@ def _gpu(record: _GpuRecord, where: str, default_index: int) -> Gpu:
         total = model.total_bytes
     else:
         raise InputError(
-            f"{where}.total_bytes: required for {record.name!r}, which is not in the GPU catalog"
+            f"{where}.total_bytes: required for {record.name!r}, which is not in the GPU catalog; "
+            'add it, e.g. "total_bytes": "80GiB"'
         )
     if record.reserved_bytes is not None:
         reserved = parse_bytes(record.reserved_bytes, f"{where}.reserved_bytes")
@@ -312,7 +318,10 @@ def _gpu(record: _GpuRecord, where: str, default_index: int) -> Gpu:
         # A catalog GPU described with its real total keeps the catalog's reservation.
         reserved = model.reserved_bytes if model is not None and total == model.total_bytes else 0
     if reserved > total:
-        raise InputError(f"{where}.reserved_bytes: larger than total_bytes ({reserved} > {total})")
+        raise InputError(
+            f"{where}.reserved_bytes: larger than total_bytes ({reserved} > {total}); give the "
+            "driver's reservation, less than total_bytes"
+        )
     free = None if record.free_bytes is None else parse_bytes(record.free_bytes, f"{where}.free_bytes")
     if record.mig_devices and not record.mig_enabled:
         raise InputError(

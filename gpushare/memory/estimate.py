@@ -31,6 +31,7 @@ from gpushare.memory.cudagraphs import cuda_graph_bytes, cudagraphs_in_budget
 from gpushare.memory.kv import KvLayout, kv_layout, tokens_for_blocks
 from gpushare.memory.settings import (
     DTYPE_BYTES,
+    SETTING_RULES,
     V1_MOE_NOTE,
     GpuTarget,
     ServeSettings,
@@ -41,6 +42,14 @@ from gpushare.memory.settings import (
 )
 from gpushare.memory.weights import weights_on_gpu
 from gpushare.units import format_bytes
+
+
+class TargetTooLargeError(DoesNotFitError):
+    """The capacity target needs more than the GPU's whole memory inside vLLM's budget."""
+
+    def __init__(self, message: str, hint: str, needed_bytes: int) -> None:
+        super().__init__(message, hint)
+        self.needed_bytes = needed_bytes
 
 
 @dataclass(frozen=True)
@@ -339,13 +348,13 @@ def minimum_for_target(
     if (concurrency is None) == (kv_tokens is None):
         raise InputError("give exactly one target: concurrent requests or KV tokens")
     if concurrency is not None:
-        if concurrency < 1:
-            raise InputError(f"concurrency must be ≥ 1, got {concurrency}")
+        if (problem := SETTING_RULES["concurrency"].problem(concurrency)) is not None:
+            raise InputError(f"concurrency: {problem}")
         blocks = concurrency * layout.blocks_per_request
     else:
         assert kv_tokens is not None
-        if kv_tokens < 1:
-            raise InputError(f"kv tokens must be ≥ 1, got {kv_tokens}")
+        if (problem := SETTING_RULES["kv_tokens"].problem(kv_tokens)) is not None:
+            raise InputError(f"kv_tokens: {problem}")
         blocks = layout.blocks_for_tokens(kv_tokens)
     blocks = max(blocks, layout.blocks_per_request)
     kv_bytes = blocks * layout.kv_block_bytes
@@ -353,11 +362,12 @@ def minimum_for_target(
     util = utilization_for(needed, gpu.cuda_total_bytes)
     if util > 1:
         short = needed - gpu.cuda_total_bytes
-        raise DoesNotFitError(
+        raise TargetTooLargeError(
             f"{arch.name} on {gpu.name}: the target needs {format_bytes(needed)} inside vLLM's budget "
             f"but the GPU has {format_bytes(gpu.cuda_total_bytes)} (short by {format_bytes(short)})",
             hint="lower the target or max_model_len, use --kv-cache-dtype fp8, a quantized variant "
             "or a larger GPU",
+            needed_bytes=needed,
         )
     e = _finish(arch, gpu, settings, f, util, kv_bytes, kv_bytes)
     return replace(e, kv_cache_memory_bytes=kv_bytes)

@@ -6,8 +6,9 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from gpushare.errors import InputError
 from gpushare.hfconfig import ModelArch, Quantization
@@ -26,7 +27,7 @@ DTYPE_BYTES = {
     "int8": 1,
 }
 KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
-"""The KV-cache dtypes gpushare models (vLLM's `--kv-cache-dtype`, config/cache.py CacheDType)."""
+"""The KV-cache dtypes gpushare knows (vLLM's `--kv-cache-dtype`, config/cache.py CacheDType)."""
 KV_CACHE_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
 DEFAULT_VLLM_VERSION = "0.26.0"
 Runner = Literal["generate", "pooling"]
@@ -38,6 +39,76 @@ def parse_version(text: str) -> tuple[int, int, int]:
     while len(parts) < 3:
         parts.append(0)
     return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True)
+class SettingRule:
+    """The values vLLM 0.26 accepts for one whole-number setting, and the fix for one it refuses.
+    The profile's schema takes its bounds from here (pydantic `Field(**rule.field_bounds())`) and
+    words its errors with `problem`; `gpushare estimate` checks its options with `problem` too."""
+
+    minimum: int = 1
+    multiple_of: int | None = None
+    maximum: int | None = None
+    why: str = ""
+    """Said with the fix, in brackets, e.g. which vLLM code refuses other values."""
+
+    def problem(self, value: object) -> str | None:
+        """What is wrong with `value` and what to write instead; None when vLLM takes it."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected a whole number, got {value!r}"
+        why = f" ({self.why})" if self.why else ""
+        if self.multiple_of is not None and (value < self.minimum or value % self.multiple_of):
+            lower = max(value // self.multiple_of * self.multiple_of, self.minimum)
+            upper = lower + self.multiple_of
+            fix = str(lower) if value <= lower else f"{lower} or {upper}"
+            return f"must be a multiple of {self.multiple_of}{why}, got {value}; use {fix}"
+        if value < self.minimum:
+            return f"must be {self.minimum} or more{why}, got {value}; set it to {self.minimum} or more"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be {self.maximum} or less{why}, got {value}; set it to {self.maximum} or less"
+        return None
+
+    def field_bounds(self) -> dict[str, Any]:
+        """The bounds as pydantic Field arguments, so the JSON Schema states them too."""
+        bounds: dict[str, Any] = {"ge": self.minimum}
+        if self.multiple_of is not None:
+            bounds["multiple_of"] = self.multiple_of
+        if self.maximum is not None:
+            bounds["le"] = self.maximum
+        return bounds
+
+
+BLOCK_SIZE_MULTIPLE = 16
+SETTING_RULES: dict[str, SettingRule] = {
+    "max_model_len": SettingRule(),
+    # vLLM 0.26 CacheConfig.block_size is only `gt=0` (config/cache.py), but the attention backend
+    # must take it or the engine stops with "No valid attention backend found" (platforms/cuda.py):
+    # FLASH_ATTN, TRITON_ATTN, FLEX_ATTENTION, FLASH_ATTN_MLA, TRITON_MLA and CPU_ATTN take multiples
+    # of 16, FlashInfer 16/32/64 (v1/attention/backends/*: get_supported_kernel_block_sizes,
+    # supports_block_size).
+    "block_size": SettingRule(
+        minimum=BLOCK_SIZE_MULTIPLE,
+        multiple_of=BLOCK_SIZE_MULTIPLE,
+        why="vLLM 0.26's attention backends take 16, 32, 48, ...",
+    ),
+    "max_num_seqs": SettingRule(),
+    "max_num_batched_tokens": SettingRule(),
+    "tensor_parallel_size": SettingRule(maximum=64),
+    "concurrency": SettingRule(),
+    "kv_tokens": SettingRule(),
+}
+"""Whole-number settings of an instance (vLLM's flags and gpushare's capacity targets), by field name."""
+
+VLLM_VERSION_PATTERN = r"^\d+\.\d+(\.\d+)?([.+-]?[A-Za-z0-9.+-]*)$"
+_VERSION = re.compile(VLLM_VERSION_PATTERN)
+
+
+def vllm_version_problem(text: str) -> str | None:
+    """What is wrong with a vLLM version string ('0.26.0', '0.30.0rc1', '0.26.0+cu128' are fine)."""
+    if isinstance(text, str) and _VERSION.match(text):
+        return None
+    return f"{text!r} is not a vLLM version; write it as MAJOR.MINOR.PATCH, e.g. {DEFAULT_VLLM_VERSION}"
 
 
 @dataclass(frozen=True)

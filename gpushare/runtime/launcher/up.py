@@ -381,7 +381,7 @@ def up(
             listed = "; ".join(report.problems)
             raise EnvironmentProblem(
                 f"pre-flight failed, nothing started: {listed}",
-                hint="fix these (a busy port: `gpushare status --all` or `ss -ltnp`) and run up again",
+                hint="fix these (a busy port: `gpushare status` or `ss -ltnp` shows its owner), run up again",
             )
         notes = list(report.notes)
         run = _Launch(plan, paths, edges, opts)
