@@ -176,19 +176,3 @@ def parse_metrics(text: str) -> ServerMetrics:
         kv_cache_usage=max(usage) if usage else None,
         cache_config=cache_config,
     )
-
-
-def served_model_name(argv: tuple[str, ...] | list[str], fallback: str) -> str:
-    """The name a completion must ask for: the first `--served-model-name`, else the model."""
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if arg == "--served-model-name" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--served-model-name="):
-            return arg.split("=", 1)[1].split()[0]
-    for i, arg in enumerate(args):
-        if arg == "--model" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--model="):
-            return arg.split("=", 1)[1]
-    return fallback

@@ -9,7 +9,6 @@ from gpushare.runtime.observe import (
     facts_from_log,
     parse_metrics,
     phase_from_log,
-    served_model_name,
     strip_vllm_prefix,
 )
 
@@ -113,16 +112,3 @@ def test_parse_metrics() -> None:
 
 def test_parse_metrics_old_gauge_name() -> None:
     assert parse_metrics('vllm:gpu_cache_usage_perc{model_name="x"} 0.125\n').kv_cache_usage == 0.125
-
-
-@pytest.mark.parametrize(
-    ("case", "argv", "expected"),
-    [
-        ("served name", ["vllm", "serve", "m", "--served-model-name", "small", "alias"], "small"),
-        ("equals form", ["python", "-m", "x", "--model=/m", "--served-model-name=small"], "small"),
-        ("model flag", ["python", "-m", "x", "--model", "/m"], "/m"),
-        ("fallback", ["vllm", "serve", "m"], "fallback"),
-    ],
-)
-def test_served_model_name(case: str, argv: list[str], expected: str) -> None:
-    assert served_model_name(argv, "fallback") == expected

@@ -27,7 +27,6 @@ from gpushare.runtime.observe import (
     log_tail,
     parse_metrics,
     phase_from_log,
-    served_model_name,
 )
 from gpushare.runtime.phase import InstancePhase
 from gpushare.runtime.store.lock import profile_lock
@@ -289,7 +288,7 @@ class _Launch:
         self.phases[name] = phase_from_log(_read(rec.log_path))
         if prober.health(rec.port):
             self.phases[name] = "serving"
-            problem = prober.complete(rec.port, served_model_name(rec.argv, rec.name))
+            problem = prober.complete(rec.port, rec.served_name())
             if problem is None:
                 self.ready(name)
                 return

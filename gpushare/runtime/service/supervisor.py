@@ -39,7 +39,6 @@ from gpushare.runtime.host.clock import Clock
 from gpushare.runtime.host.probe import Prober
 from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.runtime.host.stop import Session, StopLadder
-from gpushare.runtime.observe import served_model_name
 from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
 from gpushare.runtime.service.metrics import InstanceStatus
 from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
@@ -61,21 +60,16 @@ class ProcessHandle:
 # --- the watcher ---------------------------------------------------------------------------
 
 
-def served_name(record: InstanceRecord) -> str:
-    """The name vLLM serves the instance under: the first `--served-model-name`, else the model."""
-    return served_model_name(record.argv, record.model)
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+"""`--host` values on which vLLM listens on every address: the gateway asks the loopback one."""
 
 
 def base_url(record: InstanceRecord) -> str:
-    """Where the gateway reaches the instance: its `--host` unless that is a wildcard, on its port."""
-    host = "127.0.0.1"
-    argv = list(record.argv)
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--host" and i + 1 < len(argv) else None
-        if arg.startswith("--host="):
-            value = arg.split("=", 1)[1]
-        if value and value not in ("0.0.0.0", "::", ""):
-            host = value
+    """Where the gateway reaches the instance: the `--host` vLLM listens on (the last one given,
+    as vLLM's parser reads it) unless that is a wildcard or absent, then 127.0.0.1; on its port."""
+    host = record.command().host
+    if host is None or host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{record.port}"
@@ -141,7 +135,7 @@ class Supervisor:
         return [
             InstanceStatus(
                 instance=name,
-                model=served_name(w.record),
+                model=w.record.served_name(),
                 state=w.phase,
                 restarts=w.record.restarts,
                 planned_bytes=w.record.planned_bytes,
@@ -231,7 +225,7 @@ class Supervisor:
         available, retry_after = self._availability(watch)
         return Upstream(
             rec.name,
-            served_name(rec),
+            rec.served_name(),
             base_url(rec),
             aliases=rec.aliases,
             available=available,
@@ -453,7 +447,7 @@ class Supervisor:
             return False
         if watch.phase != "starting":
             return True
-        error = await asyncio.to_thread(self.prober.complete, port, served_name(watch.record))
+        error = await asyncio.to_thread(self.prober.complete, port, watch.record.served_name())
         if error is not None:
             log.info("instance %s answers /health but not a completion yet: %s", watch.record.name, error)
         return error is None
@@ -463,7 +457,7 @@ class Supervisor:
     ) -> None:
         watch.alerts[kind] += 1
         self.alert_sink.alert(
-            Alert(watch.record.name, served_name(watch.record), kind, message, dict(details or {}))
+            Alert(watch.record.name, watch.record.served_name(), kind, message, dict(details or {}))
         )
 
     def _write(self, name: str, watch: _Watch, state: InstancePhase, **changes: str | float | None) -> None:

@@ -321,6 +321,13 @@ def test_restart_disabled_watches_only(tmp_path: Path) -> None:
         ("wildcard", ("--host", "0.0.0.0"), "http://127.0.0.1:9000"),
         ("specific", ("--host=10.0.0.5",), "http://10.0.0.5:9000"),
         ("ipv6", ("--host", "::1"), "http://[::1]:9000"),
+        ("ipv6 wildcard", ("--host", "::"), "http://127.0.0.1:9000"),
+        ("empty", ("--host", ""), "http://127.0.0.1:9000"),
+        ("no value", ("--host",), "http://127.0.0.1:9000"),
+        ("repeated: the last", ("--host", "10.0.0.5", "--host", "10.0.0.6"), "http://10.0.0.6:9000"),
+        # vLLM's parser keeps the last --host: it listens everywhere, so loopback reaches it (the
+        # old reader skipped the wildcard and asked 10.0.0.5, which reaches it too)
+        ("a wildcard after a host", ("--host", "10.0.0.5", "--host", "0.0.0.0"), "http://127.0.0.1:9000"),
     ],
 )
 def test_base_url(case: str, argv: tuple[str, ...], url: str) -> None:
