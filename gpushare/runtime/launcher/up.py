@@ -21,13 +21,6 @@ from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records
 from gpushare.runtime.launcher.preflight import PreflightReport, preflight
 from gpushare.runtime.launcher.start_order import next_to_start, start_groups
-from gpushare.runtime.observe import (
-    error_line,
-    facts_from_log,
-    log_tail,
-    parse_metrics,
-    phase_from_log,
-)
 from gpushare.runtime.phase import InstancePhase
 from gpushare.runtime.store.lock import profile_lock
 from gpushare.runtime.store.state import (
@@ -38,6 +31,8 @@ from gpushare.runtime.store.state import (
     load_state,
     save_state,
 )
+from gpushare.vllm.log import error_line, facts_from_log, log_tail, phase_from_log
+from gpushare.vllm.metrics import parse_metrics
 
 DEFAULT_READY_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 25
