@@ -24,8 +24,8 @@ from gpushare.runtime.launcher.status import collect_status
 from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, up
 from gpushare.runtime.phase import InstancePhase
 from gpushare.runtime.store.state import load_state, profile_paths
+from gpushare.units import GiB
 
-GiB = 1 << 30
 VLLM = ["vllm", "serve"]
 
 

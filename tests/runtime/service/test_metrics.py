@@ -18,8 +18,7 @@ from gpushare.runtime.service.metrics import (
     VllmMetricsCollector,
     render,
 )
-
-GiB = 1 << 30
+from gpushare.units import GiB
 
 
 class Statuses:

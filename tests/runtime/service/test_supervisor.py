@@ -22,9 +22,9 @@ from gpushare.runtime.service.routes import RouteTable
 from gpushare.runtime.service.supervisor import Supervisor, base_url
 from gpushare.runtime.service.supervisor_edges import MemoryStateStore, RecordingAlertSink
 from gpushare.runtime.store.state import InstanceRecord, ProfileState
+from gpushare.units import GiB
 
 VLLM = "/opt/vllm/bin/python"
-GiB = 1 << 30
 
 
 @dataclass
