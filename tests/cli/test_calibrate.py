@@ -89,6 +89,13 @@ def test_calibrate_then_plan_uses_the_record(profile: Path, tmp_path: Path) -> N
         ],
     )
     assert abs(json.loads(at_run.output)["kv_cache_tokens"] - 381_552) / 381_552 < 0.005
+    # The inverse estimate (a capacity target) uses the record too.
+    for target in (["--concurrency", "16"], ["--kv-tokens", "100000"]):
+        inverse = runner.invoke(
+            app, ["estimate", model, "--gpu", "H200", "--max-model-len", "8192", *target, "--json"]
+        )
+        assert inverse.exit_code == 0, inverse.output
+        assert json.loads(inverse.output)["weights_source"] == "calibration", target
 
 
 def test_calibrate_refuses_a_cpu_profile(tmp_path: Path) -> None:
