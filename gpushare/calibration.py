@@ -101,15 +101,21 @@ def record_from_run(
     requested_bytes: int,
     process_bytes: int,
     measured_at: str,
+    *,
+    graphs_in_budget: bool,
 ) -> CalibrationRecord:
-    """Measured terms from one start: everything outside the budget is what NVML showed beyond the
-    requested bytes, less the CUDA graphs (which the memory model places by vLLM version). With no
-    NVML reading (`process_bytes` 0) the fitted context and sampler terms stay in use.
+    """Measured terms from one start. Inside the budget: weights, activation and non-torch, the
+    exact total of vLLM's log (its graphs apart). Outside it: what NVML showed beyond the requested
+    bytes, less the CUDA graphs only where vLLM does not count them in its budget
+    (`graphs_in_budget`: the instance's `Budget.cuda_graph_in_budget`, memory/cudagraphs.py's rule;
+    where they are counted the requested bytes already hold them). With no NVML reading
+    (`process_bytes` 0) the fitted context and sampler terms stay in use.
 
     `requested_bytes` is ceil(CUDA total × utilization) from the exact total NVML reports.
     """
     in_budget = accounting.non_kv_bytes(requested_bytes) - accounting.cuda_graph_bytes
-    outside = process_bytes - requested_bytes - accounting.cuda_graph_bytes
+    graphs_outside = 0 if graphs_in_budget else accounting.cuda_graph_bytes
+    outside = process_bytes - requested_bytes - graphs_outside
     # Split the exact in-budget total in the logged proportions (the log rounds each to 0.01 GiB).
     logged = accounting.weights_bytes + accounting.activation_bytes + accounting.non_torch_bytes
     scale = in_budget / logged if logged else 1.0
@@ -214,7 +220,8 @@ def stored_lookup(path: Path | None = None) -> RecordLookup | None:
     return RecordLookup(records) if records else None
 
 
-def _planned_estimate(inst: PlannedInstance) -> Estimate:
+def planned_estimate(inst: PlannedInstance) -> Estimate:
+    """The memory model's answer a planned instance carries (its settings, its Budget)."""
     if inst.estimate is None:
         raise ValueError(f"{inst.name}: not a planned instance (it carries no estimate)")
     return inst.estimate
@@ -228,7 +235,7 @@ def _command_of(inst: PlannedInstance) -> VllmCommand:
 
 def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
     """The key of a planned instance (its estimate holds the settings vLLM will use)."""
-    e = _planned_estimate(inst)
+    e = planned_estimate(inst)
     command = _command_of(inst)
     return CalibrationKey(
         gpu=e.gpu,
@@ -245,7 +252,7 @@ def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
 
 def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
     """The serve settings behind a planned instance (for re-estimating it)."""
-    e = _planned_estimate(inst)
+    e = planned_estimate(inst)
     command = _command_of(inst)
     return ServeSettings(
         max_model_len=e.max_model_len,
