@@ -37,8 +37,8 @@ from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.host.clock import Clock
 from gpushare.runtime.host.probe import Prober
-from gpushare.runtime.host.processes import ProcessRunner
-from gpushare.runtime.host.stop import Session, StopLadder
+from gpushare.runtime.host.processes import ProcessRunner, SessionLeader
+from gpushare.runtime.host.stop import StopLadder
 from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
 from gpushare.runtime.service.metrics import InstanceStatus
 from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
@@ -47,14 +47,6 @@ from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateSto
 from gpushare.runtime.store.state import InstanceRecord
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ProcessHandle:
-    """An instance's session leader: its pid and its start time (a recycled pid has another)."""
-
-    pid: int
-    start_time: float
 
 
 # --- the watcher ---------------------------------------------------------------------------
@@ -81,7 +73,7 @@ class _Watch:
     """What the state file holds for the instance, as far as we know (our last write or read)."""
     phase: InstancePhase
     since: float
-    handle: ProcessHandle | None = None
+    handle: SessionLeader | None = None
     health_failures: int = 0
     next_health_at: float = 0.0
     failures: deque[float] = field(default_factory=deque)
@@ -212,7 +204,7 @@ class Supervisor:
         """A watch for a record read from the state file (at start, or changed by `up`)."""
         if rec.state in ("stopped", "failed"):
             return _Watch(rec, "stopped" if rec.state == "stopped" else "failed", now)
-        handle = ProcessHandle(rec.pid, rec.pid_start_time) if rec.pid and rec.pid_start_time else None
+        handle = SessionLeader(rec.pid, rec.pid_start_time) if rec.pid and rec.pid_start_time else None
         if handle is not None and self._alive(handle):
             phase: InstancePhase = "ready" if rec.state == "ready" else "starting"
             return _Watch(rec, phase, now, handle=handle)
@@ -271,8 +263,7 @@ class Supervisor:
         if not self.policy.restart:
             return
         log.warning("instance %s: %s; stopping it to restart", name, reason)
-        session = Session(name, watch.handle.pid, watch.handle.start_time)
-        watch.stopping = StopLadder(self.runner, [session], self.policy.stop_grace_s)
+        watch.stopping = StopLadder(self.runner, {name: watch.handle}, self.policy.stop_grace_s)
         watch.stopping.begin(now)
         watch.stop_reason = reason
         self._set_phase(name, watch, "stopping", now)
@@ -313,11 +304,10 @@ class Supervisor:
             if state is None or current is None or current.state == "stopped":
                 return  # `down` got there first; the next reconcile drops it
             try:
-                spawned = self.runner.spawn(current.argv, current.env, Path(current.log_path))
+                handle = self.runner.spawn(current.argv, current.env, Path(current.log_path))
             except EnvironmentProblem as exc:
                 self._failed(name, watch, now, exc.message)
                 return
-            handle = ProcessHandle(spawned.pid, spawned.start_time)
             record = dataclasses.replace(
                 current,
                 pid=handle.pid,
@@ -429,10 +419,10 @@ class Supervisor:
 
     # -- small helpers -------------------------------------------------------------------------
 
-    def _alive(self, handle: ProcessHandle) -> bool:
+    def _alive(self, handle: SessionLeader) -> bool:
         return self.runner.is_running(handle.pid, handle.start_time)
 
-    def _signal(self, handle: ProcessHandle, sig: int) -> None:
+    def _signal(self, handle: SessionLeader, sig: int) -> None:
         """Signal every process of the instance's session (found by session id, so even when the
         leader is gone; a recycled pid's session is never touched)."""
         pids = self.runner.session_pids(handle.pid, handle.start_time)
