@@ -40,7 +40,7 @@ from gpushare.runtime.host.probe import Prober
 from gpushare.runtime.host.processes import ProcessRunner, SessionLeader
 from gpushare.runtime.host.stop import StopLadder
 from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
-from gpushare.runtime.service.metrics import InstanceStatus
+from gpushare.runtime.service.metrics import SupervisedInstance
 from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
 from gpushare.runtime.service.routes import RouteTable, Upstream
 from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateStore
@@ -123,9 +123,9 @@ class Supervisor:
     def record(self, name: str) -> InstanceRecord:
         return self._watches[name].record
 
-    def instance_statuses(self) -> list[InstanceStatus]:
+    def supervised_instances(self) -> list[SupervisedInstance]:
         return [
-            InstanceStatus(
+            SupervisedInstance(
                 instance=name,
                 model=w.record.served_name(),
                 state=w.phase,

@@ -250,14 +250,14 @@ def test_memory_over_plan_alerts_once(tmp_path: Path, case: str, restart_on_memo
     procs = (GpuProcess(pid, 1 * GiB), GpuProcess(engine, 10 * GiB))
     rig.inventory.gpu_list = [Gpu(0, "H100", 80 * GiB, processes=procs)]
     rig.tick(1.0)  # 11 GiB <= 10 GiB * 1.1
-    assert rig.sup.instance_statuses()[0].actual_bytes == {0: 11 * GiB}
+    assert rig.sup.supervised_instances()[0].actual_bytes == {0: 11 * GiB}
     assert rig.alerts.kinds() == []
     procs = (GpuProcess(pid, 1 * GiB), GpuProcess(engine, 12 * GiB))
     rig.inventory.gpu_list = [Gpu(0, "H100", 80 * GiB, processes=procs)]
     rig.tick(1.0)
     rig.tick(1.0)
     assert rig.alerts.kinds() == ["memory_over_plan"]
-    status = rig.sup.instance_statuses()[0]
+    status = rig.sup.supervised_instances()[0]
     assert status.memory_over_plan and status.alerts == {"memory_over_plan": 1}
     assert rig.alerts.alerts[0].details["gpu"] == "0"
     assert rig.sup.phase("a") in (("stopping", "backoff") if restart_on_memory else ("ready",))
@@ -301,7 +301,7 @@ def test_instance_stopped_by_down_is_not_restarted(tmp_path: Path) -> None:
     rig.store.state = rig.store.state.without_instances({"a"})
     rig.tick()
     assert rig.routes.lookup("model-a") is None
-    assert [s.instance for s in rig.sup.instance_statuses()] == ["b"]
+    assert [s.instance for s in rig.sup.supervised_instances()] == ["b"]
 
 
 def test_restart_disabled_watches_only(tmp_path: Path) -> None:
