@@ -184,21 +184,25 @@ class CalibrationStore:
         os.replace(tmp, self.path)
 
 
-def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
-    """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
-    pinned = with_batching_defaults(settings, gpu)
-    assert pinned.max_num_batched_tokens is not None and pinned.max_num_seqs is not None
+def _key(gpu: str, model: str, dtype: str, settings: ServeSettings) -> CalibrationKey:
+    assert settings.max_num_batched_tokens is not None and settings.max_num_seqs is not None
     return CalibrationKey(
-        gpu=gpu.name,
+        gpu=gpu,
         vllm_version=settings.vllm_version,
-        model=facts.resolved.reference,
-        dtype=model_dtype(facts.arch, settings),
-        max_num_batched_tokens=pinned.max_num_batched_tokens,
-        max_num_seqs=pinned.max_num_seqs,
+        model=model,
+        dtype=dtype,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        max_num_seqs=settings.max_num_seqs,
         enforce_eager=settings.enforce_eager,
         tensor_parallel_size=settings.tensor_parallel_size,
         quantization=settings.quantization,
     )
+
+
+def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
+    """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
+    pinned = with_batching_defaults(settings, gpu)
+    return _key(gpu.name, facts.resolved.reference, model_dtype(facts.arch, settings), pinned)
 
 
 class RecordLookup:
@@ -236,18 +240,7 @@ def _command_of(inst: PlannedInstance) -> VllmCommand:
 def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
     """The key of a planned instance (its estimate holds the settings vLLM will use)."""
     e = planned_estimate(inst)
-    command = _command_of(inst)
-    return CalibrationKey(
-        gpu=e.gpu,
-        vllm_version=e.vllm_version,
-        model=e.model,
-        dtype=e.dtype,
-        max_num_batched_tokens=e.max_num_batched_tokens,
-        max_num_seqs=e.max_num_seqs,
-        enforce_eager=command.enforce_eager,
-        tensor_parallel_size=e.tensor_parallel_size,
-        quantization=command.quantization,
-    )
+    return _key(e.gpu, e.model, e.dtype, settings_from_planned(inst))
 
 
 def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
