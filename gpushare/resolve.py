@@ -142,7 +142,8 @@ def resolve_model(
         return ResolvedModel(
             repo_id, "gpushare catalog", read_config_json(catalog_path, reference), None, None
         )
-    looked.append("not in the bundled catalog (gpushare models --catalog lists it)")
+    count = len(catalog_entries())
+    looked.append(f"not in the bundled catalog of {count} models (gpushare/catalog/hf_configs)")
 
     if _looks_like_repo_id(reference):
         if env.offline:

@@ -110,6 +110,9 @@ def test_not_found_lists_every_place() -> None:
     message = info.value.message
     assert "no local folder" in message and "Hugging Face cache" in message
     assert "catalog" in message and "404" in message
+    # The catalog is named by where it is (there is no `gpushare models` command).
+    assert f"bundled catalog of {len(catalog_entries())} models (gpushare/catalog/hf_configs)" in message
+    assert "gpushare models" not in message
 
 
 def test_folder_without_config(tmp_path: Path) -> None:
