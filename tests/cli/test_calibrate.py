@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +24,12 @@ LOG = TESTS / "fixtures" / "vllm_logs" / "h200-vllm0.26.0-llama-3.1-8b.log"
 H200 = TESTS / "fixtures" / "gpus" / "nvidia_H200_x1_measured.json"
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 def profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     model = tmp_path / "llama"
@@ -38,6 +45,7 @@ def profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 gpus: auto
 defaults:
   command: [{sys.executable}, {FAKE_SERVER}]
+  base_port: {free_port()}  # not 8001: the machine may be running something there
 models:
   - name: llama
     model: {model}
