@@ -101,15 +101,21 @@ def record_from_run(
     requested_bytes: int,
     process_bytes: int,
     measured_at: str,
+    *,
+    graphs_in_budget: bool,
 ) -> CalibrationRecord:
-    """Measured terms from one start: everything outside the budget is what NVML showed beyond the
-    requested bytes, less the CUDA graphs (which the memory model places by vLLM version). With no
-    NVML reading (`process_bytes` 0) the fitted context and sampler terms stay in use.
+    """Measured terms from one start. Inside the budget: weights, activation and non-torch, the
+    exact total of vLLM's log (its graphs apart). Outside it: what NVML showed beyond the requested
+    bytes, less the CUDA graphs only where vLLM does not count them in its budget
+    (`graphs_in_budget`: the instance's `Budget.cuda_graph_in_budget`, memory/cudagraphs.py's rule;
+    where they are counted the requested bytes already hold them). With no NVML reading
+    (`process_bytes` 0) the fitted context and sampler terms stay in use.
 
     `requested_bytes` is ceil(CUDA total × utilization) from the exact total NVML reports.
     """
     in_budget = accounting.non_kv_bytes(requested_bytes) - accounting.cuda_graph_bytes
-    outside = process_bytes - requested_bytes - accounting.cuda_graph_bytes
+    graphs_outside = 0 if graphs_in_budget else accounting.cuda_graph_bytes
+    outside = process_bytes - requested_bytes - graphs_outside
     # Split the exact in-budget total in the logged proportions (the log rounds each to 0.01 GiB).
     logged = accounting.weights_bytes + accounting.activation_bytes + accounting.non_torch_bytes
     scale = in_budget / logged if logged else 1.0
@@ -178,21 +184,25 @@ class CalibrationStore:
         os.replace(tmp, self.path)
 
 
-def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
-    """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
-    pinned = with_batching_defaults(settings, gpu)
-    assert pinned.max_num_batched_tokens is not None and pinned.max_num_seqs is not None
+def _key(gpu: str, model: str, dtype: str, settings: ServeSettings) -> CalibrationKey:
+    assert settings.max_num_batched_tokens is not None and settings.max_num_seqs is not None
     return CalibrationKey(
-        gpu=gpu.name,
+        gpu=gpu,
         vllm_version=settings.vllm_version,
-        model=facts.resolved.reference,
-        dtype=model_dtype(facts.arch, settings),
-        max_num_batched_tokens=pinned.max_num_batched_tokens,
-        max_num_seqs=pinned.max_num_seqs,
+        model=model,
+        dtype=dtype,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        max_num_seqs=settings.max_num_seqs,
         enforce_eager=settings.enforce_eager,
         tensor_parallel_size=settings.tensor_parallel_size,
         quantization=settings.quantization,
     )
+
+
+def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
+    """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
+    pinned = with_batching_defaults(settings, gpu)
+    return _key(gpu.name, facts.resolved.reference, model_dtype(facts.arch, settings), pinned)
 
 
 class RecordLookup:
@@ -214,7 +224,8 @@ def stored_lookup(path: Path | None = None) -> RecordLookup | None:
     return RecordLookup(records) if records else None
 
 
-def _planned_estimate(inst: PlannedInstance) -> Estimate:
+def planned_estimate(inst: PlannedInstance) -> Estimate:
+    """The memory model's answer a planned instance carries (its settings, its Budget)."""
     if inst.estimate is None:
         raise ValueError(f"{inst.name}: not a planned instance (it carries no estimate)")
     return inst.estimate
@@ -228,24 +239,13 @@ def _command_of(inst: PlannedInstance) -> VllmCommand:
 
 def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
     """The key of a planned instance (its estimate holds the settings vLLM will use)."""
-    e = _planned_estimate(inst)
-    command = _command_of(inst)
-    return CalibrationKey(
-        gpu=e.gpu,
-        vllm_version=e.vllm_version,
-        model=e.model,
-        dtype=e.dtype,
-        max_num_batched_tokens=e.max_num_batched_tokens,
-        max_num_seqs=e.max_num_seqs,
-        enforce_eager=command.enforce_eager,
-        tensor_parallel_size=e.tensor_parallel_size,
-        quantization=command.quantization,
-    )
+    e = planned_estimate(inst)
+    return _key(e.gpu, e.model, e.dtype, settings_from_planned(inst))
 
 
 def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
     """The serve settings behind a planned instance (for re-estimating it)."""
-    e = _planned_estimate(inst)
+    e = planned_estimate(inst)
     command = _command_of(inst)
     return ServeSettings(
         max_model_len=e.max_model_len,

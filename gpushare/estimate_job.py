@@ -104,6 +104,7 @@ def run_estimate(
             kv_tokens=kv_tokens,
             weights_bytes=weights,
             coeff=coeff,
+            measured=measured,
         )
     return estimate(
         facts.arch,

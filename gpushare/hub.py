@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,15 +78,46 @@ def _cache_dir(env: Mapping[str, str]) -> Path:
     return Path(_expand(env.get("HF_HUB_CACHE", legacy)))
 
 
-def find_cached(repo_id: str, filename: str, env: HubEnv) -> Path | None:
-    """The cached copy of `filename` in `repo_id`'s main snapshot, or None. Never the network."""
-    from huggingface_hub import try_to_load_from_cache
+# A repo id as huggingface_hub validates it before it looks anything up (utils/_validators.py,
+# validate_repo_id): "name" or "namespace/name", each of ASCII letters, digits, "-", "_", ".",
+# at most 96 characters, not starting or ending with "-" or "."; no "--" or "..", no ".git" end.
+_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
 
-    try:
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=env.cache_dir)
-    except (ValueError, OSError):  # not a valid repo id (huggingface_hub checks), an unreadable cache
+
+def _valid_repo_id(repo_id: str) -> bool:
+    parts = repo_id.split("/")
+    return (
+        len(parts) <= 2
+        and all(_REPO_PART.fullmatch(part) for part in parts)
+        and "--" not in repo_id
+        and ".." not in repo_id
+        and not repo_id.endswith(".git")
+    )
+
+
+def find_cached(repo_id: str, filename: str, env: HubEnv) -> Path | None:
+    """The cached copy of `filename` in `repo_id`'s main snapshot, or None. Never the network, and
+    never huggingface_hub itself (its download machinery takes ~0.1 s to import; `estimate` looks
+    here on every call).
+
+    The cache's layout, as huggingface_hub writes it and reads it back (file_download.py,
+    try_to_load_from_cache): `models--{org}--{name}/refs/main` holds the commit of the main
+    branch, `snapshots/{commit}/{filename}` the file, and `.no_exist/{commit}/{filename}` records
+    that the file does not exist at that commit (then: None).
+    """
+    if not _valid_repo_id(repo_id) or filename.startswith("/") or ".." in Path(filename).parts:
         return None
-    return Path(found) if isinstance(found, str) else None
+    repo = env.cache_dir / "--".join(("models", *repo_id.split("/")))
+    try:
+        revision = (repo / "refs" / "main").read_text()
+    except OSError:
+        revision = "main"  # no ref: a snapshot folder may still be named after the branch
+    if not revision or "/" in revision or revision in (".", ".."):
+        return None
+    if (repo / ".no_exist" / revision / filename).is_file():
+        return None
+    found = repo / "snapshots" / revision / filename
+    return found if found.is_file() else None
 
 
 def read_config_json(path: Path, reference: str) -> Mapping[str, Any]:

@@ -193,3 +193,83 @@ def test_not_a_repo_id_is_not_cached(tmp_path: Path) -> None:
         find_cached("not a/valid//id", "config.json", HubEnv.from_environ({"HF_HUB_CACHE": str(tmp_path)}))
         is None
     )
+
+
+REPO_IDS = [
+    "acme/tiny",
+    "tiny",
+    "Org-1/Model_2.5-7B",
+    "a" * 96,
+    "a" * 97,
+    "acme/tiny/extra",
+    "acme--x/tiny",
+    "acme/ti..ny",
+    "acme/tiny.git",
+    "-acme/tiny",
+    "acme/tiny-",
+    ".acme/tiny",
+    "acme/café",
+    "acme/ti ny",
+    "",
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "layout"),
+    [
+        ("snapshot named by refs/main", "ref"),
+        ("no refs: a snapshot named main", "main-folder"),
+        ("refs/main names a missing snapshot", "dangling"),
+        ("known not to exist", "no-exist"),
+        ("the file is missing from the snapshot", "other-file"),
+        ("nothing cached", "none"),
+    ],
+)
+def test_find_cached_answers_as_huggingface_hub(case: str, layout: str, tmp_path: Path) -> None:
+    """The cache rule reads the layout huggingface_hub writes, without importing it: every repo id
+    and layout gives the file huggingface_hub's own lookup gives (or nothing where it gives none)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    env = HubEnv.from_environ({"HF_HUB_CACHE": str(tmp_path)})
+    found = []
+    for repo_id in REPO_IDS:
+        if "/" in repo_id and layout != "none" and "--" not in repo_id and " " not in repo_id:
+            repo = tmp_path / f"models--{repo_id.replace('/', '--')}"
+            commit = "main" if layout == "main-folder" else "abc123"
+            if layout != "main-folder":
+                (repo / "refs").mkdir(parents=True, exist_ok=True)
+                (repo / "refs" / "main").write_text(commit)
+            if layout != "dangling":
+                snapshot = repo / "snapshots" / commit
+                snapshot.mkdir(parents=True, exist_ok=True)
+                (snapshot / ("other.json" if layout == "other-file" else "config.json")).write_text("{}")
+            if layout == "no-exist":
+                (repo / ".no_exist" / commit).mkdir(parents=True, exist_ok=True)
+                (repo / ".no_exist" / commit / "config.json").write_text("")
+                (repo / "snapshots" / commit / "config.json").unlink()
+        try:
+            theirs = try_to_load_from_cache(repo_id, "config.json", cache_dir=tmp_path)
+        except ValueError:
+            theirs = None
+        expected = Path(theirs) if isinstance(theirs, str) else None
+        assert find_cached(repo_id, "config.json", env) == expected, repo_id
+        found += [repo_id] if expected is not None else []
+    cached = layout in ("ref", "main-folder")
+    # the invalid ids with a folder in the cache (acme/tiny.git, -acme/tiny, ...) are refused by both
+    assert found == (["acme/tiny", "Org-1/Model_2.5-7B"] if cached else [])
+
+
+def test_the_cache_rule_does_not_import_huggingface_hub(tmp_path: Path) -> None:
+    write_cached(tmp_path, "acme/tiny")
+    code = (
+        "import sys\n"
+        "from gpushare.hub import HubEnv, find_cached\n"
+        "from gpushare.resolve import resolve_model\n"
+        f"env = {{'HF_HUB_CACHE': {str(tmp_path)!r}, 'HF_HUB_OFFLINE': '1'}}\n"
+        "assert find_cached('acme/tiny', 'config.json', HubEnv.from_environ(env)) is not None\n"
+        "assert resolve_model('acme/tiny', environ=env).local_path is not None\n"
+        "resolve_model('Qwen/Qwen2.5-7B-Instruct', environ=env)  # the catalog\n"
+        "print('huggingface_hub' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -20,6 +20,7 @@ from pathlib import Path
 from gpushare.calibration import key_for, record_from_run
 from gpushare.estimate_job import load_model
 from gpushare.memory import GpuTarget, ServeSettings, estimate
+from gpushare.memory.cudagraphs import cudagraphs_in_budget
 from gpushare.units import GiB
 from gpushare.vllm.log import parse_vllm_log
 
@@ -52,7 +53,12 @@ def main(results: Path) -> None:
         requested = math.ceil(H200.cuda_total_bytes * accounting.utilization)
         process = engine_bytes(results / "direct" / "util0.3" / f"{name}.nvml.json", log)
         record = record_from_run(
-            key_for(facts, H200, settings), accounting, requested, process, "util 0.3 start"
+            key_for(facts, H200, settings),
+            accounting,
+            requested,
+            process,
+            "util 0.3 start",
+            graphs_in_budget=cudagraphs_in_budget(settings, facts.arch),
         )
         fixed_log = (results / "logs" / f"kv10g-{name}.log").read_text(errors="replace")
         tokens = int(fixed_log.split("GPU KV cache size: ")[1].split(" tokens")[0].replace(",", ""))

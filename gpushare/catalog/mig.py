@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from gpushare.catalog.gpus import GPU_MODELS, find_gpu_model, lookup_gpu_model
 from gpushare.errors import InputError
-from gpushare.units import MiB
+from gpushare.units import GiB, MiB
 
 MEMORY_UNITS = 8
 """Memory units of a 7-slice MIG GPU (each 1/8 of the memory; the MIG user guide's "memory slice")."""
@@ -136,7 +136,7 @@ def nominal_gb(gpu_total_bytes: int, memory_bytes: int) -> int:
     `getMigMemorySizeGB` (pkg/nvlib/device/mig_profile.go), which names profiles for mig-parted
     and the device plugin."""
     fraction = math.ceil(memory_bytes / gpu_total_bytes * 8) / 8
-    total_gib = -(-gpu_total_bytes // (1 << 30))
+    total_gib = -(-gpu_total_bytes // GiB)
     return math.floor(fraction * total_gib + 0.5)
 
 

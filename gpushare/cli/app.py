@@ -29,6 +29,7 @@ import typer.main
 from rich.console import Console
 from rich.text import Text
 
+from gpushare.cli.plain_values import use_plain_values
 from gpushare.errors import GpushareError
 
 DEBUG_ENV = "GPUSHARE_DEBUG"
@@ -164,7 +165,18 @@ def _command_name(ctx: Any, subcommand: bool = True) -> str:
 
 
 class GpushareGroup(typer.core.TyperGroup):
-    """A command group with gpushare's error boundary."""
+    """A command group with gpushare's error boundary, whose own parameters and whose commands'
+    take plain values without pydantic (plain_values.py)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        use_plain_values(self.get_params(ctx))
+        return list(super().parse_args(ctx, args))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            use_plain_values(command.get_params(ctx))
+        return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
         try:

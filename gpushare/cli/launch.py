@@ -1,7 +1,12 @@
 """`gpushare up | down | status | logs`: run a profile's plan as vLLM servers and look after them.
 
+The work is the launcher's (runtime/launcher/: `up`, `down`, `status`) and the state store's
+(runtime/store/: state file, logs); this module parses options and draws (cli/render_launch.py).
+`up` then starts the profile's background gateway/supervisor (unless `--no-gateway`), and `down`
+stops it before the instances, so nothing restarts what it stops (runtime/service/process.py).
+
 Module attributes `plan_factory`, `inventory_factory` and `edges_factory` are where the outside
-world comes in; tests replace them (as `gpushare gpus` does with its inventory).
+world comes in; tests replace them (as `gpushare gpus` and `plan` do with their inventory).
 """
 
 from __future__ import annotations

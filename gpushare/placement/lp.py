@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from gpushare.placement.model import Bin, Item, Strategy, allows
+from gpushare.units import GiB
 
 
 def lp_bound(
@@ -43,14 +44,14 @@ def lp_bound(
     pools: dict[tuple[int, ...], float] = {}
     for item in items:
         if item.tp == 1:
-            pools[allowed[item.name]] = pools.get(allowed[item.name], 0.0) + item.need_bytes / 2**30
+            pools[allowed[item.name]] = pools.get(allowed[item.name], 0.0) + item.need_bytes / GiB
     tensor_parallel = [item for item in items if item.tp > 1]
     if not tensor_parallel and len(pools) == 1:
         ((pool, supply),) = pools.items()
         return one_pool_bound(pool, supply, bins, strategy, _alone_headroom(items, bins, allowed))
     if reached is not None:
         union = tuple(sorted({k for ks in allowed.values() for k in ks}))
-        supply = sum(item.tp * item.need_bytes / 2**30 for item in items)
+        supply = sum(item.tp * item.need_bytes / GiB for item in items)
         coarse = one_pool_bound(union, supply, bins, strategy, _alone_headroom(items, bins, allowed))
         # pack: coarse ≤ LP ≤ reached, all whole; spread: coarse ≥ LP ≥ reached
         if coarse is not None and (coarse == reached if strategy == "pack" else coarse <= reached + 1e-12):
@@ -64,7 +65,7 @@ def one_pool_bound(
     """The LP's optimum when one pool of `supply_gib` may use the GPUs `pool`: `pack` fills the
     largest of them first (the fractional GPU count, rounded up); `spread` loads them all to the
     same fraction, capped by `alone` (`_alone_headroom`)."""
-    caps = sorted((bins[k].usable_bytes / 2**30 for k in pool), reverse=True)
+    caps = sorted((bins[k].usable_bytes / GiB for k in pool), reverse=True)
     total = sum(caps)
     # HiGHS's feasibility tolerance on the supply row: a pool that just fills its GPUs is feasible.
     if supply_gib > total + 1e-7 * max(1.0, supply_gib):
@@ -93,7 +94,7 @@ def _solved_bound(
     from gpushare.placement import highs
 
     # columns: pool flows (GiB), then x for each TP item and allowed GPU (share of one GPU slot)
-    columns = [(n, k, 2**30) for n, ks in enumerate(pools) for k in ks]  # (row, gpu, GiB per unit)
+    columns = [(n, k, GiB) for n, ks in enumerate(pools) for k in ks]  # (row, gpu, GiB per unit)
     columns += [
         (len(pools) + n, k, item.need_bytes)
         for n, item in enumerate(tensor_parallel)
@@ -103,12 +104,12 @@ def _solved_bound(
     flows = sum(len(ks) for ks in pools)
     upper = [highs.INF] * flows + [1.0] * (len(columns) - flows)
     nx, nb = len(columns), len(bins)
-    caps = [b.usable_bytes / 2**30 for b in bins]
+    caps = [b.usable_bytes / GiB for b in bins]
     # rows 0..nb-1: each GPU's load (≤); then one row per pool / TP item: its supply (=)
     rows = highs.Rows()
     for col, (row, k, bytes_per_unit) in enumerate(columns):
         rows.add(nb + row, col, 1.0)
-        rows.add(k, col, bytes_per_unit / 2**30)
+        rows.add(k, col, bytes_per_unit / GiB)
     c = [0.0] * (nx + (nb if strategy == "pack" else 1))
     if strategy == "pack":  # load - cap * y <= 0, minimise the sum of y
         for k in range(nb):

@@ -12,7 +12,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from gpushare.planning.plan import PlannedInstance
@@ -59,13 +59,31 @@ def start_order(
 
 
 def start_groups(instances: Sequence[PlannedInstance]) -> list[list[PlannedInstance]]:
-    """A plan's instances as start groups, in group order, each in start order."""
+    """A plan's instances as its start groups (`PlannedInstance.start_group`, as the planner
+    numbered them), in group order, each in start order."""
     groups: dict[int, list[PlannedInstance]] = {}
-    for inst, number in zip(instances, group_numbers([i.gpus for i in instances]), strict=True):
-        groups.setdefault(number, []).append(inst)
+    for inst in instances:
+        groups.setdefault(inst.start_group, []).append(inst)
     return [sorted(groups[n], key=lambda i: (i.start_order, i.name)) for n in sorted(groups)]
 
 
 def starts_together(group: Sequence[PlannedInstance]) -> bool:
     """Whether a start group may start all at once: every member fixes its KV size."""
     return all(inst.kv_fixed for inst in group)
+
+
+def next_to_start(
+    groups: Sequence[Sequence[PlannedInstance]], waiting: Collection[str], settled: Collection[str]
+) -> list[str]:
+    """Which instances may start now. `waiting`: not started yet; `settled`: done starting, either
+    way (serving or given up on). A group that starts together starts every waiting member; any
+    other group starts its first member in start order that is not settled, once it waits."""
+    chosen: list[str] = []
+    for group in groups:
+        if starts_together(group):
+            chosen.extend(i.name for i in group if i.name in waiting)
+            continue
+        current = next((i for i in group if i.name not in settled), None)
+        if current is not None and current.name in waiting:
+            chosen.append(current.name)
+    return chosen

@@ -1,20 +1,20 @@
 """An instance's phase: the one vocabulary that `up`, the state file, `status`, the supervisor, the
 gateway's 503 bodies and `/metrics` all speak.
 
-Each of them shows only some of the phases (named below), but every phase string is written here
-once; the rest of the package imports `InstancePhase` and these groups.
+Each of them shows only some of the phases (named below), but every phase string is written once:
+here, or for the four a vLLM log shows, in `vllm/log.py`'s `LogPhase`, which this vocabulary
+includes. The rest of the package imports `InstancePhase` and these groups.
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal
 
+from gpushare.vllm.log import LogPhase
+
 InstancePhase = Literal[
     "pending",
-    "starting",
-    "loading",
-    "compiling",
-    "serving",
+    LogPhase,  # starting, loading, compiling, serving: how far a start got, by its log (vllm/log.py)
     "ready",
     "unhealthy",
     "stopping",

@@ -33,7 +33,8 @@ from gpushare.units import GiB, MiB
 LogPhase = Literal["starting", "loading", "compiling", "serving"]
 """How far a start got, by its log: starting (process up, config parsing), loading (weights),
 compiling (profiling, torch.compile, CUDA graphs, KV allocation), serving (the HTTP server
-listens). Whether it answers a completion ("ready") is for a probe to say, not the log."""
+listens). Whether it answers a completion ("ready") is for a probe to say, not the log. Part of
+the runtime's one phase vocabulary (runtime/phase.py `InstancePhase` includes these four)."""
 
 # vLLM leaves this margin below its --kv-cache-memory suggestion (gpu_worker.py, 150 MiB).
 SUGGESTION_MARGIN_BYTES = 150 * MiB

@@ -59,7 +59,7 @@ def test_root_help_imports_no_command_and_reads_as_with_all_of_them() -> None:
     )
     out, heavy, modules = json.loads(lazy)
     assert heavy == []
-    assert modules == ["gpushare.cli", "gpushare.cli.app", "gpushare.errors"]
+    assert modules == ["gpushare.cli", "gpushare.cli.app", "gpushare.cli.plain_values", "gpushare.errors"]
     eager = _fresh(
         "import importlib, json\n"
         "from typer.testing import CliRunner\n"

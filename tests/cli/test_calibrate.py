@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +24,12 @@ LOG = TESTS / "fixtures" / "vllm_logs" / "h200-vllm0.26.0-llama-3.1-8b.log"
 H200 = TESTS / "fixtures" / "gpus" / "nvidia_H200_x1_measured.json"
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.fixture
 def profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     model = tmp_path / "llama"
@@ -38,6 +45,7 @@ def profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 gpus: auto
 defaults:
   command: [{sys.executable}, {FAKE_SERVER}]
+  base_port: {free_port()}  # not 8001: the machine may be running something there
 models:
   - name: llama
     model: {model}
@@ -89,6 +97,13 @@ def test_calibrate_then_plan_uses_the_record(profile: Path, tmp_path: Path) -> N
         ],
     )
     assert abs(json.loads(at_run.output)["kv_cache_tokens"] - 381_552) / 381_552 < 0.005
+    # The inverse estimate (a capacity target) uses the record too.
+    for target in (["--concurrency", "16"], ["--kv-tokens", "100000"]):
+        inverse = runner.invoke(
+            app, ["estimate", model, "--gpu", "H200", "--max-model-len", "8192", *target, "--json"]
+        )
+        assert inverse.exit_code == 0, inverse.output
+        assert json.loads(inverse.output)["weights_source"] == "calibration", target
 
 
 def test_calibrate_refuses_a_cpu_profile(tmp_path: Path) -> None:

@@ -110,6 +110,8 @@ def test_not_found_lists_every_place() -> None:
     message = info.value.message
     assert "no local folder" in message and "Hugging Face cache" in message
     assert "catalog" in message and "404" in message
+    # The hint names the command that lists the catalog (tests/test_command_mentions.py checks it exists).
+    assert "not in the bundled catalog (`gpushare models` lists it)" in message
 
 
 def test_folder_without_config(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from gpushare.planning.build import build_plan, plan_loader
 from gpushare.planning.plan import PlannedInstance
-from gpushare.planning.start import group_numbers, start_groups, start_order, starts_together
+from gpushare.planning.start import group_numbers, next_to_start, start_groups, start_order, starts_together
 from gpushare.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,23 +48,39 @@ def test_start_order_counts_within_each_group() -> None:
     ]
 
 
-def inst(name: str, gpus: tuple[int, ...], order: int, fixed: bool = True) -> PlannedInstance:
-    return PlannedInstance(name, "m", gpus, 8000, order, 0.5, None, 1, ("vllm",), {}, fixed)
+def inst(name: str, group: int, order: int, fixed: bool = True) -> PlannedInstance:
+    return PlannedInstance(name, "m", (), 8000, order, 0.5, None, 1, ("vllm",), {}, fixed, start_group=group)
 
 
-def test_start_groups_follow_the_plan_order() -> None:
-    plan = [inst("x", (1,), 1), inst("y", (0,), 0), inst("z", (1,), 0), inst("w", (2, 3), 0)]
+def test_start_groups_are_the_plans() -> None:
+    plan = [inst("x", 1, 1), inst("y", 0, 0), inst("z", 1, 0), inst("w", 2, 0)]
     groups = start_groups(plan)
     assert [[i.name for i in g] for g in groups] == [["y"], ["z", "x"], ["w"]]
     assert starts_together(groups[1])
-    assert not starts_together([inst("a", (0,), 0), inst("b", (0,), 1, fixed=False)])
+    assert not starts_together([inst("a", 0, 0), inst("b", 0, 1, fixed=False)])
+
+
+@pytest.mark.parametrize(
+    ("case", "fixed", "waiting", "settled", "expected"),
+    [
+        ("measured: the first", False, {"a", "b", "c"}, set(), ["a"]),
+        ("measured: wait for the one starting", False, {"b", "c"}, set(), []),
+        ("measured: the next once settled", False, {"b", "c"}, {"a"}, ["b"]),
+        ("measured: all settled", False, set(), {"a", "b", "c"}, []),
+        ("fixed: every waiting one", True, {"b", "c"}, set(), ["b", "c"]),
+    ],
+)
+def test_next_to_start(
+    case: str, fixed: bool, waiting: set[str], settled: set[str], expected: list[str]
+) -> None:
+    group = [inst("a", 0, 0, fixed), inst("b", 0, 1, fixed), inst("c", 0, 2, fixed)]
+    assert next_to_start([group], waiting, settled) == expected
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
-def test_the_planner_and_the_launcher_see_the_same_groups(path: Path) -> None:
+def test_the_planner_numbers_groups_by_the_rule(path: Path) -> None:
     profile = load_profile(path, LOAD)
     plan = build_plan(profile, profile.described_gpus() or [], load=LOAD)
-    groups = start_groups(plan.instances)
-    for number, group in enumerate(groups):
-        assert {i.start_group for i in group} == {number}
+    assert [i.start_group for i in plan.instances] == group_numbers([i.gpus for i in plan.instances])
+    for group in start_groups(plan.instances):  # what the launcher starts, group by group
         assert [i.start_order for i in group] == list(range(len(group)))

@@ -103,7 +103,7 @@ def test_full_command_reads_back() -> None:
 @pytest.mark.parametrize(
     ("case", "argv", "field", "value"),
     [
-        # The served name, as the supervisor and the gateway need it (runtime/observe.py today).
+        # The served name, as the supervisor and the gateway need it (InstanceRecord.served_name).
         ("served names", words("vllm serve m --served-model-name a b"), "served_name", ("a", "b")),
         ("served name, = form", words("python -m x --model=/m --served-model-name=a"), "served_name", ("a",)),
         ("model flag", words("python -m x --model /m"), "model", "/m"),

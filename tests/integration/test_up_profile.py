@@ -4,6 +4,7 @@ planner) → both models answer through the gateway → `status` → `down` leav
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -26,8 +27,19 @@ CPU_ENV = {
 }
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def write_profile(path: Path, llama: Path, qwen: Path) -> Path:
+    # Ports nothing listens on, not 8001/8002: on a shared machine another run may hold those, and
+    # a stranger's server answering there would pass for ours.
     env = json.dumps(CPU_ENV)
+    llama_port = qwen_port = free_port()
+    while qwen_port == llama_port:
+        qwen_port = free_port()
     path.write_text(
         f"""name: e2e
 device: cpu
@@ -38,6 +50,7 @@ defaults:
 models:
   - name: tiny-llama
     model: {llama}
+    port: {llama_port}
     aliases: [llama]
     max_model_len: 256
     concurrency: 4
@@ -46,6 +59,7 @@ models:
     env: {env}
   - name: tiny-qwen
     model: {qwen}
+    port: {qwen_port}
     max_model_len: 256
     kv_tokens: 4096
     max_num_seqs: 4

@@ -27,7 +27,7 @@ from gpushare.runtime.service.metrics import (
     GatewayMetrics,
     GpuCollector,
     InstanceCollector,
-    InstanceStatus,
+    SupervisedInstance,
     VllmMetricsCollector,
 )
 from gpushare.runtime.service.metrics import render as render_metrics
@@ -40,9 +40,9 @@ EXTERNAL_METRICS = {"up", "kube_pod_container_status_restarts_total"}
 
 
 class _Statuses:
-    def instance_statuses(self) -> list[InstanceStatus]:
+    def supervised_instances(self) -> list[SupervisedInstance]:
         return [
-            InstanceStatus(
+            SupervisedInstance(
                 "a", "qa", "ready", restarts=1, planned_bytes=GiB, actual_bytes={0: GiB}, alerts={"memory": 1}
             )
         ]

@@ -7,6 +7,7 @@ from typing import get_args
 import pytest
 
 from gpushare.runtime import phase
+from gpushare.vllm.log import LogPhase, phase_from_log
 
 ALL = set(get_args(phase.InstancePhase))
 
@@ -29,3 +30,11 @@ def test_words_users_see() -> None:
     )
     # `status` for an instance with no process left (issue 12 unifies it with "failed").
     assert phase.NO_PROCESS == "exited"
+
+
+def test_the_log_phases_are_instance_phases() -> None:
+    # vllm/log.py's LogPhase is part of the vocabulary: what phase_from_log says fits every field
+    # typed InstancePhase (up's progress, status, the state file).
+    assert set(get_args(LogPhase)) == {"starting", "loading", "compiling", "serving"}
+    assert set(get_args(LogPhase)) <= ALL
+    assert phase_from_log("") == "starting"

@@ -29,7 +29,10 @@ START_TIME_TOLERANCE_S = 0.05
 
 
 @dataclass(frozen=True)
-class Spawned:
+class SessionLeader:
+    """A process session's leader, as gpushare names an instance (or the gateway/supervisor) it
+    started: its pid and its start time (a recycled pid has another start time)."""
+
     pid: int
     start_time: float
 
@@ -41,7 +44,7 @@ class Completed:
 
 
 class ProcessRunner(Protocol):
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Spawned:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> SessionLeader:
         """Start `argv` in a new session, stdout+stderr appended to `log_path`, with the current
         environment plus `env`. Raises EnvironmentProblem if the program cannot be executed."""
         ...
@@ -112,7 +115,7 @@ class SubprocessRunner:
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Spawned:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> SessionLeader:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             try:
@@ -129,7 +132,7 @@ class SubprocessRunner:
                 raise EnvironmentProblem(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         self._children[proc.pid] = proc
         # Exited already: a zombie still has its start time, a reaped one does not (0.0).
-        return Spawned(proc.pid, process_start_time(proc.pid) or 0.0)
+        return SessionLeader(proc.pid, process_start_time(proc.pid) or 0.0)
 
     def _poll(self, pid: int) -> int | None:
         proc = self._children.get(pid)
@@ -242,7 +245,7 @@ class FakeRunner:
         self._next_pid = 40000
         self.recycled: set[int] = set()
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> Spawned:
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> SessionLeader:
         if self.which(argv[0]) is None:
             raise EnvironmentProblem(f"cannot start {argv[0]!r}: No such file or directory")
         self._next_pid += 1
@@ -254,7 +257,7 @@ class FakeRunner:
         behaviour = self.behaviours.get(argv[0]) or self.behaviours.get("*")
         if behaviour is not None:
             behaviour(self, pid, proc)
-        return Spawned(pid, proc.start_time)
+        return SessionLeader(pid, proc.start_time)
 
     def write_log(self, pid: int, text: str) -> None:
         with open(self.processes[pid].log_path, "a") as log:

@@ -4,19 +4,21 @@ Three callers share it: `down` and a failed `up` stop instances (`stop_sessions`
 supervisor stops an instance it will restart (`StopLadder.advance` once per tick, never blocking its
 event loop), and `down` / `supervise --stop` stop the background gateway/supervisor.
 
-A session is named by its leader's pid and start time; every live process of it is signalled (vLLM's
-EngineCore and workers too, even when the leader already died), and a recycled pid never is.
+A session is named by its leader (`processes.SessionLeader`: pid and start time); every live process
+of it is signalled (vLLM's EngineCore and workers too, even when the leader already died), and a
+recycled pid never is. Callers give the sessions as a mapping from a name for messages (an
+instance's name, "gateway/supervisor") to the leader.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from gpushare.runtime.host.clock import Clock
-from gpushare.runtime.host.processes import ProcessRunner
+from gpushare.runtime.host.processes import ProcessRunner, SessionLeader
 
 KILL_WAIT_S = 5.0
 """After SIGKILL, how long to wait for the kernel to take the processes away."""
@@ -27,15 +29,6 @@ StopStep = Literal["waiting", "killed", "gone", "stuck"]
 session is left; stuck: still there `KILL_WAIT_S` after SIGKILL (uninterruptible sleep, D state)."""
 
 
-@dataclass(frozen=True)
-class Session:
-    """A process session to stop: a name for messages, and its leader's pid and start time."""
-
-    name: str
-    pid: int
-    start_time: float
-
-
 class StopLadder:
     """Stops a set of sessions together: `begin` sends SIGTERM, each `advance` checks what is left
     and sends SIGKILL once `grace_s` has passed."""
@@ -43,45 +36,46 @@ class StopLadder:
     def __init__(
         self,
         runner: ProcessRunner,
-        sessions: Sequence[Session],
+        sessions: Mapping[str, SessionLeader],
         grace_s: float,
         kill_wait_s: float = KILL_WAIT_S,
     ) -> None:
         self._runner = runner
-        self._sessions = tuple(sessions)
+        self._sessions = dict(sessions)
         self._grace_s = grace_s
         self._kill_wait_s = kill_wait_s
-        self._pending: list[Session] = []
+        self._pending: list[str] = []
         self._term_deadline = 0.0
         self._kill_deadline: float | None = None
         self.had_processes: tuple[str, ...] = ()
         """Names of the sessions that had a live process when `begin` ran."""
 
-    def _pids(self, session: Session) -> list[int]:
-        return self._runner.session_pids(session.pid, session.start_time)
+    def _pids(self, name: str) -> list[int]:
+        leader = self._sessions[name]
+        return self._runner.session_pids(leader.pid, leader.start_time)
 
     def begin(self, now: float) -> tuple[str, ...]:
         """SIGTERM every live session; returns the names that had processes."""
         pending = []
-        for session in self._sessions:
-            pids = self._pids(session)
+        for name in self._sessions:
+            pids = self._pids(name)
             if pids:
-                pending.append(session)
+                pending.append(name)
                 self._runner.signal(pids, signal.SIGTERM)
         self._pending = pending
         self._term_deadline = now + self._grace_s
-        self.had_processes = tuple(s.name for s in pending)
+        self.had_processes = tuple(pending)
         return self.had_processes
 
     def advance(self, now: float) -> StopStep:
-        self._pending = [s for s in self._pending if self._pids(s)]
+        self._pending = [name for name in self._pending if self._pids(name)]
         if not self._pending:
             return "gone"
         if self._kill_deadline is None:
             if now < self._term_deadline:
                 return "waiting"
-            for session in self._pending:
-                self._runner.signal(self._pids(session), signal.SIGKILL)
+            for name in self._pending:
+                self._runner.signal(self._pids(name), signal.SIGKILL)
             self._kill_deadline = now + self._kill_wait_s
             return "killed"
         return "stuck" if now >= self._kill_deadline else "waiting"
@@ -89,7 +83,7 @@ class StopLadder:
     @property
     def left(self) -> tuple[str, ...]:
         """Names of the sessions that still had processes at the last `advance`."""
-        return tuple(s.name for s in self._pending)
+        return tuple(self._pending)
 
 
 @dataclass(frozen=True)
@@ -101,7 +95,7 @@ class StopOutcome:
 
 
 def stop_sessions(
-    sessions: Sequence[Session],
+    sessions: Mapping[str, SessionLeader],
     runner: ProcessRunner,
     clock: Clock,
     grace_s: float,
@@ -114,6 +108,6 @@ def stop_sessions(
     while had and step not in ("gone", "stuck"):
         clock.sleep(poll_s)
         step = ladder.advance(clock.monotonic())
-    for session in sessions:
-        runner.exit_code(session.pid)  # reap our own children, so none lingers as a zombie
+    for leader in sessions.values():
+        runner.exit_code(leader.pid)  # reap our own children, so none lingers as a zombie
     return StopOutcome(had, ladder.left if had else ())

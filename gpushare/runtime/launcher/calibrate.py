@@ -12,14 +12,20 @@ the record holds what the model spends whenever it is started again.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gpushare.calibration import CalibrationRecord, key_from_planned, measuring_argv, record_from_run
+from gpushare.calibration import (
+    CalibrationRecord,
+    key_from_planned,
+    measuring_argv,
+    planned_estimate,
+    record_from_run,
+)
 from gpushare.errors import EnvironmentProblem
+from gpushare.memory.budget import requested_bytes
 from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.launcher.down import down
 from gpushare.runtime.launcher.edges import Edges
@@ -91,13 +97,14 @@ def calibrate_plan(
             accounting, process, log_path = _measure_once(plan, inst, paths, edges, ready_timeout_s)
         total = totals[inst.gpus[0]]
         # The utilization vLLM itself reports (the plan's, unless something rewrote the command).
-        requested = math.ceil(total * accounting.utilization)
+        requested = requested_bytes(accounting.utilization, total)
         record = record_from_run(
             key_from_planned(inst),
             accounting,
             requested,
             process,
             datetime.now(UTC).isoformat(timespec="seconds"),
+            graphs_in_budget=planned_estimate(inst).budget.cuda_graph_in_budget,
         )
         runs.append(CalibrationRun(inst, accounting, record, log_path))
     return runs

@@ -13,8 +13,8 @@ from gpushare.runtime.host.clock import Clock, SystemClock
 from gpushare.runtime.host.mps import MpsControl, NvidiaMpsControl
 from gpushare.runtime.host.ports import port_is_free
 from gpushare.runtime.host.probe import HttpProber, Prober
-from gpushare.runtime.host.processes import ProcessRunner, SubprocessRunner
-from gpushare.runtime.host.stop import Session, stop_sessions
+from gpushare.runtime.host.processes import ProcessRunner, SessionLeader, SubprocessRunner
+from gpushare.runtime.host.stop import stop_sessions
 from gpushare.runtime.store.state import InstanceRecord
 
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -58,11 +58,11 @@ def stop_records(
 ) -> list[str]:
     """Stop the instances' sessions (`host/stop.py`: SIGTERM, SIGKILL after `timeout_s`). Returns
     the names that had something to stop; raises LaunchError when even SIGKILL left a process."""
-    sessions = [
-        Session(r.name, r.pid, r.pid_start_time)
+    sessions = {
+        r.name: SessionLeader(r.pid, r.pid_start_time)
         for r in records
         if r.pid is not None and r.pid_start_time is not None
-    ]
+    }
     outcome = stop_sessions(sessions, runner, clock, timeout_s)
     if outcome.stuck:
         raise LaunchError(

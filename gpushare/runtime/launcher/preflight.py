@@ -16,6 +16,7 @@ from gpushare.hub import HubEnv, find_cached
 from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.units import format_bytes
+from gpushare.vllm.command import VllmCommand
 
 VERSION_TIMEOUT_S = 60.0
 _PYTHON_RE = re.compile(r"^python[\d.]*$")
@@ -116,18 +117,8 @@ def check_command(argv: Sequence[str], runner: ProcessRunner) -> CommandCheck:
 
 
 def model_reference(inst: PlannedInstance) -> str:
-    """The model the argv serves: `--model X`, or the positional after `serve`, else `inst.model`."""
-    argv = list(inst.argv)
-    for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--model="):
-            return arg.split("=", 1)[1]
-    if "serve" in argv:
-        i = argv.index("serve")
-        if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            return argv[i + 1]
-    return inst.model
+    """The model the argv serves (the positional after `serve`, or `--model`), else `inst.model`."""
+    return VllmCommand.from_argv(inst.argv).model or inst.model
 
 
 def _looks_local(ref: str) -> bool:

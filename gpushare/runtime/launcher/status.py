@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from gpushare.runtime.launcher.edges import Edges, record_alive
-from gpushare.runtime.observe import parse_metrics, phase_from_log
 from gpushare.runtime.phase import NO_PROCESS, InstancePhase
 from gpushare.runtime.store.state import (
     InstanceRecord,
@@ -27,6 +26,8 @@ from gpushare.runtime.store.state import (
     load_state,
     profile_paths,
 )
+from gpushare.vllm.log import phase_from_log
+from gpushare.vllm.metrics import parse_metrics
 
 
 @dataclass(frozen=True)

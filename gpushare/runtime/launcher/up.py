@@ -1,9 +1,9 @@
 """`up`: run a Plan as vLLM processes and return once each serves.
 
 `up(plan, paths, edges)`: lock the profile, pre-flight, start MPS where wanted, start instances in
-per-GPU order (`start_order.py`), wait for each to answer a real completion, record planned against
-actual, return. What it starts it stops again when one fails (unless keep_going) or when it is
-interrupted. The outside world comes in through `Edges` (`edges.py`).
+the plan's start order (its start groups; planning/start.py), wait for each to answer a real
+completion, record planned against actual, return. What it starts it stops again when one fails
+(unless keep_going) or when it is interrupted. The outside world comes in through `Edges` (`edges.py`).
 """
 
 from __future__ import annotations
@@ -17,19 +17,11 @@ from pathlib import Path
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
 from gpushare.planning.bind import bind_mig
 from gpushare.planning.plan import Plan, PlannedInstance
+from gpushare.planning.start import next_to_start, start_groups
 from gpushare.runtime.host.mps import mps_env
 from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records
 from gpushare.runtime.launcher.preflight import PreflightReport, preflight
-from gpushare.runtime.launcher.start_order import next_to_start, start_groups
-from gpushare.runtime.observe import (
-    error_line,
-    facts_from_log,
-    log_tail,
-    parse_metrics,
-    phase_from_log,
-    served_model_name,
-)
 from gpushare.runtime.phase import InstancePhase
 from gpushare.runtime.store.lock import profile_lock
 from gpushare.runtime.store.state import (
@@ -40,6 +32,8 @@ from gpushare.runtime.store.state import (
     load_state,
     save_state,
 )
+from gpushare.vllm.log import error_line, facts_from_log, log_tail, phase_from_log
+from gpushare.vllm.metrics import parse_metrics
 
 DEFAULT_READY_TIMEOUT_S = 900.0
 LOG_TAIL_LINES = 25
@@ -261,6 +255,12 @@ class _Launch:
         assert found is not None
         return found
 
+    def next_to_start(self, groups: Sequence[Sequence[PlannedInstance]]) -> list[str]:
+        """The instances the plan's start order lets start now (planning/start.py)."""
+        waiting = {n for n, s in self.states.items() if s == "pending"}
+        settled = {n for n, s in self.states.items() if s in ("ready", "failed")}
+        return next_to_start(groups, waiting, settled)
+
     def start(self, name: str) -> None:
         rec = self.rec(name)
         log_path = Path(rec.log_path)
@@ -308,7 +308,7 @@ class _Launch:
         self.phases[name] = phase_from_log(_read(rec.log_path))
         if prober.health(rec.port):
             self.phases[name] = "serving"
-            problem = prober.complete(rec.port, served_model_name(rec.argv, rec.name))
+            problem = prober.complete(rec.port, rec.served_name())
             if problem is None:
                 self.ready(name)
                 return
@@ -397,7 +397,7 @@ def up(
         groups = start_groups(plan.instances)
         try:
             while True:
-                for name in next_to_start(groups, run.states):
+                for name in run.next_to_start(groups):
                     try:
                         run.start(name)
                     except EnvironmentProblem as exc:
@@ -412,7 +412,7 @@ def up(
                     raise InstanceFailedError(run.failures, stopped)
                 if all(s in ("ready", "failed") for s in run.states.values()):
                     break
-                if next_to_start(groups, run.states):
+                if run.next_to_start(groups):
                     continue  # one just became ready: start the next in its group without waiting
                 edges.clock.sleep(opts.poll_s)
         except BaseException as exc:

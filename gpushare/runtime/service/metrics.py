@@ -2,7 +2,7 @@
 
 Four sources, one registry:
 - the gateway's own counters (per model: requests, errors, latency, in flight),
-- per instance: state, restarts, planned against actual GPU memory (`InstanceStatusSource`, which the
+- per instance: state, restarts, planned against actual GPU memory (`SupervisedInstances`, which the
   supervisor implements),
 - per GPU: memory and utilisation (`GpuInventory`, plus an optional `UtilizationSource`),
 - each instance's own `vllm:*` metrics, scraped from its `/metrics` and relabelled with `instance`
@@ -125,7 +125,7 @@ class GatewayMetrics:
 
 
 @dataclass(frozen=True)
-class InstanceStatus:
+class SupervisedInstance:
     """One instance as the supervisor sees it at scrape time.
 
     `planned_bytes` is per GPU (the plan's `planned_bytes`); `actual_bytes` maps a GPU index to what
@@ -143,14 +143,14 @@ class InstanceStatus:
     alerts: Mapping[str, int] = field(default_factory=dict)
 
 
-class InstanceStatusSource(Protocol):
-    def instance_statuses(self) -> Sequence[InstanceStatus]: ...
+class SupervisedInstances(Protocol):
+    def supervised_instances(self) -> Sequence[SupervisedInstance]: ...
 
 
 class InstanceCollector(Collector):
     """`gpushare_instance_*`: state, restarts, planned and actual memory, alerts."""
 
-    def __init__(self, source: InstanceStatusSource) -> None:
+    def __init__(self, source: SupervisedInstances) -> None:
         self._source = source
 
     def collect(self) -> Iterable[Metric]:
@@ -178,7 +178,7 @@ class InstanceCollector(Collector):
             labels=labels,
         )
         alerts = Metric("gpushare_instance_alerts", "Alerts raised by the supervisor, by kind.", "counter")
-        for status in self._source.instance_statuses():
+        for status in self._source.supervised_instances():
             values = [status.instance, status.model]
             for name in SUPERVISOR_PHASES:
                 state.add_metric([*values, name], 1.0 if status.state == name else 0.0)

@@ -31,8 +31,8 @@ from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, LaunchError
 from gpushare.runtime.host.clock import Clock, SystemClock
 from gpushare.runtime.host.probe import HttpProber
-from gpushare.runtime.host.processes import ProcessRunner, SubprocessRunner, process_start_time
-from gpushare.runtime.host.stop import Session, stop_sessions
+from gpushare.runtime.host.processes import ProcessRunner, SessionLeader, SubprocessRunner, process_start_time
+from gpushare.runtime.host.stop import stop_sessions
 from gpushare.runtime.service.gateway import Gateway, GatewayConfig
 from gpushare.runtime.service.metrics import (
     GpuCollector,
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR_FILE = "supervisor.json"
 SUPERVISOR_LOG = "supervisor.log"
+SERVICE_NAME = "gateway/supervisor"
+"""What messages call the background process."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,8 @@ def start_background(
                 hint=f"see {log_path}",
             )
         clock.sleep(0.1)
-    stop_pids = runner.session_pids(spawned.pid, spawned.start_time)
-    runner.signal(stop_pids, signal.SIGKILL)
+    # It never said it listens: stop it the one way (host/stop.py), without a grace.
+    stop_sessions({SERVICE_NAME: spawned}, runner, clock, grace_s=0.0, poll_s=0.1)
     raise LaunchError(
         f"the gateway/supervisor did not start within {ready_timeout_s:.0f} s", hint=f"see {log_path}"
     )
@@ -238,8 +240,8 @@ def stop_background(
     info = read_info(paths)
     if info is None:
         return False
-    session = Session("gateway/supervisor", info.pid, info.pid_start_time)
-    outcome = stop_sessions([session], runner, clock, timeout_s, poll_s=0.1)
+    leader = SessionLeader(info.pid, info.pid_start_time)
+    outcome = stop_sessions({SERVICE_NAME: leader}, runner, clock, timeout_s, poll_s=0.1)
     with contextlib.suppress(FileNotFoundError):
         info_path(paths).unlink()
     if outcome.stuck:

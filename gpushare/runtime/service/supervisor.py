@@ -37,11 +37,10 @@ from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.host.clock import Clock
 from gpushare.runtime.host.probe import Prober
-from gpushare.runtime.host.processes import ProcessRunner
-from gpushare.runtime.host.stop import Session, StopLadder
-from gpushare.runtime.observe import served_model_name
+from gpushare.runtime.host.processes import ProcessRunner, SessionLeader
+from gpushare.runtime.host.stop import StopLadder
 from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
-from gpushare.runtime.service.metrics import InstanceStatus
+from gpushare.runtime.service.metrics import SupervisedInstance
 from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
 from gpushare.runtime.service.routes import RouteTable, Upstream
 from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateStore
@@ -50,32 +49,19 @@ from gpushare.runtime.store.state import InstanceRecord
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ProcessHandle:
-    """An instance's session leader: its pid and its start time (a recycled pid has another)."""
-
-    pid: int
-    start_time: float
-
-
 # --- the watcher ---------------------------------------------------------------------------
 
 
-def served_name(record: InstanceRecord) -> str:
-    """The name vLLM serves the instance under: the first `--served-model-name`, else the model."""
-    return served_model_name(record.argv, record.model)
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+"""`--host` values on which vLLM listens on every address: the gateway asks the loopback one."""
 
 
 def base_url(record: InstanceRecord) -> str:
-    """Where the gateway reaches the instance: its `--host` unless that is a wildcard, on its port."""
-    host = "127.0.0.1"
-    argv = list(record.argv)
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--host" and i + 1 < len(argv) else None
-        if arg.startswith("--host="):
-            value = arg.split("=", 1)[1]
-        if value and value not in ("0.0.0.0", "::", ""):
-            host = value
+    """Where the gateway reaches the instance: the `--host` vLLM listens on (the last one given,
+    as vLLM's parser reads it) unless that is a wildcard or absent, then 127.0.0.1; on its port."""
+    host = record.command().host
+    if host is None or host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{record.port}"
@@ -87,7 +73,7 @@ class _Watch:
     """What the state file holds for the instance, as far as we know (our last write or read)."""
     phase: InstancePhase
     since: float
-    handle: ProcessHandle | None = None
+    handle: SessionLeader | None = None
     health_failures: int = 0
     next_health_at: float = 0.0
     failures: deque[float] = field(default_factory=deque)
@@ -137,11 +123,11 @@ class Supervisor:
     def record(self, name: str) -> InstanceRecord:
         return self._watches[name].record
 
-    def instance_statuses(self) -> list[InstanceStatus]:
+    def supervised_instances(self) -> list[SupervisedInstance]:
         return [
-            InstanceStatus(
+            SupervisedInstance(
                 instance=name,
-                model=served_name(w.record),
+                model=w.record.served_name(),
                 state=w.phase,
                 restarts=w.record.restarts,
                 planned_bytes=w.record.planned_bytes,
@@ -218,7 +204,7 @@ class Supervisor:
         """A watch for a record read from the state file (at start, or changed by `up`)."""
         if rec.state in ("stopped", "failed"):
             return _Watch(rec, "stopped" if rec.state == "stopped" else "failed", now)
-        handle = ProcessHandle(rec.pid, rec.pid_start_time) if rec.pid and rec.pid_start_time else None
+        handle = SessionLeader(rec.pid, rec.pid_start_time) if rec.pid and rec.pid_start_time else None
         if handle is not None and self._alive(handle):
             phase: InstancePhase = "ready" if rec.state == "ready" else "starting"
             return _Watch(rec, phase, now, handle=handle)
@@ -231,7 +217,7 @@ class Supervisor:
         available, retry_after = self._availability(watch)
         return Upstream(
             rec.name,
-            served_name(rec),
+            rec.served_name(),
             base_url(rec),
             aliases=rec.aliases,
             available=available,
@@ -277,8 +263,7 @@ class Supervisor:
         if not self.policy.restart:
             return
         log.warning("instance %s: %s; stopping it to restart", name, reason)
-        session = Session(name, watch.handle.pid, watch.handle.start_time)
-        watch.stopping = StopLadder(self.runner, [session], self.policy.stop_grace_s)
+        watch.stopping = StopLadder(self.runner, {name: watch.handle}, self.policy.stop_grace_s)
         watch.stopping.begin(now)
         watch.stop_reason = reason
         self._set_phase(name, watch, "stopping", now)
@@ -319,11 +304,10 @@ class Supervisor:
             if state is None or current is None or current.state == "stopped":
                 return  # `down` got there first; the next reconcile drops it
             try:
-                spawned = self.runner.spawn(current.argv, current.env, Path(current.log_path))
+                handle = self.runner.spawn(current.argv, current.env, Path(current.log_path))
             except EnvironmentProblem as exc:
                 self._failed(name, watch, now, exc.message)
                 return
-            handle = ProcessHandle(spawned.pid, spawned.start_time)
             record = dataclasses.replace(
                 current,
                 pid=handle.pid,
@@ -435,10 +419,10 @@ class Supervisor:
 
     # -- small helpers -------------------------------------------------------------------------
 
-    def _alive(self, handle: ProcessHandle) -> bool:
+    def _alive(self, handle: SessionLeader) -> bool:
         return self.runner.is_running(handle.pid, handle.start_time)
 
-    def _signal(self, handle: ProcessHandle, sig: int) -> None:
+    def _signal(self, handle: SessionLeader, sig: int) -> None:
         """Signal every process of the instance's session (found by session id, so even when the
         leader is gone; a recycled pid's session is never touched)."""
         pids = self.runner.session_pids(handle.pid, handle.start_time)
@@ -453,7 +437,7 @@ class Supervisor:
             return False
         if watch.phase != "starting":
             return True
-        error = await asyncio.to_thread(self.prober.complete, port, served_name(watch.record))
+        error = await asyncio.to_thread(self.prober.complete, port, watch.record.served_name())
         if error is not None:
             log.info("instance %s answers /health but not a completion yet: %s", watch.record.name, error)
         return error is None
@@ -463,7 +447,7 @@ class Supervisor:
     ) -> None:
         watch.alerts[kind] += 1
         self.alert_sink.alert(
-            Alert(watch.record.name, served_name(watch.record), kind, message, dict(details or {}))
+            Alert(watch.record.name, watch.record.served_name(), kind, message, dict(details or {}))
         )
 
     def _write(self, name: str, watch: _Watch, state: InstancePhase, **changes: str | float | None) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from gpushare.errors import InputError
 from gpushare.runtime.phase import InstancePhase
+from gpushare.vllm.command import VllmCommand
 
 STATE_VERSION = 1
 STATE_DIR_ENV = "GPUSHARE_STATE_DIR"
@@ -68,6 +69,15 @@ class InstanceRecord:
     actual: dict[str, Any] = field(default_factory=dict)
     """Measured once ready: kv_cache_tokens, kv_cache_bytes, block_size, num_blocks, process_bytes
     (NVML, per GPU), model_load_bytes, ... Keys are optional; readers must use .get()."""
+
+    def command(self) -> VllmCommand:
+        """The argv read back (vllm/command.py: the last of a repeated flag wins, as in vLLM)."""
+        return VllmCommand.from_argv(self.argv)
+
+    def served_name(self) -> str:
+        """The name vLLM serves the instance under, which a completion must ask for: the first
+        `--served-model-name`, else the model the argv names, else the record's model."""
+        return self.command().name_served() or self.model
 
 
 @dataclass(frozen=True)

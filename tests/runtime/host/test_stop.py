@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from gpushare.runtime.host.clock import FakeClock
-from gpushare.runtime.host.processes import FakeRunner
-from gpushare.runtime.host.stop import KILL_WAIT_S, Session, StopLadder, StopStep, stop_sessions
+from gpushare.runtime.host.processes import FakeRunner, SessionLeader
+from gpushare.runtime.host.stop import KILL_WAIT_S, StopLadder, StopStep, stop_sessions
 
 GRACE_S = 10.0
 
 
-def spawn(runner: FakeRunner, tmp_path: Path, name: str, behaviour: str) -> Session:
+def spawn(runner: FakeRunner, tmp_path: Path, name: str, behaviour: str) -> SessionLeader:
     spawned = runner.spawn(["/bin/server"], {}, tmp_path / f"{name}.log")
     proc = runner.processes[spawned.pid]
     if behaviour == "ignores SIGTERM":
@@ -25,7 +25,7 @@ def spawn(runner: FakeRunner, tmp_path: Path, name: str, behaviour: str) -> Sess
         runner.recycle(spawned.pid)
     elif behaviour == "exited":
         runner.exit(spawned.pid, 0)
-    return Session(name, spawned.pid, spawned.start_time)
+    return spawned
 
 
 @pytest.mark.parametrize(
@@ -57,12 +57,12 @@ def test_stop_sessions(
 ) -> None:
     clock = FakeClock()
     runner = FakeRunner(clock.time)
-    sessions = [spawn(runner, tmp_path, name, b) for name, b in zip("ab", behaviours, strict=False)]
+    sessions = {name: spawn(runner, tmp_path, name, b) for name, b in zip("ab", behaviours, strict=False)}
     before = clock.monotonic()
     outcome = stop_sessions(sessions, runner, clock, GRACE_S)
     assert outcome.stopped == stopped
     assert outcome.stuck == stuck
-    assert [runner.processes[s.pid].signals for s in sessions] == signals
+    assert [runner.processes[s.pid].signals for s in sessions.values()] == signals
     assert clock.monotonic() - before == pytest.approx(seconds, abs=0.5)
 
 
@@ -71,7 +71,7 @@ def test_ladder_steps_one_at_a_time(tmp_path: Path) -> None:
     clock = FakeClock()
     runner = FakeRunner(clock.time)
     session = spawn(runner, tmp_path, "a", "ignores SIGTERM")
-    ladder = StopLadder(runner, [session], grace_s=3.0)
+    ladder = StopLadder(runner, {"a": session}, grace_s=3.0)
     assert ladder.begin(0.0) == ("a",)
     steps: list[StopStep] = [ladder.advance(t) for t in (1.0, 2.0, 3.0, 4.0)]
     assert steps == ["waiting", "waiting", "killed", "gone"]
@@ -83,7 +83,7 @@ def test_ladder_reports_stuck_only_after_the_kill_wait(tmp_path: Path) -> None:
     clock = FakeClock()
     runner = FakeRunner(clock.time)
     session = spawn(runner, tmp_path, "a", "D state")
-    ladder = StopLadder(runner, [session], grace_s=1.0, kill_wait_s=2.0)
+    ladder = StopLadder(runner, {"a": session}, grace_s=1.0, kill_wait_s=2.0)
     ladder.begin(0.0)
     steps = [ladder.advance(t) for t in (0.5, 1.0, 2.0, 3.0)]
     assert steps == ["waiting", "killed", "waiting", "stuck"]

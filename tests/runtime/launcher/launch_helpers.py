@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from gpushare.devices.base import GpuInventory
 from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
+from gpushare.planning.start import group_numbers
 from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.host.mps import FakeMpsControl, MpsControl
 from gpushare.runtime.host.probe import HttpProber
@@ -57,14 +59,21 @@ def fake_server_argv(name: str, port: int, model_dir: Path, *faults: str) -> lis
     ]  # fmt: skip
 
 
+def numbered(instances: Sequence[PlannedInstance]) -> tuple[PlannedInstance, ...]:
+    """The instances with the start groups the planner gives them (planning/start.py: by GPU)."""
+    groups = group_numbers([i.gpus for i in instances])
+    return tuple(dataclasses.replace(i, start_group=g) for i, g in zip(instances, groups, strict=True))
+
+
 def plan_of(
     *instances: PlannedInstance, profile: str = "lab", mps: str = "off", gpus: Sequence[PlannedGpu] = ()
 ) -> Plan:
+    """A plan of hand-made instances, start groups numbered as the planner numbers them."""
     return Plan(
         profile_name=profile,
         feasible=True,
         gpus=tuple(gpus),
-        instances=tuple(instances),
+        instances=numbered(instances),
         unplaced=(),
         mps=mps,
     )

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from pathlib import Path
 
 import pytest
-from launch_helpers import instance, plan_of
+from launch_helpers import instance, numbered, plan_of
 
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
 from gpushare.planning.plan import PlannedInstance
+from gpushare.planning.start import next_to_start, start_groups
 from gpushare.runtime.host.clock import FakeClock
 from gpushare.runtime.host.mps import FakeMpsControl
 from gpushare.runtime.host.probe import FakeProber
 from gpushare.runtime.host.processes import FakeProcess, FakeRunner
 from gpushare.runtime.launcher.down import down
 from gpushare.runtime.launcher.edges import Edges
-from gpushare.runtime.launcher.start_order import next_to_start, start_groups
 from gpushare.runtime.launcher.status import collect_status
 from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, up
 from gpushare.runtime.phase import InstancePhase
 from gpushare.runtime.store.state import load_state, profile_paths
+from gpushare.units import GiB
 
-GiB = 1 << 30
 VLLM = ["vllm", "serve"]
 
 
@@ -61,15 +62,17 @@ def test_start_order(
     states: dict[str, InstancePhase],
     expected: list[str],
 ) -> None:
-    planned = [_inst(n, g, o, k, 8000 + i) for i, (n, g, o, k) in enumerate(instances)]
+    planned = numbered([_inst(n, g, o, k, 8000 + i) for i, (n, g, o, k) in enumerate(instances)])
     all_states: dict[str, InstancePhase] = {i.name: "pending" for i in planned}
     all_states.update(states)
-    assert next_to_start(start_groups(planned), all_states) == expected
+    waiting = {n for n, s in all_states.items() if s == "pending"}
+    settled = {n for n, s in all_states.items() if s in ("ready", "failed")}
+    assert next_to_start(start_groups(planned), waiting, settled) == expected
 
 
 def test_tp_instance_groups_its_gpus() -> None:
     planned = [_inst("a", (0,), 0, False, 1), _inst("t", (0, 1), 1, False, 2), _inst("b", (1,), 2, False, 3)]
-    assert [[i.name for i in g] for g in start_groups(planned)] == [["a", "t", "b"]]
+    assert [[i.name for i in g] for g in start_groups(numbered(planned))] == [["a", "t", "b"]]
 
 
 class World:
@@ -131,6 +134,28 @@ def test_measured_instances_on_one_gpu_start_one_after_another(tmp_path: Path) -
     # b spawned only once a answered its completion (3 ticks later)
     assert world.spawn_order == ["8001@0.0", "8002@3.0"]
     assert [p for p, _ in world.prober.completions] == [8001, 8002]
+
+
+@pytest.mark.parametrize(
+    ("case", "groups", "spawns"),
+    [
+        ("one group over two GPUs: one at a time", (0, 0), ["8001@0.0", "8002@3.0"]),
+        ("a group each: together", (0, 1), ["8001@0.0", "8002@0.0"]),
+    ],
+)
+def test_up_follows_the_plans_start_groups(
+    tmp_path: Path, case: str, groups: tuple[int, int], spawns: list[str]
+) -> None:
+    # The plan's start_group decides, not the launcher's own reading of the GPUs: here both
+    # instances have a GPU of their own.
+    world = World(tmp_path)
+    a, b = (
+        dataclasses.replace(world.inst(n, port, gpus=(gpu,), start_order=0, kv_fixed=False), start_group=g)
+        for n, port, gpu, g in (("a", 8001, 0, groups[0]), ("b", 8002, 1, groups[1]))
+    )
+    plan = dataclasses.replace(plan_of(), instances=(a, dataclasses.replace(b, start_order=1)))
+    up(plan, profile_paths("lab", tmp_path / "state"), world.edges, UpOptions(poll_s=1.0))
+    assert world.spawn_order == spawns
 
 
 def test_fixed_kv_instances_start_together(tmp_path: Path) -> None:

@@ -14,19 +14,18 @@ from gpushare.devices.static import StaticInventory
 from gpushare.runtime.service.metrics import (
     GpuCollector,
     InstanceCollector,
-    InstanceStatus,
+    SupervisedInstance,
     VllmMetricsCollector,
     render,
 )
-
-GiB = 1 << 30
+from gpushare.units import GiB
 
 
 class Statuses:
-    def __init__(self, *statuses: InstanceStatus) -> None:
+    def __init__(self, *statuses: SupervisedInstance) -> None:
         self.statuses = list(statuses)
 
-    def instance_statuses(self) -> list[InstanceStatus]:
+    def supervised_instances(self) -> list[SupervisedInstance]:
         return self.statuses
 
 
@@ -49,7 +48,7 @@ def test_instance_collector() -> None:
     registry.register(
         InstanceCollector(
             Statuses(
-                InstanceStatus(
+                SupervisedInstance(
                     "a",
                     "model-a",
                     "ready",
@@ -59,7 +58,7 @@ def test_instance_collector() -> None:
                     memory_over_plan=True,
                     alerts={"memory_over_plan": 1},
                 ),
-                InstanceStatus("b", "model-b", "backoff"),
+                SupervisedInstance("b", "model-b", "backoff"),
             )
         )
     )

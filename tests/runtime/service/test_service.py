@@ -49,13 +49,21 @@ def test_start_reports_an_early_exit() -> None:
         start_background(profile_paths("lab"), runner=runner, clock=clock, python=PY)
 
 
-def test_start_times_out_and_leaves_nothing() -> None:
+@pytest.mark.parametrize(
+    ("case", "ignores_sigterm", "signals"),
+    [
+        ("stops on SIGTERM", False, [signal.SIGTERM]),
+        ("ignores SIGTERM: SIGKILL at once", True, [signal.SIGTERM, signal.SIGKILL]),
+    ],
+)
+def test_start_times_out_and_leaves_nothing(case: str, ignores_sigterm: bool, signals: list[int]) -> None:
     clock = FakeClock()
     runner = FakeRunner(clock.time)
+    runner.behaviours[PY] = lambda r, pid, proc: setattr(proc, "ignore_sigterm", ignores_sigterm)
     with pytest.raises(LaunchError, match="did not start"):
         start_background(profile_paths("lab"), runner=runner, clock=clock, python=PY, ready_timeout_s=2)
     (proc,) = runner.processes.values()
-    assert not proc.alive and proc.signals == [signal.SIGKILL]
+    assert not proc.alive and proc.signals == signals
 
 
 def test_stop_sigterm_then_sigkill_and_forgets() -> None:

@@ -22,9 +22,9 @@ from gpushare.runtime.service.routes import RouteTable
 from gpushare.runtime.service.supervisor import Supervisor, base_url
 from gpushare.runtime.service.supervisor_edges import MemoryStateStore, RecordingAlertSink
 from gpushare.runtime.store.state import InstanceRecord, ProfileState
+from gpushare.units import GiB
 
 VLLM = "/opt/vllm/bin/python"
-GiB = 1 << 30
 
 
 @dataclass
@@ -250,14 +250,14 @@ def test_memory_over_plan_alerts_once(tmp_path: Path, case: str, restart_on_memo
     procs = (GpuProcess(pid, 1 * GiB), GpuProcess(engine, 10 * GiB))
     rig.inventory.gpu_list = [Gpu(0, "H100", 80 * GiB, processes=procs)]
     rig.tick(1.0)  # 11 GiB <= 10 GiB * 1.1
-    assert rig.sup.instance_statuses()[0].actual_bytes == {0: 11 * GiB}
+    assert rig.sup.supervised_instances()[0].actual_bytes == {0: 11 * GiB}
     assert rig.alerts.kinds() == []
     procs = (GpuProcess(pid, 1 * GiB), GpuProcess(engine, 12 * GiB))
     rig.inventory.gpu_list = [Gpu(0, "H100", 80 * GiB, processes=procs)]
     rig.tick(1.0)
     rig.tick(1.0)
     assert rig.alerts.kinds() == ["memory_over_plan"]
-    status = rig.sup.instance_statuses()[0]
+    status = rig.sup.supervised_instances()[0]
     assert status.memory_over_plan and status.alerts == {"memory_over_plan": 1}
     assert rig.alerts.alerts[0].details["gpu"] == "0"
     assert rig.sup.phase("a") in (("stopping", "backoff") if restart_on_memory else ("ready",))
@@ -301,7 +301,7 @@ def test_instance_stopped_by_down_is_not_restarted(tmp_path: Path) -> None:
     rig.store.state = rig.store.state.without_instances({"a"})
     rig.tick()
     assert rig.routes.lookup("model-a") is None
-    assert [s.instance for s in rig.sup.instance_statuses()] == ["b"]
+    assert [s.instance for s in rig.sup.supervised_instances()] == ["b"]
 
 
 def test_restart_disabled_watches_only(tmp_path: Path) -> None:
@@ -321,6 +321,13 @@ def test_restart_disabled_watches_only(tmp_path: Path) -> None:
         ("wildcard", ("--host", "0.0.0.0"), "http://127.0.0.1:9000"),
         ("specific", ("--host=10.0.0.5",), "http://10.0.0.5:9000"),
         ("ipv6", ("--host", "::1"), "http://[::1]:9000"),
+        ("ipv6 wildcard", ("--host", "::"), "http://127.0.0.1:9000"),
+        ("empty", ("--host", ""), "http://127.0.0.1:9000"),
+        ("no value", ("--host",), "http://127.0.0.1:9000"),
+        ("repeated: the last", ("--host", "10.0.0.5", "--host", "10.0.0.6"), "http://10.0.0.6:9000"),
+        # vLLM's parser keeps the last --host: it listens everywhere, so loopback reaches it (the
+        # old reader skipped the wildcard and asked 10.0.0.5, which reaches it too)
+        ("a wildcard after a host", ("--host", "10.0.0.5", "--host", "0.0.0.0"), "http://127.0.0.1:9000"),
     ],
 )
 def test_base_url(case: str, argv: tuple[str, ...], url: str) -> None:
