@@ -56,6 +56,7 @@ CORE = {
     "gpushare.memory.cudagraphs",
     "gpushare.memory.estimate",
     "gpushare.memory.kv",
+    "gpushare.memory.parallel",
     "gpushare.memory.settings",
     "gpushare.memory.weights",
     "gpushare.placement",

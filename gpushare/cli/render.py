@@ -33,6 +33,11 @@ def estimate_rows(e: Estimate) -> list[tuple[str, str, str]]:
             format_bytes(e.budget.context_bytes),
             "outside the budget",
         ),
+        *(
+            [("TP buffers", format_bytes(e.budget.parallel_bytes), "NCCL, all-reduce; outside the budget")]
+            if e.budget.parallel_bytes
+            else []
+        ),
         (
             "KV per token",
             f"{e.kv_bytes_per_token:,} B",

@@ -6,6 +6,7 @@ One module per term, each rule of vLLM's written once:
   kv.py            the KV-cache layout (bytes per token, pages, layer groups, blocks per request)
   activation.py    the profile run's peak activation and the sampler warm-up
   cudagraphs.py    the CUDA-graph term, and whether vLLM counts it inside its budget
+  parallel.py      what tensor parallelism adds per GPU (NCCL, custom all-reduce, symmetric memory)
   coefficients.py  the fitted terms and a calibration's measured ones
   weights.py       the weights vLLM loads on a GPU (computed once per model and settings)
   budget.py        the budget: its overhead, the context outside it, the utilization for N bytes
@@ -18,6 +19,7 @@ from gpushare.memory.coefficients import Coefficients, MeasuredTerms
 from gpushare.memory.cudagraphs import capture_sizes, cuda_graph_bytes, cudagraphs_in_budget
 from gpushare.memory.estimate import Estimate, estimate, minimum_for_target
 from gpushare.memory.kv import KvLayout, kv_layout, tokens_for_blocks
+from gpushare.memory.parallel import ParallelTerms, parallel_terms
 from gpushare.memory.settings import (
     DEFAULT_VLLM_VERSION,
     DTYPE_BYTES,
@@ -46,6 +48,7 @@ __all__ = [
     "KvCacheDtype",
     "KvLayout",
     "MeasuredTerms",
+    "ParallelTerms",
     "ServeSettings",
     "activation_bytes",
     "capture_sizes",
@@ -58,6 +61,7 @@ __all__ = [
     "minimum_for_target",
     "model_dtype",
     "moe_on_v1_runner",
+    "parallel_terms",
     "parse_version",
     "requested_bytes",
     "sampler_warmup_bytes",

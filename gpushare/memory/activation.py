@@ -102,15 +102,19 @@ def moe_mla_activation_bytes(
 
 
 def sampler_warmup_bytes(
-    arch: ModelArch, batched: int, num_seqs: int, tp: int, coeff: Coefficients, runner: str = "generate"
+    arch: ModelArch, batched: int, num_seqs: int, coeff: Coefficients, runner: str = "generate"
 ) -> int:
     """Memory the sampler warm-up holds after the KV cache exists (outside vLLM's budget).
 
     vLLM warms the sampler with min(max_num_seqs, max_num_batched_tokens) rows of logits after
     allocating the KV cache, so those buffers stay reserved: 29 MiB + 11.4 B per row × vocab entry
     (fitted on eight H200 runs; Gemma-2-9B: 3.0 GiB). Pooling models have no sampler.
+
+    The whole vocabulary on every GPU, tensor parallel or not: the logits processor all-gathers
+    the vocab-parallel logits (model_executor/layers/logits_processor.py:87-93; use_all_gather()
+    is True on CUDA, platforms/interface.py:1096) and every worker runs the sampler on them.
     """
     if runner == "pooling":
         return 0
     rows = min(num_seqs, batched)
-    return int(coeff.sampler_base_bytes + rows * cdiv(arch.vocab_size, tp) * coeff.sampler_bytes_per_logit)
+    return int(coeff.sampler_base_bytes + rows * arch.vocab_size * coeff.sampler_bytes_per_logit)

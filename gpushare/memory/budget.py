@@ -8,7 +8,8 @@ v1/worker/utils.py::request_memory):
     requested   = ceil(cuda_total × gpu_memory_utilization)
     kv_budget   = requested − weights − peak activation − non-torch  [− CUDA graphs, when the
                   profiler estimates them: memory/cudagraphs.py::cudagraphs_in_budget]
-    process     = context (outside the budget) + requested-in-use [+ CUDA graphs, when not in budget]
+    process     = context + TP buffers (outside the budget) + requested-in-use
+                  [+ CUDA graphs, when not in budget]
 
 Pure: no I/O.
 """
@@ -55,6 +56,9 @@ class Budget:
     context_bytes: int
     """Outside the budget and held when the instance's own start check runs: the CUDA context and
     handles, plus the sampler warm-up beyond the activation pool freed after profiling."""
+    parallel_bytes: int = 0
+    """Outside the budget too, when tensor parallel: NCCL's, the custom all-reduce's and symmetric
+    memory's buffers, allocated before vLLM's snapshot (memory/parallel.py)."""
 
     @property
     def overhead_bytes(self) -> int:
@@ -64,9 +68,10 @@ class Budget:
 
     @property
     def outside_bytes(self) -> int:
-        """The process's memory beyond what it uses of its budget: the context and, where vLLM
-        does not count them, the CUDA graphs."""
-        return self.context_bytes + (0 if self.cuda_graph_in_budget else self.cuda_graph_bytes)
+        """The process's memory beyond what it uses of its budget: the context, the TP buffers and,
+        where vLLM does not count them, the CUDA graphs."""
+        graphs = 0 if self.cuda_graph_in_budget else self.cuda_graph_bytes
+        return self.context_bytes + self.parallel_bytes + graphs
 
     def kv_budget_bytes(self, utilization: float, cuda_total_bytes: int) -> int:
         """The KV budget vLLM measures from a utilization (before whole blocks)."""

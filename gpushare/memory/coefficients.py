@@ -26,8 +26,15 @@ class Coefficients:
     context_bytes: int = int(0.51 * GiB)
     # Non-torch growth during the profile run, inside the budget: 0.22 GiB in all eight runs.
     non_torch_bytes: int = int(0.22 * GiB)
-    # Extra non-torch per GPU when tensor parallel (NCCL buffers, custom all-reduce). Not measured.
-    tp_non_torch_bytes: int = 512 * MiB
+    # Tensor parallel: NCCL's channel counts on H100/H200 with 18 NVLinks, followed through NCCL
+    # v2.28.9-1's topology search by hand, not measured: 6 rings at 60 GB/s (18 x 20.6 GB/s links,
+    # src/graph/search.cc), doubled by ncclTopoDupChannels and again by ncclTopoPostset
+    # (connect.cc:452) to 24 collective channels; p2pnChannels = pow2Up(24) = 32 (paths.cc:883).
+    # The same steps give the 16 an H800 (8 NVLinks) logs in NVIDIA/nccl#892, and 24 for an A100.
+    # NCCL logs them at NCCL_DEBUG=INFO ("24 coll channels, ... 32 p2p channels"); PCIe machines
+    # get fewer. memory/parallel.py turns them into bytes, outside the budget.
+    nccl_coll_channels: int = 24
+    nccl_p2p_channels: int = 32
     # Peak activation = max(one vocab × hidden matrix, the widest layer's tensors) + a per-token
     # term. Fits all six models within 0.03 GiB (e.g. Llama-3.1-8B: 0.98 + 0.12 = 1.10 GiB).
     activation_hidden_copies: int = 3

@@ -29,6 +29,7 @@ from gpushare.memory.budget import Budget, requested_bytes, utilization_for
 from gpushare.memory.coefficients import Coefficients, MeasuredTerms
 from gpushare.memory.cudagraphs import cuda_graph_bytes, cudagraphs_in_budget
 from gpushare.memory.kv import KvLayout, kv_layout, tokens_for_blocks
+from gpushare.memory.parallel import PARALLEL_NOTE, nccl_communicators, parallel_terms
 from gpushare.memory.settings import (
     DTYPE_BYTES,
     SETTING_RULES,
@@ -130,6 +131,7 @@ class Estimate:
             "cuda_graph_bytes": self.cuda_graph_bytes,
             "cuda_graph_in_budget": self.cuda_graph_in_budget,
             "overhead_bytes": self.overhead_bytes,
+            "parallel_bytes": self.budget.parallel_bytes,
             "requested_bytes": self.requested_bytes,
             "kv_cache_bytes": self.kv_cache_bytes,
             "kv_cache_tokens": self.kv_cache_tokens,
@@ -187,15 +189,18 @@ def _fixed(
     tp = settings.tensor_parallel_size
     layout = kv_layout(arch, settings, gpu, max_len, batched)
     weights, source = weights_on_gpu(arch, settings, gpu, weights_override)
-    non_torch = coeff.non_torch_bytes + (coeff.tp_non_torch_bytes if tp > 1 else 0)
+    non_torch = coeff.non_torch_bytes  # TP adds nothing inside the budget (memory/parallel.py)
     in_budget = cudagraphs_in_budget(settings, arch)
+    parallel = parallel_terms(arch, tp, gpu.compute_capability, coeff)
     if measured is not None:
         if measured.outside_bytes is None:
-            sampler = sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner)
+            sampler = sampler_warmup_bytes(arch, batched, num_seqs, coeff, settings.runner)
             # the fitted context and sampler, net of the measured activation pool freed after profiling
             context = coeff.context_bytes + max(0, sampler - measured.activation_bytes)
+            parallel_bytes = parallel.outside_bytes
         else:
-            context = measured.outside_bytes  # the sampler warm-up is already inside it
+            context = measured.outside_bytes  # the sampler warm-up and any TP buffers are inside it
+            parallel_bytes = 0
         budget = Budget(
             weights_bytes=measured.weights_bytes,
             activation_bytes=measured.activation_bytes,
@@ -203,6 +208,7 @@ def _fixed(
             cuda_graph_bytes=measured.cuda_graph_bytes,
             cuda_graph_in_budget=in_budget,
             context_bytes=context,
+            parallel_bytes=parallel_bytes,
         )
         return _Fixed(dtype, max_len, num_seqs, batched, layout, "calibration", budget)
     activation = activation_bytes(arch, dtype_bytes, batched, tp, coeff)
@@ -217,7 +223,7 @@ def _fixed(
         if graphs:
             # piecewise captures run MLA without metadata too: the dummy's block stays reserved
             graphs += mla_dummy
-    sampler = sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner)
+    sampler = sampler_warmup_bytes(arch, batched, num_seqs, coeff, settings.runner)
     budget = Budget(
         weights_bytes=weights,
         activation_bytes=activation,
@@ -227,6 +233,7 @@ def _fixed(
         # the sampler warm-up beyond the activation pool freed after profiling (less the buffers
         # vLLM keeps: the MoE workspace)
         context_bytes=coeff.context_bytes + max(0, sampler - (activation - kept)),
+        parallel_bytes=parallel.outside_bytes,
     )
     return _Fixed(dtype, max_len, num_seqs, batched, layout, source, budget)
 
@@ -244,6 +251,10 @@ def _finish(
     layout = f.layout
     if moe_on_v1_runner(arch) and f.weights_source != "calibration":
         notes = (*notes, V1_MOE_NOTE)
+    if f.budget.parallel_bytes:
+        comms = nccl_communicators(arch, settings.tensor_parallel_size)
+        size = format_bytes(f.budget.parallel_bytes)
+        notes = (*notes, PARALLEL_NOTE.format(size=size, comms=comms))
     num_blocks = max(0, kv_budget // layout.kv_block_bytes)
     kv_bytes = num_blocks * layout.kv_block_bytes
     requested = requested_bytes(utilization, gpu.cuda_total_bytes)
