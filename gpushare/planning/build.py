@@ -435,13 +435,13 @@ class _Planner:
             if spot is None:
                 kv = first.kv_cache_bytes if self.fixed else None
                 argv = instance_command(self.profile, m, util, kv).to_argv()
-                env = instance_env(m, gpus)
+                env = instance_env(self.profile, m, gpus)
                 placed_on, mig_slice = gpus, None
             else:
                 kv = first.kv_cache_bytes
                 settings = with_batching_defaults(m.settings, self.needs.targets[spot.index])
                 argv = slice_command(self.profile, m, util, kv, settings).to_argv()
-                env = slice_env(m, spot.cuda_device)
+                env = slice_env(self.profile, m, spot.cuda_device)
                 placed_on, mig_slice = (spot.gpu,), mig_plan.spot_slice(spot, m.name)
                 self.spot_of[m.name] = spot.index
             out.append(

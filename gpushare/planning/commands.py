@@ -57,17 +57,23 @@ def slice_command(
     )
 
 
-def slice_env(m: Entry, device: str) -> dict[str, str]:
+def profile_env(profile: Profile, m: Entry) -> dict[str, str]:
+    """The variables the profile gives an entry: `defaults.env`, then the model's own `env` over it
+    (the one rule for how they merge; gpushare's own variables go on top of both)."""
+    return {**profile.defaults.env, **m.entry.env}
+
+
+def slice_env(profile: Profile, m: Entry, device: str) -> dict[str, str]:
     """The environment of an entry on a MIG slice: `CUDA_VISIBLE_DEVICES=MIG-<uuid>` (the MIG
     user guide's way to pick one; a UUID needs no CUDA_DEVICE_ORDER). No MPS thread percentage:
     gpushare runs one instance per slice, without MPS."""
-    env = dict(m.entry.env)
+    env = profile_env(profile, m)
     env["CUDA_VISIBLE_DEVICES"] = device
     return env
 
 
-def instance_env(m: Entry, gpus: Sequence[int]) -> dict[str, str]:
-    env = dict(m.entry.env)
+def instance_env(profile: Profile, m: Entry, gpus: Sequence[int]) -> dict[str, str]:
+    env = profile_env(profile, m)
     if gpus:
         # NVML numbers GPUs in PCI bus order; CUDA's default order (fastest first) may differ.
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"

@@ -55,7 +55,7 @@ def cpu_plan(profile: Profile, entries: list[Entry]) -> Plan:
                 kv_cache_memory_bytes=kv,
                 planned_bytes=on_host.process_bytes,
                 argv=instance_command(profile, m, None, kv).to_argv(),
-                env=instance_env(m, ()),
+                env=instance_env(profile, m, ()),
                 kv_fixed=True,
                 estimate=on_host,
                 aliases=tuple(m.entry.aliases),

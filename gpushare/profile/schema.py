@@ -106,6 +106,14 @@ class Defaults(_Strict):
     """First port handed to models without a `port`; the next free one goes to each in turn."""
     concurrency: Annotated[int, _ruled("concurrency")] = 1
     """Capacity target of a model that sets neither `concurrency` nor `kv_tokens`."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables for every instance, under each model's own `env` (a model's value wins).
+    For variables a host needs everywhere, such as NCCL_NVLS_ENABLE=0 on multi-GPU machines."""
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        return checked_env(env)
 
     @field_validator("vllm_version")
     @classmethod
@@ -198,15 +206,20 @@ class ModelEntry(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(
-                    f"{key!r} is not an environment variable name; use letters, digits and _, "
-                    "not starting with a digit"
-                )
-            if key == "CUDA_VISIBLE_DEVICES":
-                raise ValueError("CUDA_VISIBLE_DEVICES is set by gpushare; pin GPUs with `gpus` instead")
-        return env
+        return checked_env(env)
+
+
+def checked_env(env: dict[str, str]) -> dict[str, str]:
+    """An `env` mapping of a profile (defaults or a model): names only, and not the one gpushare sets."""
+    for key in env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(
+                f"{key!r} is not an environment variable name; use letters, digits and _, "
+                "not starting with a digit"
+            )
+        if key == "CUDA_VISIBLE_DEVICES":
+            raise ValueError("CUDA_VISIBLE_DEVICES is set by gpushare; pin GPUs with `gpus` instead")
+    return env
 
 
 def managed_flag(arg: str) -> str | None:

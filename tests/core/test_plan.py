@@ -222,6 +222,44 @@ def test_argv_and_env_for_a_fixed_kv_instance() -> None:
     assert plan.mps == "off"  # one instance per GPU: no MPS daemon needed
 
 
+def test_defaults_env_reaches_every_instance_under_its_own_env() -> None:
+    """A host's variables (here the three that keep NVLink multicast off) go to every instance,
+    a TP one included; a model's own value wins; gpushare's own variables go on top."""
+    plan = plan_of(
+        """
+        gpus: 2xH100
+        defaults:
+          env: {NCCL_NVLS_ENABLE: "0", TORCH_SYMM_MEM_DISABLE_MULTICAST: "1", NVSHMEM_DISABLE_NVLS: "1",
+                VLLM_LOGGING_LEVEL: INFO}
+        models:
+          - name: big
+            model: Qwen/Qwen2.5-32B-Instruct
+            max_model_len: 8192
+            tensor_parallel_size: 2
+          - name: small
+            model: Qwen/Qwen2.5-0.5B-Instruct
+            max_model_len: 4096
+            env: {VLLM_LOGGING_LEVEL: DEBUG}
+        """
+    )
+    multicast_off = {
+        "NCCL_NVLS_ENABLE": "0",
+        "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+        "NVSHMEM_DISABLE_NVLS": "1",
+    }
+    by_name = {i.name: i for i in plan.instances}
+    assert by_name["big"].env == {
+        **multicast_off,
+        "VLLM_LOGGING_LEVEL": "INFO",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+    }
+    small = by_name["small"].env
+    assert small["VLLM_LOGGING_LEVEL"] == "DEBUG"
+    assert {k: small[k] for k in multicast_off} == multicast_off
+    assert "NCCL_NVLS_ENABLE=0" in command_line(by_name["big"])
+
+
 @pytest.mark.parametrize(
     ("case", "command", "head"),
     [

@@ -174,6 +174,22 @@ BAD_PROFILES: list[tuple[str, str, str, str, int]] = [
         5,
     ),
     (
+        "cuda_visible_devices_in_defaults_env",
+        "gpus: H100\ndefaults:\n  env: {CUDA_VISIBLE_DEVICES: '1'}\n"
+        "models:\n  - name: a\n    model: Qwen/Qwen2.5-7B-Instruct\n",
+        "defaults.env",
+        "pin GPUs with `gpus`",
+        3,
+    ),
+    (
+        "bad_name_in_defaults_env",
+        "gpus: H100\ndefaults:\n  env: {1NCCL: '0'}\n"
+        "models:\n  - name: a\n    model: Qwen/Qwen2.5-7B-Instruct\n",
+        "defaults.env",
+        "is not an environment variable name",
+        3,
+    ),
+    (
         "pin_beyond_gpus",
         "gpus: 2xH100\nmodels:\n  - name: a\n    model: Qwen/Qwen2.5-7B-Instruct\n    gpus: [0, 2]\n",
         "models[0].gpus[1]",
