@@ -83,6 +83,7 @@ CORE = {
     "gpushare.vllm.command",
     "gpushare.vllm.log",
     "gpushare.vllm.metrics",
+    "gpushare.vllm.processes",
     "gpushare.mig",
     "gpushare.mig.emit",
     "gpushare.mig.fit",

@@ -6,8 +6,9 @@ or impossible to stage, such as a recycled pid).
 
 Identity: an instance is its session leader's (pid, start time). The other processes of that
 session (vLLM's EngineCore, workers, the resource tracker) are found by session id, so they are
-stopped even when the leader already died. A live pid with a different start time was recycled and
-is never signalled.
+stopped even when the leader already died, and the supervisor can tell when one of them is gone
+(`session_members`: each with its start time and title). A live pid with a different start time
+was recycled and is never signalled.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ class SessionLeader:
 
 
 @dataclass(frozen=True)
+class SessionMember:
+    """One live process of a session: pid, start time, and its title (the command line as /proc
+    shows it; vLLM retitles its engine core and workers, vllm/processes.py)."""
+
+    pid: int
+    start_time: float
+    title: str
+
+
+@dataclass(frozen=True)
 class Completed:
     returncode: int
     output: str
@@ -54,8 +65,13 @@ class ProcessRunner(Protocol):
         `start_time`; empty when that process and its session are gone or the pid was recycled."""
         ...
 
+    def session_members(self, pid: int, start_time: float) -> list[SessionMember]:
+        """Like `session_pids`, with each process's start time and title."""
+        ...
+
     def is_running(self, pid: int, start_time: float) -> bool:
-        """The leader itself is alive (not a zombie) and has this start time."""
+        """The process `pid` (a leader or a member of its session) is alive (not a zombie) and
+        has this start time."""
         ...
 
     def exit_code(self, pid: int) -> int | None:
@@ -145,6 +161,9 @@ class SubprocessRunner:
         return started is not None and _matches(started, start_time)
 
     def session_pids(self, pid: int, start_time: float) -> list[int]:
+        return [m.pid for m in self.session_members(pid, start_time)]
+
+    def session_members(self, pid: int, start_time: float) -> list[SessionMember]:
         import psutil
 
         self._poll(pid)
@@ -152,8 +171,8 @@ class SubprocessRunner:
         if leader_started is not None and not _matches(leader_started, start_time):
             return []  # recycled: that session is someone else's
         # (A leader that is gone: its session id cannot be reused while members live.)
-        found: list[int] = []
-        for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        found: list[SessionMember] = []
+        for proc in psutil.process_iter(["pid", "create_time", "status", "cmdline", "name"]):
             info = proc.info
             if info["status"] == psutil.STATUS_ZOMBIE:
                 continue
@@ -162,8 +181,9 @@ class SubprocessRunner:
             except OSError:
                 continue
             if sid == pid and info["create_time"] >= start_time - START_TIME_TOLERANCE_S:
-                found.append(int(info["pid"]))
-        return sorted(found)
+                title = " ".join(info["cmdline"] or ()) or str(info["name"] or "")
+                found.append(SessionMember(int(info["pid"]), float(info["create_time"]), title))
+        return sorted(found, key=lambda m: m.pid)
 
     def exit_code(self, pid: int) -> int | None:
         return self._poll(pid)
@@ -204,6 +224,18 @@ class SubprocessRunner:
 
 
 @dataclass
+class FakeMember:
+    """Another process of a fake session (vLLM's EngineCore, a worker)."""
+
+    pid: int
+    title: str
+    start_time: float
+    alive: bool = True
+    ignore_sigterm: bool = False
+    signals: list[int] = field(default_factory=list)
+
+
+@dataclass
 class FakeProcess:
     argv: tuple[str, ...]
     env: dict[str, str]
@@ -215,8 +247,23 @@ class FakeProcess:
     ignore_sigterm: bool = False
     uninterruptible: bool = False
     """In uninterruptible sleep (D state): not even SIGKILL takes it away."""
-    children: int = 1
-    """How many more processes its session holds while it runs (vLLM's EngineCore...)."""
+    members: list[FakeMember] = field(default_factory=list)
+    """The other processes of its session (pids leader × 10 + 1, + 2, ...); one EngineCore by default."""
+    orphans_outlive: bool = False
+    """Its members keep running when it dies (else they go with it, as vLLM's do)."""
+
+    def add_member(self, leader_pid: int, title: str, ignore_sigterm: bool = False) -> FakeMember:
+        member = FakeMember(leader_pid * 10 + len(self.members) + 1, title, self.start_time)
+        member.ignore_sigterm = ignore_sigterm
+        self.members.append(member)
+        return member
+
+    def die(self, status: int) -> None:
+        self.alive = False
+        self.exit_status = status
+        if not self.orphans_outlive:
+            for member in self.members:
+                member.alive = False
 
 
 FakeBehaviour = Callable[["FakeRunner", int, FakeProcess], None]
@@ -253,6 +300,7 @@ class FakeRunner:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.touch()
         proc = FakeProcess(tuple(argv), dict(env), log_path, self._clock())
+        proc.add_member(pid, "VLLM::EngineCore")
         self.processes[pid] = proc
         behaviour = self.behaviours.get(argv[0]) or self.behaviours.get("*")
         if behaviour is not None:
@@ -266,9 +314,14 @@ class FakeRunner:
     def exit(self, pid: int, code: int, log: str = "") -> None:
         if log:
             self.write_log(pid, log)
-        proc = self.processes[pid]
-        proc.alive = False
-        proc.exit_status = code
+        self.processes[pid].die(code)
+
+    def member(self, pid: int) -> FakeMember | None:
+        for proc in self.processes.values():
+            for member in proc.members:
+                if member.pid == pid:
+                    return member
+        return None
 
     def recycle(self, pid: int) -> None:
         """The pid now belongs to an unrelated process with another start time."""
@@ -277,15 +330,20 @@ class FakeRunner:
 
     def is_running(self, pid: int, start_time: float) -> bool:
         proc = self.processes.get(pid)
+        if proc is None and (member := self.member(pid)) is not None:
+            return member.alive and _matches(member.start_time, start_time)
         return proc is not None and proc.alive and _matches(proc.start_time, start_time)
 
     def session_pids(self, pid: int, start_time: float) -> list[int]:
+        return [m.pid for m in self.session_members(pid, start_time)]
+
+    def session_members(self, pid: int, start_time: float) -> list[SessionMember]:
         proc = self.processes.get(pid)
-        if proc is None or pid in self.recycled or not proc.alive:
+        if proc is None or pid in self.recycled or not _matches(proc.start_time, start_time):
             return []
-        if not _matches(proc.start_time, start_time):
-            return []
-        return [pid] + [pid * 10 + i for i in range(1, proc.children + 1)]
+        leader = [SessionMember(pid, proc.start_time, " ".join(proc.argv))] if proc.alive else []
+        others = [SessionMember(m.pid, m.start_time, m.title) for m in proc.members if m.alive]
+        return leader + others
 
     def exit_code(self, pid: int) -> int | None:
         proc = self.processes.get(pid)
@@ -294,14 +352,18 @@ class FakeRunner:
     def signal(self, pids: Sequence[int], sig: int) -> None:
         for pid in pids:
             proc = self.processes.get(pid)
+            if proc is None and (member := self.member(pid)) is not None:
+                member.signals.append(sig)
+                if sig == signal.SIGKILL or (sig == signal.SIGTERM and not member.ignore_sigterm):
+                    member.alive = False
+                continue
             if proc is None or pid in self.recycled:
                 continue
             proc.signals.append(sig)
             if proc.uninterruptible:
                 continue
             if sig == signal.SIGKILL or (sig == signal.SIGTERM and not proc.ignore_sigterm):
-                proc.alive = False
-                proc.exit_status = -sig
+                proc.die(-sig)
 
     def run(self, argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None) -> Completed:
         self.runs.append(tuple(argv))

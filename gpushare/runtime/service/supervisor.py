@@ -6,9 +6,13 @@ gateway learns of a restart the moment it starts (503 + Retry-After, no connecti
 
 1. re-reads the state file and reconciles: instances `up` added are adopted, ones `down` removed or
    marked stopped are dropped, a pid someone else changed is taken over;
-2. checks each process (pid + start time): one that exited is restarted after an exponential
-   backoff, unless it failed `crash_loop_restarts` times within `crash_loop_window_s` (then it is
-   `failed`, an alert is raised, and it stays down until the next `up`);
+2. checks each instance's processes: the session leader (pid + start time) and, once it is ready,
+   vLLM's own processes of its session (the engine core and one worker per tensor-parallel rank,
+   vllm/processes.py). When one of them is gone the instance is a unit that no longer serves: every
+   process left in its session is stopped through the one stop ladder (SIGTERM, grace, SIGKILL),
+   then it is restarted whole after an exponential backoff, unless it failed `crash_loop_restarts`
+   times within `crash_loop_window_s` (then it is `failed`, an alert is raised, and it stays down
+   until the next `up`). Other instances are not touched;
 3. probes `/health` every `health_interval_s`; `unhealthy_after` failures in a row on a ready
    instance, or no success within `start_timeout_s` of a start, stop and restart it;
 4. every `memory_check_interval_s`, compares the GPU memory its processes hold (NVML) with the plan:
@@ -27,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import signal
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.host.clock import Clock
 from gpushare.runtime.host.probe import Prober
-from gpushare.runtime.host.processes import ProcessRunner, SessionLeader
+from gpushare.runtime.host.processes import ProcessRunner, SessionLeader, SessionMember
 from gpushare.runtime.host.stop import StopLadder
 from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
 from gpushare.runtime.service.metrics import SupervisedInstance
@@ -45,6 +48,7 @@ from gpushare.runtime.service.policy import SupervisorPolicy, availability, back
 from gpushare.runtime.service.routes import RouteTable, Upstream
 from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateStore
 from gpushare.runtime.store.state import InstanceRecord
+from gpushare.vllm.processes import is_vllm_process
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,9 @@ class _Watch:
     phase: InstancePhase
     since: float
     handle: SessionLeader | None = None
+    members: tuple[SessionMember, ...] | None = None
+    """vLLM's own processes of the session besides the leader, as seen once it was ready (None:
+    not looked at yet)."""
     health_failures: int = 0
     next_health_at: float = 0.0
     failures: deque[float] = field(default_factory=deque)
@@ -243,8 +250,11 @@ class Supervisor:
         if phase in RUNNING:
             assert watch.handle is not None
             if not self._alive(watch.handle):
-                self._signal(watch.handle, signal.SIGKILL)  # the orphaned EngineCore and workers
-                self._failed(name, watch, now, "the process exited")
+                # what is left of its session (an orphaned EngineCore, workers) goes the same way
+                self._stop_session(name, watch, now, "the process exited")
+            elif (gone := self._gone_member(watch)) is not None:
+                reason = f"its process {gone.title} (pid {gone.pid}) exited"
+                self._stop_session(name, watch, now, reason)
             elif phase == "starting" and now - watch.since > self.policy.start_timeout_s:
                 self._stop(name, watch, now, f"not ready within {self.policy.start_timeout_s:.0f} s")
         elif phase == "stopping":
@@ -259,12 +269,22 @@ class Supervisor:
             self._start(name, watch, now)
 
     def _stop(self, name: str, watch: _Watch, now: float, reason: str) -> None:
-        assert watch.handle is not None
+        """Stop a running instance that does not serve (health, start timeout, memory), to restart it."""
         if not self.policy.restart:
             return
-        log.warning("instance %s: %s; stopping it to restart", name, reason)
-        watch.stopping = StopLadder(self.runner, {name: watch.handle}, self.policy.stop_grace_s)
-        watch.stopping.begin(now)
+        self._stop_session(name, watch, now, reason)
+
+    def _stop_session(self, name: str, watch: _Watch, now: float, reason: str) -> None:
+        """Every process left in the instance's session goes through the stop ladder; once none is
+        left, `_failed` schedules the restart (at once when nothing was left)."""
+        assert watch.handle is not None
+        what = "its session" if self._alive(watch.handle) else "what is left of its session"
+        ladder = StopLadder(self.runner, {name: watch.handle}, self.policy.stop_grace_s)
+        if not ladder.begin(now):
+            self._failed(name, watch, now, reason)
+            return
+        log.warning("instance %s: %s; stopping %s to restart it whole", name, reason, what)
+        watch.stopping = ladder
         watch.stop_reason = reason
         self._set_phase(name, watch, "stopping", now)
 
@@ -323,6 +343,7 @@ class Supervisor:
         watch.record = record
         watch.pending.clear()
         watch.handle = handle
+        watch.members = None
         watch.health_failures = 0
         watch.next_health_at = now + self.policy.tick_s
         watch.actual_bytes = {}
@@ -362,6 +383,7 @@ class Supervisor:
         if watch.phase == "starting":
             self._set_phase(name, watch, "ready", now)
             self._write(name, watch, state="ready", ready_at=self.clock.time())
+            self._list_members(watch)
         elif watch.phase == "unhealthy":
             self._set_phase(name, watch, "ready", now)
         if (
@@ -422,12 +444,27 @@ class Supervisor:
     def _alive(self, handle: SessionLeader) -> bool:
         return self.runner.is_running(handle.pid, handle.start_time)
 
-    def _signal(self, handle: SessionLeader, sig: int) -> None:
-        """Signal every process of the instance's session (found by session id, so even when the
-        leader is gone; a recycled pid's session is never touched)."""
-        pids = self.runner.session_pids(handle.pid, handle.start_time)
-        if pids:
-            self.runner.signal(pids, sig)
+    def _gone_member(self, watch: _Watch) -> SessionMember | None:
+        """One of vLLM's processes of a ready instance that has exited (checked by pid and start
+        time each tick), or None."""
+        if watch.phase not in ("ready", "unhealthy") or not self.policy.restart:
+            return None
+        members = watch.members if watch.members is not None else self._list_members(watch)
+        return next((m for m in members if not self.runner.is_running(m.pid, m.start_time)), None)
+
+    def _list_members(self, watch: _Watch) -> tuple[SessionMember, ...]:
+        """vLLM's processes of the instance's session besides the leader, listed once: when it
+        turns ready (its engine core and workers all exist by then) or is adopted ready."""
+        assert watch.handle is not None
+        watch.members = tuple(
+            m
+            for m in self.runner.session_members(watch.handle.pid, watch.handle.start_time)
+            if m.pid != watch.handle.pid and is_vllm_process(m.title, watch.record.env)
+        )
+        if watch.members:
+            titles = ", ".join(f"{m.title} (pid {m.pid})" for m in watch.members)
+            log.info("instance %s: watching %s", watch.record.name, titles)
+        return watch.members
 
     async def _check(self, watch: _Watch) -> bool:
         """/health; while starting, also one real completion (/health answers before a broken

@@ -16,13 +16,14 @@ import pytest
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.runtime.host.clock import FakeClock
 from gpushare.runtime.host.probe import FakeProber
-from gpushare.runtime.host.processes import FakeRunner
+from gpushare.runtime.host.processes import FakeMember, FakeProcess, FakeRunner
 from gpushare.runtime.service.policy import SupervisorPolicy, backoff_delay
 from gpushare.runtime.service.routes import RouteTable
 from gpushare.runtime.service.supervisor import Supervisor, base_url
 from gpushare.runtime.service.supervisor_edges import MemoryStateStore, RecordingAlertSink
 from gpushare.runtime.store.state import InstanceRecord, ProfileState
 from gpushare.units import GiB
+from gpushare.vllm.processes import is_vllm_process
 
 VLLM = "/opt/vllm/bin/python"
 
@@ -335,3 +336,146 @@ def test_base_url(case: str, argv: tuple[str, ...], url: str) -> None:
         name="x", model="m", port=9000, argv=("vllm", "serve", "m", *argv), env={}, log_path="x"
     )
     assert base_url(rec) == url
+
+
+# --- a tensor-parallel instance is one unit ------------------------------------------------------
+
+
+def tp_workers(runner: FakeRunner, pid: int, proc: FakeProcess) -> None:
+    """vLLM with --tensor-parallel-size 2: the engine core (every fake has it) and two workers, plus
+    multiprocessing's resource tracker, which vLLM does not name."""
+    proc.add_member(pid, "VLLM::Worker_TP0")
+    proc.add_member(pid, "VLLM::Worker_TP1")
+    proc.add_member(pid, "/usr/bin/python3 -B -c from multiprocessing.resource_tracker import main;main(32)")
+
+
+def tp_rig(tmp_path: Path, **policy: object) -> Rig:
+    clock = FakeClock()
+    runner = FakeRunner(clock.time)
+    runner.behaviours[VLLM] = tp_workers
+    rig = make_rig(tmp_path, **policy)
+    # the rig spawned a and b with the default runner: start them again on this one
+    rig.runner, rig.sup.runner, rig.clock, rig.sup.clock = runner, runner, clock, clock
+    assert rig.store.state is not None
+    for rec in rig.store.state.instances:
+        spawned = runner.spawn(rec.argv, rec.env, Path(rec.log_path))
+        rig.store.state = rig.store.state.with_instance(
+            replace(rec, pid=spawned.pid, pid_start_time=spawned.start_time)
+        )
+    return rig
+
+
+def member_titled(rig: Rig, name: str, title: str) -> FakeMember:
+    proc = rig.runner.processes[rig.rec(name).pid or 0]
+    (member,) = [m for m in proc.members if m.title == title]
+    return member
+
+
+def test_a_dead_worker_stops_the_whole_session_and_restarts_it(tmp_path: Path) -> None:
+    rig = tp_rig(tmp_path, stop_grace_s=10.0)
+    rig.tick()
+    assert rig.sup.phase("a") == rig.sup.phase("b") == "ready"
+    leader = rig.rec("a").pid or 0
+    proc = rig.runner.processes[leader]
+    worker1 = member_titled(rig, "a", "VLLM::Worker_TP1")
+    rig.runner.signal([worker1.pid], signal.SIGKILL)  # kill -9 of one TP worker; the rest runs on
+    assert proc.alive
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "stopping"
+    assert proc.signals == [signal.SIGTERM]
+    assert all(m.signals == [signal.SIGTERM] for m in proc.members if m is not worker1)
+    upstream = rig.routes.lookup("model-a")
+    assert upstream is not None and not upstream.available and upstream.retry_after_s >= 1
+    b = rig.runner.processes[rig.rec("b").pid or 0]
+    assert b.alive and b.signals == [] and rig.sup.phase("b") == "ready"
+    rig.tick(1.0)  # every process of the session is gone
+    assert rig.sup.phase("a") == "backoff"
+    assert rig.rec("a").error == f"its process VLLM::Worker_TP1 (pid {worker1.pid}) exited"
+    rig.tick(2.0)
+    assert rig.sup.phase("a") == "starting" and rig.rec("a").restarts == 1
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready"
+    fresh = rig.runner.processes[rig.rec("a").pid or 0]
+    assert fresh is not proc and len(fresh.members) == 4
+    # the new incarnation's workers are the ones watched now
+    rig.runner.signal([member_titled(rig, "a", "VLLM::Worker_TP0").pid], signal.SIGKILL)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "stopping"
+    assert rig.rec("b").restarts == 0
+
+
+def test_a_worker_that_ignores_sigterm_gets_sigkill_before_the_restart(tmp_path: Path) -> None:
+    rig = tp_rig(tmp_path, stop_grace_s=10.0)
+    rig.tick()
+    rig.runner.processes[rig.rec("a").pid or 0].orphans_outlive = True  # they outlive the API server
+    member_titled(rig, "a", "VLLM::EngineCore").ignore_sigterm = True
+    worker0 = member_titled(rig, "a", "VLLM::Worker_TP0")
+    worker0.ignore_sigterm = True
+    spawns = rig.spawns()
+    rig.runner.signal([member_titled(rig, "a", "VLLM::Worker_TP1").pid], signal.SIGKILL)
+    rig.tick(1.0)
+    rig.tick(5.0)
+    assert rig.sup.phase("a") == "stopping" and worker0.alive
+    rig.tick(6.0)  # past the grace: SIGKILL
+    assert worker0.signals == [signal.SIGTERM, signal.SIGKILL] and not worker0.alive
+    rig.tick(0.5)
+    assert rig.sup.phase("a") == "backoff"
+    rig.tick(2.0)
+    assert rig.spawns() == spawns + 1  # started again only once nothing of the old one was left
+
+
+def test_orphans_of_a_dead_leader_go_through_the_ladder(tmp_path: Path) -> None:
+    """The API server died but its engine core and workers did not: they hold the GPUs, so the
+    restart waits until the ladder has stopped them."""
+    rig = tp_rig(tmp_path, stop_grace_s=10.0)
+    rig.tick()
+    proc = rig.runner.processes[rig.rec("a").pid or 0]
+    proc.orphans_outlive = True
+    for member in proc.members:
+        member.ignore_sigterm = True
+    rig.kill("a")
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "stopping"
+    assert all(m.signals == [signal.SIGTERM] for m in proc.members)
+    rig.tick(11.0)
+    assert all(not m.alive for m in proc.members)
+    rig.tick(0.5)
+    assert rig.sup.phase("a") == "backoff" and rig.rec("a").error == "the process exited"
+
+
+def test_helpers_that_vllm_does_not_name_may_exit(tmp_path: Path) -> None:
+    rig = tp_rig(tmp_path)
+    rig.tick()
+    tracker = member_titled(rig, "a", rig.runner.processes[rig.rec("a").pid or 0].members[-1].title)
+    rig.runner.signal([tracker.pid], signal.SIGKILL)
+    rig.tick(1.0)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready" and rig.rec("a").restarts == 0
+
+
+def test_watch_only_leaves_a_broken_instance_to_vllm(tmp_path: Path) -> None:
+    rig = tp_rig(tmp_path, restart=False)
+    rig.tick()
+    worker1 = member_titled(rig, "a", "VLLM::Worker_TP1")
+    rig.runner.signal([worker1.pid], signal.SIGKILL)
+    rig.tick(1.0)
+    proc = rig.runner.processes[rig.rec("a").pid or 0]
+    assert rig.sup.phase("a") == "ready" and proc.signals == []
+    proc.die(1)  # vLLM shuts itself down a few seconds later
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "failed" and rig.spawns() == 2
+
+
+@pytest.mark.parametrize(
+    ("case", "title", "env", "named"),
+    [
+        ("engine core", "VLLM::EngineCore", {}, True),
+        ("worker", "VLLM::Worker_TP1", {}, True),
+        ("another prefix", "LAB::Worker_TP1", {"VLLM_PROCESS_NAME_PREFIX": "LAB"}, True),
+        ("the default prefix under another", "VLLM::Worker_TP1", {"VLLM_PROCESS_NAME_PREFIX": "LAB"}, False),
+        ("resource tracker", "python -B -c from multiprocessing.resource_tracker import main", {}, False),
+        ("no setproctitle", "python -m vllm.entrypoints.openai.api_server", {}, False),
+    ],
+)
+def test_which_processes_are_vllms_own(case: str, title: str, env: dict[str, str], named: bool) -> None:
+    assert is_vllm_process(title, env) is named
