@@ -6,10 +6,15 @@ Pure data: these classes import nothing above the memory model. `planning.build.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpushare.memory.estimate import Estimate
+from gpushare.vllm.command import VllmCommand
+
+PLAN_FORMAT = 1
+"""`format` of `Plan.to_json`; `Plan.from_json` reads this one only."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,11 @@ class PlannedInstance:
     start_group: int = 0
     kv_target_bytes: int = 0
     target: str = ""
+
+    @property
+    def command(self) -> VllmCommand:
+        """The argv as a typed command (vllm/command.py reads back what it wrote exactly)."""
+        return VllmCommand.from_argv(self.argv)
 
     def parts(self) -> tuple[int, int, int]:
         """(weights, KV, everything else) bytes on one of its GPUs; they sum to `planned_bytes`."""
@@ -130,7 +140,8 @@ class Plan:
         return tuple(str(p) for p in self.overcommitted)
 
     def to_json(self) -> dict[str, Any]:
-        """The plan as `gpushare plan --json` prints it (sizes in bytes)."""
+        """The plan as `gpushare plan --json` prints it (sizes in bytes): everything it holds, so
+        `Plan.from_json` reads it back equal (a plan file for `gpushare up --plan-file`)."""
         return {
             "feasible": self.feasible,
             "gpus": [
@@ -141,6 +152,11 @@ class Plan:
                     "reserved_bytes": g.reserved_bytes,
                     "free_bytes": g.free_bytes,
                     "instances": list(g.instances),
+                    "cuda_total_bytes": g.cuda_total_bytes,
+                    "driver_reserved_bytes": g.driver_reserved_bytes,
+                    "other_processes_bytes": g.other_processes_bytes,
+                    "usable_bytes": g.usable_bytes,
+                    "planned_bytes": g.planned_bytes,
                 }
                 for g in self.gpus
             ],
@@ -156,6 +172,13 @@ class Plan:
                     "estimate": i.estimate.to_json() if i.estimate is not None else {},
                     "argv": list(i.argv),
                     "env": i.env,
+                    "planned_bytes": i.planned_bytes,
+                    "kv_fixed": i.kv_fixed,
+                    "aliases": list(i.aliases),
+                    "priority": i.priority,
+                    "start_group": i.start_group,
+                    "kv_target_bytes": i.kv_target_bytes,
+                    "target": i.target,
                 }
                 for i in self.instances
             ],
@@ -165,7 +188,161 @@ class Plan:
                     "reason": u.reason,
                     "short_by_bytes": u.short_by_bytes,
                     "suggestions": list(u.suggestions),
+                    "gpus": list(u.gpus),
+                    "need_bytes": u.need_bytes,
                 }
                 for u in self.unplaced
             ],
+            "format": PLAN_FORMAT,
+            "profile": self.profile_name,
+            "mps": self.mps,
+            "notes": list(self.notes),
+            "strategy": self.strategy,
+            "method": self.method,
+            "optimal": self.optimal,
+            "lp_bound": self.lp_bound,
+            "overcommitted": [
+                {"message": p.message, "instance": p.instance, "gpu": p.gpu, "hint": p.hint}
+                for p in self.overcommitted
+            ],
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        """Read back what `to_json` wrote: `Plan.from_json(plan.to_json()) == plan`.
+
+        Raises ValueError naming the first field that is missing or of the wrong type (the caller
+        adds the file's name)."""
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise ValueError(
+                f"format: expected {PLAN_FORMAT} (a plan written by `gpushare plan --json`), got {found!r}"
+            )
+        where = "plan"
+        try:
+            where = "gpus"
+            gpus = tuple(_gpu_from_json(g) for g in data["gpus"])
+            where = "instances"
+            instances = tuple(_instance_from_json(i) for i in data["instances"])
+            where = "unplaced"
+            unplaced = tuple(
+                Unplaced(
+                    name=str(u["name"]),
+                    reason=str(u["reason"]),
+                    short_by_bytes=int(u["short_by_bytes"]),
+                    suggestions=tuple(str(s) for s in u["suggestions"]),
+                    gpus=tuple(int(g) for g in u["gpus"]),
+                    need_bytes=int(u["need_bytes"]),
+                )
+                for u in data["unplaced"]
+            )
+            where = "overcommitted"
+            problems = tuple(
+                Problem(
+                    message=str(p["message"]),
+                    instance=p["instance"],
+                    gpu=None if p["gpu"] is None else int(p["gpu"]),
+                    hint=p["hint"],
+                )
+                for p in data["overcommitted"]
+            )
+            where = "plan"
+            bound = data["lp_bound"]
+            return cls(
+                profile_name=str(data["profile"]),
+                feasible=bool(data["feasible"]),
+                gpus=gpus,
+                instances=instances,
+                unplaced=unplaced,
+                mps=str(data["mps"]),
+                notes=tuple(str(n) for n in data["notes"]),
+                strategy=str(data["strategy"]),
+                method=str(data["method"]),
+                optimal=bool(data["optimal"]),
+                lp_bound=None if bound is None else float(bound),
+                overcommitted=problems,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            missing = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{where}: {missing}") from None
+
+    def subset(self, names: Sequence[str]) -> Plan:
+        """The plan of these instances alone, on their GPUs renumbered 0..n-1 in index order: what
+        a machine (a Kubernetes pod) that sees only those GPUs runs.
+
+        The instances must hold their GPUs to themselves (a whole start group: nothing outside
+        `names` on any of their GPUs), so every number stays the plan's. `CUDA_VISIBLE_DEVICES`
+        follows the new numbers; unplaced models and placement notes stay with the whole plan."""
+        wanted = set(names)
+        chosen = [i for i in self.instances if i.name in wanted]
+        missing = sorted(wanted - {i.name for i in chosen})
+        if missing:
+            raise ValueError(f"the plan has no instance {', '.join(missing)}")
+        used = sorted({g for i in chosen for g in i.gpus})
+        number = {old: new for new, old in enumerate(used)}
+        gpus = []
+        for gpu in self.gpus:
+            if gpu.index not in number:
+                continue
+            others = [n for n in gpu.instances if n not in wanted]
+            if others:
+                raise ValueError(
+                    f"GPU {gpu.index} also holds {', '.join(others)}: a subset keeps whole start groups"
+                )
+            gpus.append(replace(gpu, index=number[gpu.index]))
+        renumbered = []
+        for inst in chosen:
+            new_gpus = tuple(number[g] for g in inst.gpus)
+            env = dict(inst.env)
+            if "CUDA_VISIBLE_DEVICES" in env:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in new_gpus)
+            renumbered.append(replace(inst, gpus=new_gpus, env=env, start_group=0))
+        return replace(
+            self,
+            gpus=tuple(gpus),
+            instances=tuple(renumbered),
+            unplaced=(),
+            overcommitted=tuple(replace(p, gpu=number[p.gpu]) for p in self.overcommitted if p.gpu in number),
+        )
+
+
+def _gpu_from_json(g: dict[str, Any]) -> PlannedGpu:
+    return PlannedGpu(
+        index=int(g["index"]),
+        name=str(g["name"]),
+        total_bytes=int(g["total_bytes"]),
+        reserved_bytes=int(g["reserved_bytes"]),
+        free_bytes=int(g["free_bytes"]),
+        instances=tuple(str(n) for n in g["instances"]),
+        cuda_total_bytes=int(g["cuda_total_bytes"]),
+        driver_reserved_bytes=int(g["driver_reserved_bytes"]),
+        other_processes_bytes=int(g["other_processes_bytes"]),
+        usable_bytes=int(g["usable_bytes"]),
+        planned_bytes=int(g["planned_bytes"]),
+    )
+
+
+def _instance_from_json(i: dict[str, Any]) -> PlannedInstance:
+    kv = i["kv_cache_memory_bytes"]
+    env = i["env"]
+    if not isinstance(env, dict):
+        raise TypeError(f"{i.get('name')}: env must be an object")
+    return PlannedInstance(
+        name=str(i["name"]),
+        model=str(i["model"]),
+        gpus=tuple(int(g) for g in i["gpus"]),
+        port=int(i["port"]),
+        start_order=int(i["start_order"]),
+        gpu_memory_utilization=float(i["gpu_memory_utilization"]),
+        kv_cache_memory_bytes=None if kv is None else int(kv),
+        planned_bytes=int(i["planned_bytes"]),
+        argv=tuple(str(a) for a in i["argv"]),
+        env={str(k): str(v) for k, v in env.items()},
+        kv_fixed=bool(i["kv_fixed"]),
+        estimate=Estimate.from_json(i["estimate"]) if i["estimate"] else None,
+        aliases=tuple(str(a) for a in i["aliases"]),
+        priority=int(i["priority"]),
+        start_group=int(i["start_group"]),
+        kv_target_bytes=int(i["kv_target_bytes"]),
+        target=str(i["target"]),
+    )
