@@ -19,8 +19,14 @@ from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.host.processes import SubprocessRunner
 from gpushare.runtime.service.gateway import Gateway, GatewayConfig
 from gpushare.runtime.service.policy import SupervisorPolicy
-from gpushare.runtime.service.process import detect_gpus, run_foreground, start_background, stop_background
-from gpushare.runtime.service.routes import DuplicateModelName, RouteTable, Upstream
+from gpushare.runtime.service.process import (
+    detect_gpus,
+    detect_telemetry,
+    run_foreground,
+    start_background,
+    stop_background,
+)
+from gpushare.runtime.service.routes import DuplicateModelName, RouteTable, Upstream, routes_from_document
 from gpushare.runtime.store.state import load_state, profile_paths
 from gpushare.units import parse_bytes
 
@@ -127,9 +133,20 @@ def supervise(
     if foreground:
         _logging()
         inventory, utilization = detect_gpus()
-        run_foreground(
-            paths, config, policy, inventory=inventory, utilization=utilization, alert_command=alert_command
-        )
+        telemetry = detect_telemetry(inventory)
+        try:
+            run_foreground(
+                paths,
+                config,
+                policy,
+                inventory=inventory,
+                utilization=utilization,
+                alert_command=alert_command,
+                telemetry=telemetry,
+            )
+        finally:
+            if telemetry is not None:
+                telemetry.close()
         return
     args = [
         "--host",
@@ -160,11 +177,19 @@ def supervise(
 @app.command()
 def gateway(
     upstream: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             help="MODEL=URL of an OpenAI-compatible server; MODEL,ALIAS,...=URL for aliases. Repeatable."
         ),
-    ],
+    ] = None,
+    routes: Annotated[
+        Path | None,
+        typer.Option(
+            "--routes",
+            dir_okay=False,
+            help="A YAML/JSON file: `routes:` [{model, aliases, url}] (the ConfigMap `export k8s` writes).",
+        ),
+    ] = None,
     host: Host = "127.0.0.1",
     port: Port = 8000,
     api_key_file: KeyFile = None,
@@ -173,10 +198,15 @@ def gateway(
 ) -> None:
     """A gateway only, in the foreground, for servers gpushare did not start (no supervision)."""
     table = RouteTable()
+    listed = [_parse_upstream(text) for text in upstream or []]
+    if routes is not None:
+        listed += _read_routes(routes)
+    if not listed:
+        raise InputError("no route: give --upstream MODEL=URL (repeatable) or --routes FILE")
     try:
-        table.replace(_parse_upstream(text) for text in upstream)
+        table.replace(listed)
     except DuplicateModelName as exc:
-        raise InputError(f"--upstream: {exc}") from exc
+        raise InputError(f"{'--routes ' + str(routes) if routes else '--upstream'}: {exc}") from exc
     config = _gateway_config(host, port, api_key_file, max_body, connect_timeout)
     _logging()
 
@@ -192,6 +222,18 @@ def gateway(
         await gw.stop()
 
     asyncio.run(main())
+
+
+def _read_routes(path: Path) -> list[Upstream]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"--routes {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"--routes {path}: not YAML or JSON ({exc})".splitlines()[0]) from exc
+    return routes_from_document(data, str(path))
 
 
 def _parse_upstream(text: str) -> Upstream:
