@@ -54,7 +54,7 @@ def _api_key(key_file: Path | None) -> str | None:
     return os.environ.get(API_KEY_ENV) or None
 
 
-def _gateway_config(
+def gateway_config(
     host: str, port: int, key_file: Path | None, max_body: str, connect_timeout: float
 ) -> GatewayConfig:
     config = GatewayConfig(
@@ -81,7 +81,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _logging() -> None:
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
@@ -129,9 +129,9 @@ def supervise(
         crash_loop_restarts=crash_loop_restarts,
         health_interval_s=health_interval,
     )
-    config = _gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    config = gateway_config(host, port, api_key_file, max_body, connect_timeout)
     if foreground:
-        _logging()
+        configure_logging()
         inventory, utilization = detect_gpus()
         telemetry = detect_telemetry(inventory)
         try:
@@ -207,8 +207,8 @@ def gateway(
         table.replace(listed)
     except DuplicateModelName as exc:
         raise InputError(f"{'--routes ' + str(routes) if routes else '--upstream'}: {exc}") from exc
-    config = _gateway_config(host, port, api_key_file, max_body, connect_timeout)
-    _logging()
+    config = gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    configure_logging()
 
     async def main() -> None:
         stop = asyncio.Event()
