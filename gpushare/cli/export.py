@@ -22,11 +22,10 @@ from gpushare.export.k8s.options import (
     DEFAULT_IMAGE,
     DEFAULT_MEMORY_BYTES,
     DEFAULT_NAMESPACE,
-    MODES,
     ExportOptions,
-    Mode,
     parse_hf_cache,
     parse_label,
+    parse_mode,
 )
 from gpushare.units import format_bytes, parse_bytes
 
@@ -46,13 +45,6 @@ MODE_HELP = (
     "(HAMi gpumem limits), time-slicing or mps (the device plugin's equal replicas; refused when they "
     "cannot hold the plan)."
 )
-
-
-def mode_option(value: str) -> Mode:
-    for mode in MODES:
-        if value == mode:
-            return mode
-    raise InputError(f"--mode {value!r}: choose one of {', '.join(MODES)}")
 
 
 @export_app.command("k8s")
@@ -108,7 +100,7 @@ def k8s(
     from gpushare.export.k8s.export import export_plan
 
     options = ExportOptions(
-        mode=mode_option(mode),
+        mode=parse_mode(mode),
         image=image,
         namespace=namespace,
         hf_cache=parse_hf_cache(hf_cache),

@@ -214,11 +214,11 @@ class K8sCheck:
 
 
 def _k8s_check(result: Plan, mode_text: str | None) -> K8sCheck:
-    from gpushare.cli.export import mode_option
     from gpushare.errors import GpushareError
     from gpushare.export.k8s.modes import plan_for_mode
+    from gpushare.export.k8s.options import parse_mode
 
-    mode = mode_option(mode_text or "gpu-pod")
+    mode = parse_mode(mode_text or "gpu-pod")
     try:
         planned = plan_for_mode(result, mode)
     except GpushareError as exc:

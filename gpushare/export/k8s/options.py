@@ -37,6 +37,14 @@ GATEWAY_CPU_MILLICORES = 500
 GATEWAY_MEMORY_BYTES = 512 * 1024 * 1024
 
 
+def parse_mode(value: str) -> Mode:
+    """`--mode VALUE` as a Mode, or one line naming the choices."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise InputError(f"--mode {value!r}: choose one of {', '.join(MODES)}")
+
+
 @dataclass(frozen=True)
 class PvcSpec:
     """`--hf-cache pvc[:SIZE[:CLASS]]`: a ReadWriteMany claim made by the export."""
