@@ -26,7 +26,9 @@ from gpushare.errors import DoesNotFitError, InputError
 from gpushare.export.k8s.gpu import SharingMethod
 from gpushare.units import MiB, format_bytes
 
-ALTERNATIVES = "use --mode gpu-pod (keeps each instance's own memory), mig or hami"
+ALTERNATIVES = "use --mode gpu-pod (keeps each instance's own memory) or hami"
+"""What a refusal suggests: the modes that keep each instance's own memory (mig joins them once the
+plan carries MIG slices)."""
 
 
 @dataclass(frozen=True)
