@@ -189,7 +189,13 @@ DATA_MODULES = {
     "gpushare.memory.budget": set(),
     "gpushare.placement.model": set(),
     "gpushare.vllm.command": set(),
-    "gpushare.planning.plan": {"gpushare.memory", "gpushare.memory.estimate"},
+    "gpushare.vllm.sleep": set(),
+    "gpushare.planning.plan": {
+        "gpushare.memory",
+        "gpushare.memory.estimate",
+        "gpushare.vllm",
+        "gpushare.vllm.sleep",
+    },
 }
 
 

@@ -90,7 +90,7 @@ def test_fewer_sequences_shrink_the_host_copy_by_the_sampler_state() -> None:
     [
         ("moe on the v1 runner", "Qwen/Qwen3-30B-A3B-Thinking-2507-FP8", "generate", 1),
         ("pooling", "Qwen/Qwen3-Embedding-8B", "pooling", 1),
-        ("tensor parallel", "Qwen/Qwen2.5-7B-Instruct", "generate", 2),
+        ("tensor parallel", "meta-llama/Llama-3.1-8B-Instruct", "generate", 2),
     ],
 )
 def test_kinds_not_measured_are_noted(case: str, model: str, runner: Runner, tp: int) -> None:
