@@ -17,6 +17,7 @@ from rich.console import Console
 
 from gpushare.cli.app import app
 from gpushare.devices.base import Gpu, GpuInventory
+from gpushare.devices.host import HostRam, PsutilHostRam
 from gpushare.devices.nvml import NvmlInventory
 
 # The planner pulls in the solver and pydantic: imported inside the commands so start-up stays fast.
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 
 # Where GPUs come from for `gpus: auto` without --gpus. A module attribute so tests can replace it.
 inventory_factory: Callable[[], GpuInventory] = NvmlInventory
+# Where the host's memory comes from for on-demand models without host_memory (tests replace it).
+host_ram_factory: Callable[[], HostRam] = PsutilHostRam
 
 GPUS_HELP = (
     "GPUs to plan for instead of the profile's: a spec such as 2xH100, A100-80GB,L4 or 24GiB, "
@@ -67,7 +70,18 @@ def make_plan(
 
     profile = load_profile(profile_path)
     lookup = stored_lookup() if calibrated else None
-    return profile, build_plan(profile, resolve_gpus(profile, spec), strategy, calibration=lookup)
+    gpus = resolve_gpus(profile, spec)
+    return profile, build_plan(
+        profile, gpus, strategy, calibration=lookup, host_memory_bytes=host_ram_bytes(profile)
+    )
+
+
+def host_ram_bytes(profile: Profile) -> int | None:
+    """The host's available memory, asked only when on-demand models need it and the profile does
+    not give host_memory."""
+    if not profile.has_on_demand or profile.host_memory is not None:
+        return None
+    return host_ram_factory().available_bytes()
 
 
 NoCalibration = Annotated[

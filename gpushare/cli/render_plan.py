@@ -24,7 +24,7 @@ COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 @dataclass(frozen=True)
 class Segment:
     label: str
-    kind: str  # weights | kv | overhead | others | free
+    kind: str  # weights | kv | overhead | asleep | room | others | free
     bytes: int
     color: str
 
@@ -35,26 +35,32 @@ def instance_parts(inst: PlannedInstance) -> tuple[int, int, int]:
 
 
 def gpu_segments(gpu: PlannedGpu, instances: Sequence[PlannedInstance]) -> list[Segment]:
-    """The bar of one GPU, left to right: each instance's weights, KV, overhead; other processes;
-    free memory (the safety reserve included)."""
+    """The bar of one GPU, left to right: each instance's weights, KV, overhead (an on-demand
+    instance: what it holds asleep); the room kept for the largest set of on-demand instances
+    awake; other processes; free memory (the safety reserve included)."""
     by_name = {i.name: i for i in instances}
     out: list[Segment] = []
     for n, name in enumerate(gpu.instances):
         inst = by_name[name]
         color = COLORS[n % len(COLORS)]
+        if inst.on_demand:
+            out.append(Segment(name, "asleep", inst.asleep_bytes, color))
+            continue
         weights, kv, overhead = instance_parts(inst)
         out += [
             Segment(name, "weights", weights, color),
             Segment(name, "kv", kv, color),
             Segment(name, "overhead", overhead, color),
         ]
+    if gpu.awake is not None:
+        out.append(Segment("awake on-demand", "room", gpu.awake.largest_bytes, "white"))
     if gpu.other_processes_bytes:
         out.append(Segment("other processes", "others", gpu.other_processes_bytes, "grey50"))
     out.append(Segment("free", "free", max(gpu.free_bytes, 0), "grey35"))
     return out
 
 
-_GLYPH = {"weights": "█", "kv": "▓", "overhead": "░", "others": "▒", "free": "·"}
+_GLYPH = {"weights": "█", "kv": "▓", "overhead": "░", "asleep": "▪", "room": "◦", "others": "▒", "free": "·"}
 
 
 def bar_cells(segments: Sequence[Segment], total: int, width: int = BAR_WIDTH) -> list[tuple[str, str]]:
@@ -105,9 +111,16 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
                 f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)}, "
                 f"utilization {inst.gpu_memory_utilization}"
             )
-    console.print(
-        "\n  [dim]█ weights  ▓ KV cache  ░ activation, CUDA graphs, context  ▒ other processes  · free[/]"
-    )
+            if inst.swap is not None:
+                console.print(f"      {on_demand_line(inst)}", markup=False)
+        for line in awake_lines(gpu):
+            console.print(f"  {line}", markup=False)
+    legend = "█ weights  ▓ KV cache  ░ activation, CUDA graphs, context  ▒ other processes  · free"
+    if any(g.awake is not None for g in plan.gpus):
+        legend = legend.replace("  ▒", "  ▪ asleep  ◦ on-demand awake  ▒")
+    console.print(f"\n  [dim]{legend}[/]")
+    if plan.host is not None:
+        console.print(host_line(plan), markup=False)
     if plan.instances:
         console.print(
             "\n[bold]commands[/] (start in this order"
@@ -125,6 +138,40 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
         console.print(f"[dim]note:[/] {note}")
 
 
+def on_demand_line(inst: PlannedInstance) -> str:
+    """An on-demand instance's sleep numbers (its awake ones are on the line above)."""
+    assert inst.swap is not None
+    host = (
+        f"host RAM {format_bytes(inst.host_bytes)}" if inst.host_bytes else "no host copy (reloads on wake)"
+    )
+    level = inst.swap.sleep_level
+    return (
+        f"on-demand, sleep level {level}: asleep {format_bytes(inst.asleep_bytes)} on the GPU, {host}; "
+        "starts after the residents and is put to sleep once it serves"
+    )
+
+
+def awake_lines(gpu: PlannedGpu) -> list[str]:
+    """Which on-demand instances of the GPU may be awake together."""
+    room = gpu.awake
+    if room is None:
+        return []
+    limit = f"at most {room.awake_max} at once" if room.awake_max is not None else "as many as fit"
+    sets = " | ".join("{" + ", ".join(s) + "}" for s in room.sets) or "none"
+    more = " | ..." if room.more_sets else ""
+    return [f"on-demand room {format_bytes(max(room.room_bytes, 0))} ({limit}); awake together: {sets}{more}"]
+
+
+def host_line(plan: Plan) -> str:
+    host = plan.host
+    assert host is not None
+    have = format_bytes(host.available_bytes) if host.available_bytes is not None else "unknown"
+    return (
+        f"\nhost RAM for sleeping weights (level 1, pinned): {format_bytes(host.needed_bytes)} of {have} "
+        f"({host.source})"
+    )
+
+
 def unplaced_lines(plan: Plan) -> list[str]:
     lines: list[str] = []
     for u in plan.unplaced:
@@ -138,7 +185,16 @@ def check_lines(plan: Plan) -> list[str]:
     if plan.feasible:
         used = sum(1 for g in plan.gpus if g.instances)
         where = f"on {used} GPU(s)" if plan.gpus else "on the CPU"
-        return [f"ok: {plan.profile_name}: {len(plan.instances)} instance(s) fit {where}"]
+        line = f"ok: {plan.profile_name}: {len(plan.instances)} instance(s) fit {where}"
+        if plan.host is not None:
+            sleepers = sum(1 for i in plan.instances if i.on_demand)
+            have = (
+                format_bytes(plan.host.available_bytes)
+                if plan.host.available_bytes is not None
+                else "unknown"
+            )
+            line += f" ({sleepers} on-demand; host RAM {format_bytes(plan.host.needed_bytes)} of {have})"
+        return [line]
     lines = [f"{plan.profile_name}: does not fit"]
     lines += [line.lstrip("\n") for line in unplaced_lines(plan)]
     lines += [f"overcommitted: {p}" for p in plan.problems]
