@@ -116,6 +116,15 @@ def up_command(
         raise InputError(f"{profile}: no such profile file")
     inventory = inventory_factory()
     plan = plan_factory(profile, inventory)
+    sleepers = [i.name for i in plan.instances if i.on_demand]
+    if sleepers:
+        # the launcher does not yet put each one to sleep once it serves (planning/start.py), so
+        # the second would fail vLLM's start check; refuse rather than start half of them
+        raise InputError(
+            f"{profile}: {', '.join(sleepers)}: residency on-demand is planned (gpushare plan) but "
+            "`up` cannot run it yet",
+            hint="set residency: always to start this profile now",
+        )
     edges = edges_factory(_usable_inventory(inventory))
     paths = profile_paths(plan.profile_name, state_root())
     out = console()

@@ -132,3 +132,22 @@ def test_psutil_host_ram_reports_a_size() -> None:
 
     size = PsutilHostRam().available_bytes()
     assert size is not None and size > 0
+
+
+def test_up_refuses_on_demand_models_until_it_can_swap_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpushare.cli.launch as launch_cli
+    from gpushare.devices.static import StaticInventory
+    from gpushare.planning.build import build_plan
+    from gpushare.profile import load_profile
+
+    path = write(tmp_path, PROFILE.replace("gpus: H200\n", "gpus: H200\nhost_memory: 1TiB\n"))
+    profile = load_profile(path)
+    plan = build_plan(profile, profile.described_gpus() or [])
+    monkeypatch.setattr(launch_cli, "inventory_factory", lambda: StaticInventory([]))
+    monkeypatch.setattr(launch_cli, "plan_factory", lambda p, inventory: plan)
+    code, out = run("up", str(path))
+    assert code == 2
+    assert "llama, qwen, mistral: residency on-demand is planned" in out
+    assert "set residency: always" in out
