@@ -42,21 +42,6 @@ def requested_bytes(utilization: float, cuda_total_bytes: int) -> int:
     return math.ceil(cuda_total_bytes * utilization)
 
 
-def start_check_deficit(requested: int, cuda_total_bytes: int, held_bytes: int, context_bytes: int) -> int:
-    """How far an instance is from passing vLLM's start-up check (v1/worker/utils.py
-    request_memory: free memory ≥ ceil(utilization × total)); ≤ 0 passes.
-
-    free = total − `held_bytes` (what every other process holds when it starts) − its own CUDA
-    context (which exists before the check). What the others hold depends on who is up: the
-    planner counts resident neighbours at their footprint, and on-demand neighbours at their
-    asleep footprint when the instance is on-demand itself (they start one at a time and each
-    sleeps once it serves: planning/start.py), or at their largest awake set otherwise (a resident
-    may restart while they are awake). So an on-demand instance's utilization may exceed what is
-    free with its neighbours awake, but never what is free with them asleep.
-    """
-    return requested - (cuda_total_bytes - held_bytes - context_bytes)
-
-
 @dataclass(frozen=True)
 class Budget:
     """One instance's memory around its KV cache, per GPU, in bytes."""

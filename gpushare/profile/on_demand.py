@@ -8,9 +8,9 @@ DEFAULT_* values below. Pure.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gpushare.vllm.sleep import SleepLevel
 
@@ -24,7 +24,8 @@ DEFAULT_IDLE_S = 0.0  # never: a model sleeps only when another needs its room
 class OnDemand(BaseModel):
     """How an on-demand model is put to sleep and woken (the gateway's swap settings)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    # strict, as the rest of the profile (profile/schema.py `_Strict`): YAML `true` is not 1
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True, strict=True)
 
     sleep_level: SleepLevel | None = None
     """vLLM's sleep level: 1 moves the weights to pinned host RAM (wake measured at 0.55 s for an
@@ -41,3 +42,11 @@ class OnDemand(BaseModel):
     idle_s: Annotated[float, Field(ge=0, le=7 * 86_400)] | None = None
     """Put the model to sleep after this many seconds without a request; 0 never (it sleeps only
     when another model needs the room). Unset: 0."""
+
+    @field_validator("sleep_level", mode="before")
+    @classmethod
+    def _no_boolean_level(cls, value: Any) -> Any:
+        # `true == 1` in Python, so a Literal[1, 2] would take YAML's `true` as level 1
+        if isinstance(value, bool):
+            raise ValueError(f"{str(value).lower()} is not allowed; use 1 or 2")
+        return value

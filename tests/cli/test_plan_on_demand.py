@@ -151,3 +151,26 @@ def test_up_refuses_on_demand_models_until_it_can_swap_them(
     assert code == 2
     assert "llama, qwen, mistral: residency on-demand is planned" in out
     assert "set residency: always" in out
+
+
+@pytest.mark.parametrize("foreground", [False, True], ids=["background", "foreground"])
+def test_up_refuses_a_plan_file_with_on_demand_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, foreground: bool
+) -> None:
+    """`up --plan-file` (and `--foreground`, what a pod runs) refuses them as `up PROFILE` does:
+    Plan.from_json keeps each instance's residency."""
+    import json
+
+    import gpushare.cli.launch as launch_cli
+    from gpushare.devices.static import StaticInventory
+    from gpushare.planning.build import build_plan
+    from gpushare.profile import load_profile
+
+    path = write(tmp_path, PROFILE.replace("gpus: H200\n", "gpus: H200\nhost_memory: 1TiB\n"))
+    profile = load_profile(path)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(build_plan(profile, profile.described_gpus() or []).to_json()))
+    monkeypatch.setattr(launch_cli, "inventory_factory", lambda: StaticInventory([]))
+    code, out = run("up", "--plan-file", str(plan_file), *(["--foreground"] if foreground else []))
+    assert code == 2
+    assert f"--plan-file {plan_file}: llama, qwen, mistral: residency on-demand is planned" in out

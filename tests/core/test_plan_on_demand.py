@@ -283,3 +283,34 @@ def test_maximal_sets_lists_each_largest_set_once_and_stops_at_the_limit() -> No
     many = [sleeper(f"m{i:02d}", 1) for i in range(20)]
     listed, more = maximal_sets(many, 10 * GiB, None, limit=5)
     assert more and len(listed) == 5 and all(len(names) == 10 for names in listed)
+
+
+# --- with MIG (issue 14) and plan files (issue 15) ---------------------------------------------
+
+
+def test_mig_auto_is_not_applied_to_a_profile_with_on_demand_models() -> None:
+    """On-demand instances are not planned on slices: `mig: auto` leaves every GPU whole, with a
+    note, and the plan is the one without MIG."""
+    whole = plan_of(three())
+    auto = plan_of(three().replace("gpus: H200", "gpus: [{gpu: H200, mig: auto}]"))
+    assert not auto.uses_mig and auto.feasible
+    assert any("mig: auto not applied" in n for n in auto.notes)
+    assert [(i.name, i.argv) for i in auto.instances] == [(i.name, i.argv) for i in whole.instances]
+
+
+def test_on_demand_models_are_left_out_of_a_plan_on_mig_slices() -> None:
+    pinned = three().replace("gpus: H200", 'gpus: [{gpu: H200, mig: "4g.71gb:0,3g.71gb:4"}]')
+    plan = plan_of(pinned)
+    assert plan.uses_mig and not plan.feasible
+    left_out = {u.name: u for u in plan.unplaced}
+    assert set(left_out) == {"llama", "qwen", "mistral"}
+    assert all("not planned on MIG" in u.reason for u in left_out.values())
+    assert [i.name for i in plan.instances] == ["small"]
+
+
+def test_an_on_demand_plan_reads_back_from_its_json() -> None:
+    import json
+
+    plan = plan_of(three())
+    assert plan.host is not None and any(i.swap is not None for i in plan.instances)
+    assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan

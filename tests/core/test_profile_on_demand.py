@@ -116,7 +116,7 @@ BAD: list[tuple[str, str, str, str, int]] = [
         "queue of 0",
         f"gpus: H100\nmodels:\n{ONE}    residency: on-demand\n    on_demand:\n      queue: 0\n",
         "models[0].on_demand.queue",
-        "greater than or equal to 1",
+        "must be 1 or more, got 0; set it to 1 or more",
         7,
     ),
     (
