@@ -149,18 +149,21 @@ class Estimate:
         """Read back what `to_json` wrote (a plan file); `Estimate.from_json(e.to_json()) == e`.
 
         The budget's context is not written on its own: `overhead_bytes` is the context plus the
-        CUDA graphs where vLLM does not count them (`Budget.outside_bytes`), so it comes back from
-        those two. Raises KeyError/TypeError/ValueError on a malformed object (the caller names
-        the file)."""
+        TP buffers plus the CUDA graphs where vLLM does not count them (`Budget.outside_bytes`),
+        so it comes back from those. A file written before `parallel_bytes` existed has none
+        (its TP buffers, if any, were inside the budget's non-torch). Raises
+        KeyError/TypeError/ValueError on a malformed object (the caller names the file)."""
         in_budget = bool(data["cuda_graph_in_budget"])
         graphs = int(data["cuda_graph_bytes"])
+        parallel = int(data.get("parallel_bytes", 0))
         budget = Budget(
             weights_bytes=int(data["weights_bytes"]),
             activation_bytes=int(data["activation_bytes"]),
             non_torch_bytes=int(data["non_torch_bytes"]),
             cuda_graph_bytes=graphs,
             cuda_graph_in_budget=in_budget,
-            context_bytes=int(data["overhead_bytes"]) - (0 if in_budget else graphs),
+            context_bytes=int(data["overhead_bytes"]) - parallel - (0 if in_budget else graphs),
+            parallel_bytes=parallel,
         )
         kv_fixed = data["kv_cache_memory_bytes"]
         return cls(
