@@ -83,12 +83,15 @@ class Budget:
 
     def start_deficit_bytes(self, utilization: float, cuda_total_bytes: int, free_bytes: int) -> int:
         """By how much vLLM's start check misses (≤ 0: it passes). The check runs once the
-        process holds its context: free − context ≥ ceil(total × utilization)
+        process holds its context and, when tensor parallel, its NCCL and all-reduce buffers (the
+        snapshot comes after init_worker_distributed_environment, v1/worker/gpu_worker.py::
+        init_device): free − context − TP buffers ≥ ceil(total × utilization)
         (v1/worker/utils.py::request_memory). `cuda_total_bytes` is the device total the process
         sees, `free_bytes` what is free for it just before it starts (a device's total less what
         others hold; a HAMi limit; an MPS pinned limit, which a client sees as its free memory
         while the total stays the whole GPU's: bench/gpu/results/h200-i15/k8s-facts.txt)."""
-        return requested_bytes(utilization, cuda_total_bytes) - (free_bytes - self.context_bytes)
+        held = self.context_bytes + self.parallel_bytes
+        return requested_bytes(utilization, cuda_total_bytes) - (free_bytes - held)
 
     def device_total_for(self, kv_bytes: int, at_least_bytes: int, step_bytes: int) -> int:
         """The smallest device total, a whole number of `step_bytes` and at least `at_least_bytes`,

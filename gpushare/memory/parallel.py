@@ -32,6 +32,7 @@ Assumptions (each over-counts where it does not hold, which only costs free memo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gpushare.hfconfig import ModelArch
@@ -187,3 +188,21 @@ PARALLEL_NOTE = (
     "symmetric-memory buffers outside vLLM's budget, from vLLM 0.26.0's and NCCL's source with NVLink "
     "multicast off (NCCL_NVLS_ENABLE=0); not yet measured on a GPU"
 )
+
+
+NVLS_OFF_ENV = {"NCCL_NVLS_ENABLE": "0"}
+"""The variable the model above assumes for every TP instance: NCCL without NVLink SHARP."""
+
+NVLS_NOTE = (
+    "tensor parallel without NCCL_NVLS_ENABLE=0 in the profile's env: where NCCL uses NVLink SHARP "
+    "(NVSwitch machines) its buffers and multicast objects are not modelled; set defaults.env "
+    'NCCL_NVLS_ENABLE: "0" (or export it where `gpushare up` runs)'
+)
+
+
+def unmodelled_parallel_env(tp: int, env: Mapping[str, str]) -> str | None:
+    """A note when a TP instance's profile env leaves out a setting the TP terms assume (the
+    environment `up` runs in may still set it: the plan does not read it), else None."""
+    if tp <= 1 or all(env.get(key) == value for key, value in NVLS_OFF_ENV.items()):
+        return None
+    return NVLS_NOTE

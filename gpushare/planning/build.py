@@ -39,11 +39,12 @@ from dataclasses import dataclass
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.estimate_job import ModelFacts
 from gpushare.memory import Estimate, GpuTarget, SleepFootprint, estimate, sleep_footprint
+from gpushare.memory.parallel import unmodelled_parallel_env
 from gpushare.memory.settings import with_batching_defaults
 from gpushare.placement import MILP_MAX_ITEMS, Bin, Item, Placement, Strategy, share_leftover, solve
 from gpushare.planning import mig as mig_plan
 from gpushare.planning import ondemand
-from gpushare.planning.commands import instance_command, instance_env, slice_command, slice_env
+from gpushare.planning.commands import instance_command, instance_env, profile_env, slice_command, slice_env
 from gpushare.planning.cpu import cpu_plan
 from gpushare.planning.needs import CalibrationLookup, Entry, Needs, resolve_entries
 from gpushare.planning.plan import (
@@ -464,7 +465,8 @@ class _Planner:
         )
         if e.weights_source == "calibration":
             self.calibrated.add(m.name)
-        for note in e.notes:
+        env_note = unmodelled_parallel_env(e.tensor_parallel_size, profile_env(self.profile, m))
+        for note in (*e.notes, *([env_note] if env_note else [])):
             if f"{m.name}: {note}" not in self.notes:
                 self.notes.append(f"{m.name}: {note}")
         return Slot(gpu, target, e)

@@ -140,3 +140,15 @@ def test_a_calibration_with_measured_outside_bytes_already_holds_the_tp_buffers(
     assert e.budget.outside_bytes == 2 * GiB + GiB  # measured outside + graphs (not in budget here)
     no_nvml = dataclasses.replace(measured, outside_bytes=None)
     assert estimate(arch, H200, settings, measured=no_nvml).budget.parallel_bytes == 588 * MiB
+
+
+def test_the_start_check_counts_the_tp_buffers_as_held() -> None:
+    """vLLM's init snapshot comes after the distributed setup (gpu_worker.py::init_device), so the
+    free memory it checks the request against is already short of the TP buffers."""
+    e = estimate(arch_of(DENSE), H200, ServeSettings(max_model_len=8192, tensor_parallel_size=2))
+    b, util, total = e.budget, e.gpu_memory_utilization, H200.cuda_total_bytes
+    just = e.requested_bytes + b.context_bytes + b.parallel_bytes
+    assert b.start_deficit_bytes(util, total, just) == 0
+    assert b.start_deficit_bytes(util, total, just - MiB) == MiB
+    without = dataclasses.replace(b, parallel_bytes=0)
+    assert without.start_deficit_bytes(util, total, just) == -588 * MiB

@@ -14,6 +14,7 @@ from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
 from gpushare.estimate_job import ModelFacts
 from gpushare.memory import Estimate, utilization_for
+from gpushare.memory.parallel import NVLS_NOTE
 from gpushare.planning.build import build_plan, plan_loader
 from gpushare.planning.commands import command_line
 from gpushare.planning.plan import Plan, PlannedInstance
@@ -263,6 +264,41 @@ def test_defaults_env_reaches_every_instance_under_its_own_env() -> None:
     assert small["VLLM_LOGGING_LEVEL"] == "DEBUG"
     assert {k: small[k] for k in multicast_off} == multicast_off
     assert "NCCL_NVLS_ENABLE=0" in command_line(by_name["big"])
+    assert not any("NVLink SHARP" in n for n in plan.notes)
+
+
+@pytest.mark.parametrize(
+    ("case", "defaults_env", "model_env", "noted"),
+    [
+        ("no env", "{}", "{}", True),
+        ("off in defaults", '{NCCL_NVLS_ENABLE: "0"}', "{}", False),
+        ("off for the model", "{}", '{NCCL_NVLS_ENABLE: "0"}', False),
+        ("on for the model", '{NCCL_NVLS_ENABLE: "0"}', '{NCCL_NVLS_ENABLE: "1"}', True),
+    ],
+)
+def test_a_tp_instance_without_nvls_off_is_noted(
+    case: str, defaults_env: str, model_env: str, noted: bool
+) -> None:
+    """The TP terms assume NCCL without NVLink SHARP (memory/parallel.py); a TP instance whose env
+    does not say so gets a note naming the fix. A single-GPU instance never does."""
+    plan = plan_of(
+        f"""
+        gpus: 2xH100
+        defaults:
+          env: {defaults_env}
+        models:
+          - name: big
+            model: Qwen/Qwen2.5-32B-Instruct
+            max_model_len: 8192
+            tensor_parallel_size: 2
+            env: {model_env}
+          - name: small
+            model: Qwen/Qwen2.5-0.5B-Instruct
+            max_model_len: 4096
+        """
+    )
+    about = [n for n in plan.notes if "NVLink SHARP" in n]
+    assert about == (["big: " + NVLS_NOTE] if noted else [])
 
 
 @pytest.mark.parametrize(
