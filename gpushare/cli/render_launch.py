@@ -116,8 +116,8 @@ def status_rows(report: StatusReport) -> list[tuple[str, ...]]:
                 str(s.pid or "-"),
                 str(s.port),
                 s.state + (f" ({s.phase})" if s.phase else ""),
-                _bytes(s.planned_bytes),
-                _bytes(s.actual_bytes),
+                _bytes(s.planned_bytes) + (" each" if len(s.gpus) > 1 and s.planned_bytes else ""),
+                _actual(s),
                 f"{s.kv_cache_tokens:,}" if s.kv_cache_tokens is not None else "-",
                 f"{s.kv_cache_usage * 100:.1f}%" if s.kv_cache_usage is not None else "-",
                 _requests(s),
@@ -126,6 +126,14 @@ def status_rows(report: StatusReport) -> list[tuple[str, ...]]:
             )
         )
     return rows
+
+
+def _actual(s: InstanceStatus) -> str:
+    """One figure per GPU, in the order of its GPUs (a tensor-parallel instance: one per worker's
+    GPU), so each reads against the per-GPU plan."""
+    if len(s.gpus) > 1 and any(s.actual_bytes_per_gpu.values()):
+        return " / ".join(_bytes(s.actual_bytes_per_gpu.get(g)) for g in s.gpus)
+    return _bytes(s.actual_bytes)
 
 
 def _short_model(model: str) -> str:

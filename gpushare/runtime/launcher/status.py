@@ -41,8 +41,10 @@ class InstanceStatus:
     state: InstancePhase
     phase: InstancePhase | None
     planned_bytes: int
+    """Per GPU, as the plan gives it (a tensor-parallel instance has this on each of its GPUs)."""
     actual_bytes: int | None
-    """NVML memory of the instance's processes now (summed over its GPUs), else what `up` recorded."""
+    """Per GPU like `planned_bytes`: the most its processes hold on any one of its GPUs (NVML now,
+    else what `up` recorded)."""
     kv_cache_tokens: int | None
     kv_cache_usage: float | None
     requests_running: float | None
@@ -51,6 +53,8 @@ class InstanceStatus:
     restarts: int
     log_path: str
     error: str | None
+    actual_bytes_per_gpu: dict[int, int] = dataclasses.field(default_factory=dict)
+    """What its processes hold on each of its GPUs (NVML now, else what `up` recorded)."""
 
 
 @dataclass(frozen=True)
@@ -78,17 +82,19 @@ class StatusReport:
         }
 
 
-def _nvml_bytes(rec: InstanceRecord, edges: Edges, gpu_procs: dict[int, list[tuple[int, int]]]) -> int | None:
+def _nvml_bytes(
+    rec: InstanceRecord, edges: Edges, gpu_procs: dict[int, list[tuple[int, int]]]
+) -> dict[int, int] | None:
     if not rec.gpus or rec.pid is None or rec.pid_start_time is None or not gpu_procs:
         return None
     pids = set(edges.runner.session_pids(rec.pid, rec.pid_start_time))
-    return sum(used for g in rec.gpus for pid, used in gpu_procs.get(g, []) if pid in pids)
+    return {g: sum(used for pid, used in gpu_procs.get(g, []) if pid in pids) for g in rec.gpus}
 
 
-def _recorded_bytes(rec: InstanceRecord) -> int | None:
+def _recorded_bytes(rec: InstanceRecord) -> dict[int, int] | None:
     per_gpu = rec.actual.get("process_bytes")
     if isinstance(per_gpu, dict) and per_gpu:
-        return sum(int(v) for v in per_gpu.values())
+        return {int(g): int(v) for g, v in per_gpu.items()}
     return None
 
 
@@ -116,7 +122,7 @@ def instance_status(
     live_tokens = (metrics.cache_config or {}).get("kv_cache_size_tokens", "") if metrics else ""
     if live_tokens.isdigit():
         kv_tokens = int(live_tokens)
-    actual = _nvml_bytes(rec, edges, gpu_procs) if alive else None
+    per_gpu = (_nvml_bytes(rec, edges, gpu_procs) if alive else None) or _recorded_bytes(rec) or {}
     return InstanceStatus(
         profile=profile,
         name=rec.name,
@@ -127,7 +133,8 @@ def instance_status(
         state=state,
         phase=phase,
         planned_bytes=rec.planned_bytes,
-        actual_bytes=actual if actual is not None else _recorded_bytes(rec),
+        actual_bytes=max(per_gpu.values()) if per_gpu else None,
+        actual_bytes_per_gpu=per_gpu,
         kv_cache_tokens=int(kv_tokens) if kv_tokens is not None else None,
         kv_cache_usage=metrics.kv_cache_usage if metrics else None,
         requests_running=metrics.requests_running if metrics else None,

@@ -130,15 +130,23 @@ def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
             if value is not None and value.isdigit():
                 actual[f"metrics_{key}"] = int(value)
     if edges.inventory is not None and rec.gpus and rec.pid is not None and rec.pid_start_time is not None:
-        pids = set(edges.runner.session_pids(rec.pid, rec.pid_start_time))
+        titles = {m.pid: m.title for m in edges.runner.session_members(rec.pid, rec.pid_start_time)}
         per_gpu: dict[str, int] = {}
+        per_process: list[dict[str, object]] = []
         for gpu in edges.inventory.gpus():
             if gpu.index in rec.gpus:
                 # On a MIG GPU its processes are listed on the MIG devices too: each pid once.
                 procs = {p.pid: p for d in gpu.mig_devices for p in d.processes}
                 procs.update({p.pid: p for p in gpu.processes})
-                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in procs.values() if p.pid in pids)
+                mine = [p for p in procs.values() if p.pid in titles]
+                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in mine)
+                per_process += [
+                    {"gpu": gpu.index, "pid": p.pid, "title": titles[p.pid], "bytes": p.used_bytes}
+                    for p in sorted(mine, key=lambda p: p.pid)
+                ]
         actual["process_bytes"] = per_gpu
+        # which of its processes holds what (a TP instance: one worker per GPU, vllm/processes.py)
+        actual["gpu_processes"] = per_process
     return actual
 
 

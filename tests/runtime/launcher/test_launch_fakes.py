@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from launch_helpers import instance, numbered, plan_of
 
+from gpushare.cli.render_launch import status_rows
 from gpushare.devices.base import Gpu, GpuProcess
 from gpushare.devices.static import StaticInventory
 from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
@@ -20,7 +21,7 @@ from gpushare.runtime.host.probe import FakeProber
 from gpushare.runtime.host.processes import FakeProcess, FakeRunner
 from gpushare.runtime.launcher.down import down
 from gpushare.runtime.launcher.edges import Edges
-from gpushare.runtime.launcher.status import collect_status
+from gpushare.runtime.launcher.status import StatusReport, collect_status
 from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, up
 from gpushare.runtime.phase import InstancePhase
 from gpushare.runtime.store.state import load_state, profile_paths
@@ -210,6 +211,54 @@ def test_nvml_actual_memory_recorded_per_gpu_from_the_session_pids(tmp_path: Pat
     report = collect_status(tmp_path / "state", world.edges)
     assert report.instances[0].actual_bytes == 11 * GiB
     assert [(g.index, g.free_bytes) for g in report.gpus] == [(0, 68 * GiB)]
+
+
+def test_a_tp_instance_is_measured_per_gpu_and_per_worker(tmp_path: Path) -> None:
+    """vLLM at --tensor-parallel-size 2: its engine core holds nothing, each worker holds its GPU's
+    share. `up` records each GPU and each process; `status` reads each GPU against the per-GPU
+    plan, never their sum."""
+    world = World(tmp_path)
+    spawned = world._spawned
+
+    def with_workers(runner: FakeRunner, pid: int, proc: FakeProcess) -> None:
+        spawned(runner, pid, proc)
+        proc.add_member(pid, "VLLM::Worker_TP0")
+        proc.add_member(pid, "VLLM::Worker_TP1")
+
+    world.runner.behaviours["vllm"] = with_workers
+    # the first spawn is 40001: its engine core 400011, workers 400012 and 400013
+    held = [
+        Gpu(0, "H200", 140 * GiB, used_bytes=46 * GiB, free_bytes=94 * GiB,
+            processes=(GpuProcess(400012, 45 * GiB), GpuProcess(999, GiB))),
+        Gpu(1, "H200", 140 * GiB, used_bytes=44 * GiB, free_bytes=96 * GiB,
+            processes=(GpuProcess(400013, 44 * GiB),)),
+    ]  # fmt: skip
+    idle = [dataclasses.replace(g, used_bytes=0, free_bytes=140 * GiB, processes=()) for g in held]
+
+    class Inventory:
+        calls = 0
+
+        def gpus(self) -> list[Gpu]:
+            Inventory.calls += 1
+            return idle if Inventory.calls == 1 else held  # empty at pre-flight, held once ready
+
+        def mps_daemon_running(self) -> bool:
+            return False
+
+    world.edges = Edges(**{**world.edges.__dict__, "inventory": Inventory()})
+    plan = plan_of(world.inst("t", 8001, gpus=(0, 1), planned_bytes=45 * GiB))
+    result = up(plan, profile_paths("lab", tmp_path / "state"), world.edges, UpOptions(poll_s=1.0))
+    actual = result.state.instances[0].actual
+    assert actual["process_bytes"] == {"0": 45 * GiB, "1": 44 * GiB}
+    assert actual["gpu_processes"] == [
+        {"gpu": 0, "pid": 400012, "title": "VLLM::Worker_TP0", "bytes": 45 * GiB},
+        {"gpu": 1, "pid": 400013, "title": "VLLM::Worker_TP1", "bytes": 44 * GiB},
+    ]
+    (status,) = collect_status(tmp_path / "state", world.edges).instances
+    assert status.actual_bytes_per_gpu == {0: 45 * GiB, 1: 44 * GiB}
+    assert status.actual_bytes == 45 * GiB  # against planned 45 GiB per GPU, not 89 summed
+    row = status_rows(StatusReport((status,), (), ("lab",)))[0]
+    assert row[7:9] == ("45.00 GiB each", "45.00 GiB / 44.00 GiB")
 
 
 def test_mps_started_for_gpu_instances_and_stopped_at_down(tmp_path: Path) -> None:
