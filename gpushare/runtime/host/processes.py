@@ -181,7 +181,8 @@ class SubprocessRunner:
             except OSError:
                 continue
             if sid == pid and info["create_time"] >= start_time - START_TIME_TOLERANCE_S:
-                title = " ".join(info["cmdline"] or ()) or str(info["name"] or "")
+                # setproctitle pads a retitled process's command line with spaces
+                title = " ".join(info["cmdline"] or ()).strip() or str(info["name"] or "")
                 found.append(SessionMember(int(info["pid"]), float(info["create_time"]), title))
         return sorted(found, key=lambda m: m.pid)
 

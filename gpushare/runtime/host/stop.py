@@ -42,7 +42,7 @@ class StopLadder:
     ) -> None:
         self._runner = runner
         self._sessions = dict(sessions)
-        self._grace_s = grace_s
+        self.grace_s = grace_s
         self._kill_wait_s = kill_wait_s
         self._pending: list[str] = []
         self._term_deadline = 0.0
@@ -63,7 +63,7 @@ class StopLadder:
                 pending.append(name)
                 self._runner.signal(pids, signal.SIGTERM)
         self._pending = pending
-        self._term_deadline = now + self._grace_s
+        self._term_deadline = now + self.grace_s
         self.had_processes = tuple(pending)
         return self.had_processes
 

@@ -9,10 +9,11 @@ gateway learns of a restart the moment it starts (503 + Retry-After, no connecti
 2. checks each instance's processes: the session leader (pid + start time) and, once it is ready,
    vLLM's own processes of its session (the engine core and one worker per tensor-parallel rank,
    vllm/processes.py). When one of them is gone the instance is a unit that no longer serves: every
-   process left in its session is stopped through the one stop ladder (SIGTERM, grace, SIGKILL),
-   then it is restarted whole after an exponential backoff, unless it failed `crash_loop_restarts`
-   times within `crash_loop_window_s` (then it is `failed`, an alert is raised, and it stays down
-   until the next `up`). Other instances are not touched;
+   process left in its session is stopped through the one stop ladder (SIGTERM, then SIGKILL after
+   `broken_stop_grace_s`: it cannot finish its requests anyway), then it is restarted whole after
+   an exponential backoff, unless it failed `crash_loop_restarts` times within
+   `crash_loop_window_s` (then it is `failed`, an alert is raised, and it stays down until the
+   next `up`). Other instances are not touched;
 3. probes `/health` every `health_interval_s`; `unhealthy_after` failures in a row on a ready
    instance, or no success within `start_timeout_s` of a start, stop and restart it;
 4. every `memory_check_interval_s`, compares the GPU memory its processes hold (NVML) with the plan:
@@ -251,10 +252,10 @@ class Supervisor:
             assert watch.handle is not None
             if not self._alive(watch.handle):
                 # what is left of its session (an orphaned EngineCore, workers) goes the same way
-                self._stop_session(name, watch, now, "the process exited")
+                self._stop_session(name, watch, now, "the process exited", broken=True)
             elif (gone := self._gone_member(watch)) is not None:
                 reason = f"its process {gone.title} (pid {gone.pid}) exited"
-                self._stop_session(name, watch, now, reason)
+                self._stop_session(name, watch, now, reason, broken=True)
             elif phase == "starting" and now - watch.since > self.policy.start_timeout_s:
                 self._stop(name, watch, now, f"not ready within {self.policy.start_timeout_s:.0f} s")
         elif phase == "stopping":
@@ -264,7 +265,7 @@ class Supervisor:
                 watch.stopping = None
                 self._failed(name, watch, now, watch.stop_reason)
             elif step == "killed":
-                log.warning("instance %s ignored SIGTERM for %.0f s: SIGKILL", name, self.policy.stop_grace_s)
+                log.warning("instance %s ignored SIGTERM for %.0f s: SIGKILL", name, watch.stopping.grace_s)
         elif phase == "backoff" and now >= watch.next_start_at:
             self._start(name, watch, now)
 
@@ -274,12 +275,14 @@ class Supervisor:
             return
         self._stop_session(name, watch, now, reason)
 
-    def _stop_session(self, name: str, watch: _Watch, now: float, reason: str) -> None:
+    def _stop_session(self, name: str, watch: _Watch, now: float, reason: str, broken: bool = False) -> None:
         """Every process left in the instance's session goes through the stop ladder; once none is
-        left, `_failed` schedules the restart (at once when nothing was left)."""
+        left, `_failed` schedules the restart (at once when nothing was left). `broken`: one of its
+        processes is gone, so the ladder's grace is `broken_stop_grace_s`."""
         assert watch.handle is not None
         what = "its session" if self._alive(watch.handle) else "what is left of its session"
-        ladder = StopLadder(self.runner, {name: watch.handle}, self.policy.stop_grace_s)
+        grace = self.policy.broken_stop_grace_s if broken else self.policy.stop_grace_s
+        ladder = StopLadder(self.runner, {name: watch.handle}, grace)
         if not ladder.begin(now):
             self._failed(name, watch, now, reason)
             return

