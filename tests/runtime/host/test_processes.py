@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from gpushare.runtime.host.processes import SubprocessRunner, process_start_time
+from gpushare.vllm.processes import is_vllm_process
 
 
 def test_start_time_of_a_live_and_of_a_missing_process() -> None:
@@ -27,3 +30,45 @@ def test_a_zombie_is_not_running() -> None:
     assert process_start_time(child.pid) is not None  # a zombie still has its start time
     assert not SubprocessRunner().is_running(child.pid, started)
     child.wait()
+
+
+FAKE_SERVER = Path(__file__).parents[1] / "fake_vllm_server.py"
+
+
+def test_session_members_are_titled_as_vllm_titles_them(tmp_path: Path) -> None:
+    """A stand-in for vLLM at --tensor-parallel-size 2 (tests/runtime/fake_vllm_server.py): its
+    session's members carry vLLM's titles; one worker killed, the rest of the session ends by
+    itself a moment later, as vLLM's does."""
+    runner = SubprocessRunner()
+    port = _free_port()
+    argv = [sys.executable, str(FAKE_SERVER), "--port", str(port), "--tensor-parallel-size", "2",
+            "--dead-exit-s", "0.5"]  # fmt: skip
+    leader = runner.spawn(argv, {}, tmp_path / "fake.log")
+    try:
+        titles: dict[str, int] = {}
+        deadline = time.monotonic() + 20
+        while len(titles) < 3 and time.monotonic() < deadline:
+            members = runner.session_members(leader.pid, leader.start_time)
+            titles = {m.title.split(" ")[0]: m.pid for m in members if is_vllm_process(m.title, {})}
+            time.sleep(0.1)
+        assert set(titles) == {"VLLM::EngineCore", "VLLM::Worker_TP0", "VLLM::Worker_TP1"}
+        assert [m.pid for m in members][0] == leader.pid and not is_vllm_process(members[0].title, {})
+        member = next(m for m in members if m.pid == titles["VLLM::Worker_TP1"])
+        assert runner.is_running(member.pid, member.start_time)
+        runner.signal([member.pid], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while runner.session_pids(leader.pid, leader.start_time) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runner.session_pids(leader.pid, leader.start_time) == []
+        assert runner.exit_code(leader.pid) == 1
+        assert "Worker proc VLLM::Worker_TP1 died unexpectedly" in (tmp_path / "fake.log").read_text()
+    finally:
+        runner.signal(runner.session_pids(leader.pid, leader.start_time), signal.SIGKILL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
