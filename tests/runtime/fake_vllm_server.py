@@ -196,8 +196,29 @@ def start_engine_processes(tp: int) -> list[subprocess.Popen[bytes]]:
     if tp <= 1:
         return []
     titles = ["VLLM::EngineCore", *(f"VLLM::Worker_TP{rank}" for rank in range(tp))]
-    code = "import time; time.sleep(3600)"
-    return [subprocess.Popen([title, "-c", code], executable=sys.executable) for title in titles]
+    # setproctitle where it is installed (vLLM's way: the title alone), else the title as argv[0]
+    code = (
+        "import sys, time\n"
+        "try:\n    import setproctitle; setproctitle.setproctitle(sys.argv[1])\n"
+        "except ImportError:\n    pass\n"
+        "time.sleep(3600)"
+    )
+    # (argv[0] is the title, so the child cannot find this interpreter's site-packages by itself)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    python = sys.executable
+    procs = [subprocess.Popen([title, "-c", code, title], executable=python, env=env) for title in titles]
+    # vLLM's processes carry their titles before it serves; so do these (or argv[0] after 5 s)
+    deadline = time.monotonic() + 5.0
+    for proc, title in zip(procs, titles, strict=True):
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{proc.pid}/cmdline", "rb") as cmdline:
+                    if cmdline.read().rstrip(b"\0 ") == title.encode():
+                        break
+            except OSError:
+                break
+            time.sleep(0.02)
+    return procs
 
 
 def watch_engine(procs: list[subprocess.Popen[bytes]], dead: threading.Event, exit_after_s: float) -> None:

@@ -253,8 +253,9 @@ class Supervisor:
             if not self._alive(watch.handle):
                 # what is left of its session (an orphaned EngineCore, workers) goes the same way
                 self._stop_session(name, watch, now, "the process exited", broken=True)
-            elif (gone := self._gone_member(watch)) is not None:
-                reason = f"its process {gone.title} (pid {gone.pid}) exited"
+            elif gone := self._gone_members(watch):
+                what = ", ".join(f"{m.title} (pid {m.pid})" for m in gone)
+                reason = f"its process{'es' if len(gone) > 1 else ''} {what} exited"
                 self._stop_session(name, watch, now, reason, broken=True)
             elif phase == "starting" and now - watch.since > self.policy.start_timeout_s:
                 self._stop(name, watch, now, f"not ready within {self.policy.start_timeout_s:.0f} s")
@@ -447,13 +448,14 @@ class Supervisor:
     def _alive(self, handle: SessionLeader) -> bool:
         return self.runner.is_running(handle.pid, handle.start_time)
 
-    def _gone_member(self, watch: _Watch) -> SessionMember | None:
-        """One of vLLM's processes of a ready instance that has exited (checked by pid and start
-        time each tick), or None."""
+    def _gone_members(self, watch: _Watch) -> list[SessionMember]:
+        """vLLM's processes of a ready instance that have exited since it turned ready (checked by
+        pid and start time each tick; one dead worker takes the others with it within seconds, so
+        a tick may find several)."""
         if watch.phase not in ("ready", "unhealthy") or not self.policy.restart:
-            return None
+            return []
         members = watch.members if watch.members is not None else self._list_members(watch)
-        return next((m for m in members if not self.runner.is_running(m.pid, m.start_time)), None)
+        return [m for m in members if not self.runner.is_running(m.pid, m.start_time)]
 
     def _list_members(self, watch: _Watch) -> tuple[SessionMember, ...]:
         """vLLM's processes of the instance's session besides the leader, listed once: when it

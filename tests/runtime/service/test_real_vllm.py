@@ -381,8 +381,11 @@ def test_kill_9_of_one_tp_worker_restarts_the_whole_instance(vllm_server: Any, d
         # vLLM answers the one request in flight when its worker died with a 500 (the engine is
         # dead); every later one gets the gateway's 503 until the restart serves
         assert set(b_results) <= {"200", "503", "500"} and b_results["500"] <= 1, b_results
-        # the supervisor acted on the dead worker, not on the API server's own exit seconds later
-        assert errors == {f"its process VLLM::Worker_TP1 (pid {first['VLLM::Worker_TP1']}) exited"}, errors
+        # the supervisor acted on the dead worker (and whatever went with it by its next tick), not
+        # on the API server's own exit seconds later
+        (error,) = errors
+        assert f"VLLM::Worker_TP1 (pid {first['VLLM::Worker_TP1']})" in error, error
+        assert error.startswith("its process") and error.endswith(" exited"), error
         state = load_state(paths)
         assert state is not None
         b, a = state.instance("b"), state.instance("a")

@@ -426,6 +426,18 @@ def test_a_worker_that_ignores_sigterm_gets_sigkill_before_the_restart(tmp_path:
     assert rig.spawns() == spawns + 1  # started again only once nothing of the old one was left
 
 
+def test_every_process_found_gone_in_one_tick_is_named(tmp_path: Path) -> None:
+    rig = tp_rig(tmp_path)
+    rig.tick()
+    core = member_titled(rig, "a", "VLLM::EngineCore")
+    worker1 = member_titled(rig, "a", "VLLM::Worker_TP1")
+    rig.runner.signal([worker1.pid, core.pid], signal.SIGKILL)
+    rig.tick(1.0)
+    rig.tick(1.0)
+    expected = f"its processes VLLM::EngineCore (pid {core.pid}), VLLM::Worker_TP1 (pid {worker1.pid}) exited"
+    assert rig.rec("a").error == expected
+
+
 def test_orphans_of_a_dead_leader_go_through_the_ladder(tmp_path: Path) -> None:
     """The API server died but its engine core and workers did not: they hold the GPUs, so the
     restart waits until the ladder has stopped them."""
