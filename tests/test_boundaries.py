@@ -99,6 +99,8 @@ CORE = {
     "gpushare.runtime.phase",
     "gpushare.runtime.service.policy",
     "gpushare.runtime.service.routes",
+    "gpushare.runtime.service.swap.layout",  # the rooms and which instances to put to sleep
+    "gpushare.runtime.service.swap.stats",
     "gpushare.catalog.models",
     "gpushare.planning.bind",
     "gpushare.planning.exposure",
@@ -132,6 +134,12 @@ EDGE = {
     "gpushare.runtime.service.process",
     "gpushare.runtime.service.supervisor",
     "gpushare.runtime.service.supervisor_edges",
+    "gpushare.runtime.service.swap",
+    "gpushare.runtime.service.swap.client",
+    "gpushare.runtime.service.swap.control",
+    "gpushare.runtime.service.swap.endpoint",
+    "gpushare.runtime.service.swap.manager",
+    "gpushare.runtime.service.swap.metrics",
     "gpushare.runtime.store",
     "gpushare.runtime.store.lock",
     "gpushare.runtime.store.logs",
@@ -158,6 +166,7 @@ CLI = {
     "gpushare.cli.render_mig",
     "gpushare.cli.render_plan",
     "gpushare.cli.serve",
+    "gpushare.cli.swap",
 }
 
 
