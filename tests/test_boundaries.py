@@ -51,6 +51,7 @@ CORE = {
     "gpushare.catalog.mig",
     "gpushare.memory",
     "gpushare.memory.activation",
+    "gpushare.memory.asleep",
     "gpushare.memory.budget",
     "gpushare.memory.coefficients",
     "gpushare.memory.cudagraphs",
@@ -69,6 +70,7 @@ CORE = {
     "gpushare.planning.commands",
     "gpushare.planning.cpu",
     "gpushare.planning.needs",
+    "gpushare.planning.ondemand",
     "gpushare.planning.plan",
     "gpushare.planning.start",  # the start order, for the planner and the launcher
     "gpushare.planning.suggest",
@@ -76,12 +78,14 @@ CORE = {
     "gpushare.profile.lines",
     "gpushare.profile.load",
     "gpushare.profile.messages",
+    "gpushare.profile.on_demand",
     "gpushare.profile.problems",
     "gpushare.profile.schema",
     "gpushare.vllm",
     "gpushare.vllm.command",
     "gpushare.vllm.log",
     "gpushare.vllm.metrics",
+    "gpushare.vllm.sleep",
     "gpushare.mig",
     "gpushare.mig.emit",
     "gpushare.mig.fit",
@@ -89,9 +93,12 @@ CORE = {
     "gpushare.export",
     "gpushare.export.k8s",
     "gpushare.export.k8s.dockerfile",
+    "gpushare.export.k8s.export",
     "gpushare.export.k8s.gpu",
     "gpushare.export.k8s.meta",
+    "gpushare.export.k8s.modes",
     "gpushare.export.k8s.monitoring",
+    "gpushare.export.k8s.options",
     "gpushare.export.k8s.render",
     "gpushare.export.k8s.sharing",
     "gpushare.export.k8s.workload",
@@ -111,6 +118,7 @@ CORE = {
     "gpushare.devices.base",
 }
 EDGE = {
+    "gpushare.devices.host",  # host RAM through psutil (on-demand models' level-1 copies)
     "gpushare.devices.nvml",
     "gpushare.devices.static",
     "gpushare.runtime",
@@ -125,6 +133,7 @@ EDGE = {
     "gpushare.runtime.launcher.calibrate",
     "gpushare.runtime.launcher.down",
     "gpushare.runtime.launcher.edges",
+    "gpushare.runtime.launcher.foreground",
     "gpushare.runtime.launcher.preflight",
     "gpushare.runtime.launcher.status",
     "gpushare.runtime.launcher.up",
@@ -151,6 +160,7 @@ CLI = {
     "gpushare.cli.app",
     "gpushare.cli.calibrate",
     "gpushare.cli.estimate",
+    "gpushare.cli.export",
     "gpushare.cli.gpus",
     "gpushare.cli.launch",
     "gpushare.cli.mig",
@@ -309,7 +319,14 @@ DATA_MODULES = {
     "gpushare.memory.budget": set(),
     "gpushare.placement.model": set(),
     "gpushare.vllm.command": set(),
-    "gpushare.planning.plan": {"gpushare.memory", "gpushare.memory.estimate"},
+    "gpushare.vllm.sleep": set(),
+    "gpushare.planning.plan": {
+        "gpushare.memory",
+        "gpushare.memory.estimate",
+        "gpushare.vllm",
+        "gpushare.vllm.command",
+        "gpushare.vllm.sleep",
+    },
 }
 
 

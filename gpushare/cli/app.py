@@ -84,6 +84,9 @@ COMMANDS: dict[str, CommandEntry] = {
     ),
     "wake": CommandEntry("swap", "Wake an on-demand model now (putting others of its GPU to sleep if needed)."),
     "sleep": CommandEntry("swap", "Put an on-demand model to sleep now (its requests in flight may finish first)."),
+    "export": CommandEntry(
+        "export", "Write a profile's plan for another system (today: Kubernetes manifests)."
+    ),
     "calibrate": CommandEntry(
         "calibrate",
         "Start each model of PROFILE alone, once, read vLLM's own memory accounting from its log and\n"
