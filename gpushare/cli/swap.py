@@ -36,7 +36,12 @@ SLEEP_TIMEOUT_S = 3700.0
 
 
 def _run(
-    action: Action, name: str, profile: str | None, url: str | None, key_file: Path | None, wait_s: float | None
+    action: Action,
+    name: str,
+    profile: str | None,
+    url: str | None,
+    key_file: Path | None,
+    wait_s: float | None,
 ) -> ControlAnswer:
     gateway = url or find_gateway(name, profile)
     answer = call_control(
@@ -61,7 +66,11 @@ def _run(
 def _done(answer: ControlAnswer, past: str, already: str) -> None:
     body = answer.body
     who = body.get("instance")
-    text = f"{who}: {past} in {float(body.get('seconds', 0.0)):.2f} s" if body.get("changed") else f"{who}: {already}"
+    text = (
+        f"{who}: {past} in {float(body.get('seconds', 0.0)):.2f} s"
+        if body.get("changed")
+        else f"{who}: {already}"
+    )
     term.console().print(text)
 
 

@@ -52,7 +52,9 @@ def find_gateway(name: str, profile: str | None = None, root: Path | None = None
         if any(name in (rec.name, rec.served_name(), *rec.aliases) for rec in state.instances):
             found.append(candidate)
     if not found:
-        where = f"profile {profile!r}" if profile is not None else f"{len(searched)} profile(s) with a state file"
+        where = (
+            f"profile {profile!r}" if profile is not None else f"{len(searched)} profile(s) with a state file"
+        )
         raise InputError(f"no model or instance {name!r} in {where}", hint="`gpushare status` lists them")
     if len(found) > 1:
         raise InputError(f"{name!r} is in profiles {', '.join(found)}", hint="give --profile PROFILE")

@@ -106,9 +106,7 @@ class HttpSleepControl:
             raise SleepControlError(f"{what}: {exc or type(exc).__name__}") from None
 
     async def sleep(self, base_url: str, level: SleepLevel) -> None:
-        await self._call(
-            "POST", base_url + SLEEP_PATH, self.timeouts.sleep_s, params={"level": str(level)}
-        )
+        await self._call("POST", base_url + SLEEP_PATH, self.timeouts.sleep_s, params={"level": str(level)})
 
     async def wake(self, base_url: str, tags: Sequence[str] | None = None) -> None:
         params = [("tags", t) for t in tags] if tags else None
@@ -121,7 +119,8 @@ class HttpSleepControl:
             value = answer["is_sleeping"]
         except (ValueError, TypeError, KeyError):
             raise SleepControlError(
-                f"GET {base_url}{IS_SLEEPING_PATH}: expected {{\"is_sleeping\": true|false}}, got {data[:100]!r}"
+                f"GET {base_url}{IS_SLEEPING_PATH}: expected "
+                f'{{"is_sleeping": true|false}}, got {data[:100]!r}'
             ) from None
         if not isinstance(value, bool):
             raise SleepControlError(f"GET {base_url}{IS_SLEEPING_PATH}: is_sleeping is {value!r}")
@@ -176,9 +175,7 @@ class FakeSleepControl:
         await self._do(ControlCall("reload_weights", base_url))
 
 
-def put_to_sleep_blocking(
-    base_url: str, level: SleepLevel, timeouts: SleepTimeouts | None = None
-) -> None:
+def put_to_sleep_blocking(base_url: str, level: SleepLevel, timeouts: SleepTimeouts | None = None) -> None:
     """For code off the event loop (`up`, once an on-demand instance serves): /sleep, then confirm
     with /is_sleeping. Raises SleepControlError."""
 

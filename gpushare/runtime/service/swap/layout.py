@@ -121,7 +121,12 @@ class SwapLayout:
                 for g in self.gpus
             ],
             "members": [
-                {"name": m.name, "gpu": m.gpu, "awake_bytes": m.awake_bytes, "on_demand": m.settings.to_json()}
+                {
+                    "name": m.name,
+                    "gpu": m.gpu,
+                    "awake_bytes": m.awake_bytes,
+                    "on_demand": m.settings.to_json(),
+                }
                 for m in self.members
             ],
         }
@@ -143,27 +148,18 @@ class SwapLayout:
             )
             where = "members"
             members = tuple(
-                SwapMember(str(m["name"]), int(m["gpu"]), int(m["awake_bytes"]), _settings(m["on_demand"]))
+                SwapMember(
+                    str(m["name"]),
+                    int(m["gpu"]),
+                    int(m["awake_bytes"]),
+                    SwapSettings.from_json(m["on_demand"]),
+                )
                 for m in data["members"]
             )
         except (KeyError, TypeError, ValueError) as exc:
             missing = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(f"{where}: {missing}") from None
         return cls(gpus, members)
-
-
-def _settings(data: Mapping[str, Any]) -> SwapSettings:
-    level = int(data["sleep_level"])
-    if level not in (1, 2):
-        raise ValueError(f"sleep_level {level}: 1 or 2")
-    idle = data["idle_s"]
-    return SwapSettings(
-        sleep_level=1 if level == 1 else 2,
-        queue=int(data["queue"]),
-        wait_s=float(data["wait_s"]),
-        drain_s=float(data["drain_s"]),
-        idle_s=None if idle is None else float(idle),
-    )
 
 
 @dataclass(frozen=True)

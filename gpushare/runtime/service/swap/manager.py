@@ -278,7 +278,9 @@ class SwapManager:
             return self._grant(m)
         self._check_can_wake(m)
         if m.held_requests >= m.spec.settings.queue:
-            raise self._refusal(m, "queue_full", f"has {m.spec.settings.queue} requests waiting for it to wake")
+            raise self._refusal(
+                m, "queue_full", f"has {m.spec.settings.queue} requests waiting for it to wake"
+            )
         return await self._wait_for(m, self._hold(m, request=True), m.spec.settings.wait_s)
 
     def _check_can_wake(self, m: _Member) -> None:
@@ -319,9 +321,7 @@ class SwapManager:
             raise
         if not hold.future.done():
             self._drop(m, hold)
-            raise self._refusal(
-                m, "wait_timeout", f"did not wake within {wait_s:g} s", count=hold.request
-            )
+            raise self._refusal(m, "wait_timeout", f"did not wake within {wait_s:g} s", count=hold.request)
         outcome = hold.future.result()
         if outcome.refusal is not None:
             raise outcome.refusal
@@ -386,7 +386,7 @@ class SwapManager:
             self._grant_holds(m)
             return
         if m.phase in ("down", "failed"):
-            refusal = "down" if m.phase == "down" else "wake_failed"
+            refusal: RefusalReason = "down" if m.phase == "down" else "wake_failed"
             self._refuse_holds(m, refusal, f"could not be woken: {m.error}")
             return
         started = self.clock.monotonic()
@@ -418,7 +418,12 @@ class SwapManager:
 
     def _awake_on(self, gpu: _Gpu, target: str) -> list[AwakeNow]:
         return [
-            AwakeNow(n, self._members[n].spec.awake_bytes, self._members[n].last_used, self._members[n].phase == "awake")
+            AwakeNow(
+                n,
+                self._members[n].spec.awake_bytes,
+                self._members[n].last_used,
+                self._members[n].phase == "awake",
+            )
             for n in gpu.spec.members
             if n != target and self._members[n].holds_room()
         ]
@@ -457,7 +462,7 @@ class SwapManager:
                 why = "/sleep answered but /is_sleeping says it is awake"
         except SleepControlError as exc:
             asleep, why = False, str(exc)
-        if v.phase == "down":
+        if _went_down(v):
             return True  # its process went away meanwhile: it holds nothing
         if not asleep:
             self._fail(v, f"could not be put to sleep: {why}", holds_room=True)
@@ -486,12 +491,12 @@ class SwapManager:
                 await self.control.wake(url)
             if await self.control.is_sleeping(url):
                 raise SleepControlError("/wake_up answered but /is_sleeping still says asleep")
-            if m.phase == "down":
+            if _went_down(m):
                 return False  # the supervisor saw it go meanwhile: its word wins
             m.phase, m.error = "awake", None
             return True
         except SleepControlError as exc:
-            if m.phase == "down":
+            if _went_down(m):
                 return False
             self.stats.failed_wakes[m.name] += 1
             self._fail(m, str(exc), holds_room=weights_back or not await self._says_asleep(url))
@@ -608,7 +613,9 @@ class SwapManager:
         try:
             choice = make_room(gpu.spec, self._awake_on(gpu, name), m.spec.awake_bytes)
             if choice.short is not None:
-                raise self._refusal(m, "no_room", f"cannot start on GPU {gpu.spec.index}: {choice.short}", False)
+                raise self._refusal(
+                    m, "no_room", f"cannot start on GPU {gpu.spec.index}: {choice.short}", False
+                )
             if not await self._sleep_all(choice.to_sleep, "make_room"):
                 raise self._refusal(m, "no_room", "cannot start: another instance did not go to sleep", False)
             m.phase, m.error = "starting", None
@@ -632,6 +639,12 @@ class SwapManager:
                         m.error = None
                     except SleepControlError as exc:
                         m.phase, m.error = "down", str(exc)
+
+
+def _went_down(m: _Member) -> bool:
+    """Whether the supervisor marked it down while a call to it was awaited (a function, so the
+    type checker does not take the phase set before the await for the phase after it)."""
+    return m.phase == "down"
 
 
 class StartReservation:
@@ -661,4 +674,3 @@ class StartReservation:
     def _close(self) -> None:
         self._open = False
         self._gpu.lock.release()
-

@@ -39,7 +39,9 @@ class SwapCollector(Collector):
         swaps = Metric("gpushare_swaps", "Wakes of on-demand instances done by a swap.", "counter")
         for s in states:
             swaps.add_sample(
-                "gpushare_swaps_total", {"instance": s.name, "gpu": gpu_of[s.name]}, float(stats.wakes[s.name])
+                "gpushare_swaps_total",
+                {"instance": s.name, "gpu": gpu_of[s.name]},
+                float(stats.wakes[s.name]),
             )
         duration = HistogramMetricFamily(
             "gpushare_swap_duration_seconds",
@@ -58,7 +60,9 @@ class SwapCollector(Collector):
         sleeps = Metric("gpushare_swap_sleeps", "On-demand instances put to sleep, by reason.", "counter")
         for (name, reason), n in sorted(stats.sleeps.items()):
             sleeps.add_sample("gpushare_swap_sleeps_total", {"instance": name, "reason": reason}, float(n))
-        refused = Metric("gpushare_swap_refused", "Requests the swap manager answered 503, by reason.", "counter")
+        refused = Metric(
+            "gpushare_swap_refused", "Requests the swap manager answered 503, by reason.", "counter"
+        )
         for (name, why), n in sorted(stats.refused.items()):
             refused.add_sample("gpushare_swap_refused_total", {"instance": name, "reason": why}, float(n))
         aborted = Metric(
@@ -75,7 +79,9 @@ class SwapCollector(Collector):
         )
         for s in states:
             aborted.add_sample(
-                "gpushare_swap_aborted_requests_total", {"instance": s.name}, float(stats.aborted_by_sleep[s.name])
+                "gpushare_swap_aborted_requests_total",
+                {"instance": s.name},
+                float(stats.aborted_by_sleep[s.name]),
             )
             failed.add_sample(
                 "gpushare_swap_failed_wakes_total", {"instance": s.name}, float(stats.failed_wakes[s.name])

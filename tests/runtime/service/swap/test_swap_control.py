@@ -148,8 +148,8 @@ def test_failures_are_one_error(case: str, answer: Answer, message: str) -> None
 @pytest.mark.parametrize(
     ("case", "answer", "message"),
     [
-        ("not-json", empty(200, "yes"), "expected {\"is_sleeping\": true|false}"),
-        ("no-key", as_json({"sleeping": True}), "expected {\"is_sleeping\": true|false}"),
+        ("not-json", empty(200, "yes"), 'expected {"is_sleeping": true|false}'),
+        ("no-key", as_json({"sleeping": True}), 'expected {"is_sleeping": true|false}'),
         ("not-bool", as_json({"is_sleeping": "no"}), "is_sleeping is 'no'"),
     ],
 )

@@ -96,7 +96,9 @@ def test_wake_and_sleep_by_alias() -> None:
             status, body, _ = await a.post("/gpushare/sleep/llama")
             assert (status, body["phase"], body["changed"]) == (200, "asleep", True)
             assert a.sleeping["llama"] is True
-            async with a.client.get(a.url + "/gpushare/swap", headers={"Authorization": f"Bearer {KEY}"}) as r:
+            async with a.client.get(
+                a.url + "/gpushare/swap", headers={"Authorization": f"Bearer {KEY}"}
+            ) as r:
                 view = await r.json()
             assert view["swaps_total"] == 1
             assert [(i["instance"], i["phase"], i["swaps"]) for i in view["instances"]] == [

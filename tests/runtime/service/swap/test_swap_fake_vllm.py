@@ -282,7 +282,9 @@ def test_the_idle_timeout(make_rig: Callable[..., Rig]) -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
 def test_drain_lets_the_requests_in_flight_finish(make_rig: Callable[..., Rig], stream: bool) -> None:
     rig = make_rig(
-        {"a": (60, settings(), ("--completion-s", "1.0")), "b": (60, settings(), ())}, awake=("a",), awake_max=1
+        {"a": (60, settings(), ("--completion-s", "1.0")), "b": (60, settings(), ())},
+        awake=("a",),
+        awake_max=1,
     )
 
     async def scenario(manager: SwapManager, forward: Forwarder) -> None:

@@ -98,7 +98,7 @@ def test_a_plan_without_on_demand_models_has_no_layout() -> None:
 @pytest.mark.parametrize(
     ("case", "field", "value", "message"),
     [
-        ("level-3", "sleep_level", 3, "members: sleep_level 3: 1 or 2"),
+        ("level-3", "sleep_level", 3, "members: on_demand.sleep_level: expected 1 or 2, got 3"),
         ("no-queue", "queue", None, "members: int() argument"),
     ],
 )

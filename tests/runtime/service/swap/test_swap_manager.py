@@ -23,7 +23,11 @@ G = 1 << 30
 
 
 def settings(
-    level: SleepLevel = 1, queue: int = 8, wait_s: float = 60, drain_s: float = 30, idle_s: float | None = None
+    level: SleepLevel = 1,
+    queue: int = 8,
+    wait_s: float = 60,
+    drain_s: float = 30,
+    idle_s: float | None = None,
 ) -> SwapSettings:
     return SwapSettings(sleep_level=level, queue=queue, wait_s=wait_s, drain_s=drain_s, idle_s=idle_s)
 
