@@ -164,7 +164,14 @@ def up_command(
             live.update(progress_table(items), refresh=True)
 
     count = len(plan.instances)
-    render_warnings(out, _exposure_warnings(plan, gateway_host if gateway else None))
+    warnings = _exposure_warnings(plan, gateway_host if gateway else None)
+    sleepers = [i.name for i in plan.instances if i.on_demand]
+    if sleepers and not gateway:
+        warnings.append(
+            f"{', '.join(sleepers)}: on-demand, put to sleep once they serve; without the gateway "
+            f"nothing wakes them (start it with `gpushare supervise {plan.profile_name}`)"
+        )
+    render_warnings(out, warnings)
     out.print(f"starting {count} instance(s) of {plan.profile_name!r}; logs in {paths.logs_dir}")
     try:
         with _terminate_as_interrupt():
@@ -206,23 +213,11 @@ def _exposure_warnings(plan: Plan, gateway_host: str | None) -> list[str]:
 
 
 def _plan_for_up(profile: Path | None, plan_file: Path | None, inventory: GpuInventory) -> Plan:
-    """The plan `up` starts: read from --plan-file, or made for PROFILE on this machine's GPUs.
-    A plan with on-demand instances is refused until the launcher can run them."""
+    """The plan `up` starts: read from --plan-file, or made for PROFILE on this machine's GPUs."""
     if plan_file is not None:
-        plan, source = read_plan_file(plan_file), f"--plan-file {plan_file}"
-    else:
-        assert profile is not None
-        plan, source = plan_factory(profile, inventory), str(profile)
-    sleepers = [i.name for i in plan.instances if i.on_demand]
-    if sleepers:
-        # the launcher does not yet put each one to sleep once it serves (planning/start.py), so
-        # the second would fail vLLM's start check; refuse rather than start half of them
-        raise InputError(
-            f"{source}: {', '.join(sleepers)}: residency on-demand is planned (gpushare plan) but "
-            "`up` cannot run it yet",
-            hint="set residency: always to start this profile now",
-        )
-    return plan
+        return read_plan_file(plan_file)
+    assert profile is not None
+    return plan_factory(profile, inventory)
 
 
 def read_plan_file(path: Path) -> Plan:

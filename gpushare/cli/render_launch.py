@@ -115,7 +115,7 @@ def status_rows(report: StatusReport) -> list[tuple[str, ...]]:
                 ",".join(map(str, s.gpus)) or "cpu",
                 str(s.pid or "-"),
                 str(s.port),
-                s.state + (f" ({s.phase})" if s.phase else ""),
+                s.state + (f" ({s.phase})" if s.phase else "") + (f" ({s.sleep})" if s.sleep else ""),
                 _bytes(s.planned_bytes),
                 _bytes(s.actual_bytes),
                 f"{s.kv_cache_tokens:,}" if s.kv_cache_tokens is not None else "-",
@@ -182,6 +182,8 @@ def status_lines(report: StatusReport, width: int | None) -> list[Text]:
     for s in report.instances:
         if s.error:
             lines += term.fold_words(f"{s.name}: {s.error}", width, style="red")
+    for profile, swaps in report.swaps_total.items():
+        lines.append(Text(f"{profile}: {swaps} swap(s) of on-demand models since its gateway started"))
     for profile in report.up_in_progress:
         lines.append(Text(f"{profile}: `gpushare up` is still starting it", style="yellow"))
     if report.gpus:

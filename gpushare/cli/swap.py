@@ -87,8 +87,7 @@ def wake(
     """Wake an on-demand model now (putting others of its GPU to sleep if needed)."""
     answer = _run("wake", name, profile, url, api_key_file, wait)
     if answer.status == 409:
-        term.console().print(f"{name}: resident, always awake")
-        return
+        raise InputError(answer.message, hint="only models with residency: on-demand sleep and wake")
     _done(answer, "awake", "already awake")
 
 
@@ -102,5 +101,5 @@ def sleep(
     """Put an on-demand model to sleep now (its requests in flight may finish first)."""
     answer = _run("sleep", name, profile, url, api_key_file, None)
     if answer.status == 409:
-        raise InputError(answer.message, hint="only models with residency: on-demand sleep")
+        raise InputError(answer.message, hint="only models with residency: on-demand sleep and wake")
     _done(answer, "asleep", "already asleep")

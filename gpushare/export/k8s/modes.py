@@ -146,10 +146,12 @@ def _exportable(plan: Plan) -> str:
         )
     sleepers = [inst.name for inst in plan.instances if inst.on_demand]
     if sleepers:
-        # what every mode runs is `gpushare up` or vLLM alone, and neither puts a model to sleep yet
+        # the swaps are the gateway's (runtime/service/swap/), beside the instances on one host;
+        # no mode writes that gateway into a pod yet
         raise InputError(
             f"{plan.profile_name}: {', '.join(sleepers)}: residency on-demand is planned (gpushare plan) "
-            "but cannot be exported: `gpushare up` cannot run it yet",
+            "but cannot be exported: the exported pods have no swap manager "
+            "(`gpushare up` runs it on a host)",
             hint="set residency: always to export this profile",
         )
     versions = set()

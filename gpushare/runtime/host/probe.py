@@ -1,4 +1,6 @@
-"""HTTP probes of a vLLM server: `/health`, one real completion, `/metrics`.
+"""HTTP probes of a vLLM server: `/health`, one real completion, `/metrics`; for an on-demand
+instance (sleep mode, gpushare/vllm/sleep.py) `/sleep` and `/is_sleeping`, which `up` and `status`
+call off any event loop (the gateway's swaps go through runtime/service/swap/control.py).
 
 Real: `HttpProber` (urllib against 127.0.0.1). Test: `FakeProber` (answers from dicts).
 `/health` answers as soon as the API server listens, even when the engine behind it is broken (seen
@@ -13,6 +15,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from gpushare.vllm.sleep import IS_SLEEPING_PATH, SLEEP_PATH, SleepLevel
 
 # urllib's ways of saying "no answer": URLError/HTTPError/timeouts/refused are OSErrors, a malformed
 # status line or URL a ValueError.
@@ -30,6 +34,15 @@ class Prober(Protocol):
 
     def metrics(self, port: int) -> str | None:
         """The Prometheus text of GET /metrics, or None when unreachable."""
+        ...
+
+    def sleep(self, port: int, level: SleepLevel) -> str | None:
+        """POST /sleep?level=N (returns once the engine sleeps); None when it did, else what went
+        wrong."""
+        ...
+
+    def is_sleeping(self, port: int) -> bool | None:
+        """GET /is_sleeping; None when it does not answer {"is_sleeping": bool}."""
         ...
 
 
@@ -78,6 +91,30 @@ class HttpProber:
         except _NO_ANSWER:
             return None
 
+    def sleep(self, port: int, level: SleepLevel) -> str | None:
+        request = urllib.request.Request(
+            self._url(port, f"{SLEEP_PATH}?level={level}"), data=b"", method="POST"
+        )
+        try:
+            # the first level-1 sleep copies the weights to new pinned host memory: 10-14 s for an
+            # 8B model on an H200 (../shared/VLLM-SLEEP.md); the completion timeout covers it
+            with urllib.request.urlopen(request, timeout=self.completion_timeout_s):
+                return None
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            return f"HTTP {exc.code}: {_error_message(detail)}"
+        except _NO_ANSWER as exc:
+            return f"no answer: {exc}"
+
+    def is_sleeping(self, port: int) -> bool | None:
+        try:
+            with urllib.request.urlopen(self._url(port, IS_SLEEPING_PATH), timeout=self.timeout_s) as resp:
+                answer = json.loads(resp.read() or b"{}")
+        except _NO_ANSWER:
+            return None
+        value = answer.get("is_sleeping") if isinstance(answer, dict) else None
+        return value if isinstance(value, bool) else None
+
 
 def _error_message(body: str) -> str:
     try:
@@ -99,12 +136,17 @@ def _error_message(body: str) -> str:
 @dataclass
 class FakeProber:
     """`healthy` ports answer /health; `completion_errors[port]` makes the completion fail;
-    `metrics_text[port]` is served as /metrics."""
+    `metrics_text[port]` is served as /metrics; `sleep` adds the port to `sleeping` unless
+    `sleep_errors[port]` says why not; `sleep_mode` ports answer /is_sleeping (others: None)."""
 
     healthy: set[int] = field(default_factory=set)
     completion_errors: dict[int, str] = field(default_factory=dict)
     metrics_text: dict[int, str] = field(default_factory=dict)
     completions: list[tuple[int, str]] = field(default_factory=list)
+    sleep_mode: set[int] = field(default_factory=set)
+    sleeping: set[int] = field(default_factory=set)
+    sleep_errors: dict[int, str] = field(default_factory=dict)
+    sleeps: list[tuple[int, int]] = field(default_factory=list)
 
     def health(self, port: int) -> bool:
         return port in self.healthy
@@ -117,3 +159,19 @@ class FakeProber:
 
     def metrics(self, port: int) -> str | None:
         return self.metrics_text.get(port) if port in self.healthy else None
+
+    def sleep(self, port: int, level: SleepLevel) -> str | None:
+        self.sleeps.append((port, level))
+        if port not in self.healthy:
+            return "no answer: connection refused"
+        if port not in self.sleep_mode:
+            return "HTTP 404: Not Found"
+        error = self.sleep_errors.get(port)
+        if error is None:
+            self.sleeping.add(port)
+        return error
+
+    def is_sleeping(self, port: int) -> bool | None:
+        if port not in self.healthy or port not in self.sleep_mode:
+            return None
+        return port in self.sleeping

@@ -6,13 +6,20 @@ Live state per instance (an `InstancePhase`), from its process and its HTTP serv
   ready      /health answers
   unhealthy  the process runs but /health does not answer, after it had been ready
   exited     no process of its session is left (`phase.NO_PROCESS`)
+
+An on-demand instance also has its swap phase (`sleep`: asleep, awake, waking, draining, ...;
+runtime/service/swap/layout.py `SwapPhase`) and its swap count, from the running gateway's
+control endpoint (GET /gpushare/swap); without a gateway, `sleep` is what the instance's
+/is_sleeping says and the count is unknown (None).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from gpushare.runtime.launcher.edges import Edges, record_alive
 from gpushare.runtime.phase import NO_PROCESS, InstancePhase
 from gpushare.runtime.store.state import (
     InstanceRecord,
+    ProfilePaths,
     ProfileState,
     list_profiles,
     load_state,
@@ -51,6 +59,12 @@ class InstanceStatus:
     restarts: int
     log_path: str
     error: str | None
+    residency: str = "always"
+    sleep: str | None = None
+    """On-demand only: the swap manager's phase (asleep, awake, waking, ...), else /is_sleeping's
+    asleep or awake; None when neither answers."""
+    swaps: int | None = None
+    """On-demand only: wakes done by a swap since the gateway started (None: no gateway)."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +82,14 @@ class StatusReport:
     gpus: tuple[GpuStatus, ...]
     profiles: tuple[str, ...]
     up_in_progress: tuple[str, ...] = ()
+    swaps_total: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Per profile with on-demand instances and a gateway running: its swaps so far."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "profiles": list(self.profiles),
             "up_in_progress": list(self.up_in_progress),
+            "swaps_total": dict(self.swaps_total),
             "instances": [dataclasses.asdict(i) for i in self.instances],
             "gpus": [dataclasses.asdict(g) for g in self.gpus],
         }
@@ -139,7 +156,63 @@ def instance_status(
     )
 
 
-def collect_status(root: Path, edges: Edges, profiles: Sequence[str] | None = None) -> StatusReport:
+SwapView = Callable[[ProfilePaths], Mapping[str, Any] | None]
+"""The running gateway's GET /gpushare/swap answer for a profile (None: no gateway answers)."""
+
+
+def gateway_swap_view(paths: ProfilePaths) -> Mapping[str, Any] | None:
+    """Ask the profile's background gateway (supervisor.json) for its swap manager's view, with
+    $GPUSHARE_API_KEY when set."""
+    from gpushare.planning.exposure import GATEWAY_API_KEY_ENV
+    from gpushare.runtime.service.process import read_info
+    from gpushare.runtime.service.swap.endpoint import SWAP_ROUTE
+
+    info = read_info(paths)
+    if info is None:
+        return None
+    request = urllib.request.Request(info.url + SWAP_ROUTE)
+    key = os.environ.get(GATEWAY_API_KEY_ENV)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=2.0) as answer:
+            data = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _with_swap(
+    status: InstanceStatus, rec: InstanceRecord, edges: Edges, view: Mapping[str, Any] | None
+) -> InstanceStatus:
+    """An on-demand instance's swap phase and count (see the module docstring)."""
+    found = next(
+        (
+            i
+            for i in (view or {}).get("instances", [])
+            if isinstance(i, dict) and i.get("instance") == rec.name
+        ),
+        None,
+    )
+    if found is not None:
+        swaps = found.get("swaps")
+        return dataclasses.replace(
+            status,
+            residency="on-demand",
+            sleep=str(found.get("phase")),
+            swaps=int(swaps) if isinstance(swaps, int) else None,
+        )
+    sleeping = edges.prober.is_sleeping(rec.port) if status.state == "ready" else None
+    sleep = None if sleeping is None else ("asleep" if sleeping else "awake")
+    return dataclasses.replace(status, residency="on-demand", sleep=sleep)
+
+
+def collect_status(
+    root: Path,
+    edges: Edges,
+    profiles: Sequence[str] | None = None,
+    swap_view: SwapView = gateway_swap_view,
+) -> StatusReport:
     """Status of `profiles` (default: every profile with a state file under `root`)."""
     names = list(profiles) if profiles else list_profiles(root)
     states: list[ProfileState] = []
@@ -154,11 +227,22 @@ def collect_status(root: Path, edges: Edges, profiles: Sequence[str] | None = No
             free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes - gpu.used_bytes
             gpus.append(GpuStatus(gpu.index, gpu.name, gpu.total_bytes, gpu.used_bytes, free))
             gpu_procs[gpu.index] = [(p.pid, p.used_bytes) for p in gpu.processes]
-    instances = tuple(
-        instance_status(state.profile, rec, edges, gpu_procs) for state in states for rec in state.instances
-    )
+    instances: list[InstanceStatus] = []
+    swaps_total: dict[str, int] = {}
+    for state in states:
+        on_demand = {str(m.get("name")) for m in (state.swap or {}).get("members", []) if isinstance(m, dict)}
+        view = swap_view(profile_paths(state.profile, root)) if on_demand else None
+        if view is not None and isinstance(view.get("swaps_total"), int):
+            swaps_total[state.profile] = int(view["swaps_total"])
+        for rec in state.instances:
+            status = instance_status(state.profile, rec, edges, gpu_procs)
+            if rec.name in on_demand:
+                status = _with_swap(status, rec, edges, view)
+            instances.append(status)
     in_progress = tuple(s.profile for s in states if s.up_pid is not None and _pid_exists(s.up_pid))
-    return StatusReport(instances, tuple(gpus), tuple(s.profile for s in states), in_progress)
+    return StatusReport(
+        tuple(instances), tuple(gpus), tuple(s.profile for s in states), in_progress, swaps_total
+    )
 
 
 def _pid_exists(pid: int) -> bool:

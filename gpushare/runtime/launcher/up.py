@@ -4,6 +4,13 @@
 the plan's start order (its start groups; planning/start.py), wait for each to answer a real
 completion, record planned against actual, return. What it starts it stops again when one fails
 (unless keep_going) or when it is interrupted. The outside world comes in through `Edges` (`edges.py`).
+
+On-demand instances (residency on-demand) start after the resident ones of their GPU, one at a
+time (planning/start.py), and each is put to sleep (/sleep at its sleep level, confirmed with
+/is_sleeping) as soon as it serves, before the next one starts: the next one's vLLM start check
+passes only with it asleep. Its record keeps what that took (`actual.first_sleep_s`) and the NVML
+memory of its processes awake (`process_bytes`) and asleep (`asleep_process_bytes`). The state
+file gets the plan's swap layout (`ProfileState.swap`) for the gateway's swap manager.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records
 from gpushare.runtime.launcher.preflight import PreflightReport, preflight
 from gpushare.runtime.phase import InstancePhase
+from gpushare.runtime.service.swap.layout import SwapLayout
 from gpushare.runtime.store.lock import profile_lock
 from gpushare.runtime.store.state import (
     InstanceRecord,
@@ -129,17 +137,25 @@ def measure(rec: InstanceRecord, edges: Edges) -> dict[str, object]:
             value = cache.get(key)
             if value is not None and value.isdigit():
                 actual[f"metrics_{key}"] = int(value)
-    if edges.inventory is not None and rec.gpus and rec.pid is not None and rec.pid_start_time is not None:
-        pids = set(edges.runner.session_pids(rec.pid, rec.pid_start_time))
-        per_gpu: dict[str, int] = {}
-        for gpu in edges.inventory.gpus():
-            if gpu.index in rec.gpus:
-                # On a MIG GPU its processes are listed on the MIG devices too: each pid once.
-                procs = {p.pid: p for d in gpu.mig_devices for p in d.processes}
-                procs.update({p.pid: p for p in gpu.processes})
-                per_gpu[str(gpu.index)] = sum(p.used_bytes for p in procs.values() if p.pid in pids)
+    per_gpu = process_bytes(rec, edges)
+    if per_gpu is not None:
         actual["process_bytes"] = per_gpu
     return actual
+
+
+def process_bytes(rec: InstanceRecord, edges: Edges) -> dict[str, int] | None:
+    """NVML: the GPU memory of the instance's processes now, per GPU (None without NVML)."""
+    if edges.inventory is None or not rec.gpus or rec.pid is None or rec.pid_start_time is None:
+        return None
+    pids = set(edges.runner.session_pids(rec.pid, rec.pid_start_time))
+    per_gpu: dict[str, int] = {}
+    for gpu in edges.inventory.gpus():
+        if gpu.index in rec.gpus:
+            # On a MIG GPU its processes are listed on the MIG devices too: each pid once.
+            procs = {p.pid: p for d in gpu.mig_devices for p in d.processes}
+            procs.update({p.pid: p for p in gpu.processes})
+            per_gpu[str(gpu.index)] = sum(p.used_bytes for p in procs.values() if p.pid in pids)
+    return per_gpu
 
 
 # --- up ----------------------------------------------------------------------------------------
@@ -242,6 +258,7 @@ class _Launch:
         self.phases: dict[str, InstancePhase] = {}
         self.failures: list[Failure] = []
         self.state = ProfileState(profile=plan.profile_name)
+        self.by_name = {inst.name: inst for inst in plan.instances}
 
     def save(self) -> None:
         self.state = save_state(self.paths, self.state, now=self.edges.clock.time())
@@ -328,6 +345,28 @@ class _Launch:
         rec = dataclasses.replace(self.rec(name), state="ready", ready_at=self.edges.clock.time())
         rec = dataclasses.replace(rec, actual=measure(rec, self.edges))
         self.update(rec)
+        inst = self.by_name[name]
+        if inst.on_demand:
+            self.put_to_sleep(name, inst)
+
+    def put_to_sleep(self, name: str, inst: PlannedInstance) -> None:
+        """An on-demand instance serves: put it to sleep now, before the next one starts."""
+        assert inst.swap is not None
+        rec = self.rec(name)
+        began = self.edges.clock.monotonic()
+        problem = self.edges.prober.sleep(rec.port, inst.swap.sleep_level)
+        if problem is None and self.edges.prober.is_sleeping(rec.port) is not True:
+            problem = "/sleep answered but /is_sleeping does not say it sleeps"
+        if problem is not None:
+            self.fail(
+                name, f"served but could not be put to sleep (level {inst.swap.sleep_level}): {problem}"
+            )
+            return
+        actual = {**rec.actual, "first_sleep_s": round(self.edges.clock.monotonic() - began, 3)}
+        asleep = process_bytes(rec, self.edges)
+        if asleep is not None:
+            actual["asleep_process_bytes"] = asleep
+        self.update(dataclasses.replace(rec, actual=actual))
 
     def progress(self) -> list[InstanceProgress]:
         now = self.edges.clock.monotonic()
@@ -349,6 +388,11 @@ class _Launch:
             self.state = self.state.with_instance(dataclasses.replace(rec, state=new_state))
         self.save()
         return stopped
+
+
+def _swap_layout(plan: Plan) -> dict[str, object] | None:
+    layout = SwapLayout.from_plan(plan)
+    return layout.to_json() if layout.members else None
 
 
 def up(
@@ -392,6 +436,7 @@ def up(
             instances=tuple(_record_for(inst, paths, extra_env) for inst in plan.instances),
             mps=mps,
             up_pid=os.getpid(),
+            swap=_swap_layout(plan),
         )
         run.save()
         groups = start_groups(plan.instances)

@@ -8,7 +8,16 @@ small answers with a Content-Length are read whole and sent in one write, which 
 Answers the gateway gives itself, all OpenAI-style `{"error": {...}}` bodies:
   400 no or bad JSON / no `model`; 401 wrong API key; 404 unknown model (the message lists the models);
   413 body over `max_body_bytes`; 503 + Retry-After when the instance is down, restarting or does not
-  accept a connection within `connect_timeout_s` (never a hang).
+  accept a connection within `connect_timeout_s` (never a hang); 404 for vLLM's development
+  endpoints (/sleep, /wake_up, /collective_rpc, ...: gpushare/vllm/sleep.py `DEV_PATHS`), which only
+  the swap manager calls.
+
+On-demand instances (a `SwapManager`, runtime/service/swap/manager.py): every request takes a lease
+from the manager before it is forwarded and gives it back when the answer (the whole stream) is
+done; a request for a sleeping model waits there for its wake. The manager's refusals: 429 +
+Retry-After when the model's queue is full, 503 + Retry-After otherwise (wait timeout, failed
+wake, down, no room). `/gpushare/wake/NAME`, `/gpushare/sleep/NAME` and `/gpushare/swap` are its
+control endpoint (swap/endpoint.py).
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ from prometheus_client import CollectorRegistry
 from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.service.metrics import CONTENT_TYPE, GatewayMetrics, VllmMetricsCollector, render
 from gpushare.runtime.service.routes import Routes, Upstream
+from gpushare.runtime.service.swap.endpoint import control_routes
+from gpushare.runtime.service.swap.manager import NO_LEASE, Lease, SwapManager, SwapRefused
+from gpushare.vllm.sleep import DEV_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +150,10 @@ class Gateway:
         registry: CollectorRegistry | None = None,
         vllm_metrics: VllmMetricsCollector | None = None,
         on_unreachable: Callable[[str], None] | None = None,
+        swap: SwapManager | None = None,
     ) -> None:
         self.routes = routes
+        self.swap = swap
         self.config = config or GatewayConfig()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
@@ -160,6 +174,8 @@ class Gateway:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model:.+}", self._model)
+        if self.swap is not None:
+            app.router.add_routes(control_routes(self.swap, self._instance_of, self._check_key))
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         app.cleanup_ctx.append(self._client_session)
         return app
@@ -279,6 +295,13 @@ class Gateway:
 
         await asyncio.gather(*(scrape(u) for u in self.routes.upstreams()))
 
+    def _instance_of(self, name: str) -> str | None:
+        """A model name, an alias or an instance name -> the instance."""
+        upstream = self.routes.lookup(name)
+        if upstream is not None:
+            return upstream.instance
+        return next((u.instance for u in self.routes.upstreams() if u.instance == name), None)
+
     # -- errors ------------------------------------------------------------------------------
 
     def _check_key(self, request: web.Request) -> web.Response | None:
@@ -342,6 +365,14 @@ class Gateway:
         if (denied := self._check_key(request)) is not None:
             self.metrics.error(unknown, "unauthorized")
             return denied
+        if request.path.rstrip("/") in DEV_PATHS:
+            self.metrics.error(unknown, "bad_request")
+            return openai_error(
+                404,
+                f"{request.path} is not forwarded: the gateway alone puts instances to sleep and wakes them.",
+                type_="invalid_request_error",
+                code="not_found",
+            )
         if request.method != "POST":
             self.metrics.error(unknown, "bad_request")
             return openai_error(
@@ -384,12 +415,32 @@ class Gateway:
         if name != upstream.served_name:
             assert isinstance(payload, dict)
             body = json.dumps({**payload, "model": upstream.served_name}).encode()
+        lease = await self._lease(upstream)
+        if not isinstance(lease, Lease):
+            return lease
         in_flight, _, first_byte = self.metrics.model(model)
         in_flight.inc()
         try:
             return await self._forward(request, upstream, body, started, first_byte)
         finally:
             in_flight.dec()
+            lease.release()
+
+    async def _lease(self, upstream: Upstream) -> Lease | web.Response:
+        """The swap manager's permission to forward (waits for a wake), or its refusal."""
+        if self.swap is None:
+            return NO_LEASE
+        try:
+            return await self.swap.lease(upstream.instance)
+        except SwapRefused as refused:
+            self.metrics.error(upstream.served_name, f"swap_{refused.reason}")
+            return openai_error(
+                429 if refused.reason == "queue_full" else 503,
+                refused.sentence(upstream.served_name),
+                type_="rate_limit_exceeded" if refused.reason == "queue_full" else "service_unavailable",
+                code=refused.code,
+                headers={"Retry-After": str(refused.retry_after_s)},
+            )
 
     async def _forward(
         self, request: web.Request, upstream: Upstream, body: bytes, started: float, first_byte: Any

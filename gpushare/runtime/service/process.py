@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from gpushare.devices.base import GpuInventory, TelemetrySource
 from gpushare.errors import GpushareError, LaunchError
-from gpushare.runtime.host.clock import Clock, SystemClock
+from gpushare.runtime.host.clock import Clock, LoopClock, SystemClock
 from gpushare.runtime.host.probe import HttpProber
 from gpushare.runtime.host.processes import ProcessRunner, SessionLeader, SubprocessRunner, process_start_time
 from gpushare.runtime.host.stop import stop_sessions
@@ -44,7 +44,11 @@ from gpushare.runtime.service.policy import SupervisorPolicy
 from gpushare.runtime.service.routes import RouteTable
 from gpushare.runtime.service.supervisor import Supervisor
 from gpushare.runtime.service.supervisor_edges import FileStateStore, HookAlertSink
-from gpushare.runtime.store.state import ProfilePaths
+from gpushare.runtime.service.swap.control import HttpSleepControl
+from gpushare.runtime.service.swap.layout import SwapLayout
+from gpushare.runtime.service.swap.manager import SwapManager
+from gpushare.runtime.service.swap.metrics import SwapCollector
+from gpushare.runtime.store.state import ProfilePaths, load_state
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +106,28 @@ async def serve(
     alert_command: str | None = None,
     telemetry: TelemetrySource | None = None,
 ) -> None:
-    """Run the gateway and the supervisor until `stop` is set. The instances are left running."""
+    """Run the gateway and the supervisor until `stop` is set. The instances are left running.
+    A profile with on-demand instances (the state file's swap layout, which `up` wrote) also gets
+    the swap manager: the gateway forwards through it, the supervisor tells it who is down."""
     routes = RouteTable()
     store = FileStateStore(paths)
     alerts = HookAlertSink(alert_command, paths.logs_dir / SUPERVISOR_LOG)
+    swap, control = _swap_manager(paths, routes)
     supervisor = Supervisor(
-        store, runner, HttpProber(), clock, alerts, inventory=inventory, policy=policy, routes=routes
+        store,
+        runner,
+        HttpProber(),
+        clock,
+        alerts,
+        inventory=inventory,
+        policy=policy,
+        routes=routes,
+        swap=swap,
     )
     registry = CollectorRegistry()
     registry.register(InstanceCollector(supervisor))
+    if swap is not None:
+        registry.register(SwapCollector(swap))
     if inventory is not None:
         registry.register(GpuCollector(inventory, utilization, telemetry))
     gateway = Gateway(
@@ -119,9 +136,12 @@ async def serve(
         registry=registry,
         vllm_metrics=VllmMetricsCollector(),
         on_unreachable=supervisor.poke,
+        swap=swap,
     )
     await supervisor.tick()  # adopt the instances before the first request can arrive
+    await supervisor.adopt_swaps()  # which on-demand ones sleep
     await gateway.start()
+    idle = asyncio.create_task(swap.run(stop), name="idle timeouts") if swap is not None else None
     me = os.getpid()
     started = process_start_time(me)
     assert started is not None  # this very process
@@ -133,11 +153,36 @@ async def serve(
         await supervisor.run(stop)
     finally:
         await gateway.stop()
+        if idle is not None:
+            idle.cancel()
+        if control is not None:
+            await control.close()
         current = read_info(paths)
         if current is not None and current.pid == me:
             with contextlib.suppress(FileNotFoundError):
                 info_path(paths).unlink()
         log.info("stopped; instances left running")
+
+
+def _swap_manager(
+    paths: ProfilePaths, routes: RouteTable
+) -> tuple[SwapManager | None, HttpSleepControl | None]:
+    """The swap manager of a profile with on-demand instances (None for the others)."""
+    state = load_state(paths)
+    if state is None or state.swap is None:
+        return None, None
+    try:
+        layout = SwapLayout.from_json(state.swap)
+    except ValueError as exc:
+        raise LaunchError(
+            f"{paths.state_file}: swap: {exc}", hint=f"run `gpushare down {paths.profile}` and `up` again"
+        ) from exc
+
+    def url_of(instance: str) -> str | None:
+        return next((u.base_url for u in routes.upstreams() if u.instance == instance), None)
+
+    control = HttpSleepControl()
+    return SwapManager(layout, control, LoopClock(), url_of), control
 
 
 def run_foreground(

@@ -15,6 +15,13 @@ gateway learns of a restart the moment it starts (503 + Retry-After, no connecti
    past `planned_bytes * (1 + memory_tolerance)` on any GPU it raises an alert (log line, metric,
    optional hook command) once per excursion, and restarts the instance if `restart_on_memory`.
 
+On-demand instances (a `SwapManager`, swap/manager.py): asleep is healthy (/health answers, and the
+supervisor never sends it a completion); the manager learns from the supervisor when one is down
+(`mark_down`: its held requests get 503 at once). A restart first reserves room on its GPU
+(`reserve_start`: others may be put to sleep, since vLLM's start check needs the free memory),
+and once it serves it is put to sleep (`StartReservation.finish`), so a restarted on-demand
+instance ends asleep. A wake or sleep that fails (`on_failure`) restarts the instance.
+
 Starting a process and writing its pid happen under the profile lock, so a `down` running at the same
 time either sees the new pid or finds the instance not restarted; when the lock is busy the restart
 waits for the next tick. Everything outside (processes, clock, health probe, state file, GPUs,
@@ -29,9 +36,10 @@ import dataclasses
 import logging
 import signal
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
@@ -39,11 +47,12 @@ from gpushare.runtime.host.clock import Clock
 from gpushare.runtime.host.probe import Prober
 from gpushare.runtime.host.processes import ProcessRunner, SessionLeader
 from gpushare.runtime.host.stop import StopLadder
-from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
+from gpushare.runtime.phase import NO_PROCESS, RUNNING, SERVES, InstancePhase
 from gpushare.runtime.service.metrics import SupervisedInstance
 from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
 from gpushare.runtime.service.routes import RouteTable, Upstream
 from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateStore
+from gpushare.runtime.service.swap.manager import StartReservation, SwapManager, SwapRefused
 from gpushare.runtime.store.state import InstanceRecord
 
 log = logging.getLogger(__name__)
@@ -85,6 +94,14 @@ class _Watch:
     actual_bytes: dict[int, int] = field(default_factory=dict)
     over_plan: bool = False
     alerts: Counter[str] = field(default_factory=Counter)
+    reserving: bool = False
+    """An on-demand restart waits for room on its GPU (swap manager)."""
+    reservation: StartReservation | None = None
+    """Room held for an on-demand instance being (re)started, until it sleeps."""
+
+
+SWAP_RETRY_S = 5.0
+"""An on-demand restart that found no room on its GPU tries again after this long."""
 
 
 class Supervisor:
@@ -101,6 +118,7 @@ class Supervisor:
         inventory: GpuInventory | None = None,
         policy: SupervisorPolicy | None = None,
         routes: RouteTable | None = None,
+        swap: SwapManager | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
@@ -114,6 +132,10 @@ class Supervisor:
         self._next_memory_check = 0.0
         self._poke = asyncio.Event()
         self._poked: set[str] = set()
+        self.swap = swap
+        self._tasks: set[asyncio.Task[None]] = set()
+        if swap is not None:
+            swap.on_failure = self.swap_failed
 
     # -- views -------------------------------------------------------------------------------
 
@@ -235,6 +257,9 @@ class Supervisor:
         watch.since = now
         available, retry_after = self._availability(watch)
         self.routes.set_state(name, available=available, state=phase, retry_after_s=retry_after)
+        if self._swapped(name) and phase not in SERVES and watch.reservation is None:
+            assert self.swap is not None
+            self.swap.mark_down(name, phase)
 
     # -- one instance, one tick --------------------------------------------------------------
 
@@ -256,7 +281,12 @@ class Supervisor:
             elif step == "killed":
                 log.warning("instance %s ignored SIGTERM for %.0f s: SIGKILL", name, self.policy.stop_grace_s)
         elif phase == "backoff" and now >= watch.next_start_at:
-            self._start(name, watch, now)
+            if self._swapped(name):
+                if not watch.reserving:
+                    watch.reserving = True
+                    self._spawn_task(self._reserve_and_start(name, watch), f"restart {name}")
+            else:
+                self._start(name, watch, now)
 
     def _stop(self, name: str, watch: _Watch, now: float, reason: str) -> None:
         assert watch.handle is not None
@@ -271,6 +301,9 @@ class Supervisor:
     def _failed(self, name: str, watch: _Watch, now: float, reason: str) -> None:
         """The process is gone: schedule a restart, or give up on a crash loop."""
         policy = self.policy
+        if watch.reservation is not None:
+            watch.reservation.abandon(reason)
+            watch.reservation = None
         if not policy.restart:
             self._set_phase(name, watch, "failed", now)
             self._write(name, watch, state=NO_PROCESS, error=reason)
@@ -362,6 +395,8 @@ class Supervisor:
         if watch.phase == "starting":
             self._set_phase(name, watch, "ready", now)
             self._write(name, watch, state="ready", ready_at=self.clock.time())
+            if self._swapped(name):
+                self._spawn_task(self._put_to_sleep_after_start(name, watch), f"sleep {name}")
         elif watch.phase == "unhealthy":
             self._set_phase(name, watch, "ready", now)
         if (
@@ -416,6 +451,65 @@ class Supervisor:
         elif not over and watch.over_plan:
             log.info("instance %s: GPU memory back within plan", name)
         watch.over_plan = over
+
+    # -- on-demand instances (the swap manager) --------------------------------------------------
+
+    def _swapped(self, name: str) -> bool:
+        return self.swap is not None and self.swap.manages(name)
+
+    def _spawn_task(self, work: Coroutine[Any, Any, None], label: str) -> None:
+        task = asyncio.create_task(work, name=label)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reserve_and_start(self, name: str, watch: _Watch) -> None:
+        assert self.swap is not None
+        try:
+            reservation = await self.swap.reserve_start(name)
+        except SwapRefused as refused:
+            log.warning("instance %s: restart postponed: %s", name, refused.detail)
+            watch.next_start_at = self.clock.monotonic() + SWAP_RETRY_S
+            return
+        finally:
+            watch.reserving = False
+        if self._watches.get(name) is not watch or watch.phase != "backoff":
+            reservation.abandon("no longer to be restarted")  # down, or taken over meanwhile
+            return
+        watch.reservation = reservation
+        self._start(name, watch, self.clock.monotonic())
+        if not _started(watch) and watch.reservation is not None:
+            watch.reservation.abandon("the restart did not happen")
+            watch.reservation = None
+
+    async def _put_to_sleep_after_start(self, name: str, watch: _Watch) -> None:
+        """It serves after a (re)start: put it to sleep, and free its GPU for swaps."""
+        assert self.swap is not None
+        reservation, watch.reservation = watch.reservation, None
+        if reservation is not None:
+            if await reservation.finish():
+                log.info("instance %s: serves, put to sleep", name)
+            return  # a failed sleep marked it failed: on_failure restarts it
+        # started outside a reservation (adopted while it started): ask it how it is
+        await self.swap.refresh(name)
+
+    def swap_failed(self, name: str, why: str) -> None:
+        """The swap manager could not wake it or put it to sleep: restart it (a vLLM that failed
+        a wake, CUDA out of memory say, is not trusted to serve)."""
+        watch = self._watches.get(name)
+        if watch is None or watch.phase not in RUNNING or watch.handle is None:
+            return
+        self._raise(watch, "swap_failed", why)
+        self._stop(name, watch, self.clock.monotonic(), why)
+
+    async def adopt_swaps(self) -> None:
+        """At start, after the first tick: the manager asks each serving on-demand instance whether
+        it sleeps; the others are down for it until they serve."""
+        if self.swap is None:
+            return
+        await self.swap.sync()
+        for name, watch in self._watches.items():
+            if self._swapped(name) and watch.phase not in SERVES:
+                self.swap.mark_down(name, watch.phase)
 
     # -- small helpers -------------------------------------------------------------------------
 
@@ -476,6 +570,12 @@ class Supervisor:
             self.store.save(state.with_instance(updated))
             watch.record = updated
             watch.pending.clear()
+
+
+def _started(watch: _Watch) -> bool:
+    """Whether `_start` got it going (a function: the type checker would keep the phase it had
+    before the call)."""
+    return watch.phase == "starting"
 
 
 def _identity(rec: InstanceRecord) -> tuple[int | None, float | None, str]:

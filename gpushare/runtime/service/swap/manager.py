@@ -499,7 +499,10 @@ class SwapManager:
             if _went_down(m):
                 return False
             self.stats.failed_wakes[m.name] += 1
-            self._fail(m, str(exc), holds_room=weights_back or not await self._says_asleep(url))
+            holds_room = weights_back or not await self._says_asleep(url)
+            # its waiters hear why before `on_failure` (a restart) calls it down
+            self._refuse_holds(m, "wake_failed", f"could not be woken: {exc}")
+            self._fail(m, str(exc), holds_room=holds_room)
             return False
 
     async def _says_asleep(self, url: str | None) -> bool:
@@ -624,21 +627,33 @@ class SwapManager:
             raise
         return StartReservation(self, m, gpu)
 
+    async def refresh(self, name: str) -> None:
+        """Ask one instance whether it sleeps (it serves after a start the manager did not make
+        room for); one that does not answer is `down`."""
+        m = self._members.get(name)
+        if m is None:
+            return
+        async with self._gpus[m.spec.gpu].lock:
+            await self._ask(m)
+
+    async def _ask(self, m: _Member) -> None:
+        url = self.url_of(m.name)
+        try:
+            if url is None:
+                raise SleepControlError("its address is not known")
+            m.phase = "asleep" if await self.control.is_sleeping(url) else "awake"
+            m.error = None
+            m.last_used = self.clock.monotonic()
+        except SleepControlError as exc:
+            m.phase, m.error = "down", str(exc)
+
     async def sync(self) -> None:
         """Ask each instance whether it sleeps (the gateway starting beside running instances);
         one that does not answer is `down` until the supervisor says otherwise."""
         for gpu in self._gpus.values():
             async with gpu.lock:
                 for name in gpu.spec.members:
-                    m = self._members[name]
-                    url = self.url_of(name)
-                    try:
-                        if url is None:
-                            raise SleepControlError("its address is not known")
-                        m.phase = "asleep" if await self.control.is_sleeping(url) else "awake"
-                        m.error = None
-                    except SleepControlError as exc:
-                        m.phase, m.error = "down", str(exc)
+                    await self._ask(self._members[name])
 
 
 def _went_down(m: _Member) -> bool:
