@@ -144,10 +144,15 @@ def held_anywhere(state_dir: Path) -> list[str]:
     return [p.name for p in logs if HELD_LINE in p.read_text(errors="replace")]
 
 
+WAITED: list[float] = []
+
+
 async def complete(session: aiohttp.ClientSession, url: str, model: str, stream: bool) -> tuple[int, str]:
     body = {"model": model, "prompt": "hi", "max_tokens": 4, "stream": stream}
     async with session.post(url + "/v1/completions", json=body) as answer:
         text = await answer.text()
+        if "X-Gpushare-Wake-Wait-Seconds" in answer.headers:
+            WAITED.append(float(answer.headers["X-Gpushare-Wake-Wait-Seconds"]))
         if answer.status != 200:
             return answer.status, text
         if not stream:
@@ -187,9 +192,14 @@ def test_up_of_an_on_demand_profile_serves_every_model_through_the_gateway(
     llama_ready, qwen_started = records["llama"].ready_at, records["qwen"].started_at
     assert llama_ready is not None and qwen_started is not None and qwen_started >= llama_ready
 
+    WAITED.clear()
     answers = asyncio.run(alternate(url))
     assert answers == [(200, "xxxx")] * len(answers)
     assert held_anywhere(state_dir) == []  # nothing was forwarded to a sleeping server
+    assert WAITED and all(w >= 0 for w in WAITED)  # the held ones say how long they waited
+    swaps = json.loads(get(url + "/gpushare/swap"))
+    assert len(swaps["recent_swaps"]) == swaps["swaps_total"] >= 2
+    assert all(len(r["put_to_sleep"]) == 1 for r in swaps["recent_swaps"][1:])  # awake_max 1
     assert sleeping(ports["llama"]) != sleeping(ports["qwen"])  # awake_max 1: one of them awake
 
     status = json.loads(cli(env, "status", "od", "--json").stdout)

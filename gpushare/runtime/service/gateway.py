@@ -17,7 +17,8 @@ from the manager before it is forwarded and gives it back when the answer (the w
 done; a request for a sleeping model waits there for its wake. The manager's refusals: 429 +
 Retry-After when the model's queue is full, 503 + Retry-After otherwise (wait timeout, failed
 wake, down, no room). `/gpushare/wake/NAME`, `/gpushare/sleep/NAME` and `/gpushare/swap` are its
-control endpoint (swap/endpoint.py).
+control endpoint (swap/endpoint.py). An answer to a request that was held for a wake carries
+`X-Gpushare-Wake-Wait-Seconds`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ KNOWN_ROUTES = frozenset(
     }
 )
 UNKNOWN_MODEL_LABEL = "(unknown)"
+WAKE_WAIT_HEADER = "X-Gpushare-Wake-Wait-Seconds"
+"""On an answer whose request was held for its model's wake: how many seconds it waited."""
 
 # aiohttp's client errors, sorted once into what they mean for a request in flight.
 _NOT_ANSWERING = (
@@ -421,7 +424,7 @@ class Gateway:
         in_flight, _, first_byte = self.metrics.model(model)
         in_flight.inc()
         try:
-            return await self._forward(request, upstream, body, started, first_byte)
+            return await self._forward(request, upstream, body, started, first_byte, lease.waited_s)
         finally:
             in_flight.dec()
             lease.release()
@@ -443,7 +446,13 @@ class Gateway:
             )
 
     async def _forward(
-        self, request: web.Request, upstream: Upstream, body: bytes, started: float, first_byte: Any
+        self,
+        request: web.Request,
+        upstream: Upstream,
+        body: bytes,
+        started: float,
+        first_byte: Any,
+        waited_s: float | None = None,
     ) -> web.StreamResponse:
         session = self._session
         assert session is not None
@@ -466,6 +475,8 @@ class Gateway:
             out_headers = CIMultiDict(
                 (k, v) for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE
             )
+            if waited_s is not None:
+                out_headers[WAKE_WAIT_HEADER] = f"{waited_s:.4f}"
             streaming = resp.content_length is None or resp.headers.get("Content-Type", "").startswith(
                 "text/event-stream"
             )

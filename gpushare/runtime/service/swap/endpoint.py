@@ -3,7 +3,8 @@ what `status` reads.
 
     POST /gpushare/wake/NAME[?wait_s=S]   200 {"instance", "phase", "changed", "seconds"}
     POST /gpushare/sleep/NAME             200 the same
-    GET  /gpushare/swap                   200 {"swaps_total", "instances": [MemberState.to_json()]}
+    GET  /gpushare/swap                   200 {"swaps_total", "instances": [MemberState.to_json()],
+                                              "recent_swaps": [SwapRecord.to_json()] (the last 256)}
 
 NAME is a model name, an alias or an instance name. Errors are OpenAI-style bodies as the
 gateway's own: 401 (the gateway's API key, checked by `authorize` like every /v1 request), 404
@@ -105,6 +106,7 @@ def control_routes(manager: SwapManager, resolve: Resolve, authorize: Authorize)
             {
                 "swaps_total": manager.stats.swaps_total,
                 "instances": [s.to_json() for s in manager.snapshot()],
+                "recent_swaps": [r.to_json() for r in manager.stats.recent],
             }
         )
 

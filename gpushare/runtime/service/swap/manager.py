@@ -103,8 +103,10 @@ class Lease:
     """Permission to forward one request. `release()` once its answer is done (idempotent); also an
     async context manager."""
 
-    def __init__(self, release: Callable[[], None] | None = None) -> None:
+    def __init__(self, release: Callable[[], None] | None = None, waited_s: float | None = None) -> None:
         self._release = release
+        self.waited_s = waited_s
+        """Seconds the request was held for its model's wake (None: it was awake)."""
 
     def release(self) -> None:
         release, self._release = self._release, None
@@ -325,9 +327,10 @@ class SwapManager:
         outcome = hold.future.result()
         if outcome.refusal is not None:
             raise outcome.refusal
+        waited = self.clock.monotonic() - hold.arrived
         if hold.request:
-            self.stats.waited(m.name, self.clock.monotonic() - hold.arrived)
-        return Lease(lambda: self._release(m))
+            self.stats.waited(m.name, waited)
+        return Lease(lambda: self._release(m), waited_s=waited)
 
     def _drop(self, m: _Member, hold: _Hold) -> None:
         """A hold whose waiter gave up: out of the queue, and its lease back if it had one."""
@@ -394,7 +397,9 @@ class SwapManager:
         if choice.short is not None:
             self._refuse_holds(m, "no_room", f"cannot wake on GPU {gpu.spec.index}: {choice.short}")
             return
-        if not await self._sleep_all(choice.to_sleep, "make_room"):
+        slept = await self._sleep_all(choice.to_sleep, "make_room")
+        woken_from = self.clock.monotonic()
+        if not slept:
             stuck = [n for n in choice.to_sleep if self._members[n].phase == "failed"]
             self._refuse_holds(
                 m, "no_room", f"cannot wake: {', '.join(stuck)} did not go to sleep to make room"
@@ -403,8 +408,16 @@ class SwapManager:
         if not m.holds:
             return  # all gave up during the drain: the room is made, the wake is not needed
         if await self._wake(m):
-            seconds = self.clock.monotonic() - started
-            self.stats.swapped(gpu.spec.index, m.name, seconds)
+            done = self.clock.monotonic()
+            seconds = done - started
+            self.stats.swapped(
+                gpu.spec.index,
+                m.name,
+                seconds,
+                put_to_sleep=choice.to_sleep,
+                sleep_s=woken_from - started,
+                wake_s=done - woken_from,
+            )
             log.info(
                 "GPU %d: %s awake in %.2f s%s",
                 gpu.spec.index,

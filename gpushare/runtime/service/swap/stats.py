@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,6 +52,33 @@ class Histogram:
         return {"count": self.count, "sum": round(self.total, 6)}
 
 
+RECENT_SWAPS = 256
+"""How many swaps `SwapStats.recent` keeps (the control endpoint lists them)."""
+
+
+@dataclass(frozen=True)
+class SwapRecord:
+    """One swap: which instance woke on which GPU, which were put to sleep for it, and how long
+    the parts took (`sleep_s`: drains and sleeps; `wake_s`: /wake_up and its check)."""
+
+    gpu: int
+    instance: str
+    put_to_sleep: tuple[str, ...]
+    seconds: float
+    sleep_s: float
+    wake_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gpu": self.gpu,
+            "instance": self.instance,
+            "put_to_sleep": list(self.put_to_sleep),
+            "seconds": round(self.seconds, 4),
+            "sleep_s": round(self.sleep_s, 4),
+            "wake_s": round(self.wake_s, 4),
+        }
+
+
 @dataclass
 class SwapStats:
     """Per instance: wakes done by a swap, sleeps by reason, requests refused by reason, requests
@@ -66,10 +93,22 @@ class SwapStats:
     failed_wakes: Counter[str] = field(default_factory=Counter)
     swap_seconds: dict[int, Histogram] = field(default_factory=dict)
     wake_wait_seconds: dict[str, Histogram] = field(default_factory=dict)
+    recent: deque[SwapRecord] = field(default_factory=lambda: deque(maxlen=RECENT_SWAPS))
 
-    def swapped(self, gpu: int, instance: str, seconds: float) -> None:
+    def swapped(
+        self,
+        gpu: int,
+        instance: str,
+        seconds: float,
+        *,
+        put_to_sleep: tuple[str, ...] = (),
+        sleep_s: float = 0.0,
+        wake_s: float | None = None,
+    ) -> None:
         self.wakes[instance] += 1
         self.swap_seconds.setdefault(gpu, Histogram()).observe(seconds)
+        wake = seconds - sleep_s if wake_s is None else wake_s
+        self.recent.append(SwapRecord(gpu, instance, put_to_sleep, seconds, sleep_s, wake))
 
     def waited(self, instance: str, seconds: float) -> None:
         self.wake_wait_seconds.setdefault(instance, Histogram()).observe(seconds)
