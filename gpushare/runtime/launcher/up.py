@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpushare.errors import DoesNotFitError, EnvironmentProblem, LaunchError
+from gpushare.errors import DoesNotFitError, EnvironmentProblem, InputError, LaunchError
 from gpushare.planning.bind import bind_mig
 from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.planning.start import next_to_start, start_groups
@@ -30,7 +30,7 @@ from gpushare.runtime.host.processes import ProcessRunner
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records
 from gpushare.runtime.launcher.preflight import PreflightReport, preflight
 from gpushare.runtime.phase import InstancePhase
-from gpushare.runtime.service.swap.layout import SwapLayout
+from gpushare.runtime.service.swap.layout import SwapLayout, level_2_problems
 from gpushare.runtime.store.lock import profile_lock
 from gpushare.runtime.store.state import (
     InstanceRecord,
@@ -196,6 +196,9 @@ def _check_plan(plan: Plan) -> None:
         raise DoesNotFitError(f"the plan names {', '.join(duplicates)} more than once")
     if not plan.instances:
         raise DoesNotFitError(f"the plan for {plan.profile_name!r} has no instances")
+    refused = level_2_problems(plan)
+    if refused:
+        raise InputError(f"the plan for {plan.profile_name!r} cannot start: {'; '.join(refused)}")
 
 
 def _bind_mig(plan: Plan, edges: Edges) -> Plan:

@@ -162,6 +162,28 @@ class SwapLayout:
         return cls(gpus, members)
 
 
+def level_2_problems(plan: Plan) -> list[str]:
+    """On-demand instances at sleep level 2 whose weights vLLM cannot load again on wake: level 2
+    discards them, and 0.26.0's wake does not bring them back (v1/worker/gpu_worker.py `wake_up`
+    restores the buffers only); the swap manager reloads them with `reload_weights`
+    (gpu_model_runner.py), which raises NotImplementedError for a loader without
+    `get_all_weights`, as `--load-format dummy`'s. Such an instance would wake with garbage."""
+    problems = []
+    for inst in plan.instances:
+        if inst.swap is None or inst.swap.sleep_level != 2:
+            continue
+        argv = list(inst.argv)
+        formats = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--load-format"]
+        formats += [a.split("=", 1)[1] for a in argv if a.startswith("--load-format=")]
+        if formats and formats[-1] == "dummy":
+            problems.append(
+                f"{inst.name}: sleep_level 2 with --load-format dummy cannot wake (vLLM reloads "
+                "the weights from the checkpoint on a level-2 wake, and the dummy loader has none); "
+                "use sleep_level 1"
+            )
+    return problems
+
+
 @dataclass(frozen=True)
 class AwakeNow:
     """An instance of the GPU that takes room now, and when a request last used it."""

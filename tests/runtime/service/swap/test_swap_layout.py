@@ -161,3 +161,32 @@ def test_settings_survive_json() -> None:
     back = SwapLayout.from_json(layout.to_json())
     assert [m.settings for m in back.members] == [m.settings for m in layout.members]
     assert all(isinstance(m.settings, SwapSettings) for m in back.members)
+
+
+@pytest.mark.parametrize(
+    ("case", "level", "extra", "refused"),
+    [
+        ("level-2-dummy", 2, "[--load-format, dummy]", True),
+        ("level-2-dummy-equals", 2, "[--load-format=dummy]", True),
+        ("level-2-real", 2, "[]", False),
+        ("level-1-dummy", 1, "[--load-format, dummy]", False),
+    ],
+)
+def test_level_2_with_dummy_weights_is_refused(
+    tmp_path: Path, case: str, level: int, extra: str, refused: bool
+) -> None:
+    from gpushare.planning.build import build_plan
+    from gpushare.profile import load_profile
+    from gpushare.runtime.service.swap.layout import level_2_problems
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        'gpus: H200\nhost_memory: 1TiB\ndefaults: {mps: "off"}\nmodels:\n'
+        "  - name: a\n    model: Qwen/Qwen2.5-7B-Instruct\n    max_model_len: 8192\n"
+        f"    residency: on-demand\n    on_demand: {{sleep_level: {level}}}\n    extra_args: {extra}\n"
+    )
+    profile = load_profile(path)
+    problems = level_2_problems(build_plan(profile, profile.described_gpus() or []))
+    assert bool(problems) == refused
+    if refused:
+        assert "a: sleep_level 2 with --load-format dummy cannot wake" in problems[0]
