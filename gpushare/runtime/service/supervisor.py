@@ -15,7 +15,8 @@ gateway learns of a restart the moment it starts (503 + Retry-After, no connecti
    past `planned_bytes * (1 + memory_tolerance)` on any GPU it raises an alert (log line, metric,
    optional hook command) once per excursion, and restarts the instance if `restart_on_memory`.
 
-On-demand instances (a `SwapManager`, swap/manager.py): asleep is healthy (/health answers, and the
+On-demand instances (a `SwapManager`, swap/manager.py): asleep is healthy (/health answers: vLLM
+0.26.0 entrypoints/serve/instrumentator/health.py asks only whether the engine died; and the
 supervisor never sends it a completion); the manager learns from the supervisor when one is down
 (`mark_down`: its held requests get 503 at once). A restart first reserves room on its GPU
 (`reserve_start`: others may be put to sleep, since vLLM's start check needs the free memory),

@@ -11,7 +11,7 @@ gateway's own: 401 (the gateway's API key, checked by `authorize` like every /v1
 unknown name, 409 a resident instance (nothing to wake or put to sleep), 400 a bad wait_s, 503 +
 Retry-After when the manager refuses (failed wake, down, no room, timed out).
 
-The gateway mounts `control_routes(...)` before its catch-all proxy route (phase 2B).
+The gateway mounts `control_routes(...)` before its catch-all proxy route (gateway.py).
 """
 
 from __future__ import annotations

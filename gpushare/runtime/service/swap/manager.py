@@ -31,17 +31,9 @@ Everything outside is injected: the HTTP calls (control.py `SleepControl`), the 
 (runtime/host/clock.py `AsyncClock`) and each instance's address. Runs on one event loop (the
 gateway's); nothing here is thread-safe.
 
-How the gateway forwards (phase 2B), after its availability check:
-
-    try:
-        lease = await swap.lease(upstream.instance)
-    except SwapRefused as refused:
-        return openai_error(503, refused.sentence(upstream.served_name), type_="service_unavailable",
-                            code=refused.code, headers={"Retry-After": str(refused.retry_after_s)})
-    try:
-        return await self._forward(...)   # returns after the last byte of a stream
-    finally:
-        lease.release()
+The gateway (gateway.py `_lease`) takes a lease after its availability check, answers
+`SwapRefused` with 429 (queue full) or 503 and its `retry_after_s`, and releases the lease after
+the last byte of the answer; `Lease.waited_s` becomes the answer's X-Gpushare-Wake-Wait-Seconds.
 """
 
 from __future__ import annotations
