@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 def bench_plan_on_fakes(tmp_path: Path) -> Path:
-    text = PROFILE.read_text().replace("gpus: auto", "gpus: H200\nhost_memory: 1TiB")
+    text = PROFILE.read_text().replace("gpus: auto", "gpus: H200")
     for folder, hf_id in IDS.items():
         text = text.replace(folder, hf_id)
     path = tmp_path / "on-demand-h200.yaml"
