@@ -86,9 +86,10 @@ def main() -> None:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            if self.path == "/health":
+            path = self.path.split("?")[0]  # a query it does not know is ignored, as by vLLM's routes
+            if path == "/health":
                 self._send(200, "")
-            elif self.path == "/metrics":
+            elif path == "/metrics":
                 self._send(200, METRICS.format(name=name), "text/plain")
             else:
                 self._send(404, "{}")

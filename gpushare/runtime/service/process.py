@@ -52,6 +52,8 @@ SUPERVISOR_FILE = "supervisor.json"
 SUPERVISOR_LOG = "supervisor.log"
 SERVICE_NAME = "gateway/supervisor"
 """What messages call the background process."""
+STARTUP_STOP_GRACE_S = 2.0
+"""SIGTERM to SIGKILL for a gateway/supervisor that never said it listens."""
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,8 @@ def start_background(
                 hint=f"see {log_path}",
             )
         clock.sleep(0.1)
-    # It never said it listens: stop it the one way (host/stop.py), without a grace.
-    stop_sessions({SERVICE_NAME: spawned}, runner, clock, grace_s=0.0, poll_s=0.1)
+    # It never said it listens: stop it the one way (host/stop.py), with a short grace.
+    stop_sessions({SERVICE_NAME: spawned}, runner, clock, grace_s=STARTUP_STOP_GRACE_S, poll_s=0.1)
     raise LaunchError(
         f"the gateway/supervisor did not start within {ready_timeout_s:.0f} s", hint=f"see {log_path}"
     )

@@ -53,7 +53,7 @@ def test_start_reports_an_early_exit() -> None:
     ("case", "ignores_sigterm", "signals"),
     [
         ("stops on SIGTERM", False, [signal.SIGTERM]),
-        ("ignores SIGTERM: SIGKILL at once", True, [signal.SIGTERM, signal.SIGKILL]),
+        ("ignores SIGTERM: SIGKILL", True, [signal.SIGTERM, signal.SIGKILL]),
     ],
 )
 def test_start_times_out_and_leaves_nothing(case: str, ignores_sigterm: bool, signals: list[int]) -> None:
