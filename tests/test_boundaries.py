@@ -89,9 +89,12 @@ CORE = {
     "gpushare.export",
     "gpushare.export.k8s",
     "gpushare.export.k8s.dockerfile",
+    "gpushare.export.k8s.export",
     "gpushare.export.k8s.gpu",
     "gpushare.export.k8s.meta",
+    "gpushare.export.k8s.modes",
     "gpushare.export.k8s.monitoring",
+    "gpushare.export.k8s.options",
     "gpushare.export.k8s.render",
     "gpushare.export.k8s.sharing",
     "gpushare.export.k8s.workload",
@@ -123,6 +126,7 @@ EDGE = {
     "gpushare.runtime.launcher.calibrate",
     "gpushare.runtime.launcher.down",
     "gpushare.runtime.launcher.edges",
+    "gpushare.runtime.launcher.foreground",
     "gpushare.runtime.launcher.preflight",
     "gpushare.runtime.launcher.status",
     "gpushare.runtime.launcher.up",
@@ -143,6 +147,7 @@ CLI = {
     "gpushare.cli.app",
     "gpushare.cli.calibrate",
     "gpushare.cli.estimate",
+    "gpushare.cli.export",
     "gpushare.cli.gpus",
     "gpushare.cli.launch",
     "gpushare.cli.mig",
@@ -300,7 +305,12 @@ DATA_MODULES = {
     "gpushare.memory.budget": set(),
     "gpushare.placement.model": set(),
     "gpushare.vllm.command": set(),
-    "gpushare.planning.plan": {"gpushare.memory", "gpushare.memory.estimate"},
+    "gpushare.planning.plan": {
+        "gpushare.memory",
+        "gpushare.memory.estimate",
+        "gpushare.vllm",
+        "gpushare.vllm.command",
+    },
 }
 
 

@@ -58,7 +58,16 @@ def _mentions_in(text: str, where: str, strict: bool) -> Iterator[Mention]:
         yield Mention(where, found, True)
     rest = BACKTICKED.sub(" ", text)
     for match in BARE.finditer(rest):
-        yield Mention(where, match.group(1), strict)
+        yield Mention(where, _clause(match.group(1)), strict)
+
+
+def _clause(text: str) -> str:
+    """A bare mention up to a word that ends its clause with a colon ("gpushare export k8s: ...")."""
+    words = text.split(" ")
+    for at, word in enumerate(words):
+        if word.endswith(":"):
+            return " ".join([*words[:at], word[:-1]])
+    return text
 
 
 def package_mentions() -> Iterator[Mention]:
@@ -145,7 +154,8 @@ def test_each_mention_names_a_real_command(mention: Mention) -> None:
     [
         ("gpushare models --catalog lists it", "`gpushare models` has no option --catalog"),
         ("gpushare status --all", "`gpushare status` has no option --all"),
-        ("gpushare export k8s", "no command 'export'"),
+        ("gpushare deploy k8s", "no command 'deploy'"),
+        ("gpushare export helm", "`gpushare export` has no command 'helm'"),
         ("gpushare profile estimate", "`gpushare profile` has no command 'estimate'"),
         ("gpushare plan profiles/lab.yaml --gpus 2xH100 --json", None),
         ("gpushare --debug gpus", None),
@@ -154,6 +164,11 @@ def test_each_mention_names_a_real_command(mention: Mention) -> None:
 )
 def test_the_checker_itself(text: str, expected: str | None) -> None:
     assert problem(Mention("test", text, True), _commands()) == expected
+
+
+def test_a_colon_ends_a_bare_mention() -> None:
+    [mention] = _mentions_in("gpushare export k8s: profile 'lab'", "test", strict=False)
+    assert mention.text == "gpushare export k8s"
 
 
 def test_pending_commands_are_still_pending() -> None:

@@ -82,6 +82,9 @@ COMMANDS: dict[str, CommandEntry] = {
     "gateway": CommandEntry(
         "serve", "A gateway only, in the foreground, for servers gpushare did not start (no supervision)."
     ),
+    "export": CommandEntry(
+        "export", "Write a profile's plan for another system (today: Kubernetes manifests)."
+    ),
     "calibrate": CommandEntry(
         "calibrate",
         "Start each model of PROFILE alone, once, read vLLM's own memory accounting from its log and\n"

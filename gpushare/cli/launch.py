@@ -53,6 +53,7 @@ from gpushare.runtime.launcher.up import (
     InstanceFailedError,
     InstanceProgress,
     UpOptions,
+    UpResult,
     up,
 )
 from gpushare.runtime.store.logs import find_log, follow, tail_lines
@@ -105,7 +106,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 @app.command("up")
 def up_command(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML to plan and start.")],
+    profile: Annotated[Path | None, typer.Argument(help="The profile YAML to plan and start.")] = None,
     keep_going: Annotated[
         bool, typer.Option("--keep-going", help="Leave the instances that started running when one fails.")
     ] = False,
@@ -118,6 +119,22 @@ def up_command(
     ] = True,
     gateway_host: Annotated[str, typer.Option(help="Gateway address (loopback by default).")] = "127.0.0.1",
     gateway_port: Annotated[int, GatewayPortOption] = 8000,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan-file",
+            dir_okay=False,
+            help="Start this plan (what `gpushare plan --json` writes) instead of planning PROFILE.",
+        ),
+    ] = None,
+    foreground: Annotated[
+        bool,
+        typer.Option(
+            "--foreground",
+            help="Then run the gateway + supervisor in this process until SIGTERM, and stop everything "
+            "(a container's main process).",
+        ),
+    ] = False,
 ) -> None:
     """Plan PROFILE, check the machine, start every instance and wait until each one serves.
 
@@ -125,9 +142,17 @@ def up_command(
     one OpenAI-compatible endpoint routing by model name, Prometheus /metrics, and restarts of
     instances that crash. `gpushare down` stops both.
     """
-    read_profile_file(profile)  # no such file, a directory: one line before NVML is asked
+    if (profile is None) == (plan_file is None):
+        raise InputError("give a profile YAML or --plan-file FILE (one of them)", hint="gpushare up PROFILE")
+    if profile is not None:
+        read_profile_file(profile)  # no such file, a directory: one line before NVML is asked
+    if foreground:
+        if keep_going or not gateway:
+            raise InputError("--foreground runs the gateway and stops everything when one instance fails")
+        _up_foreground(profile, plan_file, timeout, gateway_host, gateway_port)
+        return
     inventory = inventory_factory()
-    plan = plan_factory(profile, inventory)
+    plan = _plan_for_up(profile, plan_file, inventory)
     edges = edges_factory(_usable_inventory(inventory))
     paths = profile_paths(plan.profile_name, state_root())
     out = console()
@@ -139,10 +164,7 @@ def up_command(
             live.update(progress_table(items), refresh=True)
 
     count = len(plan.instances)
-    warnings = instance_warnings(plan.instances, os.environ)
-    if gateway:
-        warnings += filter(None, [gateway_warning(gateway_host, bool(os.environ.get(GATEWAY_API_KEY_ENV)))])
-    render_warnings(out, warnings)
+    render_warnings(out, _exposure_warnings(plan, gateway_host if gateway else None))
     out.print(f"starting {count} instance(s) of {plan.profile_name!r}; logs in {paths.logs_dir}")
     try:
         with _terminate_as_interrupt():
@@ -172,6 +194,89 @@ def up_command(
             clock=edges.clock,
         )
         out.print(f"gateway {info.url}/v1 (pid {info.pid}), supervising; metrics at {info.url}/metrics")
+
+
+def _exposure_warnings(plan: Plan, gateway_host: str | None) -> list[str]:
+    """planning/exposure.py's warnings: each instance, and the gateway when one starts."""
+    warnings = instance_warnings(plan.instances, os.environ)
+    if gateway_host is not None:
+        key_set = bool(os.environ.get(GATEWAY_API_KEY_ENV))
+        warnings += filter(None, [gateway_warning(gateway_host, key_set)])
+    return warnings
+
+
+def _plan_for_up(profile: Path | None, plan_file: Path | None, inventory: GpuInventory) -> Plan:
+    """The plan `up` starts: read from --plan-file, or made for PROFILE on this machine's GPUs."""
+    if plan_file is not None:
+        return read_plan_file(plan_file)
+    assert profile is not None
+    return plan_factory(profile, inventory)
+
+
+def read_plan_file(path: Path) -> Plan:
+    """A plan file (`Plan.to_json`): one line naming the file and the field when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"--plan-file {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--plan-file {path}: not JSON ({exc})") from exc
+    try:
+        return Plan.from_json(data)
+    except ValueError as exc:
+        raise InputError(
+            f"--plan-file {path}: {exc}", hint="write one with `gpushare plan PROFILE --json > plan.json`"
+        ) from exc
+
+
+def _up_foreground(
+    profile: Path | None, plan_file: Path | None, timeout: float, host: str, port: int
+) -> None:
+    """`up --foreground`: runtime/launcher/foreground.py, with NVML where there is a driver."""
+    from gpushare.cli.serve import configure_logging, gateway_config
+    from gpushare.devices.nvml import NvmlInventory
+    from gpushare.runtime.launcher.foreground import ForegroundOptions, run_in_foreground
+    from gpushare.runtime.service.process import detect_telemetry
+
+    inventory = inventory_factory()
+    plan = _plan_for_up(profile, plan_file, inventory)
+    usable = _usable_inventory(inventory)
+    edges = edges_factory(usable)
+    paths = profile_paths(plan.profile_name, state_root())
+    out = console()
+    options = ForegroundOptions(
+        up=UpOptions(ready_timeout_s=timeout), gateway=gateway_config(host, port, None, "32MiB", 3.0)
+    )
+    nvml = usable if isinstance(usable, NvmlInventory) else None
+    telemetry = detect_telemetry(nvml)
+    configure_logging()  # the gateway's and supervisor's lines go to the container's log
+    render_warnings(out, _exposure_warnings(plan, None))  # gateway_config warned of the gateway
+    out.print(
+        f"starting {len(plan.instances)} instance(s) of {plan.profile_name!r} in the foreground; "
+        f"logs in {paths.logs_dir}"
+    )
+
+    def serving(result: UpResult) -> None:
+        render_up(out, result)
+        out.print(f"all serving; the gateway opens on {host}:{port} (SIGTERM stops everything)")
+
+    try:
+        done = run_in_foreground(
+            plan, paths, edges, options, utilization=nvml, telemetry=telemetry, on_serving=serving
+        )
+    except InstanceFailedError as exc:
+        render_failures(console(stderr=True), exc.failures)
+        raise
+    except KeyboardInterrupt:
+        console(stderr=True).print("stopped during the start: stopped what had started")
+        raise typer.Exit(130) from None
+    finally:
+        if telemetry is not None:
+            telemetry.close()
+    render_down(out, [done.stopped])
+    if done.failed:
+        console(stderr=True).print(f"the supervisor gave up on {', '.join(done.failed)}: stopped everything")
+    raise typer.Exit(done.exit_code)
 
 
 def _resolve_profile(arg: str) -> str:

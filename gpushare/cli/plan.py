@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,6 +35,11 @@ GPUS_HELP = (
     "GPUs to plan for instead of the profile's: a spec such as 2xH100, A100-80GB,L4 or 24GiB, "
     "or a JSON file that `gpushare gpus --json` wrote."
 )
+
+
+class CheckTarget(StrEnum):
+    host = "host"
+    k8s = "k8s"
 
 
 class OutputFormat(StrEnum):
@@ -154,11 +160,24 @@ def check(
     ] = OutputFormat.text,
     no_calibration: NoCalibration = False,
     mig: MigOption = None,
+    target: Annotated[
+        CheckTarget,
+        typer.Option("--target", help="host (this machine's `up`), or k8s: can --mode hold the plan too?"),
+    ] = CheckTarget.host,
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="With --target k8s: gpu-pod (default), hami, time-slicing or mps."),
+    ] = None,
 ) -> None:
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
     2 invalid profile. For CI: `gpushare check profiles/classic.yaml --format github`."""
     from gpushare.cli.render_plan import check_lines, plan_annotations, problem_annotations
     from gpushare.profile import ProfileValidationError
+
+    if mode is not None and target is not CheckTarget.k8s:
+        from gpushare.errors import InputError
+
+        raise InputError("--mode is for --target k8s", hint="gpushare check PROFILE --target k8s --mode hami")
 
     try:
         loaded, result = make_plan(profile, gpus, None, not no_calibration, _mig(mig))
@@ -171,13 +190,16 @@ def check(
         else:
             raise
         raise typer.Exit(exc.exit_code) from None
+    k8s = _k8s_check(result, mode) if target is CheckTarget.k8s and result.feasible else None
     if output is OutputFormat.json:
         data = {
-            "ok": result.feasible,
+            "ok": result.feasible and (k8s is None or k8s.ok),
             "valid": True,
             **result.to_json(),
             "problems": list(result.problems),
         }
+        if k8s is not None:
+            data["k8s"] = k8s.to_json()
         typer.echo(json.dumps(data, indent=2))
     elif output is OutputFormat.github:
         lines = dict(zip((m.name for m in loaded.models), loaded.model_lines, strict=True))
@@ -185,12 +207,63 @@ def check(
             typer.echo(line)
         for text in check_lines(result) if result.feasible else []:
             typer.echo(text)
+        if k8s is not None and not k8s.ok:
+            typer.echo(f"::error file={profile}::{k8s.line()}")
     else:
         console = term.console(soft_wrap=True)
         for text in check_lines(result):
             console.print(text, markup=False)
+        for text in k8s.lines() if k8s is not None else []:
+            console.print(text, markup=False)
     if not result.feasible:
         raise typer.Exit(1)
+    if k8s is not None and not k8s.ok:
+        raise typer.Exit(k8s.exit_code)
+
+
+@dataclass(frozen=True)
+class K8sCheck:
+    """Whether a Kubernetes mode holds the plan (export/k8s/modes.py), as `check` reports it."""
+
+    mode: str
+    summary: tuple[str, ...] = ()
+    problem: str | None = None
+    hint: str | None = None
+    exit_code: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ok: k8s --mode {self.mode} holds the plan"
+        return f"k8s --mode {self.mode}: {self.problem}" + (f"; {self.hint}" if self.hint else "")
+
+    def lines(self) -> list[str]:
+        return [self.line(), *(f"  {s}" for s in self.summary)]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "ok": self.ok,
+            "pods": list(self.summary),
+            "problem": self.problem,
+            "hint": self.hint,
+        }
+
+
+def _k8s_check(result: Plan, mode_text: str | None) -> K8sCheck:
+    from gpushare.errors import GpushareError
+    from gpushare.export.k8s.modes import plan_for_mode
+    from gpushare.export.k8s.options import parse_mode
+
+    mode = parse_mode(mode_text or "gpu-pod")
+    try:
+        planned = plan_for_mode(result, mode)
+    except GpushareError as exc:
+        return K8sCheck(mode, problem=exc.message, hint=exc.hint, exit_code=exc.exit_code)
+    return K8sCheck(mode, tuple(planned.summary_lines()))
 
 
 def _errors_json(exc: ProfileValidationError) -> Sequence[dict[str, object]]:

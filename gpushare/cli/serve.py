@@ -21,8 +21,14 @@ from gpushare.runtime.host.clock import SystemClock
 from gpushare.runtime.host.processes import SubprocessRunner
 from gpushare.runtime.service.gateway import Gateway, GatewayConfig
 from gpushare.runtime.service.policy import SupervisorPolicy
-from gpushare.runtime.service.process import detect_gpus, run_foreground, start_background, stop_background
-from gpushare.runtime.service.routes import DuplicateModelName, RouteTable, Upstream
+from gpushare.runtime.service.process import (
+    detect_gpus,
+    detect_telemetry,
+    run_foreground,
+    start_background,
+    stop_background,
+)
+from gpushare.runtime.service.routes import DuplicateModelName, RouteTable, Upstream, routes_from_document
 from gpushare.runtime.store.state import load_state, profile_paths
 from gpushare.units import parse_bytes
 
@@ -49,7 +55,7 @@ def _api_key(key_file: Path | None) -> str | None:
     return os.environ.get(API_KEY_ENV) or None
 
 
-def _gateway_config(
+def gateway_config(
     host: str, port: int, key_file: Path | None, max_body: str, connect_timeout: float
 ) -> GatewayConfig:
     config = GatewayConfig(
@@ -65,7 +71,7 @@ def _gateway_config(
     return config
 
 
-def _logging() -> None:
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
@@ -113,13 +119,24 @@ def supervise(
         crash_loop_restarts=crash_loop_restarts,
         health_interval_s=health_interval,
     )
-    config = _gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    config = gateway_config(host, port, api_key_file, max_body, connect_timeout)
     if foreground:
-        _logging()
+        configure_logging()
         inventory, utilization = detect_gpus()
-        run_foreground(
-            paths, config, policy, inventory=inventory, utilization=utilization, alert_command=alert_command
-        )
+        telemetry = detect_telemetry(inventory)
+        try:
+            run_foreground(
+                paths,
+                config,
+                policy,
+                inventory=inventory,
+                utilization=utilization,
+                alert_command=alert_command,
+                telemetry=telemetry,
+            )
+        finally:
+            if telemetry is not None:
+                telemetry.close()
         return
     args = [
         "--host",
@@ -150,11 +167,19 @@ def supervise(
 @app.command()
 def gateway(
     upstream: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             help="MODEL=URL of an OpenAI-compatible server; MODEL,ALIAS,...=URL for aliases. Repeatable."
         ),
-    ],
+    ] = None,
+    routes: Annotated[
+        Path | None,
+        typer.Option(
+            "--routes",
+            dir_okay=False,
+            help="A YAML/JSON file: `routes:` [{model, aliases, url}] (the ConfigMap `export k8s` writes).",
+        ),
+    ] = None,
     host: Host = "127.0.0.1",
     port: GatewayPort = 8000,
     api_key_file: KeyFile = None,
@@ -163,12 +188,17 @@ def gateway(
 ) -> None:
     """A gateway only, in the foreground, for servers gpushare did not start (no supervision)."""
     table = RouteTable()
+    listed = [_parse_upstream(text) for text in upstream or []]
+    if routes is not None:
+        listed += _read_routes(routes)
+    if not listed:
+        raise InputError("no route: give --upstream MODEL=URL (repeatable) or --routes FILE")
     try:
-        table.replace(_parse_upstream(text) for text in upstream)
+        table.replace(listed)
     except DuplicateModelName as exc:
-        raise InputError(f"--upstream: {exc}") from exc
-    config = _gateway_config(host, port, api_key_file, max_body, connect_timeout)
-    _logging()
+        raise InputError(f"{'--routes ' + str(routes) if routes else '--upstream'}: {exc}") from exc
+    config = gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    configure_logging()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -182,6 +212,18 @@ def gateway(
         await gw.stop()
 
     asyncio.run(main())
+
+
+def _read_routes(path: Path) -> list[Upstream]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"--routes {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"--routes {path}: not YAML or JSON ({exc})".splitlines()[0]) from exc
+    return routes_from_document(data, str(path))
 
 
 def _parse_upstream(text: str) -> Upstream:

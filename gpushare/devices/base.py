@@ -93,3 +93,28 @@ class GpuInventory(Protocol):
         ...
 
     def mps_daemon_running(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class GpuTelemetry:
+    """One GPU's sensors as NVML reports them at one moment; None where the GPU or driver does
+    not say (a reading it refuses, GPM on a GPU older than Hopper, the first SM reading)."""
+
+    temperature_c: float | None = None
+    slowdown_temperature_c: float | None = None
+    """Where the GPU starts to slow its clocks (NVML_TEMPERATURE_THRESHOLD_SLOWDOWN; 89 C on the
+    H200, bench/gpu/results/h200-i15/k8s-facts.txt)."""
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    """The enforced power limit (nvmlDeviceGetEnforcedPowerLimit)."""
+    sm_utilization: float | None = None
+    """Fraction of SMs busy (0..1) since the previous reading (GPM NVML_GPM_METRIC_SM_UTIL):
+    unlike `utilization.gpu`, which counts time with any kernel running, this counts SMs."""
+
+
+class TelemetrySource(Protocol):
+    """GPU sensors by index, for /metrics. `close()` releases what the source holds open."""
+
+    def telemetry(self) -> dict[int, GpuTelemetry]: ...
+
+    def close(self) -> None: ...

@@ -17,12 +17,13 @@ start is unknown (None). gpushare only reads: it never creates or destroys MIG i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from gpushare.catalog.gpus import find_gpu_model
-from gpushare.devices.base import Gpu, GpuProcess, MigDevice, NoGpuDriver
+from gpushare.devices.base import Gpu, GpuProcess, GpuTelemetry, MigDevice, NoGpuDriver
 from gpushare.errors import EnvironmentProblem
 
 # The MPS control daemon and the server it starts. Linux truncates a process's comm to 15
@@ -246,3 +247,111 @@ def _mig_profile_name(gpu_name: str, profile_id: int | None, device_name: str) -
     if marker and suffix.strip():
         return suffix.strip()
     return "unknown" if profile_id is None else f"profile {profile_id}"
+
+
+class NvmlTelemetry:
+    """`TelemetrySource` over NVML: temperature and its slowdown threshold, power draw and the
+    enforced limit, and GPM's SM utilization (Hopper and later) over the time since the previous
+    call, so a Prometheus scrape every 15 s reads the SM use of those 15 s without waiting.
+
+    NVML stays initialised while this object lives (GPM samples are valid within one session;
+    `nvmlInit` counts references, so `NvmlInventory`'s own sessions nest inside): `close()` ends it.
+    A reading the GPU refuses is None; a GPU without GPM support is not asked again.
+    """
+
+    def __init__(self, nvml: Any = None) -> None:
+        self._nvml = nvml
+        self._open = False
+        self._previous: dict[int, Any] = {}
+        self._no_gpm: set[int] = set()
+
+    def _session(self) -> Any:
+        nvml = self._nvml if self._nvml is not None else _import_pynvml()
+        self._nvml = nvml
+        if not self._open:
+            try:
+                nvml.nvmlInit()
+            except nvml.NVMLError as exc:
+                raise NoGpuDriver(f"NVML could not load: {exc}") from exc
+            self._open = True
+        return nvml
+
+    def telemetry(self) -> dict[int, GpuTelemetry]:
+        nvml = self._session()
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        except nvml.NVMLError as exc:
+            raise EnvironmentProblem(f"NVML failed while reading the GPUs: {exc}") from exc
+        out: dict[int, GpuTelemetry] = {}
+        for index, handle in enumerate(handles):
+            temperature = _reading(nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
+            slowdown = _reading(
+                nvml,
+                nvml.nvmlDeviceGetTemperatureThreshold,
+                handle,
+                nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN,
+            )
+            power = _reading(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
+            limit = _reading(nvml, nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+            out[index] = GpuTelemetry(
+                temperature_c=temperature,
+                slowdown_temperature_c=slowdown,
+                power_w=None if power is None else power / 1000,  # NVML reports milliwatts
+                power_limit_w=None if limit is None else limit / 1000,
+                sm_utilization=self._sm_utilization(nvml, index, handle),
+            )
+        return out
+
+    def _sm_utilization(self, nvml: Any, index: int, handle: Any) -> float | None:
+        """SM_UTIL between the previous sample of this GPU and one taken now (NVML's GPM API:
+        nvmlGpmSampleGet twice, nvmlGpmMetricsGet over the pair; values in percent)."""
+        if index in self._no_gpm:
+            return None
+        try:
+            if index not in self._previous and not nvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice:
+                self._no_gpm.add(index)
+                return None
+            sample = nvml.nvmlGpmSampleAlloc()
+            nvml.nvmlGpmSampleGet(handle, sample)
+        except (nvml.NVMLError, AttributeError):  # an old driver or binding: no GPM
+            self._no_gpm.add(index)
+            return None
+        previous = self._previous.pop(index, None)
+        self._previous[index] = sample
+        if previous is None:
+            return None
+        try:
+            query = nvml.c_nvmlGpmMetricsGet_t()
+            query.version = nvml.NVML_GPM_METRICS_GET_VERSION
+            query.numMetrics = 1
+            query.sample1 = previous
+            query.sample2 = sample
+            query.metrics[0].metricId = nvml.NVML_GPM_METRIC_SM_UTIL
+            nvml.nvmlGpmMetricsGet(query)
+            metric = query.metrics[0]
+            value = float(metric.value) / 100 if int(metric.nvmlReturn) == 0 else None
+        except nvml.NVMLError:
+            value = None
+        finally:
+            nvml.nvmlGpmSampleFree(previous)
+        return None if value is None else min(max(value, 0.0), 1.0)
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        nvml = self._nvml
+        for sample in self._previous.values():
+            with contextlib.suppress(nvml.NVMLError):
+                nvml.nvmlGpmSampleFree(sample)
+        self._previous.clear()
+        with contextlib.suppress(nvml.NVMLError):
+            nvml.nvmlShutdown()
+        self._open = False
+
+
+def _reading(nvml: Any, read: Callable[..., Any], *args: Any) -> float | None:
+    try:
+        return float(read(*args))
+    except nvml.NVMLError:
+        return None

@@ -75,3 +75,27 @@ class Budget:
     def utilization_for(self, kv_bytes: int, cuda_total_bytes: int) -> float:
         """The least 4-decimal utilization whose budget holds `kv_bytes` of KV cache."""
         return utilization_for(self.overhead_bytes + kv_bytes, cuda_total_bytes)
+
+    def start_deficit_bytes(self, utilization: float, cuda_total_bytes: int, free_bytes: int) -> int:
+        """By how much vLLM's start check misses (≤ 0: it passes). The check runs once the
+        process holds its context: free − context ≥ ceil(total × utilization)
+        (v1/worker/utils.py::request_memory). `cuda_total_bytes` is the device total the process
+        sees, `free_bytes` what is free for it just before it starts (a device's total less what
+        others hold; a HAMi limit; an MPS pinned limit, which a client sees as its free memory
+        while the total stays the whole GPU's: bench/gpu/results/h200-i15/k8s-facts.txt)."""
+        return requested_bytes(utilization, cuda_total_bytes) - (free_bytes - self.context_bytes)
+
+    def device_total_for(self, kv_bytes: int, at_least_bytes: int, step_bytes: int) -> int:
+        """The smallest device total, a whole number of `step_bytes` and at least `at_least_bytes`,
+        on which this instance alone starts with `kv_bytes` of KV cache: its utilization there is
+        `utilization_for(kv_bytes, total)` and the start check passes with the whole total free.
+        (A memory limit that a container sees as its device total, e.g. HAMi's gpumem in MiB.)"""
+        if step_bytes <= 0 or at_least_bytes <= 0:
+            raise ValueError("step and lower bound must be positive")
+        total = -(-at_least_bytes // step_bytes) * step_bytes
+        for _ in range(1000):
+            deficit = self.start_deficit_bytes(self.utilization_for(kv_bytes, total), total, total)
+            if deficit <= 0:
+                return total
+            total += -(-deficit // step_bytes) * step_bytes
+        raise ValueError(f"no device total holds {kv_bytes} bytes of KV cache")  # pragma: no cover

@@ -142,6 +142,52 @@ class Estimate:
             "notes": list(self.notes),
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Estimate:
+        """Read back what `to_json` wrote (a plan file); `Estimate.from_json(e.to_json()) == e`.
+
+        The budget's context is not written on its own: `overhead_bytes` is the context plus the
+        CUDA graphs where vLLM does not count them (`Budget.outside_bytes`), so it comes back from
+        those two. Raises KeyError/TypeError/ValueError on a malformed object (the caller names
+        the file)."""
+        in_budget = bool(data["cuda_graph_in_budget"])
+        graphs = int(data["cuda_graph_bytes"])
+        budget = Budget(
+            weights_bytes=int(data["weights_bytes"]),
+            activation_bytes=int(data["activation_bytes"]),
+            non_torch_bytes=int(data["non_torch_bytes"]),
+            cuda_graph_bytes=graphs,
+            cuda_graph_in_budget=in_budget,
+            context_bytes=int(data["overhead_bytes"]) - (0 if in_budget else graphs),
+        )
+        kv_fixed = data["kv_cache_memory_bytes"]
+        return cls(
+            model=str(data["model"]),
+            gpu=str(data["gpu"]),
+            vllm_version=str(data["vllm_version"]),
+            dtype=str(data["dtype"]),
+            kv_cache_dtype=str(data["kv_cache_dtype"]),
+            max_model_len=int(data["max_model_len"]),
+            max_num_seqs=int(data["max_num_seqs"]),
+            max_num_batched_tokens=int(data["max_num_batched_tokens"]),
+            tensor_parallel_size=int(data["tensor_parallel_size"]),
+            block_size=int(data["block_size"]),
+            budget=budget,
+            weights_source=str(data["weights_source"]),
+            kv_bytes_per_token=int(data["kv_bytes_per_token"]),
+            kv_block_bytes=int(data["kv_block_bytes"]),
+            requested_bytes=int(data["requested_bytes"]),
+            kv_cache_bytes=int(data["kv_cache_bytes"]),
+            kv_cache_tokens=int(data["kv_cache_tokens"]),
+            num_blocks=int(data["num_blocks"]),
+            max_concurrency=float(data["max_concurrency"]),
+            gpu_memory_utilization=float(data["gpu_memory_utilization"]),
+            kv_cache_memory_bytes=None if kv_fixed is None else int(kv_fixed),
+            process_bytes=int(data["process_bytes"]),
+            cuda_total_bytes=int(data["cuda_total_bytes"]),
+            notes=tuple(str(n) for n in data["notes"]),
+        )
+
 
 @dataclass(frozen=True)
 class _Fixed:

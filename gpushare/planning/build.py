@@ -57,7 +57,6 @@ class Slot:
     gpu: int
     target: GpuTarget
     estimate: Estimate
-    context: int
 
 
 def build_plan(
@@ -338,7 +337,7 @@ class _Planner:
         for note in e.notes:
             if f"{m.name}: {note}" not in self.notes:
                 self.notes.append(f"{m.name}: {note}")
-        return Slot(gpu, target, e, need.budget.context_bytes)
+        return Slot(gpu, target, e)
 
     def start_order(
         self, assignment: Mapping[str, tuple[int, ...]], items: Mapping[str, Item]
@@ -411,13 +410,10 @@ class _Planner:
     ) -> int:
         # Fixed KV: any start order, so every other instance may already be up.
         up = [n for n, p in planned.items() if n != name and s.gpu in p] if self.fixed else before[s.gpu]
-        free = (
-            s.target.cuda_total_bytes
-            - self.needs.others[s.gpu]
-            - sum(planned[n][s.gpu] for n in up)
-            - s.context
+        free = s.target.cuda_total_bytes - self.needs.others[s.gpu] - sum(planned[n][s.gpu] for n in up)
+        return s.estimate.budget.start_deficit_bytes(
+            s.estimate.gpu_memory_utilization, s.target.cuda_total_bytes, free
         )
-        return s.estimate.requested_bytes - free
 
     def instances(
         self, order: list[tuple[Entry, int, int]], slots: Mapping[str, list[Slot]]

@@ -6,10 +6,15 @@ Pure data: these classes import nothing above the memory model. `planning.build.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gpushare.memory.estimate import Estimate
+from gpushare.vllm.command import VllmCommand
+
+PLAN_FORMAT = 1
+"""`format` of `Plan.to_json`; `Plan.from_json` reads this one only."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,28 @@ class MigSlice:
             "memory_bytes": self.memory_bytes,
             "uuid": self.uuid,
             "instances": list(self.instances),
+            "profile_id": self.profile_id,
+            "usable_bytes": self.usable_bytes,
+            "planned_bytes": self.planned_bytes,
+            "other_processes_bytes": self.other_processes_bytes,
         }
+
+    @classmethod
+    def from_json(cls, gpu: int, data: dict[str, Any]) -> MigSlice:
+        """A slice `to_json` wrote (or an instance's shorter `mig_slice`) on GPU `gpu`."""
+        start, uuid, profile_id = data["start"], data["uuid"], data.get("profile_id")
+        return cls(
+            gpu=gpu,
+            profile=str(data["profile"]),
+            start=None if start is None else int(start),
+            memory_bytes=int(data["memory_bytes"]),
+            uuid=None if uuid is None else str(uuid),
+            profile_id=None if profile_id is None else int(profile_id),
+            instances=tuple(str(n) for n in data.get("instances", ())),
+            usable_bytes=int(data.get("usable_bytes", 0)),
+            planned_bytes=int(data.get("planned_bytes", 0)),
+            other_processes_bytes=int(data.get("other_processes_bytes", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,17 @@ class MigSetup:
 
     def to_json(self) -> dict[str, Any]:
         return {"commands": list(self.commands), "mig_parted": self.mig_parted, "config": self.config_name}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MigSetup:
+        parted = data["mig_parted"]
+        if not isinstance(parted, dict):
+            raise TypeError("mig.mig_parted must be an object")
+        return cls(
+            commands=tuple(str(c) for c in data["commands"]),
+            mig_parted=parted,
+            config_name=str(data["config"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +135,11 @@ class PlannedInstance:
     target: str = ""
     mig_slice: MigSlice | None = None
     """The MIG slice it runs on (`gpus` then holds its GPU); None on a whole GPU."""
+
+    @property
+    def command(self) -> VllmCommand:
+        """The argv as a typed command (vllm/command.py reads back what it wrote exactly)."""
+        return VllmCommand.from_argv(self.argv)
 
     def parts(self) -> tuple[int, int, int]:
         """(weights, KV, everything else) bytes on one of its GPUs; they sum to `planned_bytes`."""
@@ -192,7 +234,8 @@ class Plan:
         return tuple(str(p) for p in self.overcommitted)
 
     def to_json(self) -> dict[str, Any]:
-        """The plan as `gpushare plan --json` prints it (sizes in bytes)."""
+        """The plan as `gpushare plan --json` prints it (sizes in bytes): everything it holds, so
+        `Plan.from_json` reads it back equal (a plan file for `gpushare up --plan-file`)."""
         # MIG keys appear only where there is MIG, so plans of whole GPUs read as they always did.
         out: dict[str, Any] = {
             "feasible": self.feasible,
@@ -204,13 +247,132 @@ class Plan:
                     "reason": u.reason,
                     "short_by_bytes": u.short_by_bytes,
                     "suggestions": list(u.suggestions),
+                    "gpus": list(u.gpus),
+                    "need_bytes": u.need_bytes,
                 }
                 for u in self.unplaced
+            ],
+            "format": PLAN_FORMAT,
+            "profile": self.profile_name,
+            "mps": self.mps,
+            "notes": list(self.notes),
+            "strategy": self.strategy,
+            "method": self.method,
+            "optimal": self.optimal,
+            "lp_bound": self.lp_bound,
+            "overcommitted": [
+                {"message": p.message, "instance": p.instance, "gpu": p.gpu, "hint": p.hint}
+                for p in self.overcommitted
             ],
         }
         if self.mig_setup is not None:
             out["mig"] = self.mig_setup.to_json()
         return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        """Read back what `to_json` wrote: `Plan.from_json(plan.to_json()) == plan`.
+
+        Raises ValueError naming the first field that is missing or of the wrong type (the caller
+        adds the file's name)."""
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise ValueError(
+                f"format: expected {PLAN_FORMAT} (a plan written by `gpushare plan --json`), got {found!r}"
+            )
+        where = "plan"
+        try:
+            where = "gpus"
+            gpus = tuple(_gpu_from_json(g) for g in data["gpus"])
+            where = "instances"
+            instances = tuple(_instance_from_json(i) for i in data["instances"])
+            where = "unplaced"
+            unplaced = tuple(
+                Unplaced(
+                    name=str(u["name"]),
+                    reason=str(u["reason"]),
+                    short_by_bytes=int(u["short_by_bytes"]),
+                    suggestions=tuple(str(s) for s in u["suggestions"]),
+                    gpus=tuple(int(g) for g in u["gpus"]),
+                    need_bytes=int(u["need_bytes"]),
+                )
+                for u in data["unplaced"]
+            )
+            where = "overcommitted"
+            problems = tuple(
+                Problem(
+                    message=str(p["message"]),
+                    instance=p["instance"],
+                    gpu=None if p["gpu"] is None else int(p["gpu"]),
+                    hint=p["hint"],
+                )
+                for p in data["overcommitted"]
+            )
+            where = "mig"
+            mig = data.get("mig")
+            mig_setup = None if mig is None else MigSetup.from_json(mig)
+            where = "plan"
+            bound = data["lp_bound"]
+            return cls(
+                profile_name=str(data["profile"]),
+                feasible=bool(data["feasible"]),
+                gpus=gpus,
+                instances=instances,
+                unplaced=unplaced,
+                mps=str(data["mps"]),
+                notes=tuple(str(n) for n in data["notes"]),
+                strategy=str(data["strategy"]),
+                method=str(data["method"]),
+                optimal=bool(data["optimal"]),
+                lp_bound=None if bound is None else float(bound),
+                overcommitted=problems,
+                mig_setup=mig_setup,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            missing = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{where}: {missing}") from None
+
+    def subset(self, names: Sequence[str]) -> Plan:
+        """The plan of these instances alone, on their GPUs renumbered 0..n-1 in index order: what
+        a machine (a Kubernetes pod) that sees only those GPUs runs.
+
+        The instances must hold their GPUs to themselves (a whole start group: nothing outside
+        `names` on any of their GPUs), so every number stays the plan's. `CUDA_VISIBLE_DEVICES`
+        follows the new numbers; unplaced models and placement notes stay with the whole plan. A plan
+        on MIG slices has no subset (its slices and MIG setup name the machine's GPUs)."""
+        if self.uses_mig:
+            raise ValueError("a plan on MIG slices has no subset: its slices name the machine's GPUs")
+        wanted = set(names)
+        chosen = [i for i in self.instances if i.name in wanted]
+        missing = sorted(wanted - {i.name for i in chosen})
+        if missing:
+            raise ValueError(f"the plan has no instance {', '.join(missing)}")
+        used = sorted({g for i in chosen for g in i.gpus})
+        number = {old: new for new, old in enumerate(used)}
+        gpus = []
+        for gpu in self.gpus:
+            if gpu.index not in number:
+                continue
+            others = [n for n in gpu.instances if n not in wanted]
+            if others:
+                raise ValueError(
+                    f"GPU {gpu.index} also holds {', '.join(others)}: a subset keeps whole start groups"
+                )
+            gpus.append(replace(gpu, index=number[gpu.index]))
+        renumbered = []
+        for inst in chosen:
+            new_gpus = tuple(number[g] for g in inst.gpus)
+            env = dict(inst.env)
+            if "CUDA_VISIBLE_DEVICES" in env:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in new_gpus)
+            renumbered.append(replace(inst, gpus=new_gpus, env=env, start_group=0))
+        return replace(
+            self,
+            gpus=tuple(gpus),
+            instances=tuple(renumbered),
+            unplaced=(),
+            overcommitted=tuple(replace(p, gpu=number[p.gpu]) for p in self.overcommitted if p.gpu in number),
+        )
 
 
 def _gpu_json(g: PlannedGpu) -> dict[str, Any]:
@@ -221,6 +383,11 @@ def _gpu_json(g: PlannedGpu) -> dict[str, Any]:
         "reserved_bytes": g.reserved_bytes,
         "free_bytes": g.free_bytes,
         "instances": list(g.instances),
+        "cuda_total_bytes": g.cuda_total_bytes,
+        "driver_reserved_bytes": g.driver_reserved_bytes,
+        "other_processes_bytes": g.other_processes_bytes,
+        "usable_bytes": g.usable_bytes,
+        "planned_bytes": g.planned_bytes,
     }
     if g.mig:
         out["mig"] = g.mig
@@ -240,6 +407,13 @@ def _instance_json(i: PlannedInstance) -> dict[str, Any]:
         "estimate": i.estimate.to_json() if i.estimate is not None else {},
         "argv": list(i.argv),
         "env": i.env,
+        "planned_bytes": i.planned_bytes,
+        "kv_fixed": i.kv_fixed,
+        "aliases": list(i.aliases),
+        "priority": i.priority,
+        "start_group": i.start_group,
+        "kv_target_bytes": i.kv_target_bytes,
+        "target": i.target,
     }
     if i.mig_slice is not None:
         s = i.mig_slice
@@ -248,5 +422,54 @@ def _instance_json(i: PlannedInstance) -> dict[str, Any]:
             "start": s.start,
             "uuid": s.uuid,
             "memory_bytes": s.memory_bytes,
+            "profile_id": s.profile_id,
+            "instances": list(s.instances),
         }
     return out
+
+
+def _gpu_from_json(g: dict[str, Any]) -> PlannedGpu:
+    return PlannedGpu(
+        index=int(g["index"]),
+        name=str(g["name"]),
+        total_bytes=int(g["total_bytes"]),
+        reserved_bytes=int(g["reserved_bytes"]),
+        free_bytes=int(g["free_bytes"]),
+        instances=tuple(str(n) for n in g["instances"]),
+        cuda_total_bytes=int(g["cuda_total_bytes"]),
+        driver_reserved_bytes=int(g["driver_reserved_bytes"]),
+        other_processes_bytes=int(g["other_processes_bytes"]),
+        usable_bytes=int(g["usable_bytes"]),
+        planned_bytes=int(g["planned_bytes"]),
+        mig=str(g.get("mig", "")),
+        mig_slices=tuple(MigSlice.from_json(int(g["index"]), s) for s in g.get("mig_slices", ())),
+    )
+
+
+def _instance_from_json(i: dict[str, Any]) -> PlannedInstance:
+    kv = i["kv_cache_memory_bytes"]
+    env = i["env"]
+    if not isinstance(env, dict):
+        raise TypeError(f"{i.get('name')}: env must be an object")
+    gpus = tuple(int(g) for g in i["gpus"])
+    on_slice = i.get("mig_slice")
+    return PlannedInstance(
+        name=str(i["name"]),
+        model=str(i["model"]),
+        gpus=gpus,
+        port=int(i["port"]),
+        start_order=int(i["start_order"]),
+        gpu_memory_utilization=float(i["gpu_memory_utilization"]),
+        kv_cache_memory_bytes=None if kv is None else int(kv),
+        planned_bytes=int(i["planned_bytes"]),
+        argv=tuple(str(a) for a in i["argv"]),
+        env={str(k): str(v) for k, v in env.items()},
+        kv_fixed=bool(i["kv_fixed"]),
+        estimate=Estimate.from_json(i["estimate"]) if i["estimate"] else None,
+        aliases=tuple(str(a) for a in i["aliases"]),
+        priority=int(i["priority"]),
+        start_group=int(i["start_group"]),
+        kv_target_bytes=int(i["kv_target_bytes"]),
+        target=str(i["target"]),
+        mig_slice=None if on_slice is None else MigSlice.from_json(gpus[0], on_slice),
+    )

@@ -91,10 +91,39 @@ class FakeDevice:
     busy_percent: int = 0  # nvmlDeviceGetUtilizationRates().gpu
     mig_slots: list[FakeMigDevice | None] = field(default_factory=list)  # by NVML MIG index
     gi_permission: bool = True  # False: GPU-instance queries answer NoPermission
+    temperature_c: int = 37  # the lent H200 idle (bench/gpu/results/h200-i15/k8s-facts.txt)
+    slowdown_c: int | None = 89  # None: the threshold query is NotSupported
+    power_mw: int | None = 79_337  # None: NotSupported
+    power_limit_mw: int = 700_000
+    gpm: bool = True  # nvmlGpmQueryDeviceSupport().isSupportedDevice
+    sm_percent: float = 0.0  # what a GPM sample taken now records (the fake's SM_UTIL is the mean of two)
 
     @property
     def free(self) -> int:
         return self.total - self.reserved - self.used
+
+
+@dataclass
+class FakeGpmSample:
+    device: FakeDevice | None = None
+    sm_percent: float = 0.0
+    freed: bool = False
+
+
+class FakeGpmMetric:
+    def __init__(self) -> None:
+        self.metricId = 0
+        self.nvmlReturn = 0
+        self.value = 0.0
+
+
+class FakeGpmMetricsGet:
+    def __init__(self) -> None:
+        self.version = 0
+        self.numMetrics = 0
+        self.sample1: FakeGpmSample | None = None
+        self.sample2: FakeGpmSample | None = None
+        self.metrics = [FakeGpmMetric() for _ in range(4)]
 
 
 class FakePynvml:
@@ -106,6 +135,11 @@ class FakePynvml:
     NVMLError_NotFound = NVMLError_NotFound
     NVMLError_NoPermission = NVMLError_NoPermission
     NVML_DEVICE_MIG_ENABLE = 1
+    NVML_TEMPERATURE_GPU = 0
+    NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+    NVML_GPM_METRICS_GET_VERSION = 1
+    NVML_GPM_METRIC_SM_UTIL = 2
+    c_nvmlGpmMetricsGet_t = FakeGpmMetricsGet
 
     def __init__(
         self, devices: list[FakeDevice], init_error: NVMLError | None = None, v2: str = "yes"
@@ -117,6 +151,7 @@ class FakePynvml:
             self.nvmlMemory_v2 = 0x02000028
         self.initialised = 0
         self.shutdowns = 0
+        self.samples: list[FakeGpmSample] = []
 
     def nvmlInit(self) -> None:
         if self.init_error is not None:
@@ -215,6 +250,54 @@ class FakePynvml:
         if handle.lost:
             raise NVMLError_GpuIsLost()
         return SimpleNamespace(gpu=handle.busy_percent, memory=0)
+
+    def nvmlDeviceGetTemperature(self, handle: FakeDevice, sensor: int) -> int:
+        assert sensor == self.NVML_TEMPERATURE_GPU
+        return handle.temperature_c
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle: FakeDevice, kind: int) -> int:
+        assert kind == self.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN
+        if handle.slowdown_c is None:
+            raise NVMLError_NotSupported()
+        return handle.slowdown_c
+
+    def nvmlDeviceGetPowerUsage(self, handle: FakeDevice) -> int:
+        if handle.power_mw is None:
+            raise NVMLError_NotSupported()
+        return handle.power_mw
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeDevice) -> int:
+        return handle.power_limit_mw
+
+    def nvmlGpmQueryDeviceSupport(self, handle: FakeDevice) -> SimpleNamespace:
+        return SimpleNamespace(version=1, isSupportedDevice=int(handle.gpm))
+
+    def nvmlGpmSampleAlloc(self) -> FakeGpmSample:
+        sample = FakeGpmSample()
+        self.samples.append(sample)
+        return sample
+
+    def nvmlGpmSampleGet(self, handle: FakeDevice, sample: FakeGpmSample) -> FakeGpmSample:
+        if not handle.gpm:
+            raise NVMLError_NotSupported()
+        sample.device, sample.sm_percent = handle, handle.sm_percent
+        return sample
+
+    def nvmlGpmSampleFree(self, sample: FakeGpmSample) -> None:
+        assert not sample.freed, "a GPM sample freed twice"
+        sample.freed = True
+
+    def nvmlGpmMetricsGet(self, query: FakeGpmMetricsGet) -> FakeGpmMetricsGet:
+        one, two = query.sample1, query.sample2
+        assert one is not None and two is not None and not one.freed and not two.freed
+        assert one.device is two.device, "GPM samples of two GPUs"
+        for metric in query.metrics[: query.numMetrics]:
+            assert metric.metricId == self.NVML_GPM_METRIC_SM_UTIL
+            metric.value = (one.sm_percent + two.sm_percent) / 2
+        return query
+
+    def live_samples(self) -> int:
+        return sum(not s.freed for s in self.samples)
 
     def nvmlDeviceGetComputeRunningProcesses(
         self, handle: FakeDevice | FakeMigDevice

@@ -254,3 +254,37 @@ def test_mig_without_permission_for_gpu_instances_reads_the_profile_from_the_nam
 def test_no_mig_devices(case_id: str, device: FakeDevice) -> None:
     [gpu] = inventory(FakePynvml([device])).gpus()
     assert gpu.mig_devices == ()
+
+
+# -- telemetry (NvmlTelemetry) ----------------------------------------------------------------
+
+
+def test_telemetry_reads_sensors_and_sm_use_between_calls() -> None:
+    from gpushare.devices.base import GpuTelemetry
+    from gpushare.devices.nvml import NvmlTelemetry
+
+    hot = h100(0, temperature_c=84, power_mw=650_000, sm_percent=40.0)
+    old = h100(1, gpm=False, slowdown_c=None, power_mw=None)
+    fake = FakePynvml([hot, old])
+    telemetry = NvmlTelemetry(fake)
+    first = telemetry.telemetry()
+    assert first[0] == GpuTelemetry(84.0, 89.0, 650.0, 700.0, None)  # no SM reading before a pair
+    assert first[1] == GpuTelemetry(37.0, None, None, 700.0, None)
+    hot.sm_percent = 80.0
+    assert telemetry.telemetry()[0].sm_utilization == pytest.approx(0.6)  # the pair (40, 80)
+    hot.sm_percent = 100.0
+    assert telemetry.telemetry()[0].sm_utilization == pytest.approx(0.9)  # (80, 100): the last one kept
+    assert telemetry.telemetry()[1].sm_utilization is None
+    assert fake.live_samples() == 1  # every sample but the one kept for the next call is freed
+    assert fake.initialised == 1 and fake.shutdowns == 0  # one NVML session across calls
+    telemetry.close()
+    assert fake.live_samples() == 0 and fake.shutdowns == 1
+    telemetry.close()
+    assert fake.shutdowns == 1
+
+
+def test_telemetry_without_a_driver_is_no_gpu_driver() -> None:
+    from gpushare.devices.nvml import NvmlTelemetry
+
+    with pytest.raises(NoGpuDriver):
+        NvmlTelemetry(FakePynvml([], init_error=NVMLError_DriverNotLoaded())).telemetry()

@@ -20,6 +20,8 @@ RECORDED = Path(__file__).parent / "recorded"
 PROFILES = sorted((ROOT / "profiles").glob("*.yaml")) + sorted(
     (ROOT / "bench" / "gpu" / "profiles").glob("*.yaml")
 )
+SHIPPED_PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
+K8S_MODES = ("gpu-pod", "hami", "time-slicing", "mps")  # every `export k8s --mode` (issue 15)
 FIXTURE_GPUS = sorted((ROOT / "tests" / "fixtures" / "gpus").glob("*.json"))
 CATALOG = ROOT / "gpushare" / "catalog" / "hf_configs"
 MODELS = sorted(
@@ -104,6 +106,13 @@ def cases() -> Iterator[Case]:
                     f"plan-{profile.stem}-{_slug(gpus)}-mig-auto-json",
                     ("plan", rel, "--gpus", gpus, "--mig", "auto", "--json"),
                 )
+    for profile in SHIPPED_PROFILES:
+        rel = str(profile.relative_to(ROOT))
+        for mode in K8S_MODES:
+            yield Case(
+                f"export-k8s-{profile.stem}-{mode}", ("export", "k8s", rel, "--mode", mode, "--out", "-")
+            )
+            yield Case(f"check-k8s-{profile.stem}-{mode}", ("check", rel, "--target", "k8s", "--mode", mode))
     for results in COMPARE_RESULTS:
         yield Case(
             f"compare-{results.parent.name}",

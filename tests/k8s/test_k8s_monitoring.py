@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gpushare.devices.base import Gpu
+from gpushare.devices.base import Gpu, GpuTelemetry
 from gpushare.devices.static import StaticInventory
 from gpushare.errors import InputError
 from gpushare.export.k8s import monitoring, render
@@ -53,6 +53,14 @@ class _Utilization:
         return {0: 0.5}
 
 
+class _Sensors:
+    def telemetry(self) -> dict[int, GpuTelemetry]:
+        return {0: GpuTelemetry(60.0, 89.0, 300.0, 700.0, 0.5)}
+
+    def close(self) -> None:
+        pass
+
+
 def exposed_gpushare_metrics() -> set[str]:
     """Every series name a gpushare supervisor + gateway exposes, read off a real exposition."""
     registry = CollectorRegistry()
@@ -61,7 +69,7 @@ def exposed_gpushare_metrics() -> set[str]:
     gateway.error("qa", "unavailable")
     gateway.model("qa")[1].observe(0.1)
     registry.register(InstanceCollector(_Statuses()))
-    registry.register(GpuCollector(StaticInventory([Gpu(0, "X", 80 * GiB)]), _Utilization()))
+    registry.register(GpuCollector(StaticInventory([Gpu(0, "X", 80 * GiB)]), _Utilization(), _Sensors()))
     vllm = VllmMetricsCollector()
     vllm.ingest("a", "qa", 'vllm:kv_cache_usage_perc{engine="0",model_name="qa"} 0.5\n')
     registry.register(vllm)
@@ -229,7 +237,19 @@ def promtool_tests() -> dict[str, Any]:
         (f'vllm:kv_cache_usage_perc{{model_name="qb",engine="0",{P}}}', "0.5x40"),
         (f'gpushare_gateway_errors_total{{model="qa",kind="unavailable",{P}}}', "0+1x40"),
         (f'gpushare_gateway_errors_total{{model="qb",kind="upstream_5xx",{P}}}', "0+1x40"),
+        # GPU 0 runs hot, at its power limit and saturated; GPU 1 is cool, below its limit and idle-ish
+        (f'gpushare_gpu_temperature_celsius{{gpu="0",{P}}}', "86x40"),
+        (f'gpushare_gpu_slowdown_temperature_celsius{{gpu="0",{P}}}', "89x40"),
+        (f'gpushare_gpu_temperature_celsius{{gpu="1",{P}}}', "70x40"),
+        (f'gpushare_gpu_slowdown_temperature_celsius{{gpu="1",{P}}}', "89x40"),
+        (f'gpushare_gpu_power_watts{{gpu="0",{P}}}', "695x40"),
+        (f'gpushare_gpu_power_limit_watts{{gpu="0",{P}}}', "700x40"),
+        (f'gpushare_gpu_power_watts{{gpu="1",{P}}}', "500x40"),
+        (f'gpushare_gpu_power_limit_watts{{gpu="1",{P}}}', "700x40"),
+        (f'gpushare_gpu_sm_utilization_ratio{{gpu="0",{P}}}', "0.98x40"),
+        (f'gpushare_gpu_sm_utilization_ratio{{gpu="1",{P}}}', "0.4x40"),
     ]
+    gpu0 = {"gpu": "0", "app_kubernetes_io_part_of": "classic"}
     pod = {"app_kubernetes_io_component": "model-server", "app_kubernetes_io_part_of": "classic"}
     pod |= {"namespace": "llm", "pod": "p1"}
     kv = {"model_name": "qa", "engine": "0", "app_kubernetes_io_part_of": "classic"}
@@ -256,6 +276,11 @@ def promtool_tests() -> dict[str, Any]:
         ),
         (11, "GpushareKvCacheNearFull", [_expected("GpushareKvCacheNearFull", kv, 0.97)]),
         (10, "GpushareModelUnavailable", [_expected("GpushareModelUnavailable", {"model": "qa"})]),
+        (4, "GpushareGpuHot", []),
+        (6, "GpushareGpuHot", [_expected("GpushareGpuHot", gpu0, 86.0)]),
+        (14, "GpushareGpuPowerCapped", []),
+        (16, "GpushareGpuPowerCapped", [_expected("GpushareGpuPowerCapped", gpu0)]),
+        (16, "GpushareGpuSaturated", [_expected("GpushareGpuSaturated", gpu0, 0.98)]),
     ]
     return {
         "rule_files": ["rules.yml"],

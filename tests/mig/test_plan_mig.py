@@ -358,9 +358,11 @@ def test_json_has_mig_keys_only_where_there_is_mig() -> None:
     assert all("mig_slice" not in i for i in plain["instances"])
     data = plan_of("gpus:\n  - {gpu: H200, mig: auto}\n" + THREE).to_json()
     [gpu] = data["gpus"]
+    slice_keys = {"profile", "start", "memory_bytes", "uuid", "instances", "profile_id"}
     assert [set(s) for s in gpu["mig_slices"]] == [
-        {"profile", "start", "memory_bytes", "uuid", "instances"}
+        slice_keys | {"usable_bytes", "planned_bytes", "other_processes_bytes"}
     ] * 3
+    assert all(set(i["mig_slice"]) == slice_keys for i in data["instances"])
     assert {i["name"]: i["mig_slice"]["profile"] for i in data["instances"]} == {
         "chat": "3g.71gb",
         "small": "2g.35gb",

@@ -17,8 +17,10 @@ whose source is scraped are emitted:
 
 vLLM's name for the KV-cache gauge is `vllm:kv_cache_usage_perc` (vllm/v1/metrics/loggers.py,
 "fraction of KV-cache blocks currently in use", 0..1); the older `vllm:gpu_cache_usage_perc` is
-deprecated there. GPU temperature and power are not exported by the gateway today, so no alert
-uses them; add them here once metrics.py has them.
+deprecated there. The supervisor also exports each GPU's temperature, slowdown threshold, power
+draw and limit and SM utilization (metrics.py `GpuCollector` over devices/nvml.py `NvmlTelemetry`);
+the GPU alerts compare each reading with the GPU's own threshold or limit, so no model's numbers
+are written into the rules.
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ class Thresholds:
     kv_cache_full_for: str = "10m"
     memory_over_plan_for: str = "2m"
     unavailable_for: str = "5m"
+    gpu_slowdown_margin_c: float = 5.0
+    """Alert when a GPU is within this many degrees of the temperature where it slows its clocks."""
+    gpu_hot_for: str = "5m"
+    power_capped_ratio: float = 0.98
+    """Power draw over this share of the enforced limit: the GPU is holding its clocks down."""
+    power_capped_for: str = "15m"
+    sm_saturated_ratio: float = 0.95
+    """SM utilization above this: the GPU is compute-bound and requests queue for it."""
+    sm_saturated_for: str = "15m"
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,8 @@ def alert_rules(
                 source="supervisor",
             ),
         ]
+    if "supervisor" in wanted:
+        rules += _gpu_rules(m, t)
     if "vllm-pods" in wanted:
         up = _selector("up", {**m, COMPONENT_TARGET_LABEL: COMPONENT_MODEL_SERVER})
         rules.append(
@@ -257,6 +270,59 @@ def alert_rules(
             )
         )
     return rules
+
+
+def _gpu_rules(m: Mapping[str, str], t: Thresholds) -> list[AlertRule]:
+    """The supervisor's NVML sensors against each GPU's own threshold and limit (the series share
+    every label, so the comparisons match one to one)."""
+    if not 0 < t.power_capped_ratio <= 1 or not 0 < t.sm_saturated_ratio <= 1:
+        raise InputError("power_capped_ratio and sm_saturated_ratio must be in (0, 1]")
+    temperature = _selector("gpushare_gpu_temperature_celsius", m)
+    slowdown = _selector("gpushare_gpu_slowdown_temperature_celsius", m)
+    power = _selector("gpushare_gpu_power_watts", m)
+    limit = _selector("gpushare_gpu_power_limit_watts", m)
+    sm = _selector("gpushare_gpu_sm_utilization_ratio", m)
+    return [
+        AlertRule(
+            alert="GpushareGpuHot",
+            expr=f"{temperature} >= {slowdown} - {t.gpu_slowdown_margin_c:g}",
+            for_=t.gpu_hot_for,
+            severity="warning",
+            summary="GPU {{ $labels.gpu }} is at {{ $value | humanize }} C, near where it slows down",
+            description=(
+                f"GPU {{{{ $labels.gpu }}}} has been within {t.gpu_slowdown_margin_c:g} C of its slowdown "
+                f"temperature for {t.gpu_hot_for}: its clocks (and tokens per second) are about to drop. "
+                "Check the node's cooling and airflow."
+            ),
+            source="supervisor",
+        ),
+        AlertRule(
+            alert="GpushareGpuPowerCapped",
+            expr=f"{power} / {limit} > {t.power_capped_ratio:g}",
+            for_=t.power_capped_for,
+            severity="warning",
+            summary="GPU {{ $labels.gpu }} runs at its power limit",
+            description=(
+                f"GPU {{{{ $labels.gpu }}}} has drawn over {t.power_capped_ratio:.0%} of its enforced power "
+                f"limit for {t.power_capped_for}: the driver holds its clocks down, so every instance on it "
+                "runs slower than it could. Check the limit (`nvidia-smi -q -d POWER`) and the load."
+            ),
+            source="supervisor",
+        ),
+        AlertRule(
+            alert="GpushareGpuSaturated",
+            expr=f"{sm} > {t.sm_saturated_ratio:g}",
+            for_=t.sm_saturated_for,
+            severity="warning",
+            summary="GPU {{ $labels.gpu }} has its SMs {{ $value | humanizePercentage }} busy",
+            description=(
+                f"GPU {{{{ $labels.gpu }}}} has kept over {t.sm_saturated_ratio:.0%} of its SMs busy for "
+                f"{t.sm_saturated_for}: it is compute-bound and requests queue. Spread the models over "
+                "more GPUs, or lower the load on the ones sharing it."
+            ),
+            source="supervisor",
+        ),
+    ]
 
 
 def rule_groups(name: str, rules: Sequence[AlertRule]) -> list[dict[str, Any]]:

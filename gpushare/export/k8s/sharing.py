@@ -26,7 +26,9 @@ from gpushare.errors import DoesNotFitError, InputError
 from gpushare.export.k8s.gpu import SharingMethod
 from gpushare.units import MiB, format_bytes
 
-ALTERNATIVES = "use --mode gpu-pod (keeps each instance's own memory), mig or hami"
+ALTERNATIVES = "use --mode gpu-pod (keeps each instance's own memory) or hami"
+"""What a refusal suggests: the modes that keep each instance's own memory (mig joins them once
+export k8s has a mig mode; plans on MIG slices are refused by every mode until then)."""
 
 
 @dataclass(frozen=True)

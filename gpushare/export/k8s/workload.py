@@ -69,6 +69,10 @@ class SecretEnv:
 HF_TOKEN = SecretEnv(env="HF_TOKEN", secret="hf-token", key="token")
 """Create it with `kubectl create secret generic hf-token --from-literal=token=hf_...`."""
 
+API_KEY = SecretEnv(env="GPUSHARE_API_KEY", secret="gpushare-api-key", key="key")
+"""The key a gpushare gateway asks clients for (its `$GPUSHARE_API_KEY`, cli/serve.py); create it with
+`kubectl create secret generic gpushare-api-key --from-literal=key=...`. Optional: no Secret, no key."""
+
 
 @dataclass(frozen=True)
 class Probes:
@@ -174,6 +178,10 @@ class WorkloadSpec:
     `node_selector` e.g. `{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}`; `shm_bytes` the
     size of /dev/shm (None: no shm volume); `tolerate_gpu_taint` adds a toleration for the
     `nvidia.com/gpu` taint that GPU node pools commonly carry (only when the pod asks for a GPU).
+    `annotations` go on the Deployment, `pod_annotations` on its pods (a config checksum that rolls
+    them when the config changes; HAMi's `nvidia.com/use-gputype`). `share_process_namespace`: the
+    pod's pause container becomes PID 1 and reaps orphaned processes (a supervisor whose children
+    spawn their own, as vLLM's EngineCore and workers do).
     """
 
     labels: AppLabels
@@ -186,6 +194,8 @@ class WorkloadSpec:
     termination_grace_s: int = 60
     tolerate_gpu_taint: bool = True
     annotations: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    share_process_namespace: bool = False
 
 
 def memory_quantity(n_bytes: int) -> str:
@@ -345,6 +355,8 @@ def deployment(spec: WorkloadSpec) -> dict[str, Any]:
         "terminationGracePeriodSeconds": spec.termination_grace_s,
         "containers": [main],
     }
+    if spec.share_process_namespace:
+        pod["shareProcessNamespace"] = True
     if spec.node_selector:
         pod["nodeSelector"] = check_labels(spec.node_selector, f"nodeSelector of {spec.labels.instance!r}")
     if spec.tolerate_gpu_taint and spec.container.gpu is not None:
@@ -361,9 +373,16 @@ def deployment(spec: WorkloadSpec) -> dict[str, Any]:
             "replicas": 1,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": spec.labels.selector()},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": _pod_meta(labels, spec.pod_annotations), "spec": pod},
         },
     }
+
+
+def _pod_meta(labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"labels": dict(labels)}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,25 @@ def check_model(ref: str, env: Mapping[str, str]) -> str | None:
     return None
 
 
+def check_gpu_models(plan: Plan, inventory: GpuInventory) -> list[str]:
+    """Each planned GPU is the GPU the plan was made for: the same NVML name and total. A plan
+    carried to another machine (a plan file, a Kubernetes pod given some node's GPUs) holds its
+    utilizations only on the GPU model and memory it was computed for."""
+    gpus = {gpu.index: gpu for gpu in inventory.gpus()}
+    problems = []
+    for planned in plan.gpus:
+        found = gpus.get(planned.index)
+        if found is None or not any(planned.index in inst.gpus for inst in plan.instances):
+            continue  # absent GPUs are check_gpu_memory's to report; unused ones do not matter
+        if found.name != planned.name or found.total_bytes != planned.total_bytes:
+            problems.append(
+                f"GPU {planned.index} is an {found.name} with {format_bytes(found.total_bytes)}, but the "
+                f"plan is for an {planned.name} with {format_bytes(planned.total_bytes)}: plan again "
+                "for this GPU (`gpushare gpus --json > gpus.json`, then plan or export with --gpus gpus.json)"
+            )
+    return problems
+
+
 def check_gpu_memory(plan: Plan, inventory: GpuInventory) -> list[str]:
     """Each planned GPU has at least the planned footprint of its instances free right now."""
     needed: dict[int, int] = {}
@@ -222,6 +241,7 @@ def preflight(
 
     uses_gpus = any(inst.gpus for inst in plan.instances)
     if uses_gpus and inventory is not None:
+        problems.extend(check_gpu_models(plan, inventory))
         problems.extend(check_gpu_memory(plan, inventory))
     elif uses_gpus:
         notes.append("no GPU inventory (NVML unavailable): free GPU memory not checked")

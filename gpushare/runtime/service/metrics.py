@@ -4,7 +4,8 @@ Four sources, one registry:
 - the gateway's own counters (per model: requests, errors, latency, in flight),
 - per instance: state, restarts, planned against actual GPU memory (`SupervisedInstances`, which the
   supervisor implements),
-- per GPU: memory and utilisation (`GpuInventory`, plus an optional `UtilizationSource`),
+- per GPU: memory and utilisation (`GpuInventory`, plus an optional `UtilizationSource`), and
+  temperature, power and SM utilization (an optional `TelemetrySource`: devices/nvml.py `NvmlTelemetry`),
 - each instance's own `vllm:*` metrics, scraped from its `/metrics` and relabelled with `instance`
   and `model` (`VllmMetricsCollector`).
 
@@ -25,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from gpushare.devices.base import GpuInventory
+from gpushare.devices.base import GpuInventory, TelemetrySource
 from gpushare.runtime.phase import SUPERVISOR_PHASES, InstancePhase
 
 log = logging.getLogger(__name__)
@@ -208,11 +209,18 @@ class UtilizationSource(Protocol):
 
 
 class GpuCollector(Collector):
-    """`gpushare_gpu_*`: memory total/used/free and utilisation per GPU."""
+    """`gpushare_gpu_*`: memory total/used/free and utilisation per GPU; with a telemetry source
+    also temperature (and where it slows down), power draw (and its limit) and SM utilization."""
 
-    def __init__(self, inventory: GpuInventory, utilization: UtilizationSource | None = None) -> None:
+    def __init__(
+        self,
+        inventory: GpuInventory,
+        utilization: UtilizationSource | None = None,
+        telemetry: TelemetrySource | None = None,
+    ) -> None:
         self._inventory = inventory
         self._utilization = utilization
+        self._telemetry = telemetry
 
     def collect(self) -> Iterable[Metric]:
         labels = ["gpu", "name", "uuid"]
@@ -241,6 +249,55 @@ class GpuCollector(Collector):
             if gpu.index in ratios:
                 busy.add_metric([str(gpu.index)], ratios[gpu.index])
         yield from (total, used, free, busy)
+        if self._telemetry is not None:
+            yield from self._sensor_families()
+
+    def _sensor_families(self) -> Iterable[Metric]:
+        try:
+            readings = self._telemetry.telemetry() if self._telemetry is not None else {}
+        except Exception:  # as above: the memory series are still worth a scrape
+            log.exception("reading the GPU sensors for /metrics failed")
+            return
+        families: list[tuple[GaugeMetricFamily, str]] = [
+            (
+                GaugeMetricFamily(
+                    "gpushare_gpu_temperature_celsius", "GPU temperature (NVML).", labels=["gpu"]
+                ),
+                "temperature_c",
+            ),
+            (
+                GaugeMetricFamily(
+                    "gpushare_gpu_slowdown_temperature_celsius",
+                    "Temperature at which the GPU slows its clocks (NVML slowdown threshold).",
+                    labels=["gpu"],
+                ),
+                "slowdown_temperature_c",
+            ),
+            (
+                GaugeMetricFamily("gpushare_gpu_power_watts", "GPU power draw (NVML).", labels=["gpu"]),
+                "power_w",
+            ),
+            (
+                GaugeMetricFamily(
+                    "gpushare_gpu_power_limit_watts", "The GPU's enforced power limit (NVML).", labels=["gpu"]
+                ),
+                "power_limit_w",
+            ),
+            (
+                GaugeMetricFamily(
+                    "gpushare_gpu_sm_utilization_ratio",
+                    "Fraction of SMs busy since the previous scrape (NVML GPM SM_UTIL; Hopper and later).",
+                    labels=["gpu"],
+                ),
+                "sm_utilization",
+            ),
+        ]
+        for index, reading in sorted(readings.items()):
+            for family, field_name in families:
+                value = getattr(reading, field_name)
+                if value is not None:
+                    family.add_metric([str(index)], float(value))
+        yield from (family for family, _ in families)
 
 
 class VllmMetricsCollector(Collector):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from gpushare.devices.base import GpuInventory
+from gpushare.devices.base import GpuInventory, TelemetrySource
 from gpushare.errors import GpushareError, LaunchError
 from gpushare.runtime.host.clock import Clock, SystemClock
 from gpushare.runtime.host.probe import HttpProber
@@ -102,6 +102,7 @@ async def serve(
     inventory: GpuInventory | None,
     utilization: UtilizationSource | None = None,
     alert_command: str | None = None,
+    telemetry: TelemetrySource | None = None,
 ) -> None:
     """Run the gateway and the supervisor until `stop` is set. The instances are left running."""
     routes = RouteTable()
@@ -113,7 +114,7 @@ async def serve(
     registry = CollectorRegistry()
     registry.register(InstanceCollector(supervisor))
     if inventory is not None:
-        registry.register(GpuCollector(inventory, utilization))
+        registry.register(GpuCollector(inventory, utilization, telemetry))
     gateway = Gateway(
         routes,
         gateway_config,
@@ -149,6 +150,7 @@ def run_foreground(
     inventory: GpuInventory | None,
     utilization: UtilizationSource | None = None,
     alert_command: str | None = None,
+    telemetry: TelemetrySource | None = None,
 ) -> None:
     """The process body: SIGTERM/SIGINT end it cleanly; uvloop when installed (vllm brings it).
 
@@ -176,6 +178,7 @@ def run_foreground(
             inventory=inventory,
             utilization=utilization,
             alert_command=alert_command,
+            telemetry=telemetry,
         )
 
     try:
@@ -249,6 +252,15 @@ def stop_background(
     if outcome.stuck:
         log.warning("the gateway/supervisor (pid %d) is still there after SIGKILL", info.pid)
     return bool(outcome.stopped)
+
+
+def detect_telemetry(inventory: GpuInventory | None) -> TelemetrySource | None:
+    """NVML's sensors where `detect_gpus` found a driver (one NVML session, closed by the caller)."""
+    if inventory is None:
+        return None
+    from gpushare.devices.nvml import NvmlTelemetry
+
+    return NvmlTelemetry()
 
 
 def detect_gpus() -> tuple[GpuInventory | None, UtilizationSource | None]:

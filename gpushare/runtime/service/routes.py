@@ -97,3 +97,43 @@ class RouteTable:
 
     def upstreams(self) -> Sequence[Upstream]:
         return list(self._by_instance.values())
+
+
+ROUTES_FILE_HELP = "a `routes:` list of {model, aliases, url}, as `gpushare export k8s` writes it"
+
+
+def routes_from_document(data: object, source: str) -> list[Upstream]:
+    """The upstreams a routes file lists (YAML or JSON, already parsed):
+
+        routes:
+        - model: qwen2.5-7b          # the name vLLM serves (--served-model-name)
+          aliases: [qwen]            # more names routed to it (optional)
+          url: http://classic-qwen2-5-7b:8001
+
+    Raises InputError naming `source`, the entry and the field."""
+    from gpushare.errors import InputError
+
+    if not isinstance(data, dict) or not isinstance(data.get("routes"), list) or not data["routes"]:
+        raise InputError(f"{source}: expected {ROUTES_FILE_HELP}", hint="see `gpushare gateway --help`")
+    unknown_top = sorted(set(data) - {"routes"})
+    if unknown_top:
+        raise InputError(f"{source}: unknown key {unknown_top[0]!r}; only `routes` is read")
+    out: list[Upstream] = []
+    for i, entry in enumerate(data["routes"]):
+        where = f"{source}: routes[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: expected a mapping with model and url")
+        unknown = sorted(set(entry) - {"model", "aliases", "url"})
+        if unknown:
+            raise InputError(f"{where}: unknown key {unknown[0]!r} (model, aliases and url are read)")
+        model, url, aliases = entry.get("model"), entry.get("url"), entry.get("aliases", [])
+        if not isinstance(model, str) or not model:
+            raise InputError(f"{where}.model: must be the served model name")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InputError(f"{where}.url: must start with http:// or https://, got {url!r}")
+        if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+            raise InputError(f"{where}.aliases: must be a list of names")
+        out.append(
+            Upstream(instance=model, served_name=model, base_url=url.rstrip("/"), aliases=tuple(aliases))
+        )
+    return out

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from upstream_fake import VLLM_METRICS
 
-from gpushare.devices.base import Gpu
+from gpushare.devices.base import Gpu, GpuTelemetry
 from gpushare.devices.static import StaticInventory
 from gpushare.runtime.service.metrics import (
     GpuCollector,
@@ -82,6 +82,41 @@ def test_gpu_collector() -> None:
     assert find(samples, "gpushare_gpu_memory_used_bytes", gpu="0", uuid="GPU-1") == [30 * GiB]
     assert find(samples, "gpushare_gpu_memory_free_bytes", gpu="0") == [50 * GiB]
     assert find(samples, "gpushare_gpu_utilization_ratio", gpu="0") == [0.75]
+
+
+class Sensors:
+    def __init__(self, readings: dict[int, GpuTelemetry] | None = None, fail: bool = False) -> None:
+        self.readings = readings or {}
+        self.fail = fail
+
+    def telemetry(self) -> dict[int, GpuTelemetry]:
+        if self.fail:
+            raise RuntimeError("NVML hiccup")
+        return self.readings
+
+    def close(self) -> None:
+        pass
+
+
+def test_gpu_collector_exports_sensors_it_has_and_skips_the_rest() -> None:
+    gpus = [Gpu(0, "NVIDIA H200", 140 * GiB), Gpu(1, "NVIDIA L4", 24 * GiB)]
+    sensors = Sensors({0: GpuTelemetry(71.0, 89.0, 512.5, 700.0, 0.42), 1: GpuTelemetry(40.0)})
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(StaticInventory(gpus), telemetry=sensors))
+    samples = scrape(registry)
+    assert find(samples, "gpushare_gpu_temperature_celsius", gpu="0") == [71.0]
+    assert find(samples, "gpushare_gpu_slowdown_temperature_celsius", gpu="0") == [89.0]
+    assert find(samples, "gpushare_gpu_power_watts", gpu="0") == [512.5]
+    assert find(samples, "gpushare_gpu_power_limit_watts", gpu="0") == [700.0]
+    assert find(samples, "gpushare_gpu_sm_utilization_ratio", gpu="0") == [0.42]
+    assert find(samples, "gpushare_gpu_temperature_celsius", gpu="1") == [40.0]
+    assert find(samples, "gpushare_gpu_power_watts", gpu="1") == []  # not reported: no series
+    # a failing sensor read leaves the memory series in the scrape
+    broken = CollectorRegistry()
+    broken.register(GpuCollector(StaticInventory(gpus), telemetry=Sensors(fail=True)))
+    samples = scrape(broken)
+    assert find(samples, "gpushare_gpu_memory_total_bytes", gpu="1") == [24 * GiB]
+    assert find(samples, "gpushare_gpu_temperature_celsius") == []
 
 
 def test_vllm_relabelling_merges_families_across_instances() -> None:
