@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.text import Text
 
 from gpushare.cli.app import app
-from gpushare.cli.options import GatewayPortOption
+from gpushare.cli.options import DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, GatewayPortOption
 from gpushare.cli.render_launch import (
     console,
     progress_table,
@@ -57,6 +57,7 @@ from gpushare.runtime.launcher.up import (
     up,
 )
 from gpushare.runtime.store.logs import find_log, follow, tail_lines
+from gpushare.runtime.store.service import ServiceInfo
 from gpushare.runtime.store.state import list_profiles, profile_paths, state_root
 
 
@@ -117,8 +118,10 @@ def up_command(
         bool,
         typer.Option(help="Also start the gateway + supervisor (one endpoint, /metrics, restarts)."),
     ] = True,
-    gateway_host: Annotated[str, typer.Option(help="Gateway address (loopback by default).")] = "127.0.0.1",
-    gateway_port: Annotated[int, GatewayPortOption] = 8000,
+    gateway_host: Annotated[
+        str, typer.Option(help="Gateway address (loopback by default).")
+    ] = DEFAULT_GATEWAY_HOST,
+    gateway_port: Annotated[int, GatewayPortOption] = DEFAULT_GATEWAY_PORT,
     plan_file: Annotated[
         Path | None,
         typer.Option(
@@ -156,8 +159,21 @@ def up_command(
     edges = edges_factory(_usable_inventory(inventory))
     paths = profile_paths(plan.profile_name, state_root())
     out = console()
-    options = UpOptions(ready_timeout_s=timeout, keep_going=keep_going)
+    options = UpOptions(
+        ready_timeout_s=timeout, keep_going=keep_going, gateway_port=gateway_port if gateway else None
+    )
     live = Live(console=out, auto_refresh=False, transient=False) if out.is_terminal else None
+    started: list[ServiceInfo] = []
+
+    def start_gateway(result: UpResult) -> None:
+        """Once every instance serves, under the profile lock: a failure here stops what this
+        `up` started (runtime/launcher/up.py), and says why."""
+        if not gateway or result.failed:
+            return
+        from gpushare.runtime.service.process import start_background
+
+        args = ["--host", gateway_host, "--port", str(gateway_port)]
+        started.append(start_background(paths, args, runner=edges.runner, clock=edges.clock))
 
     def on_progress(items: Sequence[InstanceProgress]) -> None:
         if live is not None:
@@ -170,9 +186,9 @@ def up_command(
         with _terminate_as_interrupt():
             if live is not None:
                 with live:
-                    result = up(plan, paths, edges, options, on_progress)
+                    result = up(plan, paths, edges, options, on_progress, after_ready=start_gateway)
             else:
-                result = up(plan, paths, edges, options)
+                result = up(plan, paths, edges, options, after_ready=start_gateway)
     except InstanceFailedError as exc:
         render_failures(console(stderr=True), exc.failures)
         if exc.stopped:
@@ -184,15 +200,9 @@ def up_command(
     render_up(out, result)
     if result.failed:
         raise typer.Exit(1)
-    if gateway:
-        from gpushare.runtime.service.process import start_background
-
-        info = start_background(
-            paths,
-            ["--host", gateway_host, "--port", str(gateway_port)],
-            runner=edges.runner,
-            clock=edges.clock,
-        )
+    for info in started:
+        if info.port != gateway_port and gateway_port:
+            out.print(f"note: this profile's gateway/supervisor runs already, on port {info.port}")
         out.print(f"gateway {info.url}/v1 (pid {info.pid}), supervising; metrics at {info.url}/metrics")
 
 

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from gpushare.cli import term
 from gpushare.cli.app import app
-from gpushare.cli.options import GatewayPort
+from gpushare.cli.options import DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, GatewayPort
 from gpushare.errors import InputError
 from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning
 from gpushare.runtime.host.clock import SystemClock
@@ -85,8 +85,8 @@ def supervise(
     stop: Annotated[
         bool, typer.Option("--stop", help="Stop the profile's background gateway/supervisor.")
     ] = False,
-    host: Host = "127.0.0.1",
-    port: GatewayPort = 8000,
+    host: Host = DEFAULT_GATEWAY_HOST,
+    port: GatewayPort = DEFAULT_GATEWAY_PORT,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,
@@ -180,8 +180,8 @@ def gateway(
             help="A YAML/JSON file: `routes:` [{model, aliases, url}] (the ConfigMap `export k8s` writes).",
         ),
     ] = None,
-    host: Host = "127.0.0.1",
-    port: GatewayPort = 8000,
+    host: Host = DEFAULT_GATEWAY_HOST,
+    port: GatewayPort = DEFAULT_GATEWAY_PORT,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,

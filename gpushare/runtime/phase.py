@@ -62,3 +62,10 @@ never a request that would hang on it."""
 
 RUNNING: Final[tuple[InstancePhase, ...]] = ("starting", "ready", "unhealthy")
 """Phases in which the supervisor expects the process to be alive and probes it."""
+
+ServiceState = Literal["running", "not answering", "not running"]
+"""A profile's background gateway/supervisor, as `status` shows it. running: its process (pid and
+start time) runs and its /health answers (or it listens where `status` cannot ask); not
+answering: its process runs but /health does not answer; not running: no such process (never
+started, `--no-gateway`, stopped, or killed): nothing restarts the instances and no gateway
+routes to them."""
