@@ -51,6 +51,7 @@ CORE = {
     "gpushare.catalog.mig",
     "gpushare.memory",
     "gpushare.memory.activation",
+    "gpushare.memory.asleep",
     "gpushare.memory.budget",
     "gpushare.memory.coefficients",
     "gpushare.memory.cudagraphs",
@@ -69,6 +70,7 @@ CORE = {
     "gpushare.planning.commands",
     "gpushare.planning.cpu",
     "gpushare.planning.needs",
+    "gpushare.planning.ondemand",
     "gpushare.planning.plan",
     "gpushare.planning.start",  # the start order, for the planner and the launcher
     "gpushare.planning.suggest",
@@ -76,12 +78,14 @@ CORE = {
     "gpushare.profile.lines",
     "gpushare.profile.load",
     "gpushare.profile.messages",
+    "gpushare.profile.on_demand",
     "gpushare.profile.problems",
     "gpushare.profile.schema",
     "gpushare.vllm",
     "gpushare.vllm.command",
     "gpushare.vllm.log",
     "gpushare.vllm.metrics",
+    "gpushare.vllm.sleep",
     "gpushare.mig",
     "gpushare.mig.emit",
     "gpushare.mig.fit",
@@ -112,6 +116,7 @@ CORE = {
     "gpushare.devices.base",
 }
 EDGE = {
+    "gpushare.devices.host",  # host RAM through psutil (on-demand models' level-1 copies)
     "gpushare.devices.nvml",
     "gpushare.devices.static",
     "gpushare.runtime",
@@ -306,11 +311,13 @@ DATA_MODULES = {
     "gpushare.memory.budget": set(),
     "gpushare.placement.model": set(),
     "gpushare.vllm.command": set(),
+    "gpushare.vllm.sleep": set(),
     "gpushare.planning.plan": {
         "gpushare.memory",
         "gpushare.memory.estimate",
         "gpushare.vllm",
         "gpushare.vllm.command",
+        "gpushare.vllm.sleep",
     },
 }
 

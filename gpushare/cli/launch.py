@@ -216,11 +216,23 @@ def _exposure_warnings(plan: Plan, gateway_host: str | None) -> list[str]:
 
 
 def _plan_for_up(profile: Path | None, plan_file: Path | None, inventory: GpuInventory) -> Plan:
-    """The plan `up` starts: read from --plan-file, or made for PROFILE on this machine's GPUs."""
+    """The plan `up` starts: read from --plan-file, or made for PROFILE on this machine's GPUs.
+    A plan with on-demand instances is refused until the launcher can run them."""
     if plan_file is not None:
-        return read_plan_file(plan_file)
-    assert profile is not None
-    return plan_factory(profile, inventory)
+        plan, source = read_plan_file(plan_file), f"--plan-file {plan_file}"
+    else:
+        assert profile is not None
+        plan, source = plan_factory(profile, inventory), str(profile)
+    sleepers = [i.name for i in plan.instances if i.on_demand]
+    if sleepers:
+        # the launcher does not yet put each one to sleep once it serves (planning/start.py), so
+        # the second would fail vLLM's start check; refuse rather than start half of them
+        raise InputError(
+            f"{source}: {', '.join(sleepers)}: residency on-demand is planned (gpushare plan) but "
+            "`up` cannot run it yet",
+            hint="set residency: always to start this profile now",
+        )
+    return plan
 
 
 def read_plan_file(path: Path) -> Plan:

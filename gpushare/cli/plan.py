@@ -19,6 +19,7 @@ import typer
 from gpushare.cli import term
 from gpushare.cli.app import app
 from gpushare.devices.base import Gpu, GpuInventory
+from gpushare.devices.host import HostRam, PsutilHostRam
 from gpushare.devices.nvml import NvmlInventory
 
 # The planner pulls in the solver and pydantic: imported inside the commands so start-up stays fast.
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 # Where GPUs come from for `gpus: auto` without --gpus. A module attribute so tests can replace it.
 inventory_factory: Callable[[], GpuInventory] = NvmlInventory
+# Where the host's memory comes from for on-demand models without host_memory (tests replace it).
+host_ram_factory: Callable[[], HostRam] = PsutilHostRam
 
 GPUS_HELP = (
     "GPUs to plan for instead of the profile's: a spec such as 2xH100, A100-80GB,L4 or 24GiB, "
@@ -87,7 +90,23 @@ def make_plan(
     # The profile's per-GPU MIG settings describe its own GPUs, not those of --gpus.
     settings: dict[int, str] | None = {} if spec is not None else None
     gpus = resolve_gpus(profile, spec)
-    return profile, build_plan(profile, gpus, strategy, calibration=lookup, mig=mig, mig_settings=settings)
+    return profile, build_plan(
+        profile,
+        gpus,
+        strategy,
+        calibration=lookup,
+        mig=mig,
+        mig_settings=settings,
+        host_memory_bytes=host_ram_bytes(profile),
+    )
+
+
+def host_ram_bytes(profile: Profile) -> int | None:
+    """The host's available memory, asked only when on-demand models need it and the profile does
+    not give host_memory."""
+    if not profile.has_on_demand or profile.host_memory is not None:
+        return None
+    return host_ram_factory().available_bytes()
 
 
 class MigChoice(StrEnum):

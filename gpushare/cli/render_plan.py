@@ -25,7 +25,7 @@ COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 @dataclass(frozen=True)
 class Segment:
     label: str
-    kind: str  # weights | kv | overhead | others | free
+    kind: str  # weights | kv | overhead | asleep | room | others | free
     bytes: int
     color: str
 
@@ -36,26 +36,32 @@ def instance_parts(inst: PlannedInstance) -> tuple[int, int, int]:
 
 
 def gpu_segments(gpu: PlannedGpu, instances: Sequence[PlannedInstance]) -> list[Segment]:
-    """The bar of one GPU, left to right: each instance's weights, KV, overhead; other processes;
-    free memory (the safety reserve included)."""
+    """The bar of one GPU, left to right: each instance's weights, KV, overhead (an on-demand
+    instance: what it holds asleep); the room kept for the largest set of on-demand instances
+    awake; other processes; free memory (the safety reserve included)."""
     by_name = {i.name: i for i in instances}
     out: list[Segment] = []
     for n, name in enumerate(gpu.instances):
         inst = by_name[name]
         color = COLORS[n % len(COLORS)]
+        if inst.on_demand:
+            out.append(Segment(name, "asleep", inst.asleep_bytes, color))
+            continue
         weights, kv, overhead = instance_parts(inst)
         out += [
             Segment(name, "weights", weights, color),
             Segment(name, "kv", kv, color),
             Segment(name, "overhead", overhead, color),
         ]
+    if gpu.awake is not None:
+        out.append(Segment("awake on-demand", "room", gpu.awake.largest_bytes, "white"))
     if gpu.other_processes_bytes:
         out.append(Segment("other processes", "others", gpu.other_processes_bytes, "grey50"))
     out.append(Segment("free", "free", max(gpu.free_bytes, 0), "grey35"))
     return out
 
 
-_GLYPH = {"weights": "█", "kv": "▓", "overhead": "░", "others": "▒", "free": "·"}
+_GLYPH = {"weights": "█", "kv": "▓", "overhead": "░", "asleep": "▪", "room": "◦", "others": "▒", "free": "·"}
 
 
 def bar_cells(segments: Sequence[Segment], total: int, width: int = BAR_WIDTH) -> list[tuple[str, str]]:
@@ -108,8 +114,48 @@ def _gpu_lines(plan: Plan, gpu: PlannedGpu, width: int | None) -> list[Text]:
         bar.append(glyph, style=color)
     lines.append(bar)
     for n, name in enumerate(gpu.instances):
-        lines += _instance_lines(by_name[name], COLORS[n % len(COLORS)], width, "  ")
+        inst = by_name[name]
+        lines += _instance_lines(inst, COLORS[n % len(COLORS)], width, "  ")
+        if inst.swap is not None:
+            lines += term.fold_words(on_demand_line(inst), width, indent="      ", hang="        ")
+    for line in awake_lines(gpu):
+        lines += term.fold_words(line, width, indent="  ", hang="    ")
     return lines
+
+
+def on_demand_line(inst: PlannedInstance) -> str:
+    """An on-demand instance's sleep numbers (its awake ones are on the line above)."""
+    assert inst.swap is not None
+    host = (
+        f"host RAM {format_bytes(inst.host_bytes)}" if inst.host_bytes else "no host copy (reloads on wake)"
+    )
+    level = inst.swap.sleep_level
+    return (
+        f"on-demand, sleep level {level}: asleep {format_bytes(inst.asleep_bytes)} on the GPU, {host}; "
+        "starts after the residents and is put to sleep once it serves"
+    )
+
+
+def awake_lines(gpu: PlannedGpu) -> list[str]:
+    """Which on-demand instances of the GPU may be awake together."""
+    room = gpu.awake
+    if room is None:
+        return []
+    limit = f"at most {room.awake_max} at once" if room.awake_max is not None else "as many as fit"
+    sets = " | ".join("{" + ", ".join(s) + "}" for s in room.sets) or "none"
+    more = " | ..." if room.more_sets else ""
+    return [f"on-demand room {format_bytes(max(room.room_bytes, 0))} ({limit}); awake together: {sets}{more}"]
+
+
+def host_line(plan: Plan) -> str:
+    """The host RAM the on-demand instances' level-1 copies take, of what the host has."""
+    host = plan.host
+    assert host is not None
+    have = format_bytes(host.available_bytes) if host.available_bytes is not None else "unknown"
+    return (
+        f"host RAM for sleeping weights (level 1, pinned): {format_bytes(host.needed_bytes)} of {have} "
+        f"({host.source})"
+    )
 
 
 def _instance_lines(inst: PlannedInstance, color: str, width: int | None, indent: str) -> list[Text]:
@@ -237,6 +283,13 @@ def _cpu_lines(plan: Plan, width: int | None) -> list[Text]:
 
 
 _LEGEND = ("█ weights", "▓ KV cache", "░ activation, CUDA graphs, context", "▒ other processes", "· free")
+_ON_DEMAND_LEGEND = ("▪ asleep", "◦ on-demand awake")
+
+
+def _legend(plan: Plan) -> tuple[str, ...]:
+    if not any(g.awake is not None for g in plan.gpus):
+        return _LEGEND
+    return (*_LEGEND[:3], *_ON_DEMAND_LEGEND, *_LEGEND[3:])
 
 
 def plan_lines(plan: Plan, width: int | None, warnings: Sequence[str] = ()) -> list[Text]:
@@ -251,10 +304,12 @@ def plan_lines(plan: Plan, width: int | None, warnings: Sequence[str] = ()) -> l
     if on_cpu and plan.instances:
         lines += [Text(), *_cpu_lines(plan, width)]
     if plan.gpus:
-        legend = term.fold(_LEGEND, width, indent="  ", hang="  ", sep="  ")
+        legend = term.fold(_legend(plan), width, indent="  ", hang="  ", sep="  ")
         for line in legend:
             line.stylize("dim")
         lines += [Text(), *legend]
+    if plan.host is not None:
+        lines += [Text(), *term.fold_words(host_line(plan), width)]
     if plan.instances:
         together = "; a group may start together" if starts_together(plan.instances) else ""
         lines += [Text(), Text.assemble(("commands", "bold"), f" (start in this order{together})")]
@@ -295,7 +350,13 @@ def check_lines(plan: Plan) -> list[str]:
     if plan.feasible:
         used = sum(1 for g in plan.gpus if g.instances)
         where = f"on {used} GPU(s)" if plan.gpus else "on the CPU"
-        return [f"ok: {plan.profile_name}: {len(plan.instances)} instance(s) fit {where}"]
+        line = f"ok: {plan.profile_name}: {len(plan.instances)} instance(s) fit {where}"
+        if plan.host is not None:
+            sleepers = sum(1 for i in plan.instances if i.on_demand)
+            host = plan.host
+            have = format_bytes(host.available_bytes) if host.available_bytes is not None else "unknown"
+            line += f" ({sleepers} on-demand; host RAM {format_bytes(host.needed_bytes)} of {have})"
+        return [line]
     lines = [f"{plan.profile_name}: does not fit"]
     lines += [line.lstrip("\n") for line in unplaced_lines(plan)]
     lines += [f"overcommitted: {p}" for p in plan.problems]

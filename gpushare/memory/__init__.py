@@ -8,11 +8,14 @@ One module per term, each rule of vLLM's written once:
   cudagraphs.py    the CUDA-graph term, and whether vLLM counts it inside its budget
   coefficients.py  the fitted terms and a calibration's measured ones
   weights.py       the weights vLLM loads on a GPU (computed once per model and settings)
-  budget.py        the budget: its overhead, the context outside it, the utilization for N bytes
+  budget.py        the budget: its overhead, the context outside it, the utilization for N bytes,
+                   and vLLM's start-up check
   estimate.py      forward and inverse estimates (`Estimate`)
+  asleep.py        an instance asleep (sleep mode): the GPU residue and the host copy
 """
 
 from gpushare.memory.activation import activation_bytes, sampler_warmup_bytes
+from gpushare.memory.asleep import SleepFootprint, sleep_footprint
 from gpushare.memory.budget import Budget, requested_bytes, utilization_for
 from gpushare.memory.coefficients import Coefficients, MeasuredTerms
 from gpushare.memory.cudagraphs import capture_sizes, cuda_graph_bytes, cudagraphs_in_budget
@@ -47,6 +50,7 @@ __all__ = [
     "KvLayout",
     "MeasuredTerms",
     "ServeSettings",
+    "SleepFootprint",
     "activation_bytes",
     "capture_sizes",
     "cuda_graph_bytes",
@@ -61,6 +65,7 @@ __all__ = [
     "parse_version",
     "requested_bytes",
     "sampler_warmup_bytes",
+    "sleep_footprint",
     "tokens_for_blocks",
     "utilization_for",
     "with_batching_defaults",

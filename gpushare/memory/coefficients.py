@@ -40,6 +40,10 @@ class Coefficients:
     # hidden size × the sum of their batch sizes (0.39 GiB for Qwen2.5-0.5B .. 0.98 for Llama-8B).
     cudagraph_base_bytes: int = int(0.26 * GiB)
     cudagraph_bytes_per_token_hidden: float = 17.9
+    # Sleep mode (memory/asleep.py): what vLLM's `weights` pool held beyond the weights and the
+    # sampler state, on both measured models ("15.55 GiB is backed up in CPU" for Llama-3.1-8B,
+    # 14.94 for Qwen2.5-7B; ../shared/VLLM-SLEEP.md).
+    sleep_pool_extra_bytes: int = int(0.04 * GiB)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ the search chooses with `mig: auto`), each slice is a bin of its own under a pri
 is then `mig.Search` (slices with `mig.fit`, whole GPUs with `placement.solve`), and the rest is
 the same, with a fixed KV size, explicit batching limits and `CUDA_VISIBLE_DEVICES=MIG-<uuid>` on
 every slice. A plan without MIG takes exactly the path above.
+
+On-demand models (residency on-demand) are placed first, each GPU's as one room item, and
+planned awake and asleep (planning/ondemand.py); a profile without them plans as before. They are
+not planned onto MIG slices (sleep mode on a slice is not modelled): a MIG plan leaves them out.
 """
 
 from __future__ import annotations
@@ -34,14 +38,24 @@ from dataclasses import dataclass
 
 from gpushare.devices.base import Gpu, GpuInventory
 from gpushare.estimate_job import ModelFacts
-from gpushare.memory import Estimate, GpuTarget, estimate
+from gpushare.memory import Estimate, GpuTarget, SleepFootprint, estimate, sleep_footprint
 from gpushare.memory.settings import with_batching_defaults
 from gpushare.placement import MILP_MAX_ITEMS, Bin, Item, Placement, Strategy, share_leftover, solve
 from gpushare.planning import mig as mig_plan
+from gpushare.planning import ondemand
 from gpushare.planning.commands import instance_command, instance_env, slice_command, slice_env
 from gpushare.planning.cpu import cpu_plan
 from gpushare.planning.needs import CalibrationLookup, Entry, Needs, resolve_entries
-from gpushare.planning.plan import MigSetup, Plan, PlannedGpu, PlannedInstance, Problem, Unplaced
+from gpushare.planning.plan import (
+    AwakeRoom,
+    HostMemory,
+    MigSetup,
+    Plan,
+    PlannedGpu,
+    PlannedInstance,
+    Problem,
+    Unplaced,
+)
 from gpushare.planning.start import start_order
 from gpushare.planning.suggest import explain_unplaced
 from gpushare.profile import ModelLoader, Profile, check_profile_models
@@ -71,8 +85,13 @@ def build_plan(
     calibration: CalibrationLookup | None = None,
     mig: mig_plan.MigOverride | None = None,
     mig_settings: Mapping[int, str] | None = None,
+    host_memory_bytes: int | None = None,
 ) -> Plan:
     """Plan `profile` on `gpus`.
+
+    `host_memory_bytes`: the host RAM the sleeping on-demand instances may take, as the host
+    reports it (the CLI asks psutil); the profile's host_memory wins. Unused without on-demand
+    models.
 
     `mig` (`--mig auto|off`) overrides every GPU's MIG setting; `mig_settings` are those settings
     by GPU index (default: the profile's `gpus[i].mig`; `{}` when the GPUs are not the profile's).
@@ -95,12 +114,28 @@ def build_plan(
     gpu_list = sorted(listed, key=lambda g: g.index)
     settings = profile.gpu_mig_settings() if mig_settings is None else mig_settings
     layout = mig_plan.layout(gpu_list, settings, mig)
+    notes: list[str] = []
+    if profile.has_on_demand and _only_auto(layout):
+        # on-demand instances are not planned on slices: a geometry to choose stays unchosen
+        layout = mig_plan.layout(gpu_list, settings, "off")
+        notes.append(
+            "mig: auto not applied: the profile has on-demand models, which are not planned on MIG "
+            "slices (sleep mode on a slice is not modelled); every GPU runs whole"
+        )
     if layout.plain:
         needs = Needs(profile, gpu_list, own_pids, calibration)
-        return _Planner(profile, entries, needs, chosen, time_limit_s).run()
+        planner = _Planner(profile, entries, needs, chosen, time_limit_s, host_memory_bytes=host_memory_bytes)
+        planner.notes += notes
+        return planner.run()
     gpus_and_slices = [*gpu_list, *layout.slice_gpus()]
     needs = Needs(profile, gpus_and_slices, own_pids, calibration, layout.slice_targets())
     return _Planner(profile, entries, needs, chosen, time_limit_s, layout).run_mig()
+
+
+def _only_auto(layout: mig_plan.MigLayout) -> bool:
+    """MIG only where gpushare would choose a geometry (`mig: auto`), nothing MIG already or pinned."""
+    modes = {g.mode for g in layout.gpus.values()}
+    return "auto" in modes and modes <= {"auto", "whole"} and not layout.notes
 
 
 def plan_loader(cache: dict[str, ModelFacts] | None = None) -> Callable[[str], ModelFacts]:
@@ -129,6 +164,7 @@ class _Planner:
         strategy: Strategy,
         time_limit_s: float,
         layout: mig_plan.MigLayout | None = None,
+        host_memory_bytes: int | None = None,
     ) -> None:
         self.layout = layout
         self.spots = layout.spots if layout is not None else {}
@@ -144,27 +180,61 @@ class _Planner:
         self.time_limit_s = time_limit_s
         self.notes: list[str] = []
         self.calibrated: set[str] = set()
+        self.host_memory_bytes = host_memory_bytes
+        self.on_demand = ondemand.Layout()
+        """Where the on-demand instances go (planning/ondemand.py); empty without them."""
+        self.asleep: dict[str, SleepFootprint] = {}  # the on-demand instances asleep
 
     def run(self) -> Plan:
-        items = [self.needs.item(m) for m in self.models]
+        residents = [m for m in self.models if m.entry.residency == "always"]
+        sleepers = [m for m in self.models if m.entry.residency == "on-demand"]
+        items = [self.needs.item(m) for m in residents]
         bins = [Bin(g, self.needs.usable[g]) for g in sorted(self.gpus)]
-        placement = solve(items, bins, self.strategy, time_limit_s=self.time_limit_s) if bins else None
-        assignment = placement.assignment if placement is not None else {}
-        shares = share_leftover(items, bins, assignment).extra_bytes if bins else {}
+        if sleepers and bins:
+            self.on_demand = ondemand.assign(self.profile, self.needs, sleepers)
+        rooms = self.on_demand.rooms(self.profile)
+        placed_items = items + rooms
+        placement = solve(placed_items, bins, self.strategy, time_limit_s=self.time_limit_s) if bins else None
+        assignment = dict(placement.assignment) if placement is not None else {}
+        self.drop_unplaced_rooms(rooms, placed_items, assignment)
+        for room in rooms:
+            assignment.pop(room.name, None)
         by_name = {item.name: item for item in items}
+        for g, here in self.on_demand.by_gpu.items():
+            for sleeper in here:
+                assignment[sleeper.name] = (g,)
+                by_name[sleeper.name] = Item(sleeper.name, sleeper.need_bytes, pin=(g,))
+        shares = self.shares(items, bins, assignment)
         slots: dict[str, list[Slot]] = {}
         for m in self.models:
-            if m.name in assignment:
+            if m.name not in assignment:
+                continue
+            if m.entry.residency == "on-demand":
+                (g,) = assignment[m.name]
+                slots[m.name] = [self.slot(m, g, self.needs.need_estimate(m, g).kv_cache_bytes)]
+            else:
                 slots[m.name] = self.final_slots(m, assignment[m.name], by_name[m.name], shares[m.name])
         order = self.start_order(assignment, by_name)
         problems = self.enforce_start_checks(order, slots)
         instances = self.instances(order, slots)
+        entries = {m.name: m for m in self.models}
+        placed = placement.assignment if placement is not None else {}
         unplaced = [
-            explain_unplaced(self.needs, m, by_name[m.name], items, bins, assignment)
-            for m in self.models
+            explain_unplaced(self.needs, m, by_name[m.name], placed_items, bins, placed)
+            for m in residents
             if m.name not in assignment
         ]
-        self.placement_notes(placement, len(items))
+        unplaced += ondemand.unplaced_entries(self.needs, self.on_demand, entries)
+        for m in sleepers:
+            if m.name not in assignment and m.name not in self.on_demand.left_out:
+                unplaced.append(Unplaced(m.name, "no GPUs to place it on", 0, ()))
+        host = self.host_memory(instances, problems) if sleepers else None
+        self.placement_notes(placement, len(placed_items))
+        if sleepers and self.profile.defaults.mps != "off":
+            self.notes.append(
+                "on-demand: sleep mode under CUDA MPS is not measured; defaults.mps: off keeps to "
+                "the measured set-up"
+            )
         if self.calibrated:
             self.notes.append(f"calibrated (gpushare calibrate): {', '.join(sorted(self.calibrated))}")
         planned_gpus = self.planned_gpus(instances)
@@ -185,11 +255,15 @@ class _Planner:
             optimal=placement.optimal if placement is not None else False,
             lp_bound=placement.bound if placement is not None else None,
             overcommitted=tuple(problems),
+            host=host,
         )
 
     def run_mig(self) -> Plan:
-        """The plan where some GPU runs as MIG slices (module docstring)."""
+        """The plan where some GPU runs as MIG slices (module docstring). On-demand models are
+        left out of it, each with the reason (sleep mode on MIG is not modelled)."""
         assert self.layout is not None
+        sleepers = [m for m in self.models if m.entry.residency == "on-demand"]
+        self.models = [m for m in self.models if m.entry.residency == "always"]
         search = mig_plan.Search(self.layout, self.needs, self.models, self.strategy, self.time_limit_s)
         choice = search.choose()
         assignment = choice.assignment
@@ -206,6 +280,15 @@ class _Planner:
         problems = self.enforce_start_checks(order, slots)
         instances = self.instances(order, slots)
         unplaced = [self.explain_mig(search, choice, m) for m in self.models if m.name not in assignment]
+        unplaced += [
+            Unplaced(
+                m.name,
+                "residency on-demand is not planned on MIG (sleep mode on a MIG slice is not modelled)",
+                0,
+                ("plan the profile with --mig off, or set residency: always",),
+            )
+            for m in sleepers
+        ]
         self.notes[:0] = list(self.layout.notes)
         self.mig_notes(choice)
         if choice.whole_placement is not None:
@@ -306,6 +389,53 @@ class _Planner:
         spot = self.spots.get(gpu)
         return (gpu, "") if spot is None else (spot.gpu, f"MIG slice {spot.label}: ")
 
+    def drop_unplaced_rooms(
+        self, rooms: Sequence[Item], placed: Sequence[Item], assignment: Mapping[str, tuple[int, ...]]
+    ) -> None:
+        """A GPU's on-demand room the solver could not place leaves its instances out."""
+        need = {item.name: item.need_bytes for item in placed}
+        for room in rooms:
+            if room.name in assignment:
+                continue
+            assert room.pin is not None
+            (g,) = room.pin
+            taken = sum(need[n] for n, gpus in assignment.items() if g in gpus)
+            left = self.needs.usable[g] - taken
+            self.on_demand.drop(
+                g,
+                f"on-demand: the room of GPU {g} (every on-demand residue there and the largest "
+                f"awake) needs {format_bytes(room.need_bytes)}; the residents placed there leave "
+                f"{format_bytes(max(left, 0))} of {format_bytes(max(self.needs.usable[g], 0))} usable",
+                left - (room.need_bytes - max(s.need_bytes for s in self.on_demand.by_gpu[g])),
+            )
+
+    def shares(
+        self, items: Sequence[Item], bins: Sequence[Bin], assignment: Mapping[str, tuple[int, ...]]
+    ) -> dict[str, int]:
+        """Each resident's share of the leftover (on-demand GPUs: planning/ondemand.py, step 3)."""
+        if not bins:
+            return {}
+        resident = {n: gpus for n, gpus in assignment.items() if self.on_demand.sleeper(n) is None}
+        if not self.on_demand.by_gpu:
+            return share_leftover(items, bins, resident).extra_bytes
+        need = {item.name: item.need_bytes for item in items}
+        resident_need: dict[int, int] = {}
+        for n, gpus in resident.items():
+            for g in gpus:
+                resident_need[g] = resident_need.get(g, 0) + need[n]
+        sharing = ondemand.sharing_bins(self.profile, self.on_demand, bins, resident_need)
+        return share_leftover(items, sharing, resident).extra_bytes
+
+    def host_memory(self, instances: Sequence[PlannedInstance], problems: list[Problem]) -> HostMemory:
+        needed = sum(i.host_bytes for i in instances)
+        host, found = ondemand.host_memory(self.profile, needed, self.host_memory_bytes)
+        problems += found
+        if host.available_bytes is None:
+            self.notes.append(
+                "host RAM not checked: the host did not report its memory; set host_memory in the profile"
+            )
+        return host
+
     def final_slots(self, m: Entry, gpus: tuple[int, ...], item: Item, extra: int) -> list[Slot]:
         """KV = target + (what it booked beyond its need on this GPU) + its share, whole blocks."""
         base = [self.needs.need_estimate(m, g) for g in gpus]
@@ -350,6 +480,7 @@ class _Planner:
             # slices count as their GPU, as the launcher groups them (planning/start.py)
             lambda m: tuple(sorted({self.where(g)[0] for g in assignment[m.name]})),
             lambda m: (-m.entry.priority, -m.entry.tensor_parallel_size, -items[m.name].need_bytes, m.index),
+            lambda m: m.entry.residency == "on-demand",
         )
 
     def enforce_start_checks(
@@ -365,6 +496,9 @@ class _Planner:
         }
         before: dict[int, list[str]] = {g: [] for g in self.gpus}
         ordered = sorted(order, key=lambda t: (t[1], t[2]))
+        for m, _group, _pos in ordered:
+            if m.entry.residency == "on-demand":
+                self.asleep[m.name] = self.sleep_of(m, slots[m.name][0].estimate)
         for m, _group, _pos in ordered:
             ss = slots[m.name]
             target_kv = self.needs.need_estimate(m, ss[0].gpu).kv_cache_bytes
@@ -393,7 +527,8 @@ class _Planner:
                     )
                 before[s.gpu].append(m.name)
         for g in self.gpus:
-            total = sum(p.get(g, 0) for p in planned.values())
+            problems += self.wake_problems(g, planned)
+            total = self.gpu_planned(g, planned)
             if total > self.needs.usable[g]:
                 gpu, slice_text = self.where(g)
                 problems.append(
@@ -408,12 +543,82 @@ class _Planner:
     def start_deficit(
         self, name: str, s: Slot, planned: Mapping[str, Mapping[int, int]], before: Mapping[int, list[str]]
     ) -> int:
-        # Fixed KV: any start order, so every other instance may already be up.
-        up = [n for n, p in planned.items() if n != name and s.gpu in p] if self.fixed else before[s.gpu]
-        free = s.target.cuda_total_bytes - self.needs.others[s.gpu] - sum(planned[n][s.gpu] for n in up)
+        """vLLM's start check (memory/budget.py `Budget.start_deficit_bytes`) with what the others
+        hold when this one starts. Residents count at their footprint; on-demand neighbours at
+        their asleep footprint when this one is on-demand itself (they start one at a time and each
+        sleeps once it serves: planning/start.py), else at their largest awake set (a resident may
+        restart while they are awake). So an on-demand instance's utilization may exceed what is
+        free with its neighbours awake, never what is free with them asleep."""
+        g = s.gpu
+        sleepers = {n for n in self.asleep if g in planned.get(n, {})}
+        if name in self.asleep:
+            held = sum(p[g] for n, p in planned.items() if g in p and n not in sleepers)
+            held += sum(self.asleep[n].asleep_bytes for n in sleepers if n != name)
+        elif self.fixed:
+            # fixed KV: any start order, so every other instance may already be up
+            held = self.gpu_planned(g, planned) - planned[name][g]
+        else:
+            held = sum(planned[n][g] for n in before[g])
+        free = s.target.cuda_total_bytes - self.needs.others[g] - held
         return s.estimate.budget.start_deficit_bytes(
             s.estimate.gpu_memory_utilization, s.target.cuda_total_bytes, free
         )
+
+    def wake_problems(self, g: int, planned: Mapping[str, Mapping[int, int]]) -> list[Problem]:
+        """An on-demand instance that cannot wake with every other one on its GPU asleep."""
+        room = self.awake_room(g, planned)
+        if room is None:
+            return []
+        out = []
+        for name, p in planned.items():
+            if name in self.asleep and g in p:
+                awake = p[g] + self.needs.slack(g) - self.asleep[name].asleep_bytes
+                if awake > room.room_bytes:
+                    out.append(
+                        Problem(
+                            f"cannot wake: awake it takes {format_bytes(awake)} beyond its asleep "
+                            f"footprint, but the GPU keeps {format_bytes(max(room.room_bytes, 0))} for "
+                            "on-demand instances (usable − residents − every asleep footprint)",
+                            instance=name,
+                            gpu=g,
+                            hint="lower its target or the residents' targets, or give it another GPU",
+                        )
+                    )
+        return out
+
+    def gpu_planned(self, g: int, planned: Mapping[str, Mapping[int, int]]) -> int:
+        """The most GPU `g` holds: residents awake, on-demand instances asleep, and the largest
+        set of them that may be awake together."""
+        resident = sum(p[g] for n, p in planned.items() if g in p and n not in self.asleep)
+        room = self.awake_room(g, planned, resident)
+        asleep = sum(self.asleep[n].asleep_bytes for n, p in planned.items() if g in p and n in self.asleep)
+        return resident + asleep + (room.largest_bytes if room is not None else 0)
+
+    def awake_room(
+        self, g: int, planned: Mapping[str, Mapping[int, int]], resident: int | None = None
+    ) -> AwakeRoom | None:
+        here = [s for s in self.on_demand.by_gpu.get(g, []) if s.name in planned]
+        if not here:
+            return None
+        if resident is None:
+            resident = sum(p[g] for n, p in planned.items() if g in p and n not in self.asleep)
+        # the final footprints (on the real GPU, KV in whole blocks) with the utilization slack
+        final = [
+            ondemand.Sleeper(
+                s.name, g, planned[s.name][g] + self.needs.slack(g), self.asleep[s.name], s.priority
+            )
+            for s in here
+        ]
+        room = self.needs.usable[g] - resident - sum(s.asleep_bytes for s in final)
+        return ondemand.awake_room(self.profile, final, room, g)
+
+    def sleep_of(self, m: Entry, e: Estimate) -> SleepFootprint:
+        swap = ondemand.swap_settings(self.profile, m)
+        footprint = sleep_footprint(m.facts.arch, e, m.settings.runner, swap.sleep_level)
+        for note in footprint.notes:
+            if f"{m.name}: {note}" not in self.notes:
+                self.notes.append(f"{m.name}: {note}")
+        return footprint
 
     def instances(
         self, order: list[tuple[Entry, int, int]], slots: Mapping[str, list[Slot]]
@@ -421,6 +626,8 @@ class _Planner:
         out = []
         for m, group, position in sorted(order, key=lambda t: t[0].index):
             ss = slots[m.name]
+            swap = ondemand.swap_settings(self.profile, m) if m.entry.residency == "on-demand" else None
+            sleep = self.asleep.get(m.name)
             util = max(s.estimate.gpu_memory_utilization for s in ss)
             if any(s.estimate.gpu_memory_utilization != util for s in ss):
                 # Tensor parallel over different GPUs: one utilization for all ranks.
@@ -460,6 +667,10 @@ class _Planner:
                     kv_target_bytes=self.needs.need_estimate(m, gpus[0]).kv_cache_bytes,
                     target=m.target_text,
                     mig_slice=mig_slice,
+                    residency=m.entry.residency,
+                    asleep_bytes=sleep.asleep_bytes if sleep is not None else 0,
+                    host_bytes=sleep.host_bytes if sleep is not None else 0,
+                    swap=swap,
                 )
             )
         return out
@@ -480,7 +691,8 @@ class _Planner:
                 continue
             gpu = self.gpus[index]
             here = sorted((i for i in instances if index in i.gpus), key=lambda i: (i.start_order, i.name))
-            planned = sum(i.planned_bytes for i in here)
+            footprints = {i.name: {index: i.planned_bytes} for i in here}
+            planned = self.gpu_planned(index, footprints)
             cuda_total = gpu.cuda_total_bytes
             reserve = cuda_total - math.floor(cuda_total * (1 - self.reserve))
             out.append(
@@ -496,6 +708,7 @@ class _Planner:
                     other_processes_bytes=self.needs.others[index],
                     usable_bytes=self.needs.usable[index],
                     planned_bytes=planned,
+                    awake=self.awake_room(index, footprints),
                 )
             )
         return out

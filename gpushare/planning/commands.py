@@ -14,6 +14,7 @@ from gpushare.planning.needs import Entry
 from gpushare.planning.plan import PlannedInstance
 from gpushare.profile import Profile
 from gpushare.vllm.command import VllmCommand
+from gpushare.vllm.sleep import DEV_MODE_ENV
 
 
 def instance_command(profile: Profile, m: Entry, util: float | None, kv_bytes: int | None) -> VllmCommand:
@@ -38,6 +39,7 @@ def instance_command(profile: Profile, m: Entry, util: float | None, kv_bytes: i
         max_num_batched_tokens=e.max_num_batched_tokens,
         quantization=e.quantization,
         enforce_eager=e.enforce_eager,
+        enable_sleep_mode=e.residency == "on-demand",
         extra_args=tuple(e.extra_args),
     )
 
@@ -74,6 +76,9 @@ def instance_env(m: Entry, gpus: Sequence[int]) -> dict[str, str]:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     if m.entry.mps_thread_percentage is not None:
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(m.entry.mps_thread_percentage)
+    if m.entry.residency == "on-demand":
+        # /sleep, /wake_up and /is_sleeping exist only in vLLM's development mode (vllm/sleep.py)
+        env.update(DEV_MODE_ENV)
     return env
 
 

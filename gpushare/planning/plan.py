@@ -12,6 +12,7 @@ from typing import Any
 
 from gpushare.memory.estimate import Estimate
 from gpushare.vllm.command import VllmCommand
+from gpushare.vllm.sleep import Residency, SleepLevel
 
 PLAN_FORMAT = 1
 """`format` of `Plan.to_json`; `Plan.from_json` reads this one only."""
@@ -99,6 +100,41 @@ class MigSetup:
 
 
 @dataclass(frozen=True)
+class SwapSettings:
+    """An on-demand instance's swap settings, resolved from the profile (profile/on_demand.py
+    documents each): the gateway holds at most `queue` requests for it, each for `wait_s`; a
+    model making room is drained for `drain_s`; `idle_s` (None: never) puts it back to sleep."""
+
+    sleep_level: SleepLevel
+    queue: int
+    wait_s: float
+    drain_s: float
+    idle_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sleep_level": self.sleep_level,
+            "queue": self.queue,
+            "wait_s": self.wait_s,
+            "drain_s": self.drain_s,
+            "idle_s": self.idle_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SwapSettings:
+        level, idle = int(data["sleep_level"]), data["idle_s"]
+        if level not in (1, 2):
+            raise ValueError(f"on_demand.sleep_level: expected 1 or 2, got {level}")
+        return cls(
+            sleep_level=1 if level == 1 else 2,
+            queue=int(data["queue"]),
+            wait_s=float(data["wait_s"]),
+            drain_s=float(data["drain_s"]),
+            idle_s=None if idle is None else float(idle),
+        )
+
+
+@dataclass(frozen=True)
 class PlannedInstance:
     """One `vllm serve` process to start.
 
@@ -114,6 +150,11 @@ class PlannedInstance:
     not planned, e.g. built by hand in a test).
     MPS: `env` has no CUDA_MPS_PIPE_DIRECTORY; the launcher adds its own pipe directory when
     `Plan.mps` is not "off".
+    On-demand (`residency`): `planned_bytes` is its footprint awake, `asleep_bytes` what stays on
+    its GPU asleep (memory/asleep.py), `host_bytes` the pinned host RAM its weights take from its
+    first sleep on (0 at sleep level 2), `swap` the gateway's settings; it starts after the
+    resident instances of its group, one at a time, and is put to sleep once it serves
+    (planning/start.py).
     """
 
     name: str
@@ -135,11 +176,19 @@ class PlannedInstance:
     target: str = ""
     mig_slice: MigSlice | None = None
     """The MIG slice it runs on (`gpus` then holds its GPU); None on a whole GPU."""
+    residency: Residency = "always"
+    asleep_bytes: int = 0
+    host_bytes: int = 0
+    swap: SwapSettings | None = None
 
     @property
     def command(self) -> VllmCommand:
         """The argv as a typed command (vllm/command.py reads back what it wrote exactly)."""
         return VllmCommand.from_argv(self.argv)
+
+    @property
+    def on_demand(self) -> bool:
+        return self.residency == "on-demand"
 
     def parts(self) -> tuple[int, int, int]:
         """(weights, KV, everything else) bytes on one of its GPUs; they sum to `planned_bytes`."""
@@ -165,11 +214,82 @@ class PlannedGpu:
     other_processes_bytes: int = 0
     usable_bytes: int = 0
     planned_bytes: int = 0
+    """The most the GPU holds: every resident instance awake, every on-demand one asleep, plus
+    the largest set of on-demand instances that may be awake together."""
     mig: str = ""
     """How it runs: "" whole (no MIG), or its MIG slices from "devices" (those it has), "pinned"
     (the profile's geometry) or "auto" (a geometry gpushare chose)."""
     mig_slices: tuple[MigSlice, ...] = ()
     """Its MIG slices by start, each with the instances on it (empty ones too)."""
+    awake: AwakeRoom | None = None
+    """The on-demand instances here and which of them may be awake together (None: none here)."""
+
+
+@dataclass(frozen=True)
+class AwakeRoom:
+    """The room a GPU keeps for its on-demand instances beyond their asleep footprints.
+
+    `room_bytes` = usable − resident footprints − every on-demand residue; an instance awake takes
+    `planned_bytes − asleep_bytes` of it. `awake_max` is the profile's limit (None: as many as
+    fit); `sets` the largest sets that fit together (each one cannot take another instance),
+    at most `AWAKE_SETS_LISTED` of them (`more_sets`: some were left out); `largest_bytes` what
+    the largest allowed set takes."""
+
+    room_bytes: int
+    awake_max: int | None
+    sets: tuple[tuple[str, ...], ...]
+    largest_bytes: int
+    more_sets: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "room_bytes": self.room_bytes,
+            "awake_max": self.awake_max,
+            "awake_sets": [list(s) for s in self.sets],
+            "awake_sets_complete": not self.more_sets,
+            "largest_awake_bytes": self.largest_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AwakeRoom:
+        limit = data["awake_max"]
+        return cls(
+            room_bytes=int(data["room_bytes"]),
+            awake_max=None if limit is None else int(limit),
+            sets=tuple(tuple(str(n) for n in names) for names in data["awake_sets"]),
+            largest_bytes=int(data["largest_awake_bytes"]),
+            more_sets=not bool(data["awake_sets_complete"]),
+        )
+
+
+AWAKE_SETS_LISTED = 32
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """Host RAM for the sleeping instances' weights (sleep level 1): what they need and what the
+    host has (`available_bytes`; None when unknown), and where that came from (`source`: the
+    profile's host_memory, or what the host reported when the plan was made)."""
+
+    needed_bytes: int
+    available_bytes: int | None
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "needed_bytes": self.needed_bytes,
+            "available_bytes": self.available_bytes,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostMemory:
+        available = data["available_bytes"]
+        return cls(
+            needed_bytes=int(data["needed_bytes"]),
+            available_bytes=None if available is None else int(available),
+            source=str(data["source"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -228,6 +348,9 @@ class Plan:
     def uses_mig(self) -> bool:
         return any(g.mig for g in self.gpus)
 
+    host: HostMemory | None = None
+    """Set when the profile has on-demand models (their JSON keys appear only then)."""
+
     @property
     def problems(self) -> tuple[str, ...]:
         """`overcommitted` as lines (what `check --format json` lists under "problems")."""
@@ -267,6 +390,16 @@ class Plan:
         }
         if self.mig_setup is not None:
             out["mig"] = self.mig_setup.to_json()
+        # On-demand keys appear only for a profile with on-demand models (`host` is set then).
+        if self.host is not None:
+            out["host"] = self.host.to_json()
+            for gpu, data in zip(self.gpus, out["gpus"], strict=True):
+                data["awake"] = gpu.awake.to_json() if gpu.awake is not None else None
+            for inst, data in zip(self.instances, out["instances"], strict=True):
+                data["residency"] = inst.residency
+                data["asleep_bytes"] = inst.asleep_bytes
+                data["host_bytes"] = inst.host_bytes
+                data["on_demand"] = inst.swap.to_json() if inst.swap is not None else None
         return out
 
     @classmethod
@@ -311,6 +444,9 @@ class Plan:
             where = "mig"
             mig = data.get("mig")
             mig_setup = None if mig is None else MigSetup.from_json(mig)
+            where = "host"
+            host = data.get("host")
+            host_memory = None if host is None else HostMemory.from_json(host)
             where = "plan"
             bound = data["lp_bound"]
             return cls(
@@ -327,6 +463,7 @@ class Plan:
                 lp_bound=None if bound is None else float(bound),
                 overcommitted=problems,
                 mig_setup=mig_setup,
+                host=host_memory,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             missing = f"no field {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -443,6 +580,7 @@ def _gpu_from_json(g: dict[str, Any]) -> PlannedGpu:
         planned_bytes=int(g["planned_bytes"]),
         mig=str(g.get("mig", "")),
         mig_slices=tuple(MigSlice.from_json(int(g["index"]), s) for s in g.get("mig_slices", ())),
+        awake=None if g.get("awake") is None else AwakeRoom.from_json(g["awake"]),
     )
 
 
@@ -472,4 +610,14 @@ def _instance_from_json(i: dict[str, Any]) -> PlannedInstance:
         kv_target_bytes=int(i["kv_target_bytes"]),
         target=str(i["target"]),
         mig_slice=None if on_slice is None else MigSlice.from_json(gpus[0], on_slice),
+        residency=_residency(i.get("residency", "always")),
+        asleep_bytes=int(i.get("asleep_bytes", 0)),
+        host_bytes=int(i.get("host_bytes", 0)),
+        swap=None if i.get("on_demand") is None else SwapSettings.from_json(i["on_demand"]),
     )
+
+
+def _residency(text: object) -> Residency:
+    if text == "always" or text == "on-demand":
+        return text
+    raise ValueError(f"residency: expected always or on-demand, got {text!r}")

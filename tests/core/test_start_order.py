@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gpushare.planning.build import build_plan, plan_loader
 from gpushare.planning.plan import PlannedInstance
-from gpushare.planning.start import group_numbers, next_to_start, start_groups, start_order, starts_together
+from gpushare.planning.start import (
+    group_numbers,
+    next_to_start,
+    sleeps_after_start,
+    start_groups,
+    start_order,
+    starts_together,
+)
 from gpushare.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +58,20 @@ def test_start_order_counts_within_each_group() -> None:
 
 def inst(name: str, group: int, order: int, fixed: bool = True) -> PlannedInstance:
     return PlannedInstance(name, "m", (), 8000, order, 0.5, None, 1, ("vllm",), {}, fixed, start_group=group)
+
+
+def test_on_demand_entries_start_after_every_resident_of_their_group() -> None:
+    # (name, gpus, key, on-demand): the key alone would start the on-demand ones first
+    entries = [("od1", (0,), 0, True), ("r1", (0,), 5, False), ("od2", (0,), 1, True), ("r2", (0,), 9, False)]
+    order = start_order(entries, lambda e: e[1], lambda e: e[2], lambda e: e[3])
+    assert [(e[0], position) for e, _, position in order] == [("r1", 0), ("r2", 1), ("od1", 2), ("od2", 3)]
+
+
+def test_a_group_with_on_demand_members_starts_one_at_a_time_and_each_sleeps() -> None:
+    resident = inst("r", 0, 0)
+    sleeper = replace(inst("s", 0, 1), residency="on-demand")
+    assert starts_together([resident]) and not starts_together([resident, sleeper])
+    assert sleeps_after_start(sleeper) and not sleeps_after_start(resident)
 
 
 def test_start_groups_are_the_plans() -> None:

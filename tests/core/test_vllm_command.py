@@ -42,6 +42,7 @@ FULL = VllmCommand(
     max_num_batched_tokens=2048,
     quantization="fp8",
     enforce_eager=True,
+    enable_sleep_mode=True,
     extra_args=("--trust-remote-code", "--seed", "1"),
 )
 FULL_ARGV = [
@@ -50,6 +51,7 @@ FULL_ARGV = [
     *("--kv-cache-memory-bytes", "10737418240", "--tensor-parallel-size", "2", "--dtype", "float16"),
     *("--kv-cache-dtype", "fp8", "--block-size", "32", "--max-num-seqs", "64"),
     *("--max-num-batched-tokens", "2048", "--quantization", "fp8", "--enforce-eager"),
+    "--enable-sleep-mode",
     *("--trust-remote-code", "--seed", "1"),
 ]
 
@@ -122,6 +124,7 @@ def test_full_command_reads_back() -> None:
         ("short quantization", words("vllm serve m -q fp8"), "quantization", "fp8"),
         ("utilization", words("vllm serve m --gpu-memory-utilization .45"), "gpu_memory_utilization", 0.45),
         ("switch", words("vllm serve m --enforce-eager"), "enforce_eager", True),
+        ("sleep mode", words("vllm serve m --enable_sleep_mode"), "enable_sleep_mode", True),
         ("program without serve", words("/opt/wrapper.sh --model m"), "program", ("/opt/wrapper.sh",)),
     ],
 )  # fmt: skip

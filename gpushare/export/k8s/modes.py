@@ -144,6 +144,14 @@ def _exportable(plan: Plan) -> str:
             f"{plan.profile_name}: the plan runs on MIG slices, and export k8s has no mig mode yet",
             hint="export the profile planned on whole GPUs (--gpus without MIG, no mig: in the profile)",
         )
+    sleepers = [inst.name for inst in plan.instances if inst.on_demand]
+    if sleepers:
+        # what every mode runs is `gpushare up` or vLLM alone, and neither puts a model to sleep yet
+        raise InputError(
+            f"{plan.profile_name}: {', '.join(sleepers)}: residency on-demand is planned (gpushare plan) "
+            "but cannot be exported: `gpushare up` cannot run it yet",
+            hint="set residency: always to export this profile",
+        )
     versions = set()
     for inst in plan.instances:
         if inst.estimate is None:
