@@ -56,7 +56,7 @@ from gpushare.runtime.launcher.up import (
     UpResult,
     up,
 )
-from gpushare.runtime.store.logs import find_log, follow, tail_lines
+from gpushare.runtime.store.logs import find_log, follow, lines_without_own_polls, tail_lines
 from gpushare.runtime.store.service import ServiceInfo
 from gpushare.runtime.store.state import list_profiles, profile_paths, state_root
 
@@ -267,7 +267,8 @@ def _up_foreground(
     paths = profile_paths(plan.profile_name, state_root())
     out = console()
     options = ForegroundOptions(
-        up=UpOptions(ready_timeout_s=timeout), gateway=gateway_config(host, port, None, "32MiB", 3.0)
+        up=UpOptions(ready_timeout_s=timeout, gateway_port=port),
+        gateway=gateway_config(host, port, None, "32MiB", 3.0),
     )
     nvml = usable if isinstance(usable, NvmlInventory) else None
     telemetry = detect_telemetry(nvml)
@@ -413,15 +414,19 @@ def logs_command(
     follow_log: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile, when several have NAME.")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show first (0: all).")] = 200,
+    polls: Annotated[
+        bool, typer.Option("--polls", help="Also show gpushare's own /health and /metrics requests.")
+    ] = False,
 ) -> None:
     """Show an instance's vLLM log."""
     path = find_log(state_root(), name, _resolve_profile(profile) if profile else None)
-    sys.stdout.write(tail_lines(path, lines))
+    sys.stdout.write(tail_lines(path, lines, polls=polls))
     sys.stdout.flush()
     if not follow_log:
         return
+    chunks = follow(path, SystemClock())
     try:
-        for chunk in follow(path, SystemClock()):
+        for chunk in chunks if polls else lines_without_own_polls(chunks):
             sys.stdout.write(chunk)
             sys.stdout.flush()
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from gpushare.errors import EnvironmentProblem
+from gpushare.runtime.host.probe import own_poll
 from gpushare.runtime.service.metrics import CONTENT_TYPE, GatewayMetrics, VllmMetricsCollector, render
 from gpushare.runtime.service.routes import Routes, Upstream
 
@@ -75,6 +76,8 @@ KNOWN_ROUTES = frozenset(
     }
 )
 UNKNOWN_MODEL_LABEL = "(unknown)"
+METRICS_PATH = own_poll("/metrics")
+"""What the gateway asks each instance for: marked, so `gpushare logs` leaves it out."""
 
 # aiohttp's client errors, sorted once into what they mean for a request in flight.
 _NOT_ANSWERING = (
@@ -268,7 +271,7 @@ class Gateway:
                 collector.failed(upstream.instance, upstream.served_name)
                 return
             try:
-                async with session.get(f"{upstream.base_url}/metrics", timeout=timeout) as resp:
+                async with session.get(upstream.base_url + METRICS_PATH, timeout=timeout) as resp:
                     resp.raise_for_status()
                     text = (await resp.read()).decode("utf-8", "replace")
             except _SCRAPE_FAILED as exc:
