@@ -35,6 +35,13 @@ ProcessState = Literal["running", "stopped"]
 `ps` (SIGSTOP, SIGTSTP, a debugger's trace stop): it runs no code, so it answers no request and
 acts on no signal but SIGKILL until it is continued."""
 
+PortHolder = Literal["instance", "shared", "other", "nobody"]
+"""Who listens on an instance's TCP port, on any address (IPv4 or IPv6). instance: processes of
+its session only; shared: its session and another program too (both set SO_REUSEPORT, which vLLM
+does with --api-server-count > 1, or they bound different addresses): any connection may reach the
+other one; other: only processes outside its session (or ones this user cannot see); nobody: no
+listener. Only `instance` lets an answer on the port count as the instance's."""
+
 
 @dataclass(frozen=True)
 class SessionLeader:
@@ -70,9 +77,9 @@ class ProcessRunner(Protocol):
         every tick, where finding the members takes a pass over every process of the machine."""
         ...
 
-    def listens_on(self, pid: int, start_time: float, port: int) -> bool:
-        """A process of that session has a TCP socket listening on `port` (so an answer on the
-        port comes from the instance, not from another program that took its port)."""
+    def port_holder(self, pid: int, start_time: float, port: int) -> PortHolder:
+        """Who listens on `port`: that session alone, it and another program, or others only
+        (so an answer on the port is the instance's only when this says `instance`)."""
         ...
 
     def is_running(self, pid: int, start_time: float) -> bool:
@@ -115,6 +122,29 @@ def process_start_time(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return None
+
+
+def holder_of(listeners: set[int | None], session: set[int]) -> PortHolder:
+    """`PortHolder` from the pids listening on a port (None: one this user cannot see) and the
+    pids of the instance's session."""
+    if not listeners:
+        return "nobody"
+    ours = {pid for pid in listeners if pid is not None and pid in session}
+    if not ours:
+        return "other"
+    return "instance" if ours == listeners else "shared"
+
+
+def port_problem(holder: PortHolder, port: int) -> str | None:
+    """Why an answer on `port` cannot be taken for the instance's; None when it can."""
+    who = f"`ss -ltnp 'sport = :{port}'` names it"
+    if holder == "shared":
+        return f"another program listens on port {port} beside this instance and may answer for it ({who})"
+    if holder in ("other", "nobody"):
+        return (
+            f"port {port} answers, but not from this instance's processes: another program holds it ({who})"
+        )
+    return None
 
 
 def _state_of(status: str) -> ProcessState | None:
@@ -213,17 +243,20 @@ class SubprocessRunner:
                 found[int(info["pid"])] = state
         return dict(sorted(found.items()))
 
-    def listens_on(self, pid: int, start_time: float, port: int) -> bool:
+    def port_holder(self, pid: int, start_time: float, port: int) -> PortHolder:
         import psutil
 
-        for member in self.session_pids(pid, start_time):
-            try:
-                sockets = psutil.Process(member).net_connections(kind="tcp")
-            except psutil.Error:
-                continue
-            if any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port for s in sockets):
-                return True
-        return False
+        # Every TCP socket of the machine (tcp4 and tcp6; a socket of another user has pid None):
+        # the one way to see a second listener beside the instance's. About 6 ms with 130
+        # processes; asked once per start and every few seconds per serving instance.
+        try:
+            sockets = psutil.net_connections(kind="tcp")
+        except psutil.Error:
+            return "other"  # cannot vouch for the port
+        listeners = {
+            s.pid for s in sockets if s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port
+        }
+        return holder_of(listeners, set(self.session_pids(pid, start_time)))
 
     def exit_code(self, pid: int) -> int | None:
         return self._poll(pid)
@@ -308,7 +341,9 @@ class FakeRunner:
         self._next_pid = 40000
         self.recycled: set[int] = set()
         self.foreign_ports: set[int] = set()
-        """Ports another program listens on: `listens_on` is False for them (True for any other)."""
+        """Ports only another program listens on (`port_holder` says `other`)."""
+        self.shared_ports: set[int] = set()
+        """Ports another program listens on beside the instance (`port_holder` says `shared`)."""
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> SessionLeader:
         if self.which(argv[0]) is None:
@@ -360,8 +395,11 @@ class FakeRunner:
         pids = self.session_pids(pid, start_time)
         return {member: state for member in pids if members is None or member in members}
 
-    def listens_on(self, pid: int, start_time: float, port: int) -> bool:
-        return port not in self.foreign_ports and bool(self.session_pids(pid, start_time))
+    def port_holder(self, pid: int, start_time: float, port: int) -> PortHolder:
+        own = {pid} if self.session_pids(pid, start_time) else set()
+        if port in self.foreign_ports:
+            return holder_of({None}, own)
+        return holder_of(own | ({None} if port in self.shared_ports else set()), own)
 
     def exit_code(self, pid: int) -> int | None:
         proc = self.processes.get(pid)

@@ -27,7 +27,7 @@ from gpushare.planning.bind import bind_mig
 from gpushare.planning.plan import Plan, PlannedInstance
 from gpushare.planning.start import next_to_start, start_groups
 from gpushare.runtime.host.mps import mps_env
-from gpushare.runtime.host.processes import ProcessRunner
+from gpushare.runtime.host.processes import ProcessRunner, port_problem
 from gpushare.runtime.launcher.edges import DEFAULT_STOP_TIMEOUT_S, Edges, record_alive, stop_records
 from gpushare.runtime.launcher.preflight import PreflightReport, preflight
 from gpushare.runtime.phase import InstancePhase
@@ -376,17 +376,14 @@ class _Launch:
         if prober.health(rec.port):
             self.phases[name] = "serving"
             problem = prober.complete(rec.port, rec.served_name())
-            if problem is None and not runner.listens_on(rec.pid, rec.pid_start_time, rec.port):
-                # Another program took the port between the pre-flight check and the start, and
-                # answered for it; this instance cannot bind it now (vLLM binds its port first).
-                port = rec.port
-                self.fail(
-                    name,
-                    f"port {port} answers, but not from this instance's processes: another program "
-                    f"took the port after the pre-flight check (`ss -ltnp 'sport = :{port}'` names it)",
-                )
-                return
             if problem is None:
+                # Another program took the port between the pre-flight check and the start and
+                # answered for it (this instance then cannot bind it: vLLM binds its port first),
+                # or listens beside it (SO_REUSEPORT): the answer is not the instance's.
+                foreign = port_problem(runner.port_holder(rec.pid, rec.pid_start_time, rec.port), rec.port)
+                if foreign is not None:
+                    self.fail(name, foreign)
+                    return
                 self.ready(name)
                 return
             # An engine that died behind a live API server never recovers: stop waiting.

