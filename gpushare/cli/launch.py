@@ -28,7 +28,14 @@ from rich.live import Live
 from rich.text import Text
 
 from gpushare.cli.app import app
-from gpushare.cli.options import DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, GatewayPortOption
+from gpushare.cli.options import (
+    DEFAULT_GATEWAY_HOST,
+    DEFAULT_GATEWAY_PORT,
+    GatewayPortOption,
+    ReadTimeout,
+    read_timeout_args,
+    read_timeouts,
+)
 from gpushare.cli.render_launch import (
     console,
     progress_table,
@@ -138,6 +145,7 @@ def up_command(
             "(a container's main process).",
         ),
     ] = False,
+    read_timeout: ReadTimeout = None,
 ) -> None:
     """Plan PROFILE, check the machine, start every instance and wait until each one serves.
 
@@ -149,10 +157,11 @@ def up_command(
         raise InputError("give a profile YAML or --plan-file FILE (one of them)", hint="gpushare up PROFILE")
     if profile is not None:
         read_profile_file(profile)  # no such file, a directory: one line before NVML is asked
+    read_timeouts(read_timeout)  # bad values: one line before anything starts
     if foreground:
         if keep_going or not gateway:
             raise InputError("--foreground runs the gateway and stops everything when one instance fails")
-        _up_foreground(profile, plan_file, timeout, gateway_host, gateway_port)
+        _up_foreground(profile, plan_file, timeout, gateway_host, gateway_port, read_timeout)
         return
     inventory = inventory_factory()
     plan = _plan_for_up(profile, plan_file, inventory)
@@ -172,7 +181,7 @@ def up_command(
             return
         from gpushare.runtime.service.process import start_background
 
-        args = ["--host", gateway_host, "--port", str(gateway_port)]
+        args = ["--host", gateway_host, "--port", str(gateway_port), *read_timeout_args(read_timeout)]
         started.append(start_background(paths, args, runner=edges.runner, clock=edges.clock))
 
     def on_progress(items: Sequence[InstanceProgress]) -> None:
@@ -252,7 +261,12 @@ def read_plan_file(path: Path) -> Plan:
 
 
 def _up_foreground(
-    profile: Path | None, plan_file: Path | None, timeout: float, host: str, port: int
+    profile: Path | None,
+    plan_file: Path | None,
+    timeout: float,
+    host: str,
+    port: int,
+    read_timeout: list[str] | None,
 ) -> None:
     """`up --foreground`: runtime/launcher/foreground.py, with NVML where there is a driver."""
     from gpushare.cli.serve import configure_logging, gateway_config
@@ -268,7 +282,7 @@ def _up_foreground(
     out = console()
     options = ForegroundOptions(
         up=UpOptions(ready_timeout_s=timeout, gateway_port=port),
-        gateway=gateway_config(host, port, None, "32MiB", 3.0),
+        gateway=gateway_config(host, port, None, "32MiB", 3.0, read_timeout),
     )
     nvml = usable if isinstance(usable, NvmlInventory) else None
     telemetry = detect_telemetry(nvml)

@@ -27,12 +27,12 @@ def test_a_routes_document_reads_as_upstreams() -> None:
     data = {
         "routes": [
             {"model": "qwen2.5-7b", "aliases": ["qwen"], "url": "http://classic-qwen2-5-7b:8001/"},
-            {"model": "llama", "url": "https://llama.example:443"},
+            {"model": "llama", "url": "https://llama.example:443", "read_timeout_s": 600},
         ]
     }
     assert routes_from_document(data, "routes.yaml") == [
         Upstream("qwen2.5-7b", "qwen2.5-7b", "http://classic-qwen2-5-7b:8001", ("qwen",)),
-        Upstream("llama", "llama", "https://llama.example:443"),
+        Upstream("llama", "llama", "https://llama.example:443", read_timeout_s=600.0),
     ]
 
 
@@ -55,6 +55,16 @@ def test_a_routes_document_reads_as_upstreams() -> None:
             {"routes": [{"model": "a", "url": "http://a", "alias": ["b"]}]},
             r"routes\[0\]: unknown key 'alias'",
         ),
+        (
+            "read-timeout-zero",
+            {"routes": [{"model": "a", "url": "http://a", "read_timeout_s": 0}]},
+            r"routes\[0\].read_timeout_s: must be a number of seconds > 0, got 0; leave it out",
+        ),
+        (
+            "read-timeout-bool",
+            {"routes": [{"model": "a", "url": "http://a", "read_timeout_s": True}]},
+            r"routes\[0\].read_timeout_s: must be a number of seconds > 0, got True",
+        ),
     ],
 )
 def test_routes_document_mistakes(case: str, data: object, message: str) -> None:
@@ -72,13 +82,29 @@ def test_routes_document_mistakes(case: str, data: object, message: str) -> None
             "routes:\n- {model: a, url: 'http://x:1'}\n- {model: b, aliases: [a], url: 'http://y:2'}\n",
             "model name 'a' is served by both",
         ),
+        (
+            "read-timeout-word",
+            "routes:\n- {model: a, url: 'http://x:1'}\n--read-timeout=soon",
+            "expected SECONDS",
+        ),
+        (
+            "read-timeout-negative",
+            "routes:\n- {model: a, url: 'http://x:1'}\n--read-timeout=a=-1",
+            "a number > 0",
+        ),
+        (
+            "read-timeout-no-name",
+            "routes:\n- {model: a, url: 'http://x:1'}\n--read-timeout==5",
+            "MODEL=SECONDS",
+        ),
     ],
 )
 def test_gateway_cli_route_mistakes(tmp_path: Path, case: str, text: str | None, message: str) -> None:
     args = ["gateway"]
     if text is not None:
+        text, _, flag = text.partition("\n--")
         (tmp_path / "routes.yaml").write_text(text)
-        args += ["--routes", str(tmp_path / "routes.yaml")]
+        args += ["--routes", str(tmp_path / "routes.yaml"), *(["--" + flag] if flag else [])]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
