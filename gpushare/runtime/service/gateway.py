@@ -172,7 +172,7 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._created = int(time.time())
         self._runner: web.AppRunner | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self.app = self._build_app()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -330,8 +330,9 @@ class Gateway:
             param="model",
         )
 
-    def _client_timeout(self, read_timeout_s: float) -> aiohttp.ClientTimeout:
-        """The session's timeouts plus a read timeout: one object per value, made once."""
+    def _client_timeout(self, read_timeout_s: float | None) -> aiohttp.ClientTimeout:
+        """The session's timeouts plus a read timeout: one object per value, made once. (Always
+        one: aiohttp reads `timeout=None` as no timeouts at all, the connect timeout included.)"""
         timeout = self._timeouts.get(read_timeout_s)
         if timeout is None:
             timeout = aiohttp.ClientTimeout(
@@ -447,18 +448,13 @@ class Gateway:
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST)
         model = upstream.served_name
         read_timeout = self.config.read_timeout(upstream)
-        # No `timeout` at all without a read timeout: aiohttp reads timeout=None as "no timeouts",
-        # the session's connect timeout included.
-        timed: dict[str, aiohttp.ClientTimeout] = (
-            {} if read_timeout is None else {"timeout": self._client_timeout(read_timeout)}
-        )
         try:
             upstream_response = await session.request(
                 request.method,
                 upstream.base_url + request.rel_url.path_qs,
                 data=body,
                 headers=headers,
-                **timed,
+                timeout=self._client_timeout(read_timeout),
             )
         except aiohttp.SocketTimeoutError:  # connected; no status line within the read timeout
             return self._timed_out(upstream, read_timeout)
