@@ -31,6 +31,8 @@ from gpushare.runtime.service.policy import SupervisorPolicy
 from gpushare.runtime.service.process import (
     detect_gpus,
     detect_telemetry,
+    loop_name,
+    run_event_loop,
     run_foreground,
     start_background,
     stop_background,
@@ -226,11 +228,11 @@ def gateway(
             loop.add_signal_handler(sig, stop.set)
         gw = Gateway(table, config)
         await gw.start()
-        logging.getLogger("gpushare").info("gateway on %s:%d", host, gw.bound_port)
+        logging.getLogger("gpushare").info("gateway on %s:%d (%s)", host, gw.bound_port, loop_name())
         await stop.wait()
         await gw.stop()
 
-    asyncio.run(main())
+    run_event_loop(main())
 
 
 def _read_routes(path: Path) -> list[Upstream]:

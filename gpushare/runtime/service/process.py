@@ -20,8 +20,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -53,6 +54,7 @@ from gpushare.runtime.store.service import (
 from gpushare.runtime.store.state import ProfilePaths
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STARTUP_STOP_GRACE_S = 2.0
 """SIGTERM to SIGKILL for a gateway/supervisor that never said it listens."""
@@ -96,7 +98,11 @@ async def serve(
     assert started is not None  # this very process
     write_info(paths, ServiceInfo(me, started, gateway_config.host, gateway.bound_port))
     log.info(
-        "gateway on %s:%d, supervising profile %s", gateway_config.host, gateway.bound_port, paths.profile
+        "gateway on %s:%d, supervising profile %s (%s)",
+        gateway_config.host,
+        gateway.bound_port,
+        paths.profile,
+        loop_name(),
     )
     try:
         await supervisor.run(stop)
@@ -148,13 +154,25 @@ def run_foreground(
             telemetry=telemetry,
         )
 
+    run_event_loop(main())
+
+
+def loop_name() -> str:
+    """The running event loop's kind, for the start-up log line: uvloop or asyncio."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is installed (vllm brings it; the `test` extra too), else on
+    asyncio's loop: what every long-running gpushare process (`supervise`, `gateway`, `up
+    --foreground`) and bench/gateway.py run on. On the same upstream uvloop gave the gateway
+    +12% requests/s and a lower p99 (issue 12; BENCHMARKS.md "Gateway overhead")."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main())
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-            loop_runner.run(main())
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        return loop_runner.run(main)
 
 
 # --- start and stop it in the background (for `up` and `down`) -----------------------------------

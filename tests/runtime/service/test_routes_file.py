@@ -3,6 +3,7 @@ ConfigMap), its mistakes, and a real gateway process routing by it to a real (fa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -144,12 +145,23 @@ def test_gateway_routes_by_the_file(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gpushare", "gateway", "--routes", str(routes), "--port", str(gateway_port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "gateway.log"
+    with open(log, "wb") as out:
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gpushare",
+                "gateway",
+                "--routes",
+                str(routes),
+                "--port",
+                str(gateway_port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_until_up(f"http://127.0.0.1:{upstream_port}/health", server)
         _wait_until_up(f"http://127.0.0.1:{gateway_port}/health", gateway)
@@ -166,3 +178,6 @@ def test_gateway_routes_by_the_file(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
         codes = [gateway.wait(timeout=10), server.wait(timeout=10)]
     assert codes[0] == 0  # SIGTERM ends the gateway cleanly
+    # issue 12: `gateway` runs on uvloop, as `supervise` does (the test extra installs it)
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"gateway on 127.0.0.1:{gateway_port} ({loop})" in log.read_text()
