@@ -198,8 +198,14 @@ class Gateway:
             total=self.config.upstream_timeout_s, sock_connect=self.config.connect_timeout_s
         )
         # auto_decompress off: bytes pass through as the instance sent them, Content-Encoding kept.
+        # No cookie jar: one session serves every client, so a Set-Cookie meant for one must never
+        # go out with another's request (and each request skips the jar's filtering).
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         yield
         await self._session.close()

@@ -425,3 +425,25 @@ def test_read_timeout_of_a_route(
     case: str, config: GatewayConfig, upstream: Upstream, seconds: float | None
 ) -> None:
     assert config.read_timeout(upstream) == seconds
+
+
+def test_an_upstream_cookie_is_passed_on_never_kept_for_the_next_client() -> None:
+    """One client session serves every client: a cookie jar would send client 1's cookie with
+    client 2's request. (aiohttp's jar keeps no cookie of an IP address: the route names a host,
+    as a routes file's Kubernetes service names do.)"""
+
+    async def scenario() -> None:
+        async with rig() as r:
+            r.alpha.cookie = "client-1"
+            port = r.alpha.url.rsplit(":", 1)[1]
+            r.table.replace([Upstream("a", "model-a", f"http://localhost:{port}")])
+            async with r.client.post(f"{r.url}/v1/completions", json={"model": "model-a"}) as resp:
+                assert resp.status == 200 and "session=client-1" in resp.headers["Set-Cookie"]
+            async with (
+                aiohttp.ClientSession() as other,
+                other.post(f"{r.url}/v1/completions", json={"model": "model-a"}) as resp,
+            ):
+                assert resp.status == 200
+            assert "Cookie" not in r.alpha.received[-1]["headers"]
+
+    run(scenario)
