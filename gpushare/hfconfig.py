@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gpushare.errors import ConfigError, UnsupportedModelError
+from gpushare.hfvision import VisionTower, parse_vision_tower, uses_mrope
 
 LayerKind = Literal["full", "sliding", "mla"]
 
@@ -54,7 +55,7 @@ _ENCODER_ONLY_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "xlm_roberta"
 
 _TIED_BY_DEFAULT = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "falcon", "gpt2", "opt", "bloom"})
 
-SUPPORTED_QUANT_METHODS = ("gptq", "awq", "fp8", "compressed-tensors")
+SUPPORTED_QUANT_METHODS = ("gptq", "awq", "fp8", "compressed-tensors", "mxfp4 (gpt-oss)")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class ModelArch:
     mla: MlaDims | None = None
     moe: MoeDims | None = None
     quantization: Quantization | None = None
+    vision: VisionTower | None = None  # a multimodal model's vision tower (hfvision.py)
+    mrope: bool = False  # multimodal rotary embeddings (4 × max_position cache rows)
 
     @property
     def kv_head_size(self) -> int:
@@ -253,7 +256,8 @@ def _layer_kinds(
     if model_type in ("gemma3", "gemma3_text"):
         pattern = int(cfg.get("sliding_window_pattern") or 6)
         return _alternating([(i + 1) % pattern != 0 for i in range(num_layers)]), window
-    if model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"):
+    # the Qwen-VL wrappers run Qwen2ForCausalLM on their text config (qwen2_5_vl.py:1367-1372)
+    if model_type in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen2_vl", "qwen2_5_vl"):
         if not cfg.get("use_sliding_window"):
             return _uniform("full", num_layers), None
         first_sliding = int(cfg.get("max_window_layers") or 0)
@@ -302,6 +306,8 @@ def _quantization(cfg: Mapping[str, Any], name: str) -> Quantization | None:
         )
     if method == "compressed-tensors":
         return _compressed_tensors(qc, name)
+    if method == "mxfp4":
+        return _mxfp4(cfg, name)
     raise ConfigError(
         f"{name}: quantization_config.quant_method {qc.get('quant_method')!r} is not modelled",
         hint=f"gpushare models {', '.join(SUPPORTED_QUANT_METHODS)}; use one of those checkpoints",
@@ -330,6 +336,20 @@ def _compressed_tensors(qc: Mapping[str, Any], name: str) -> Quantization:
         modules_not_converted=tuple(qc.get("ignore") or ()),
         block_size=(int(block[0]), int(block[1])) if block else None,
     )
+
+
+def _mxfp4(cfg: Mapping[str, Any], name: str) -> Quantization:
+    """MXFP4 (e2m1 weights, one e8m0 scale per 32): vLLM 0.26.0 serves it for gpt-oss only, as
+    `gpt_oss_mxfp4` (models/config.py:342-380), where only the MoE experts are MXFP4 and every
+    linear layer stays in the model dtype (quantization/mxfp4.py:71-95; the checkpoint's
+    modules_to_not_convert is not read). Other MXFP4 checkpoints take other paths: refused."""
+    if "GptOssForCausalLM" not in (cfg.get("architectures") or ()):
+        archs = ", ".join(str(a) for a in cfg.get("architectures") or ()) or "this architecture"
+        raise ConfigError(
+            f"{name}: quantization_config.quant_method 'mxfp4' is modelled for gpt-oss only, not {archs}",
+            hint="gpushare sizes MXFP4 as vLLM holds gpt-oss's experts; use a gpt-oss checkpoint",
+        )
+    return Quantization(method="mxfp4", bits=4, group_size=32, zero_point=False, weight_kind="float")
 
 
 def _moe(cfg: Mapping[str, Any], r: _Reader, intermediate: int) -> MoeDims | None:
@@ -449,4 +469,6 @@ def parse_config(raw: Mapping[str, Any], name: str) -> ModelArch:
         mla=mla,
         moe=moe,
         quantization=_quantization(cfg, name),
+        vision=parse_vision_tower(raw, hidden, name),
+        mrope=uses_mrope(cfg),
     )

@@ -117,6 +117,9 @@ def model_tensors(arch: ModelArch, pooling: bool = False) -> list[WeightTensor]:
     for i in range(arch.num_layers):
         p = f"layers.{i}"
         tensors.extend(_vector(f"{p}.norm{j}", h) for j in range(arch.norms_per_layer))
+        if arch.model_type.startswith("qwen3"):
+            # Qwen3's per-head q_norm and k_norm, RMSNorm(head_dim) (vllm models/qwen3.py)
+            tensors.extend(_vector(f"{p}.self_attn.{n}", arch.head_dim) for n in ("q_norm", "k_norm"))
         tensors.extend(_attention(arch, f"{p}.self_attn"))
         tensors.extend(_mlp(arch, f"{p}.mlp", i))
     tensors.append(_vector("norm", h))

@@ -40,6 +40,12 @@ class Coefficients:
     # hidden size × the sum of their batch sizes (0.39 GiB for Qwen2.5-0.5B .. 0.98 for Llama-8B).
     cudagraph_base_bytes: int = int(0.26 * GiB)
     cudagraph_bytes_per_token_hidden: float = 17.9
+    # What the V1 runner's profiler estimates for its CUDA graphs (memory/cudagraphs.py), fitted on
+    # gpt-oss-20b (H200) and Qwen3-30B-A3B-FP8 (H100): the first piecewise capture per layer ×
+    # hidden × dtype of its largest size, the driver's memory per captured piece and per full graph.
+    v1_cudagraph_first_per_layer_hidden: float = 4 / 3
+    v1_cudagraph_piece_bytes: int = 144 * KiB
+    v1_cudagraph_full_layer_bytes: int = 80 * KiB
 
 
 @dataclass(frozen=True)

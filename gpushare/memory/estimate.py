@@ -27,8 +27,10 @@ from gpushare.memory.activation import (
 )
 from gpushare.memory.budget import Budget, requested_bytes, utilization_for
 from gpushare.memory.coefficients import Coefficients, MeasuredTerms
-from gpushare.memory.cudagraphs import cuda_graph_bytes, cudagraphs_in_budget
+from gpushare.memory.cudagraphs import cuda_graph_bytes, cudagraphs_in_budget, v1_cudagraph_estimate_bytes
 from gpushare.memory.kv import KvLayout, kv_layout, tokens_for_blocks
+from gpushare.memory.multimodal import encoder_inputs_bytes, serve_time_note, v1_encoder_profile
+from gpushare.memory.mxfp4 import gpt_oss_workspace_bytes, is_gpt_oss, mxfp4_backend
 from gpushare.memory.settings import (
     DTYPE_BYTES,
     V1_MOE_NOTE,
@@ -145,6 +147,7 @@ class _Fixed:
     layout: KvLayout
     weights_source: str
     budget: Budget
+    notes: tuple[str, ...] = ()
 
 
 def _fixed(
@@ -198,9 +201,18 @@ def _fixed(
         return _Fixed(dtype, max_len, num_seqs, batched, layout, "calibration", budget)
     activation = activation_bytes(arch, dtype_bytes, batched, tp, coeff)
     graphs = cuda_graph_bytes(arch, settings, num_seqs, batched, coeff)
-    kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)  # 0 without MoE
-    if moe_on_v1_runner(arch) and settings.runner == "generate":
+    graphs_estimate = None
+    if is_gpt_oss(arch):
+        kept = gpt_oss_workspace_bytes(arch, tp, mxfp4_backend(gpu.compute_capability), batched)
+    else:
+        kept = moe_workspace_bytes(arch, dtype_bytes, batched, tp)  # 0 without MoE
+    v1_runner = moe_on_v1_runner(arch)
+    if v1_runner and settings.runner == "generate":
         activation = max(activation, kept + v1_runner_sampler_bytes(arch, dtype_bytes, batched, num_seqs))
+        if in_budget:
+            graphs_estimate = v1_cudagraph_estimate_bytes(
+                arch, settings, num_seqs, batched, dtype_bytes, coeff
+            )
     elif arch.moe is not None or arch.mla is not None:
         mla_dummy = mla_dummy_bytes(arch, dtype_bytes, max_len, num_seqs, layout.block_size, tp)
         moe_mla = moe_mla_activation_bytes(arch, dtype_bytes, batched, tp, kept, mla_dummy)
@@ -209,6 +221,18 @@ def _fixed(
             # piecewise captures run MLA without metadata too: the dummy's block stays reserved
             graphs += mla_dummy
     sampler = sampler_warmup_bytes(arch, batched, num_seqs, tp, coeff, settings.runner)
+    context = coeff.context_bytes + max(0, sampler - (activation - kept))
+    notes: tuple[str, ...] = ()
+    if arch.vision is not None:
+        if v1_runner:
+            profiled = v1_encoder_profile(arch, settings, dtype_bytes, batched, num_seqs, max_len)
+            if profiled is not None:
+                outputs, tower_peak, _ = profiled
+                activation = max(activation + outputs, tower_peak)
+        else:
+            context += encoder_inputs_bytes(arch, settings, batched, dtype_bytes)
+        note = serve_time_note(arch, settings, v1_runner, num_seqs, max_len)
+        notes = (note,) if note else ()
     budget = Budget(
         weights_bytes=weights,
         activation_bytes=activation,
@@ -217,9 +241,10 @@ def _fixed(
         cuda_graph_in_budget=in_budget,
         # the sampler warm-up beyond the activation pool freed after profiling (less the buffers
         # vLLM keeps: the MoE workspace)
-        context_bytes=coeff.context_bytes + max(0, sampler - (activation - kept)),
+        context_bytes=context,
+        cuda_graph_estimate_bytes=graphs_estimate,
     )
-    return _Fixed(dtype, max_len, num_seqs, batched, layout, source, budget)
+    return _Fixed(dtype, max_len, num_seqs, batched, layout, source, budget, notes)
 
 
 def _finish(
@@ -233,6 +258,7 @@ def _finish(
     notes: tuple[str, ...] = (),
 ) -> Estimate:
     layout = f.layout
+    notes = (*notes, *f.notes)
     if moe_on_v1_runner(arch) and f.weights_source != "calibration":
         notes = (*notes, V1_MOE_NOTE)
     num_blocks = max(0, kv_budget // layout.kv_block_bytes)

@@ -6,6 +6,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -30,6 +31,10 @@ KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5
 KV_CACHE_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
 DEFAULT_VLLM_VERSION = "0.26.0"
 Runner = Literal["generate", "pooling"]
+MmEncoderTpMode = Literal["weights", "data"]
+"""vLLM's `--mm-encoder-tp-mode` (config/multimodal.py MMEncoderTPMode)."""
+# vLLM's limit for a modality `--limit-mm-per-prompt` does not name (config/multimodal.py:320-333).
+DEFAULT_MM_LIMIT = 999
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -67,6 +72,40 @@ class ServeSettings:
     vllm_version: str = DEFAULT_VLLM_VERSION
     estimate_cudagraphs: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
     runner: Runner = "generate"  # pooling: embedding models, no lm_head/sampler
+    # Multimodal models (vLLM's MultiModalConfig): items per prompt by modality
+    # (--limit-mm-per-prompt; a modality left out keeps vLLM's 999), every limit 0
+    # (--language-model-only), and how the vision tower is split over TP ranks.
+    mm_limits: tuple[tuple[str, int], ...] = ()
+    language_model_only: bool = False
+    mm_encoder_tp_mode: MmEncoderTpMode = "weights"
+
+
+def modality_limit(settings: ServeSettings, modality: str) -> int:
+    """Items of `modality` one prompt may carry, as vLLM reads it
+    (MultiModalConfig.get_limit_per_prompt, config/multimodal.py:320-333): 0 for every modality
+    with --language-model-only, else the --limit-mm-per-prompt count, else 999."""
+    if settings.language_model_only:
+        return 0
+    return dict(settings.mm_limits).get(modality, DEFAULT_MM_LIMIT)
+
+
+def with_modalities(
+    settings: ServeSettings,
+    modalities: object,
+    encoder_tp_mode: str | None = None,
+) -> ServeSettings:
+    """`settings` with a profile's `modalities` (`off`, a mapping of modality to count, or None)
+    and `mm_encoder_tp_mode` applied."""
+    if modalities == "off":
+        settings = replace(settings, language_model_only=True)
+    elif isinstance(modalities, Mapping):
+        limits = tuple(sorted((str(k), int(n)) for k, n in modalities.items()))
+        settings = replace(settings, mm_limits=limits)
+    if encoder_tp_mode is not None:
+        if encoder_tp_mode not in ("weights", "data"):
+            raise InputError(f"--mm-encoder-tp-mode {encoder_tp_mode!r}: use weights or data")
+        settings = replace(settings, mm_encoder_tp_mode="data" if encoder_tp_mode == "data" else "weights")
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,8 +205,9 @@ V2_RUNNER_MOE_ARCHITECTURES = frozenset(
 )
 V1_MOE_NOTE = (
     "MoE model on vLLM's V1 model runner: its activation and CUDA-graph terms follow vLLM's source and "
-    "were checked on one model only (Qwen3-30B-A3B-FP8 on an H100: KV tokens +1.2%, footprint not "
-    "measured); `gpushare calibrate` measures it"
+    "were checked on two models (Qwen3-30B-A3B-FP8 on an H100: KV tokens +1.0%, footprint not "
+    "measured; gpt-oss-20b on an H200: KV tokens -0.1%, footprint +0.3%); `gpushare calibrate` "
+    "measures it"
 )
 
 

@@ -15,22 +15,28 @@ from functools import lru_cache
 from typing import Literal
 
 from gpushare.hfconfig import ModelArch
+from gpushare.memory.mxfp4 import gpt_oss_tensors, is_gpt_oss, mxfp4_backend
 from gpushare.memory.settings import (
     DTYPE_BYTES,
     GpuTarget,
     ServeSettings,
     model_dtype,
     online_quantization,
+    with_batching_defaults,
 )
+from gpushare.memory.vision import tower_bytes, tower_is_built
 from gpushare.weights import load_rounding_bytes, machete_extra_bytes, weight_bytes_from_config
 
 WeightsSource = Literal["config", "safetensors headers", "calibration"]
 
 
 def rotary_cache_bytes(arch: ModelArch, dtype_bytes: int) -> int:
-    """vLLM's rotary cos/sin cache: max_position × rotary_dim, in the model dtype (one shared copy)."""
+    """vLLM's rotary cos/sin cache: max_position × rotary_dim, in the model dtype (one shared copy);
+    multimodal rotary embeddings (Qwen-VL's M-RoPE) cache 4 × max_position rows
+    (layers/rotary_embedding/mrope.py:236-246)."""
     rot = arch.mla.qk_rope_head_dim if arch.mla else arch.head_dim
-    return arch.max_position_embeddings * rot * dtype_bytes
+    rows = arch.max_position_embeddings * (4 if arch.mrope else 1)
+    return rows * rot * dtype_bytes
 
 
 def weights_on_gpu(
@@ -39,19 +45,23 @@ def weights_on_gpu(
     """(bytes, source) of the weights vLLM loads on one rank: the checkpoint's tensors
     (`header_bytes` from safetensors headers when known, else from the config) plus the rotary
     cache, Machete's extra tensors (compute capability 9.0, no online quantization) and the
-    allocator's block tails."""
+    allocator's block tails; a multimodal model's vision tower when vLLM builds it
+    (memory/vision.py); gpt-oss in its MXFP4 backend's layout (memory/mxfp4.py)."""
     dtype_bytes = DTYPE_BYTES[model_dtype(arch, settings)]
-    online_quantization(settings)  # refuses what is not modelled before anything is cached
+    online = online_quantization(settings)  # refuses what is not modelled before anything is cached
+    tp = settings.tensor_parallel_size
+    if is_gpt_oss(arch):
+        # the checkpoint's MXFP4 blocks are converted to the backend's layout: headers do not say
+        return gpt_oss_tensors(arch, tp, mxfp4_backend(gpu.compute_capability)).loaded_bytes, "config"
     machete = gpu.compute_capability == (9, 0) and settings.quantization is None
-    return _weights_on_gpu(
-        arch,
-        dtype_bytes,
-        settings.tensor_parallel_size,
-        settings.quantization,
-        settings.runner == "pooling",
-        machete,
-        header_bytes,
+    weights, source = _weights_on_gpu(
+        arch, dtype_bytes, tp, settings.quantization, settings.runner == "pooling", machete, header_bytes
     )
+    if tower_is_built(arch, settings):
+        # header_bytes never hold the tower (estimate_job leaves its tensors out): it is computed
+        batched = with_batching_defaults(settings, gpu).max_num_batched_tokens or 0
+        weights += tower_bytes(arch, settings, dtype_bytes, batched, arch.quantization or online)
+    return weights, source
 
 
 @lru_cache(maxsize=1024)
