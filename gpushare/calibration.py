@@ -258,6 +258,9 @@ def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
         enforce_eager=command.enforce_eager,
         quantization=command.quantization,
         vllm_version=e.vllm_version,
+        language_model_only=command.language_model_only,
+        mm_limits=tuple(sorted(command.limit_mm_per_prompt)),
+        mm_encoder_tp_mode="data" if command.mm_encoder_tp_mode == "data" else "weights",
     )
 
 

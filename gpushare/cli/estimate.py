@@ -11,7 +11,9 @@ from gpushare.cli.app import app
 from gpushare.errors import InputError
 from gpushare.estimate_job import DEFAULT_GPU, gpu_target, load_model, parse_one_gpu, run_estimate
 from gpushare.memory import DEFAULT_VLLM_VERSION, ServeSettings
+from gpushare.memory.settings import with_modalities
 from gpushare.units import parse_bytes
+from gpushare.vllm.command import parse_mm_limits
 
 
 @app.command()
@@ -46,6 +48,23 @@ def estimate(
     runner: Annotated[
         str, typer.Option(help="generate, or pooling for embedding models (no lm_head, no sampler).")
     ] = "generate",
+    language_model_only: Annotated[
+        bool,
+        typer.Option(
+            "--language-model-only",
+            help="Multimodal models: text only; vLLM builds no vision tower (as vLLM's flag).",
+        ),
+    ] = False,
+    limit_mm_per_prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--limit-mm-per-prompt",
+            help='Multimodal models: items per prompt, e.g. \'{"image":2,"video":0}\'; all 0: no tower.',
+        ),
+    ] = None,
+    mm_encoder_tp_mode: Annotated[
+        str | None, typer.Option("--mm-encoder-tp-mode", help="weights or data (vision tower over TP ranks).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, sizes in bytes.")] = False,
     no_calibration: Annotated[
         bool,
@@ -62,6 +81,15 @@ def estimate(
         raise InputError(f"--runner {runner!r}: use generate or pooling")
     if max_model_len is not None and max_model_len < 1:
         raise InputError(f"--max-model-len must be ≥ 1, got {max_model_len}")
+    limits = None
+    if limit_mm_per_prompt is not None:
+        limits = parse_mm_limits(limit_mm_per_prompt)
+        if limits is None:
+            raise InputError(
+                f"--limit-mm-per-prompt {limit_mm_per_prompt!r}: give a JSON object of counts",
+                hint='e.g. --limit-mm-per-prompt \'{"image":2,"video":0}\'',
+            )
+    modalities: object = "off" if language_model_only else (dict(limits) if limits else None)
     settings = ServeSettings(
         max_model_len=max_model_len,
         dtype=dtype,
@@ -75,6 +103,7 @@ def estimate(
         vllm_version=vllm_version,
         runner="pooling" if runner == "pooling" else "generate",
     )
+    settings = with_modalities(settings, modalities, mm_encoder_tp_mode)
     kv_bytes = (
         parse_bytes(kv_cache_memory_bytes, "--kv-cache-memory-bytes") if kv_cache_memory_bytes else None
     )

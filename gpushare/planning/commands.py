@@ -36,6 +36,9 @@ def instance_command(profile: Profile, m: Entry, util: float | None, kv_bytes: i
         max_num_batched_tokens=e.max_num_batched_tokens,
         quantization=e.quantization,
         enforce_eager=e.enforce_eager,
+        language_model_only=m.settings.language_model_only,
+        limit_mm_per_prompt=m.settings.mm_limits,
+        mm_encoder_tp_mode=e.mm_encoder_tp_mode,
         extra_args=tuple(e.extra_args),
     )
 

@@ -15,7 +15,7 @@ from gpushare.errors import GpushareError
 from gpushare.estimate_job import ModelFacts, gpu_target
 from gpushare.memory import Estimate, GpuTarget, MeasuredTerms, ServeSettings, minimum_for_target
 from gpushare.memory.budget import utilization_slack_bytes
-from gpushare.memory.settings import with_batching_defaults
+from gpushare.memory.settings import with_batching_defaults, with_modalities
 from gpushare.placement import Item
 from gpushare.profile import ModelEntry, Profile, ProfileProblem, ProfileValidationError
 
@@ -74,6 +74,7 @@ def resolve_entries(profile: Profile, facts: dict[str, ModelFacts]) -> list[Entr
             quantization="fp8" if entry.quantization == "fp8" else None,
             vllm_version=d.vllm_version,
         )
+        settings = with_modalities(settings, entry.modalities, entry.mm_encoder_tp_mode)
         concurrency = entry.concurrency
         if entry.kv_tokens is None and concurrency is None:
             concurrency = d.concurrency

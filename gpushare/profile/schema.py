@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gpushare.devices.base import Gpu
 
 ModelDtype = Literal["auto", "bfloat16", "float16", "float32"]
+Modality = Literal["image", "video", "audio"]
 Quantization = Literal["fp8", "awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors"]
 
 # What to set instead of each flag that gpushare writes into the argv (vllm/command.py's table);
@@ -41,6 +42,9 @@ _SET_INSTEAD: dict[str, str] = {
     "max_num_batched_tokens": "models[].max_num_batched_tokens",
     "quantization": "models[].quantization",
     "enforce_eager": "models[].enforce_eager",
+    "language_model_only": "models[].modalities: off",
+    "limit_mm_per_prompt": "models[].modalities",
+    "mm_encoder_tp_mode": "models[].mm_encoder_tp_mode",
 }
 MANAGED_FLAGS: dict[str, str] = {flag: _SET_INSTEAD[field] for field, flag in FLAG_OF.items()}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -130,12 +134,30 @@ class ModelEntry(_Strict):
     """Port of this instance; unset: the next free one from defaults.base_port."""
     enforce_eager: bool = False
     """--enforce-eager: no CUDA graphs (less memory, slower decoding)."""
+    modalities: Literal["off"] | dict[Modality, Annotated[int, Field(ge=0)]] | None = None
+    """Multimodal models: what a prompt may carry besides text. `off` serves text only
+    (--language-model-only): vLLM builds no vision tower, so its weights cost nothing. A mapping
+    sets the most items of each modality per prompt (--limit-mm-per-prompt), e.g.
+    `{image: 2, video: 0}`; 0 switches a modality off, and with every modality the tower serves at 0
+    the tower is skipped too. A modality left out keeps vLLM's default of 999. Unset: vLLM's
+    defaults (every modality on)."""
+    mm_encoder_tp_mode: Literal["weights", "data"] | None = None
+    """Multimodal models with tensor_parallel_size > 1 (--mm-encoder-tp-mode): `weights` splits the
+    vision tower's layers over the GPUs like the language model's; `data` keeps a whole tower on
+    every GPU and splits the images instead (Qwen2-VL, Qwen2.5-VL and Qwen3-VL; other models fall
+    back to `weights`). Unset: vLLM's default, `weights`."""
     extra_args: list[str] = Field(default_factory=list)
     """More `vllm serve` arguments, passed as they are; may not repeat a flag gpushare sets."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables for this instance."""
     mps_thread_percentage: Annotated[int, Field(ge=1, le=100)] | None = None
     """CUDA_MPS_ACTIVE_THREAD_PERCENTAGE: the share of SMs this instance may use under MPS."""
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _one_target(self) -> ModelEntry:
