@@ -12,6 +12,7 @@ from typing import Literal
 from gpushare.errors import InputError
 from gpushare.hfconfig import ModelArch, Quantization
 from gpushare.units import GiB
+from gpushare.versions import parse_version as parse_version  # re-exported: memory/ asks here
 
 DTYPE_BYTES = {
     "float32": 4,
@@ -30,14 +31,6 @@ KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5
 KV_CACHE_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
 DEFAULT_VLLM_VERSION = "0.26.0"
 Runner = Literal["generate", "pooling"]
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """'0.26.0' → (0, 26, 0); letters are dropped ('0.30.0rc1' → (0, 30, 1)), missing parts are 0."""
-    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:3]]
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
 
 
 @dataclass(frozen=True)
