@@ -13,6 +13,7 @@ from typing import Literal
 from gpushare.errors import InputError
 from gpushare.hfconfig import ModelArch, Quantization
 from gpushare.units import GiB
+from gpushare.versions import parse_version as parse_version  # re-exported: memory/ asks here
 
 DTYPE_BYTES = {
     "float32": 4,
@@ -35,14 +36,6 @@ MmEncoderTpMode = Literal["weights", "data"]
 """vLLM's `--mm-encoder-tp-mode` (config/multimodal.py MMEncoderTPMode)."""
 # vLLM's limit for a modality `--limit-mm-per-prompt` does not name (config/multimodal.py:320-333).
 DEFAULT_MM_LIMIT = 999
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """'0.26.0' → (0, 26, 0); letters are dropped ('0.30.0rc1' → (0, 30, 1)), missing parts are 0."""
-    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:3]]
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
 
 
 @dataclass(frozen=True)
