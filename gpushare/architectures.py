@@ -44,15 +44,18 @@ Runner = Literal["generate", "pooling"]
 PoolingTask = Literal["embed", "classify"]
 """vLLM's `--convert` for a pooling model: `embed` (/v1/embeddings) or `classify` (/classify,
 /score and /rerank for cross-encoders). vLLM 0.26.0 has no `--task` flag any more (tasks.py)."""
-Layout = Literal["decoder", "encoder"]
-"""How gpushare sizes an architecture (the other half of issue 11 adds the multimodal and
-MXFP4 layouts here)."""
+Layout = Literal["decoder", "encoder", "multimodal", "mxfp4-moe"]
+"""How gpushare sizes an architecture."""
 
 LAYOUTS: dict[str, str] = {
     "decoder": "decoder: token embedding, attention (GQA/MQA/MHA or MLA) and an MLP (dense or MoE) "
     "per layer, KV cache per layer (full or sliding window)",
     "encoder": "encoder-only (BERT/RoBERTa): word, position and token-type embeddings, "
     "bidirectional attention with no KV cache, no profile run",
+    "multimodal": "a decoder plus a vision tower and projector (memory/vision.py), built unless every "
+    "modality the tower serves is off (`modalities: off`); the encoder's serve-time activations noted",
+    "mxfp4-moe": "gpt-oss: MXFP4 experts in the layout of the MoE backend vLLM picks for the GPU "
+    "(memory/mxfp4.py), bf16 attention with sinks, alternating 128-token sliding windows",
 }
 
 # The release whose registry the table was checked against, line by line
@@ -256,9 +259,70 @@ ROWS: tuple[Architecture, ...] = (
         detail="BERT embedders (bge-small/base/large-en-v1.5); the HF pooler is not built (models/bert.py)",
     ),
     # --- multimodal and gpt-oss ----------------------------------------------------------------
-    # Issue 11's other half adds its rows here (Qwen2VL/Qwen2_5_VL/Qwen3VL
-    # ForConditionalGeneration, Gemma3ForConditionalGeneration, LlavaForConditionalGeneration,
-    # Llama4ForConditionalGeneration, GptOssForCausalLM) with the layouts it adds to `Layout`.
+    Architecture(
+        "Qwen2VLForConditionalGeneration",
+        "qwen2_vl.Qwen2VLForConditionalGeneration",
+        ("qwen2_vl",),
+        "generate",
+        "multimodal",
+        detail="Qwen2 text model; ViT with LayerNorms, fc1/fc2 MLP (embed_dim × mlp_ratio), patch "
+        "merger; M-RoPE (models/qwen2_vl.py)",
+    ),
+    Architecture(
+        "Qwen2_5_VLForConditionalGeneration",
+        "qwen2_5_vl.Qwen2_5_VLForConditionalGeneration",
+        ("qwen2_5_vl",),
+        "generate",
+        "multimodal",
+        detail="Qwen2 text model; ViT with RMSNorms and a gated MLP, patch merger; M-RoPE "
+        "(models/qwen2_5_vl.py)",
+    ),
+    Architecture(
+        "Qwen3VLForConditionalGeneration",
+        "qwen3_vl.Qwen3VLForConditionalGeneration",
+        ("qwen3_vl",),
+        "generate",
+        "multimodal",
+        detail="Qwen3 text model; ViT with a learned position table, merger and deepstack mergers, "
+        "deepstack buffers of max_num_batched_tokens × hidden (models/qwen3_vl.py)",
+    ),
+    Architecture(
+        "Qwen3VLMoeForConditionalGeneration",
+        "qwen3_vl_moe.Qwen3VLMoeForConditionalGeneration",
+        ("qwen3_vl_moe",),
+        "generate",
+        "multimodal",
+        detail="Qwen3-MoE text model on the V1 runner, whose profile runs the vision encoder on dummy "
+        "images (models/qwen3_vl_moe.py, v1/worker/gpu_model_runner.py)",
+    ),
+    Architecture(
+        "Gemma3ForConditionalGeneration",
+        "gemma3_mm.Gemma3ForConditionalGeneration",
+        ("gemma3",),
+        "generate",
+        "multimodal",
+        detail="Gemma-3 text model; SigLIP tower with its post-norm and an unsharded projection "
+        "matrix (models/gemma3_mm.py, siglip.py)",
+    ),
+    Architecture(
+        "LlavaForConditionalGeneration",
+        "llava.LlavaForConditionalGeneration",
+        ("llava",),
+        "generate",
+        "multimodal",
+        detail="a Llama-family text model; CLIP tower built up to vision_feature_layer, no post-norm, "
+        "two-layer projector (models/llava.py, clip.py)",
+    ),
+    Architecture(
+        "GptOssForCausalLM",
+        "gpt_oss.GptOssForCausalLM",
+        ("gpt_oss",),
+        "generate",
+        "mxfp4-moe",
+        detail="MXFP4 experts (TRITON on Hopper/Blackwell, Marlin on Ampere/Ada), attention sinks, even "
+        "layers slide over 128 tokens, fp32 yarn rope cache, V1 runner, CUDA graphs up to 1024 "
+        "(models/gpt_oss.py, fused_moe/oracle/mxfp4.py)",
+    ),
 )
 
 TABLE: dict[str, Architecture] = {row.name: row for row in ROWS}
