@@ -190,6 +190,7 @@ DATA_MODULES = {
         "gpushare.hfconfig",
         "gpushare.hfvision",
         "gpushare.units",
+        "gpushare.versions",
     },
     "gpushare.memory.coefficients": {"gpushare.units"},
     "gpushare.memory.budget": set(),

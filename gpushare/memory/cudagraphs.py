@@ -13,7 +13,8 @@ from gpushare.memory.settings import ServeSettings, moe_on_v1_runner, parse_vers
 from gpushare.units import MiB
 
 # gpt-oss raises the largest capture size from 512 to 1024 unless capture sizes are set
-# (model_executor/models/config.py:360-380 in 0.26.0: "83 graphs instead of 67").
+# (model_executor/models/config.py:360-380 in 0.26.0): 83 graphs instead of 51 (its comment says
+# 67, from before the steps of 16 above 256).
 GPT_OSS_MAX_CAPTURE = 1024
 DEFAULT_MAX_CAPTURE = 512
 

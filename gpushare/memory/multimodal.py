@@ -105,7 +105,7 @@ def serve_time_note(
             f"the encoder's activations on an image (up to {largest:,} tokens with the published "
             "processor) and the encoder cache are allocated when images arrive, beyond this estimate "
             "(checked on an H200 after one 256-px image request: within 0.4%); keep headroom for "
-            "large images, or limit them with `modalities`"
+            "large images, or limit them (a profile's `modalities`, --limit-mm-per-prompt)"
         )
     if arch.mrope and not v1_runner:
         host = num_seqs * 3 * max_len * 4
