@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gpushare.errors import ConfigError, UnsupportedModelError
-from gpushare.hfvision import VisionTower, parse_vision_tower, uses_mrope
+from gpushare.hfrope import rope_cache_rows, uses_mrope
+from gpushare.hfvision import VisionTower, parse_vision_tower
 
 LayerKind = Literal["full", "sliding", "mla"]
 
@@ -125,7 +126,8 @@ class ModelArch:
     moe: MoeDims | None = None
     quantization: Quantization | None = None
     vision: VisionTower | None = None  # a multimodal model's vision tower (hfvision.py)
-    mrope: bool = False  # multimodal rotary embeddings (4 × max_position cache rows)
+    mrope: bool = False  # multimodal rotary embeddings (Qwen-VL)
+    rope_cache_rows: tuple[int, ...] = ()  # rows of each rotary cache (hfrope.py); () = max_position
 
     @property
     def kv_head_size(self) -> int:
@@ -471,4 +473,5 @@ def parse_config(raw: Mapping[str, Any], name: str) -> ModelArch:
         quantization=_quantization(cfg, name),
         vision=parse_vision_tower(raw, hidden, name),
         mrope=uses_mrope(cfg),
+        rope_cache_rows=rope_cache_rows(cfg, model_type, max_pos),
     )

@@ -249,13 +249,3 @@ def _positive(raw: Mapping[str, Any], key: str, default: int, name: str) -> int:
         raise ConfigError(f"{name}: config.json {key} must be a positive integer, got {value!r}")
     return value
 
-
-def uses_mrope(text_cfg: Mapping[str, Any]) -> bool:
-    """Whether vLLM gives the language model multimodal rotary embeddings: a `mrope_section` in
-    its rope parameters (layers/rotary_embedding/__init__.py:102-111). MRotaryEmbedding caches
-    4 × max_position_embeddings rows (rotary_embedding/mrope.py:236-246)."""
-    for key in ("rope_scaling", "rope_parameters"):
-        rope = text_cfg.get(key)
-        if isinstance(rope, Mapping) and "mrope_section" in rope:
-            return True
-    return False

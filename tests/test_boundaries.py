@@ -183,11 +183,13 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 # Data modules import nothing above them (pip's models/ hold data only).
 DATA_MODULES = {
     "gpushare.units": {"gpushare.errors"},
-    "gpushare.hfconfig": {"gpushare.errors", "gpushare.hfvision"},
+    "gpushare.hfconfig": {"gpushare.errors", "gpushare.hfrope", "gpushare.hfvision"},
+    "gpushare.hfrope": set(),
     "gpushare.hfvision": {"gpushare.errors"},
     "gpushare.memory.settings": {
         "gpushare.errors",
         "gpushare.hfconfig",
+        "gpushare.hfrope",
         "gpushare.hfvision",
         "gpushare.units",
         "gpushare.versions",

@@ -31,11 +31,12 @@ WeightsSource = Literal["config", "safetensors headers", "calibration"]
 
 
 def rotary_cache_bytes(arch: ModelArch, dtype_bytes: int) -> int:
-    """vLLM's rotary cos/sin cache: max_position × rotary_dim, in the model dtype (one shared copy);
-    multimodal rotary embeddings (Qwen-VL's M-RoPE) cache 4 × max_position rows
-    (layers/rotary_embedding/mrope.py:236-246)."""
+    """vLLM's rotary cos/sin caches: rows × rotary_dim in the model dtype, one per distinct rotary
+    embedding (hfrope.py: M-RoPE 4 × max_position rows, linear scaling max_position × factor,
+    Gemma-3 a second one for its sliding layers). Gemma-3-4B: (131,072 × 8 + 131,072) × 256 × 2 B
+    = 576 MiB, part of the 8.61 GiB vLLM loads on the H200."""
     rot = arch.mla.qk_rope_head_dim if arch.mla else arch.head_dim
-    rows = arch.max_position_embeddings * (4 if arch.mrope else 1)
+    rows = sum(arch.rope_cache_rows) or arch.max_position_embeddings
     return rows * rot * dtype_bytes
 
 

@@ -306,3 +306,28 @@ def test_text_only_plans_without_the_tower(monkeypatch: pytest.MonkeyPatch) -> N
 def test_bad_modalities_are_refused(case: str, yaml: str, message: str) -> None:
     with pytest.raises(ProfileValidationError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_profile_text(profile_text(yaml))
+
+
+# --- rotary caches ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "rope", "model_type", "rows"),
+    [
+        ("default", None, "llama", (131_072,)),
+        ("llama3 keeps max_position rows", {"rope_type": "llama3", "factor": 8.0}, "llama", (131_072,)),
+        # linear_scaling_rope.py:79-110: max_position × factor rows
+        ("linear", {"rope_type": "linear", "factor": 8.0}, "llama", (1_048_576,)),
+        # mrope.py:236-246: 4 × max_position rows
+        ("M-RoPE", {"type": "mrope", "mrope_section": [16, 24, 24]}, "qwen2_5_vl", (524_288,)),
+        # gemma3.py:157-176: the sliding layers' own default rope (rope_local_base_freq)
+        ("Gemma-3", {"rope_type": "linear", "factor": 8.0}, "gemma3_text", (1_048_576, 131_072)),
+    ],
+)
+def test_rotary_cache_rows(
+    case: str, rope: dict[str, Any] | None, model_type: str, rows: tuple[int, ...]
+) -> None:
+    from gpushare.hfrope import rope_cache_rows
+
+    cfg = {} if rope is None else {"rope_scaling": rope}
+    assert rope_cache_rows(cfg, model_type, 131_072) == rows
