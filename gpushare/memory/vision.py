@@ -164,11 +164,9 @@ def tower_is_built(arch: ModelArch, settings: ServeSettings) -> bool:
 
 def tower_replicated(tower: VisionTower, settings: ServeSettings) -> bool:
     """`--mm-encoder-tp-mode data` keeps the whole tower on every rank, for the models that
-    support it; the vision heads not dividing the TP size also forces it (vision.py:142-157)."""
-    tp = settings.tensor_parallel_size
-    if tp == 1:
-        return True
-    if tower.num_heads % tp:
+    support it (models/vision.py:142-157; the others fall back to `weights`,
+    config/model.py:701-710)."""
+    if settings.tensor_parallel_size == 1:
         return True
     return settings.mm_encoder_tp_mode == "data" and tower.supports_encoder_tp_data
 
