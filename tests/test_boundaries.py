@@ -183,8 +183,16 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 # Data modules import nothing above them (pip's models/ hold data only).
 DATA_MODULES = {
     "gpushare.units": {"gpushare.errors"},
-    "gpushare.hfconfig": {"gpushare.errors"},
-    "gpushare.memory.settings": {"gpushare.errors", "gpushare.hfconfig", "gpushare.units"},
+    "gpushare.versions": set(),
+    "gpushare.architectures": {"gpushare.errors", "gpushare.versions"},
+    "gpushare.hfconfig": {"gpushare.errors", "gpushare.architectures", "gpushare.versions"},
+    "gpushare.memory.settings": {
+        "gpushare.errors",
+        "gpushare.hfconfig",
+        "gpushare.units",
+        "gpushare.architectures",
+        "gpushare.versions",
+    },
     "gpushare.memory.coefficients": {"gpushare.units"},
     "gpushare.memory.budget": set(),
     "gpushare.placement.model": set(),

@@ -40,6 +40,12 @@ class Coefficients:
     # hidden size × the sum of their batch sizes (0.39 GiB for Qwen2.5-0.5B .. 0.98 for Llama-8B).
     cudagraph_base_bytes: int = int(0.26 * GiB)
     cudagraph_bytes_per_token_hidden: float = 17.9
+    # An encoder-only pooling model's CUDA-graph capture (PIECEWISE, 51 sizes): vLLM runs no
+    # profile for it, so its first torch.compile'd forward and the graph pool both land in the
+    # capture. bge-m3 on the H200 (bench/gpu/results/h200-i11-pooling): 2.55 GiB by NVML against
+    # 1.89 with --enforce-eager, and 0.73 GiB by vLLM's own "Graph capturing ... took"; 0.61 GiB by
+    # NVML with 35 capture sizes (--max-num-seqs 128). Measured on this one model.
+    encoder_cudagraph_bytes: int = int(0.66 * GiB)
 
 
 @dataclass(frozen=True)

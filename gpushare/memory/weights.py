@@ -28,7 +28,10 @@ WeightsSource = Literal["config", "safetensors headers", "calibration"]
 
 
 def rotary_cache_bytes(arch: ModelArch, dtype_bytes: int) -> int:
-    """vLLM's rotary cos/sin cache: max_position × rotary_dim, in the model dtype (one shared copy)."""
+    """vLLM's rotary cos/sin cache: max_position × rotary_dim, in the model dtype (one shared copy).
+    None for an encoder with learned absolute positions (BERT, RoBERTa)."""
+    if arch.encoder is not None:
+        return 0
     rot = arch.mla.qk_rope_head_dim if arch.mla else arch.head_dim
     return arch.max_position_embeddings * rot * dtype_bytes
 
@@ -49,6 +52,7 @@ def weights_on_gpu(
         settings.tensor_parallel_size,
         settings.quantization,
         settings.runner == "pooling",
+        settings.runner == "pooling" and settings.task == "classify",
         machete,
         header_bytes,
     )
@@ -61,6 +65,7 @@ def _weights_on_gpu(
     tp: int,
     quantization: str | None,
     pooling: bool,
+    classify: bool,
     machete: bool,
     header_bytes: int | None,
 ) -> tuple[int, WeightsSource]:
@@ -69,10 +74,10 @@ def _weights_on_gpu(
     if header_bytes is not None:
         weights, source = header_bytes, "safetensors headers"
     else:
-        weights = weight_bytes_from_config(arch, dtype_bytes, tp, online, pooling=pooling)
+        weights = weight_bytes_from_config(arch, dtype_bytes, tp, online, pooling=pooling, classify=classify)
         source = "config"
     weights += rotary_cache_bytes(arch, dtype_bytes)
     if machete:
         weights += machete_extra_bytes(arch, dtype_bytes, tp)
-    weights += load_rounding_bytes(arch, dtype_bytes, tp, online, pooling=pooling)
+    weights += load_rounding_bytes(arch, dtype_bytes, tp, online, pooling=pooling, classify=classify)
     return weights, source
