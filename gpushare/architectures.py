@@ -36,7 +36,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from gpushare.errors import ArchitectureError
+from gpushare.errors import ArchitectureError, InputError
 from gpushare.versions import parse_version
 
 Runner = Literal["generate", "pooling"]
@@ -44,6 +44,12 @@ Runner = Literal["generate", "pooling"]
 PoolingTask = Literal["embed", "classify"]
 """vLLM's `--convert` for a pooling model: `embed` (/v1/embeddings) or `classify` (/classify,
 /score and /rerank for cross-encoders). vLLM 0.26.0 has no `--task` flag any more (tasks.py)."""
+TaskName = Literal["embed", "classify", "score", "rerank"]
+"""What a profile or `estimate --task` may name: `score` and `rerank` are what vLLM serves a
+`classify` (cross-encoder) model at (/score, /rerank; tasks.py: "`score` task was removed; use
+`classify` instead"), so they mean `--convert classify`."""
+TASK_NAMES: tuple[TaskName, ...] = ("embed", "classify", "score", "rerank")
+RUNNER_CHOICES = ("auto", "generate", "pooling")
 Layout = Literal["decoder", "encoder", "multimodal", "mxfp4-moe"]
 """How gpushare sizes an architecture."""
 
@@ -489,6 +495,60 @@ def _suffix_category(name: str) -> str | None:
     if name.endswith("ForConditionalGeneration"):
         return None  # multimodal as often as not: not a plain decoder
     return "text_generation" if name.endswith(_GENERATE_SUFFIXES) else None
+
+
+def check_runner(reference: str, row: Architecture | None, runner: Runner, task: PoolingTask | None) -> None:
+    """Refuse a runner or task vLLM refuses for this class (config/model.py L588-613), or one
+    that would not change what vLLM builds (adapters.py as_embedding_model / as_seq_cls_model
+    return a pooling class as it is)."""
+    if row is None:
+        return
+    if row.runner == "pooling" and runner == "generate":
+        raise ArchitectureError(
+            f"{reference}: {row.name} is a pooling model ({row.default_task()}); vLLM refuses "
+            "`--runner generate` for it ('Embedding models do not support `--runner generate`')",
+            hint="serve it with runner: pooling, or leave the runner to auto",
+        )
+    if runner == "pooling" and row.tasks and task is not None and task not in row.tasks:
+        raise ArchitectureError(
+            f"{reference}: {row.name} serves {', '.join(row.tasks)} only; `--convert {task}` does not "
+            "change a pooling class (vLLM's adapters return it as it is)",
+            hint=f"drop the task, or use a model whose class serves {task}",
+        )
+
+
+def resolve_pooling(
+    row: Architecture | None, runner: str, task: str | None, sentence_transformers: bool
+) -> tuple[Runner, PoolingTask | None]:
+    """(runner, --convert task) for a requested `runner` (auto, generate, pooling) and `task`
+    (`TaskName` or None), as vLLM resolves them (config/model.py L958-1031): a task implies the
+    pooling runner; a text generator under the pooling runner converts to `embed` by default; a
+    pooling class keeps its own task (None here, the flag is not needed)."""
+    convert: PoolingTask | None = None
+    if task is not None:
+        if task not in TASK_NAMES:
+            raise InputError(f"task {task!r}: use one of {', '.join(TASK_NAMES)}")
+        convert = "embed" if task == "embed" else "classify"
+        if runner == "generate":
+            raise InputError(
+                f"task {task!r} needs the pooling runner, not generate", hint="drop --runner generate"
+            )
+        runner = "pooling"
+    resolved = resolve_runner(row, runner, sentence_transformers)
+    if resolved == "pooling" and convert is None and (row is None or row.runner == "generate"):
+        convert = "embed"
+    return resolved, convert if resolved == "pooling" else None
+
+
+def resolve_runner(row: Architecture | None, requested: str, sentence_transformers: bool) -> Runner:
+    """vLLM's `--runner auto` (config/model.py L934-980): pooling for a folder with a
+    Sentence-Transformers pooling config (Qwen3-Embedding ships one), else the class's own
+    runner; an explicit runner stands."""
+    if requested in ("generate", "pooling"):
+        return "pooling" if requested == "pooling" else "generate"
+    if sentence_transformers:
+        return "pooling"
+    return row.runner if row is not None else "generate"
 
 
 def _not_served(reference: str, row: Architecture, version: str) -> ArchitectureError:

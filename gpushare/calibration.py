@@ -180,7 +180,7 @@ class CalibrationStore:
 
 def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
     """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
-    pinned = with_batching_defaults(settings, gpu)
+    pinned = with_batching_defaults(settings, gpu, facts.arch)
     assert pinned.max_num_batched_tokens is not None and pinned.max_num_seqs is not None
     return CalibrationKey(
         gpu=gpu.name,

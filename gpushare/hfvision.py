@@ -248,4 +248,3 @@ def _positive(raw: Mapping[str, Any], key: str, default: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name}: config.json {key} must be a positive integer, got {value!r}")
     return value
-

@@ -183,7 +183,15 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 # Data modules import nothing above them (pip's models/ hold data only).
 DATA_MODULES = {
     "gpushare.units": {"gpushare.errors"},
-    "gpushare.hfconfig": {"gpushare.errors", "gpushare.hfrope", "gpushare.hfvision"},
+    "gpushare.versions": set(),
+    "gpushare.architectures": {"gpushare.errors", "gpushare.versions"},
+    "gpushare.hfconfig": {
+        "gpushare.errors",
+        "gpushare.architectures",
+        "gpushare.hfrope",
+        "gpushare.hfvision",
+        "gpushare.versions",
+    },
     "gpushare.hfrope": set(),
     "gpushare.hfvision": {"gpushare.errors"},
     "gpushare.memory.settings": {
@@ -192,6 +200,7 @@ DATA_MODULES = {
         "gpushare.hfrope",
         "gpushare.hfvision",
         "gpushare.units",
+        "gpushare.architectures",
         "gpushare.versions",
     },
     "gpushare.memory.coefficients": {"gpushare.units"},

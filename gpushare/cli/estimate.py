@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
+from gpushare.architectures import RUNNER_CHOICES, resolve_pooling
 from gpushare.cli.app import app
 from gpushare.errors import InputError
 from gpushare.estimate_job import DEFAULT_GPU, gpu_target, load_model, parse_one_gpu, run_estimate
@@ -46,8 +48,19 @@ def estimate(
     quantization: Annotated[str | None, typer.Option(help="Online quantization (fp8).")] = None,
     vllm_version: Annotated[str, typer.Option(help="The vLLM version to model.")] = DEFAULT_VLLM_VERSION,
     runner: Annotated[
-        str, typer.Option(help="generate, or pooling for embedding models (no lm_head, no sampler).")
-    ] = "generate",
+        str,
+        typer.Option(
+            help="auto (vLLM's choice: pooling for embedders and rerankers), generate, or pooling "
+            "(no lm_head, no sampler)."
+        ),
+    ] = "auto",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Pooling task: embed, or classify (score and rerank mean classify); passed to vLLM "
+            "as --convert. Implies --runner pooling."
+        ),
+    ] = None,
     language_model_only: Annotated[
         bool,
         typer.Option(
@@ -77,8 +90,8 @@ def estimate(
     to KV tokens and max concurrency. Inverse: from --concurrency or --kv-tokens to the least
     utilization and the matching --kv-cache-memory-bytes.
     """
-    if runner not in ("generate", "pooling"):
-        raise InputError(f"--runner {runner!r}: use generate or pooling")
+    if runner not in RUNNER_CHOICES:
+        raise InputError(f"--runner {runner!r}: use auto, generate or pooling")
     if max_model_len is not None and max_model_len < 1:
         raise InputError(f"--max-model-len must be ≥ 1, got {max_model_len}")
     limits = None
@@ -101,13 +114,14 @@ def estimate(
         enforce_eager=enforce_eager,
         quantization=quantization,
         vllm_version=vllm_version,
-        runner="pooling" if runner == "pooling" else "generate",
     )
     settings = with_modalities(settings, modalities, mm_encoder_tp_mode)
     kv_bytes = (
         parse_bytes(kv_cache_memory_bytes, "--kv-cache-memory-bytes") if kv_cache_memory_bytes else None
     )
     facts = load_model(model)
+    resolved, convert = resolve_pooling(facts.arch.row, runner, task, facts.resolved.sentence_transformers)
+    settings = replace(settings, runner=resolved, task=convert)
     target = gpu_target(parse_one_gpu(gpu))
     measured = None
     if not no_calibration:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from gpushare.hfconfig import ModelArch
 from gpushare.memory.coefficients import Coefficients
 from gpushare.memory.mxfp4 import is_gpt_oss
-from gpushare.memory.settings import ServeSettings, moe_on_v1_runner, parse_version
+from gpushare.memory.settings import ServeSettings, on_v1_runner, parse_version
 from gpushare.units import MiB
 
 # gpt-oss raises the largest capture size from 512 to 1024 unless capture sizes are set
@@ -25,12 +25,14 @@ def cudagraphs_in_budget(settings: ServeSettings, arch: ModelArch) -> bool:
     Seen on 0.26.0 (H100, H200): not subtracted for models on the V2 model runner (every dense
     model), whose profiler returns 0; subtracted for MoE models on the V1 runner, which estimates
     the graphs before sizing the KV cache ("Estimated CUDA graph memory: 0.74 GiB total" for
-    Qwen3-30B-A3B-FP8, 0.58 GiB for gpt-oss-20b). Later releases turn the estimate on for all; we
-    take 0.30.0 as the first (the 0.33.0 source reads it as on), overridable per instance.
+    Qwen3-30B-A3B-FP8, 0.58 GiB for gpt-oss-20b), and for every pooling model, also on V1
+    (Qwen3-Embedding-0.6B: "Estimated CUDA graph memory: 0.26 GiB total"). Later releases turn
+    the estimate on for all; we take 0.30.0 as the first (the 0.33.0 source reads it as on),
+    overridable per instance.
     """
     if settings.estimate_cudagraphs is not None:
         return settings.estimate_cudagraphs
-    if moe_on_v1_runner(arch):
+    if on_v1_runner(arch, settings):
         return True
     return parse_version(settings.vllm_version) >= (0, 30, 0)
 
@@ -65,6 +67,12 @@ def cuda_graph_bytes(
     sequences, 0.59 GiB with 256 (H200, vLLM 0.26.0)."""
     if settings.enforce_eager:
         return 0
+    if arch.encoder_only:
+        return coeff.encoder_cudagraph_bytes
+    if settings.runner == "pooling":
+        # "Pooling models do not support full cudagraphs. Overriding cudagraph_mode to PIECEWISE"
+        # (config/vllm.py L1337-1350): the fixed part only. Qwen3-Embedding-0.6B: 0.24 GiB.
+        return int(coeff.cudagraph_base_bytes)
     full_tokens = sum(s for s in capture_sizes(num_seqs, batched, arch) if s <= num_seqs)
     per_token = coeff.cudagraph_bytes_per_token_hidden * arch.hidden_size
     return int(coeff.cudagraph_base_bytes + full_tokens * per_token)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from gpushare.architectures import PoolingTask, Runner
 from gpushare.errors import InputError
 from gpushare.hfconfig import ModelArch, Quantization
 from gpushare.units import GiB
@@ -31,7 +32,7 @@ KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5
 """The KV-cache dtypes gpushare models (vLLM's `--kv-cache-dtype`, config/cache.py CacheDType)."""
 KV_CACHE_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
 DEFAULT_VLLM_VERSION = "0.26.0"
-Runner = Literal["generate", "pooling"]
+__all__ = ["PoolingTask", "Runner"]  # the runner vocabulary is gpushare/architectures.py's
 MmEncoderTpMode = Literal["weights", "data"]
 """vLLM's `--mm-encoder-tp-mode` (config/multimodal.py MMEncoderTPMode)."""
 # vLLM's limit for a modality `--limit-mm-per-prompt` does not name (config/multimodal.py:320-333).
@@ -64,7 +65,8 @@ class ServeSettings:
     quantization: str | None = None  # online quantization, e.g. "fp8" of a bf16 checkpoint
     vllm_version: str = DEFAULT_VLLM_VERSION
     estimate_cudagraphs: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
-    runner: Runner = "generate"  # pooling: embedding models, no lm_head/sampler
+    runner: Runner = "generate"  # pooling: embedders and classifiers, no lm_head/sampler
+    task: PoolingTask | None = None  # under the pooling runner: --convert (None: the model's own)
     # Multimodal models (vLLM's MultiModalConfig): items per prompt by modality
     # (--limit-mm-per-prompt; a modality left out keeps vLLM's 999), every limit 0
     # (--language-model-only), and how the vision tower is split over TP ranks.
@@ -125,27 +127,45 @@ def default_batching(gpu: GpuTarget, vllm_version: str = DEFAULT_VLLM_VERSION) -
     return 2048, 256
 
 
-def with_batching_defaults(settings: ServeSettings, gpu: GpuTarget) -> ServeSettings:
+def with_batching_defaults(
+    settings: ServeSettings, gpu: GpuTarget, arch: ModelArch | None = None
+) -> ServeSettings:
     """`settings` with vLLM's batching defaults for `gpu` filled in where they were left out, so the
     numbers stay those of `gpu` when the settings are evaluated elsewhere (an unbounded target, a
-    calibration key)."""
+    calibration key).
+
+    As engine/arg_utils.py L2640-2716 fills them: a default batch is raised to max_model_len when
+    chunked prefill is off (encoder-only models: config/model.py "Pooling models with
+    bidirectional attn do not support chunked prefill") and capped at max_num_seqs ×
+    max_model_len; a default max_num_seqs is capped at the batch. `arch` gives the model's
+    defaults (context length, encoder-only); without it only the GPU's are filled in."""
     batched, seqs = default_batching(gpu, settings.vllm_version)
-    return replace(
-        settings,
-        max_num_batched_tokens=settings.max_num_batched_tokens or batched,
-        max_num_seqs=settings.max_num_seqs or seqs,
-    )
+    seqs = settings.max_num_seqs or seqs
+    if settings.max_num_batched_tokens is None:
+        max_len = settings.max_model_len or (arch.max_position_embeddings if arch is not None else None)
+        if max_len is not None:
+            if arch is not None and arch.encoder_only:
+                batched = max(max_len, batched)
+            batched = min(seqs * max_len, batched)
+    else:
+        batched = settings.max_num_batched_tokens
+    if settings.max_num_seqs is None:
+        seqs = min(seqs, batched)
+    return replace(settings, max_num_batched_tokens=batched, max_num_seqs=seqs)
 
 
 def model_dtype(arch: ModelArch, settings: ServeSettings) -> str:
-    """vLLM's `--dtype auto`: the checkpoint's dtype, with float32 served as bfloat16 on GPUs."""
+    """vLLM's `--dtype auto`: the checkpoint's dtype; float32 is served as bfloat16 on GPUs, or
+    float16 under the pooling runner."""
     if settings.dtype != "auto":
         if settings.dtype not in DTYPE_BYTES:
             raise InputError(f"dtype {settings.dtype!r} is not one of bfloat16, float16, float32")
         return settings.dtype
     dtype = arch.torch_dtype
     if dtype in ("float32", "float"):
-        return "bfloat16"
+        # config/model.py _resolve_auto_dtype: a pooling model prefers float16 (bge-m3: "Downcasting
+        # torch.float32 to torch.float16"), a generator the platform's first dtype, bfloat16.
+        return "float16" if settings.runner == "pooling" else "bfloat16"
     if arch.quantization is not None and arch.quantization.method in ("gptq", "awq") and dtype == "bfloat16":
         return "float16"  # GPTQ/AWQ kernels run in half precision; vLLM casts bf16 to fp16
     return dtype if dtype in DTYPE_BYTES else "bfloat16"
@@ -208,3 +228,9 @@ def moe_on_v1_runner(arch: ModelArch) -> bool:
     """A MoE model that vLLM 0.26 runs on its older (V1) model runner (every dense model and the
     MoE architectures of V2_RUNNER_MOE_ARCHITECTURES use V2; config/vllm.py)."""
     return arch.moe is not None and not set(arch.architectures) & V2_RUNNER_MOE_ARCHITECTURES
+
+
+def on_v1_runner(arch: ModelArch, settings: ServeSettings) -> bool:
+    """Whether vLLM 0.26 runs this instance on its V1 model runner (config/vllm.py L549-623
+    use_v2_model_runner): every pooling model, and the MoE models of `moe_on_v1_runner`."""
+    return settings.runner == "pooling" or moe_on_v1_runner(arch)

@@ -34,7 +34,10 @@ def rotary_cache_bytes(arch: ModelArch, dtype_bytes: int) -> int:
     """vLLM's rotary cos/sin caches: rows × rotary_dim in the model dtype, one per distinct rotary
     embedding (hfrope.py: M-RoPE 4 × max_position rows, linear scaling max_position × factor,
     Gemma-3 a second one for its sliding layers). Gemma-3-4B: (131,072 × 8 + 131,072) × 256 × 2 B
-    = 576 MiB, part of the 8.61 GiB vLLM loads on the H200."""
+    = 576 MiB, part of the 8.61 GiB vLLM loads on the H200. None for an encoder with learned
+    absolute positions (BERT, RoBERTa)."""
+    if arch.encoder is not None:
+        return 0
     rot = arch.mla.qk_rope_head_dim if arch.mla else arch.head_dim
     rows = sum(arch.rope_cache_rows) or arch.max_position_embeddings
     return rows * rot * dtype_bytes
@@ -56,7 +59,14 @@ def weights_on_gpu(
         return gpt_oss_tensors(arch, tp, mxfp4_backend(gpu.compute_capability)).loaded_bytes, "config"
     machete = gpu.compute_capability == (9, 0) and settings.quantization is None
     weights, source = _weights_on_gpu(
-        arch, dtype_bytes, tp, settings.quantization, settings.runner == "pooling", machete, header_bytes
+        arch,
+        dtype_bytes,
+        tp,
+        settings.quantization,
+        settings.runner == "pooling",
+        settings.runner == "pooling" and settings.task == "classify",
+        machete,
+        header_bytes,
     )
     if tower_is_built(arch, settings):
         # header_bytes never hold the tower (estimate_job leaves its tensors out): it is computed
@@ -72,6 +82,7 @@ def _weights_on_gpu(
     tp: int,
     quantization: str | None,
     pooling: bool,
+    classify: bool,
     machete: bool,
     header_bytes: int | None,
 ) -> tuple[int, WeightsSource]:
@@ -80,10 +91,10 @@ def _weights_on_gpu(
     if header_bytes is not None:
         weights, source = header_bytes, "safetensors headers"
     else:
-        weights = weight_bytes_from_config(arch, dtype_bytes, tp, online, pooling=pooling)
+        weights = weight_bytes_from_config(arch, dtype_bytes, tp, online, pooling=pooling, classify=classify)
         source = "config"
     weights += rotary_cache_bytes(arch, dtype_bytes)
     if machete:
         weights += machete_extra_bytes(arch, dtype_bytes, tp)
-    weights += load_rounding_bytes(arch, dtype_bytes, tp, online, pooling=pooling)
+    weights += load_rounding_bytes(arch, dtype_bytes, tp, online, pooling=pooling, classify=classify)
     return weights, source

@@ -175,7 +175,7 @@ class _Planner:
         target = self.needs.targets[gpu]
         if util is None:
             util = need.budget.utilization_for(kv, target.cuda_total_bytes)
-        settings = with_batching_defaults(m.settings, target)
+        settings = with_batching_defaults(m.settings, target, m.facts.arch)
         e = estimate(
             m.facts.arch,
             target,

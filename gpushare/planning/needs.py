@@ -106,7 +106,7 @@ def target_estimate(
 ) -> Estimate:
     """The least footprint on `target` that meets the capacity target, whatever the GPU's size
     (`process_bytes` is the need; compare it with the GPU's usable bytes)."""
-    pinned = with_batching_defaults(settings, target)
+    pinned = with_batching_defaults(settings, target, facts.arch)
     return minimum_for_target(
         facts.arch,
         unbounded(target),
@@ -180,7 +180,7 @@ class Needs:
         """A calibration record's terms for this instance, when one matches."""
         if self.calibration is None:
             return None
-        return self.calibration(facts, target, with_batching_defaults(settings, target))
+        return self.calibration(facts, target, with_batching_defaults(settings, target, facts.arch))
 
     def need_estimate(self, m: Entry, gpu: int) -> Estimate:
         try:
