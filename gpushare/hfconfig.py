@@ -330,10 +330,21 @@ _MODEL_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "intermediate_size": 22_016,
         "tie_word_embeddings": False,
     },
+    # LlamaConfig.__init__ L162-184 (KV heads None → heads, L195; head_dim hidden // heads, L209).
+    # llava-hf/llava-1.5-7b-hf's text_config names only the context, vocabulary and norm eps.
+    "llama": {
+        "vocab_size": 32_000,
+        "hidden_size": 4096,
+        "intermediate_size": 11_008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+    },
 }
 # A composite config builds its text_config with this class even when the dict names no model_type
-# (Gemma3Config.__init__ L317-321).
-_TEXT_CONFIG_TYPES = {"gemma3": "gemma3_text"}
+# (Gemma3Config.__init__ L317-321; LlavaConfig L126: `llama`).
+_TEXT_CONFIG_TYPES = {"gemma3": "gemma3_text", "llava": "llama"}
 
 
 def with_model_type_defaults(cfg: Mapping[str, Any], model_type: str) -> dict[str, Any]:

@@ -141,18 +141,37 @@ def test_the_tower_is_built_unless_all_its_modalities_are_off(
 
 
 def test_gemma3_tower_is_image_only() -> None:
-    arch = arch_of("google/gemma-3-4b-it") if _gemma_parses() else None
-    if arch is None:
-        pytest.skip("Gemma-3's text defaults are not applied in this checkout")
+    arch = arch_of("google/gemma-3-4b-it")
+    assert arch.vision is not None and arch.vision.modalities == ("image",)
     assert tower_bytes(arch, ServeSettings(mm_limits=(("image", 0),)), 2, 8192, None) == 0
+    assert tower_bytes(arch, ServeSettings(mm_limits=(("video", 0),)), 2, 8192, None) > 0
 
 
-def _gemma_parses() -> bool:
-    try:
-        arch_of("google/gemma-3-4b-it")
-    except Exception:
-        return False
-    return True
+def test_gemma3_matches_the_h200_run() -> None:
+    """gemma-3-4b at a fixed 4 GiB on the H200: "Model loading took 8.61 GiB", 29,908 KV tokens.
+    Weights: the text model with Gemma3TextConfig's defaults (tied 262,208 × 2560 embedding), the
+    SigLIP tower and projector (419,816,304 × 2 B), two rotary caches ((131,072 × 8 + 131,072) ×
+    256 × 2 B = 576 MiB). KV: 29 sliding + 5 full layers → one padding layer, 6 sliding groups and
+    1 full group of 5; a block costs 16 × 2 × 4 × 256 × 2 B × 5 = 320 KiB → 13,107 blocks; a
+    request needs 512 + 6 × 513 blocks → int(13,107 / 3590 × 8192) = 29,908."""
+    arch = arch_of("google/gemma-3-4b-it")
+    e = estimate(arch, H200, ServeSettings(max_model_len=8192), kv_cache_memory_bytes=4 * GiB)
+    assert e.kv_cache_tokens == 29_908
+    assert abs(e.weights_bytes / GiB - 8.61) < 0.05
+
+
+def test_llava_builds_the_clip_tower_up_to_its_feature_layer() -> None:
+    """llava-1.5-7b in fp16 (its torch_dtype): a Llama-2-7B text model (LlamaConfig's defaults under
+    a text_config that names only the vocabulary and context) and 23 CLIP layers."""
+    arch = arch_of("llava-hf/llava-1.5-7b-hf")
+    assert (arch.hidden_size, arch.num_layers, arch.vocab_size) == (4096, 32, 32_064)
+    assert arch.vision is not None and arch.vision.num_layers == 23
+    e = estimate(arch, H200, ServeSettings(max_model_len=4096), kv_cache_memory_bytes=4 * GiB)
+    assert e.dtype == "float16"
+    off = estimate(
+        arch, H200, ServeSettings(max_model_len=4096, language_model_only=True), kv_cache_memory_bytes=4 * GiB
+    )
+    assert e.weights_bytes - off.weights_bytes == tower_bytes(arch, ServeSettings(), 2, 8192, None)
 
 
 def test_qwen3_vl_deepstack_buffers_come_with_the_tower() -> None:
