@@ -43,6 +43,7 @@ class CalibrationKey:
     enforce_eager: bool
     tensor_parallel_size: int
     quantization: str | None
+    runner: str = "generate"  # records written before the pooling runner was modelled are generate
 
     def label(self) -> str:
         return (
@@ -192,6 +193,7 @@ def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> Calib
         enforce_eager=settings.enforce_eager,
         tensor_parallel_size=settings.tensor_parallel_size,
         quantization=settings.quantization,
+        runner=settings.runner,
     )
 
 
@@ -261,6 +263,9 @@ def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
         language_model_only=command.language_model_only,
         mm_limits=tuple(sorted(command.limit_mm_per_prompt)),
         mm_encoder_tp_mode="data" if command.mm_encoder_tp_mode == "data" else "weights",
+        # the plan passes --runner pooling for every pooling instance (planning/commands.py)
+        runner="pooling" if command.runner == "pooling" else "generate",
+        task="classify" if command.convert == "classify" else "embed" if command.convert else None,
     )
 
 

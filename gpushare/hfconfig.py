@@ -330,9 +330,16 @@ _MODEL_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "intermediate_size": 22_016,
         "tie_word_embeddings": False,
     },
-    # LlamaConfig.__init__ L162-184 (KV heads None → heads, L195; head_dim hidden // heads, L209).
-    # llava-hf/llava-1.5-7b-hf's text_config names only the context, vocabulary and norm eps.
-    "llama": {
+}
+# A composite config builds its text_config with this class even when the dict names no model_type
+# (Gemma3Config.__init__ L317-321; LlavaConfig L126: `llama`).
+_TEXT_CONFIG_TYPES = {"gemma3": "gemma3_text", "llava": "llama"}
+# A composite config's text_config class defaults that gpushare applies only there: LLaVA builds
+# its text_config as a LlamaConfig (LlavaConfig L126), and llava-hf/llava-1.5-7b-hf's names only
+# the context, vocabulary and norm eps. LlamaConfig.__init__ L162-184 (KV heads None → heads,
+# L195; head_dim hidden // heads, L209).
+_COMPOSITE_TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llava": {
         "vocab_size": 32_000,
         "hidden_size": 4096,
         "intermediate_size": 11_008,
@@ -342,9 +349,6 @@ _MODEL_TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": False,
     },
 }
-# A composite config builds its text_config with this class even when the dict names no model_type
-# (Gemma3Config.__init__ L317-321; LlavaConfig L126: `llama`).
-_TEXT_CONFIG_TYPES = {"gemma3": "gemma3_text", "llava": "llama"}
 
 
 def with_model_type_defaults(cfg: Mapping[str, Any], model_type: str) -> dict[str, Any]:
@@ -367,6 +371,10 @@ def _text_config(raw: Mapping[str, Any]) -> Mapping[str, Any]:
                 inner.get("model_type") or _TEXT_CONFIG_TYPES.get(str(raw.get("model_type")), "")
             )
             inner = with_model_type_defaults(inner, inner_type)
+            for key, value in _COMPOSITE_TEXT_DEFAULTS.get(str(raw.get("model_type")), {}).items():
+                group = next((g for g in _ALIAS_GROUPS if key in g), (key,))
+                if all(inner.get(k) is None for k in group):
+                    inner[key] = value
             if inner_type:
                 inner["model_type"] = inner_type
         if isinstance(inner, Mapping) and _first(inner, ("num_hidden_layers", "num_layers", "n_layer")):

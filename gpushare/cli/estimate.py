@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated
 
@@ -10,9 +11,16 @@ import typer
 
 from gpushare.architectures import RUNNER_CHOICES, resolve_pooling
 from gpushare.cli.app import app
-from gpushare.errors import InputError
-from gpushare.estimate_job import DEFAULT_GPU, gpu_target, load_model, parse_one_gpu, run_estimate
-from gpushare.memory import DEFAULT_VLLM_VERSION, ServeSettings
+from gpushare.errors import DoesNotFitError, GpushareError, InputError, KvCacheTooSmallError
+from gpushare.estimate_job import (
+    DEFAULT_GPU,
+    ModelFacts,
+    gpu_target,
+    load_model,
+    parse_one_gpu,
+    run_estimate,
+)
+from gpushare.memory import DEFAULT_VLLM_VERSION, Estimate, GpuTarget, ServeSettings
 from gpushare.memory.settings import with_modalities
 from gpushare.units import parse_bytes
 from gpushare.vllm.command import parse_mm_limits
@@ -129,16 +137,23 @@ def estimate(
 
         lookup = stored_lookup()
         measured = lookup(facts, target, settings) if lookup is not None else None
-    result = run_estimate(
-        facts,
-        target,
-        settings,
-        measured=measured,
-        gpu_memory_utilization=gpu_memory_utilization,
-        kv_cache_memory_bytes=kv_bytes,
-        concurrency=concurrency,
-        kv_tokens=kv_tokens,
-    )
+
+    def sized(other: ModelFacts, gpu: GpuTarget, changed: ServeSettings) -> Estimate:
+        return run_estimate(
+            other,
+            gpu,
+            changed,
+            measured=measured if other is facts and gpu == target and changed == settings else None,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_memory_bytes=kv_bytes,
+            concurrency=concurrency,
+            kv_tokens=kv_tokens,
+        )
+
+    try:
+        result = sized(facts, target, settings)
+    except (KvCacheTooSmallError, DoesNotFitError) as exc:
+        raise _with_hints(exc, facts, target, settings, sized) from None
     if as_json:
         data = result.to_json()
         data["model_location"] = facts.resolved.location
@@ -147,3 +162,26 @@ def estimate(
     from gpushare.cli.render import render_estimate
 
     render_estimate(result, facts.resolved.location)
+
+
+def _with_hints(
+    exc: KvCacheTooSmallError | DoesNotFitError,
+    facts: ModelFacts,
+    target: GpuTarget,
+    settings: ServeSettings,
+    sized: Callable[[ModelFacts, GpuTarget, ServeSettings], Estimate],
+) -> GpushareError:
+    """The refusal with what would hold the model instead, each checked with the same sizing
+    (planning/suggest.py no_room_hints: --tp N, a quantized catalog variant, a larger GPU)."""
+    from gpushare.planning.suggest import no_room_hints
+
+    def fits(other: ModelFacts, gpu: GpuTarget, changed: ServeSettings) -> Estimate | None:
+        try:
+            return sized(other, gpu, changed)
+        except GpushareError:
+            return None
+
+    hints = no_room_hints(facts, target, settings, fits)
+    if not hints:
+        return exc
+    return type(exc)(exc.message, hint="would hold it: " + "; ".join(hints) + f"; or {exc.hint}")

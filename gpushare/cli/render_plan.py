@@ -98,10 +98,14 @@ def render_plan(plan: Plan, console: Console | None = None) -> None:
             color = COLORS[n % len(COLORS)]
             concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
             max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
+            kv_text = (
+                "no KV cache (encoder-only)"
+                if inst.estimate is not None and not inst.estimate.has_kv_cache
+                else f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens; target {inst.target})"
+            )
             console.print(
                 f"  [{color}]■[/] #{inst.start_order} [bold]{name}[/] {inst.model}: "
-                f"weights {format_bytes(weights)}, KV {format_bytes(kv)} "
-                f"({concurrency}× {max_len} tokens; target {inst.target}), "
+                f"weights {format_bytes(weights)}, {kv_text}, "
                 f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)}, "
                 f"utilization {inst.gpu_memory_utilization}"
             )

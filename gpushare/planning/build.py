@@ -165,6 +165,8 @@ class _Planner:
         base = [self.needs.need_estimate(m, g) for g in gpus]
         spare = min(item.need_bytes + extra - self.needs.need(m, g) for g in gpus)
         block = base[0].kv_block_bytes
+        if block == 0:  # encoder-only: no KV cache to grow
+            return [self.slot(m, g, 0) for g in gpus]
         kv = base[0].kv_cache_bytes + max(spare, 0) // block * block
         return [self.slot(m, g, kv) for g in gpus]
 
@@ -279,7 +281,7 @@ class _Planner:
                 # Tensor parallel over different GPUs: one utilization for all ranks.
                 ss = [self.slot(m, s.gpu, ss[0].estimate.kv_cache_bytes, util) for s in ss]
             first = ss[0].estimate
-            kv = first.kv_cache_bytes if self.fixed else None
+            kv = first.kv_cache_bytes if self.fixed and first.has_kv_cache else None
             gpus = tuple(s.gpu for s in ss)
             out.append(
                 PlannedInstance(

@@ -35,12 +35,31 @@ def instance_command(profile: Profile, m: Entry, util: float | None, kv_bytes: i
         max_num_seqs=e.max_num_seqs,
         max_num_batched_tokens=e.max_num_batched_tokens,
         quantization=e.quantization,
+        runner=_runner_flag(m),
+        convert=_convert_flag(m),
         enforce_eager=e.enforce_eager,
         language_model_only=m.settings.language_model_only,
         limit_mm_per_prompt=m.settings.mm_limits,
         mm_encoder_tp_mode=e.mm_encoder_tp_mode,
         extra_args=tuple(e.extra_args),
     )
+
+
+def _runner_flag(m: Entry) -> str | None:
+    """--runner: pooling whenever the plan sized a pooling model (explicit, so vLLM cannot pick
+    otherwise); generate only where the profile asked for it; else vLLM's auto."""
+    if m.settings.runner == "pooling":
+        return "pooling"
+    return "generate" if m.entry.runner == "generate" else None
+
+
+def _convert_flag(m: Entry) -> str | None:
+    """--convert: only where it converts a text generator (a pooling class keeps its own task;
+    vLLM's adapters return it unchanged)."""
+    row = m.facts.arch.row
+    if m.settings.runner != "pooling" or (row is not None and row.runner == "pooling"):
+        return None
+    return m.settings.task
 
 
 def instance_env(m: Entry, gpus: Sequence[int]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from gpushare.architectures import resolve_pooling
 from gpushare.devices.base import Gpu
 from gpushare.errors import GpushareError
 from gpushare.estimate_job import ModelFacts, gpu_target
@@ -60,6 +61,9 @@ def resolve_entries(profile: Profile, facts: dict[str, ModelFacts]) -> list[Entr
     for i, entry in enumerate(profile.models):
         model_facts = facts[entry.model]
         max_len = entry.max_model_len or model_facts.arch.max_position_embeddings
+        runner, convert = resolve_pooling(
+            model_facts.arch.row, entry.runner, entry.task, model_facts.resolved.sentence_transformers
+        )
         block = d.block_size or (CPU_BLOCK_SIZE if profile.device == "cpu" else None)
         settings = ServeSettings(
             max_model_len=max_len,
@@ -73,6 +77,8 @@ def resolve_entries(profile: Profile, facts: dict[str, ModelFacts]) -> list[Entr
             enforce_eager=entry.enforce_eager or profile.device == "cpu",
             quantization="fp8" if entry.quantization == "fp8" else None,
             vllm_version=d.vllm_version,
+            runner=runner,
+            task=convert,
         )
         settings = with_modalities(settings, entry.modalities, entry.mm_encoder_tp_mode)
         concurrency = entry.concurrency

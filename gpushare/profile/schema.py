@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from gpushare.architectures import TaskName
 from gpushare.errors import GpushareError, ProfileError
 from gpushare.memory.settings import DEFAULT_VLLM_VERSION, KvCacheDtype
 from gpushare.placement.model import Strategy
@@ -41,6 +42,8 @@ _SET_INSTEAD: dict[str, str] = {
     "max_num_seqs": "models[].max_num_seqs",
     "max_num_batched_tokens": "models[].max_num_batched_tokens",
     "quantization": "models[].quantization",
+    "runner": "models[].runner",
+    "convert": "models[].task",
     "enforce_eager": "models[].enforce_eager",
     "language_model_only": "models[].modalities: off",
     "limit_mm_per_prompt": "models[].modalities",
@@ -146,6 +149,15 @@ class ModelEntry(_Strict):
     vision tower's layers over the GPUs like the language model's; `data` keeps a whole tower on
     every GPU and splits the images instead (Qwen2-VL, Qwen2.5-VL and Qwen3-VL; other models fall
     back to `weights`). Unset: vLLM's default, `weights`."""
+    runner: Literal["auto", "generate", "pooling"] = "auto"
+    """vLLM's --runner. `auto`: vLLM's choice (pooling for embedders and rerankers such as bge-m3,
+    and for a folder with a Sentence-Transformers config such as Qwen3-Embedding's); `pooling`:
+    embeddings or scores, no lm_head and no sampler (a text generator is converted, --convert
+    embed unless `task` says classify); `generate`: a text generator."""
+    task: TaskName | None = None
+    """The pooling task: `embed` (/v1/embeddings) or `classify` (/classify; `score` and `rerank`
+    mean classify, a cross-encoder's /score and /rerank). Passed as --convert where it converts a
+    text generator; implies runner: pooling."""
     extra_args: list[str] = Field(default_factory=list)
     """More `vllm serve` arguments, passed as they are; may not repeat a flag gpushare sets."""
     env: dict[str, str] = Field(default_factory=dict)
@@ -163,6 +175,8 @@ class ModelEntry(_Strict):
     def _one_target(self) -> ModelEntry:
         if self.concurrency is not None and self.kv_tokens is not None:
             raise ValueError("give concurrency or kv_tokens, not both")
+        if self.task is not None and self.runner == "generate":
+            raise ValueError(f"task {self.task!r} needs runner: pooling (or auto), not generate")
         if self.gpus is not None:
             if len(set(self.gpus)) != len(self.gpus):
                 raise ValueError("gpus: an index is listed twice")

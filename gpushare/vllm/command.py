@@ -49,6 +49,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max_num_seqs", "--max-num-seqs"),
     Flag("max_num_batched_tokens", "--max-num-batched-tokens"),
     Flag("quantization", "--quantization"),
+    Flag("runner", "--runner"),
+    Flag("convert", "--convert"),
     Flag("enforce_eager", "--enforce-eager", "switch", omit_when=False),
     # Multimodal models (vLLM 0.26.0 engine/arg_utils.py:1250-1280, config/multimodal.py)
     Flag("language_model_only", "--language-model-only", "switch", omit_when=False),
@@ -135,6 +137,8 @@ class VllmCommand:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     quantization: str | None = None
+    runner: str | None = None  # generate or pooling (vLLM 0.26.0 config/model.py RunnerOption)
+    convert: str | None = None  # embed or classify: a text generator served as a pooling model
     enforce_eager: bool = False
     language_model_only: bool = False
     limit_mm_per_prompt: tuple[tuple[str, int], ...] = ()
