@@ -54,7 +54,7 @@ Layout = Literal["decoder", "encoder", "multimodal", "mxfp4-moe"]
 """How gpushare sizes an architecture."""
 
 LAYOUTS: dict[str, str] = {
-    "decoder": "decoder: token embedding, attention (GQA/MQA/MHA or MLA) and an MLP (dense or MoE) "
+    "decoder": "token embedding, attention (GQA/MQA/MHA or MLA) and an MLP (dense or MoE) "
     "per layer, KV cache per layer (full or sliding window)",
     "encoder": "encoder-only (BERT/RoBERTa): word, position and token-type embeddings, "
     "bidirectional attention with no KV cache, no profile run",
@@ -91,7 +91,7 @@ class Served:
     def text(self) -> str:
         if self.until is not None:
             return f"≤ {self.until}" if self.since is None else f"{self.since} – {self.until}"
-        return f"≥ {self.since}" if self.since is not None else f"≤ {CHECKED_RELEASE} (checked), later"
+        return f"≥ {self.since}" if self.since is not None else f"{CHECKED_RELEASE} (checked), later assumed"
 
 
 @dataclass(frozen=True)
@@ -395,6 +395,30 @@ def lookup(architectures: tuple[str, ...]) -> Architecture | None:
         if name in TABLE:
             return TABLE[name]
     return None
+
+
+README_BEGIN = (
+    "<!-- architectures: written by scripts/readme_architectures.py from gpushare/architectures.py -->"
+)
+README_END = "<!-- architectures: end -->"
+
+
+def markdown_table() -> str:
+    """The README's list of supported architectures, written from ROWS (so it cannot drift)."""
+    lines = [
+        "| architecture (config.json) | vLLM class | runner | layout | vLLM releases | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in ROWS:
+        runner = row.runner + (f" ({', '.join(row.tasks)})" if row.tasks else "")
+        notes = row.detail
+        if row.successors:
+            notes += f"; use instead: {', '.join(row.successors)}"
+        lines.append(
+            f"| `{row.name}` | `{row.vllm_class}` | {runner} | {row.layout} | {row.served.text()} | {notes} |"
+        )
+    layouts = "\n".join(f"- **{name}**: {text}" for name, text in LAYOUTS.items())
+    return "\n".join(lines) + "\n\nLayouts:\n" + layouts + "\n"
 
 
 def rows_for_model_type(model_type: str) -> tuple[Architecture, ...]:

@@ -182,8 +182,10 @@ def encoder_tensors(arch: ModelArch) -> list[WeightTensor]:
 
 
 def parameter_count(arch: ModelArch, pooling: bool = False, classify: bool = False) -> int:
-    """Parameters of the unsharded model as vLLM builds it (unpadded)."""
-    return sum(t.params for t in model_tensors(arch, pooling, classify))
+    """Parameters of the unsharded model as vLLM builds it (unpadded; buffers left out)."""
+    return sum(
+        t.params for t in model_tensors(arch, pooling, classify) if not t.name.endswith("position_ids")
+    )
 
 
 def _shard(t: WeightTensor, tp: int, num_kv_heads: int) -> tuple[int, int]:

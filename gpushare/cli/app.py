@@ -56,6 +56,9 @@ COMMANDS: dict[str, CommandEntry] = {
         "2 invalid profile. For CI: `gpushare check profiles/lab.yaml --format github`.",
     ),
     "profile": CommandEntry("profile", "Profile files: print their JSON Schema, validate one."),
+    "models": CommandEntry(
+        "models", "List the architectures gpushare sizes (from gpushare/architectures.py), or the catalog."
+    ),
     "up": CommandEntry(
         "launch", "Plan PROFILE, check the machine, start every instance and wait until each one serves."
     ),
