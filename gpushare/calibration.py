@@ -44,6 +44,7 @@ class CalibrationKey:
     tensor_parallel_size: int
     quantization: str | None
     runner: str = "generate"  # records written before the pooling runner was modelled are generate
+    modalities: str = ""  # multimodal limits (`modalities_key`); "" = vLLM's defaults, as before
 
     def label(self) -> str:
         return (
@@ -179,6 +180,15 @@ class CalibrationStore:
         os.replace(tmp, self.path)
 
 
+def modalities_key(settings: ServeSettings) -> str:
+    """The multimodal settings a measurement depends on (a vision tower is built or not, per
+    memory/vision.py): "" for vLLM's defaults, "off" for --language-model-only, else the limits'
+    JSON."""
+    if settings.language_model_only:
+        return "off"
+    return json.dumps(dict(settings.mm_limits), separators=(",", ":")) if settings.mm_limits else ""
+
+
 def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
     """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
     pinned = with_batching_defaults(settings, gpu, facts.arch)
@@ -194,6 +204,7 @@ def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> Calib
         tensor_parallel_size=settings.tensor_parallel_size,
         quantization=settings.quantization,
         runner=settings.runner,
+        modalities=modalities_key(settings),
     )
 
 
@@ -232,6 +243,7 @@ def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
     """The key of a planned instance (its estimate holds the settings vLLM will use)."""
     e = _planned_estimate(inst)
     command = _command_of(inst)
+    settings = settings_from_planned(inst)
     return CalibrationKey(
         gpu=e.gpu,
         vllm_version=e.vllm_version,
@@ -242,6 +254,8 @@ def key_from_planned(inst: PlannedInstance) -> CalibrationKey:
         enforce_eager=command.enforce_eager,
         tensor_parallel_size=e.tensor_parallel_size,
         quantization=command.quantization,
+        runner=settings.runner,
+        modalities=modalities_key(settings),
     )
 
 

@@ -350,3 +350,24 @@ def test_rotary_cache_rows(
 
     cfg = {} if rope is None else {"rope_scaling": rope}
     assert rope_cache_rows(cfg, model_type, 131_072) == rows
+
+
+def test_calibration_records_are_kept_apart_by_modalities(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A measurement with the tower built must not stand in for a text-only instance: the key
+    carries the modalities, the same way from a planned instance and from an estimate's settings."""
+    from gpushare.calibration import key_for, key_from_planned
+    from gpushare.estimate_job import gpu_target
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    load = plan_loader()
+    keys = []
+    for yaml in ("", "    modalities: off\n"):
+        profile = parse_profile_text(profile_text(yaml))
+        (inst,) = build_plan(profile, profile.described_gpus() or [], load=load).instances
+        keys.append(key_from_planned(inst))
+    assert keys[0] != keys[1]
+    assert (keys[0].modalities, keys[1].modalities) == ("", "off")
+    gpu = gpu_target(parse_profile_text(profile_text("")).described_gpus()[0])  # type: ignore[index]
+    facts = load("Qwen/Qwen2.5-VL-7B-Instruct")
+    text = ServeSettings(max_model_len=8192, language_model_only=True)
+    assert key_for(facts, gpu, text) == keys[1]
