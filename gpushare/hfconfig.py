@@ -60,6 +60,9 @@ _QK_NORM_TYPES = frozenset(
     {"qwen3", "qwen3_moe", "qwen3_vl_text", "qwen3_vl_moe_text", "gemma3", "gemma3_text"}
 )
 
+_QWEN2_QKV_BIAS = frozenset(
+    {"qwen", "qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "qwen2_5_vl_text"}
+)
 _TIED_BY_DEFAULT = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text", "falcon", "gpt2", "opt", "bloom"})
 
 SUPPORTED_QUANT_METHODS = ("gptq", "awq", "fp8", "compressed-tensors", "mxfp4 (gpt-oss)")
@@ -628,7 +631,9 @@ def parse_config(raw: Mapping[str, Any], name: str) -> ModelArch:
         _first(
             cfg,
             ("attention_bias", "add_qkv_bias", "qkv_bias", "bias"),
-            model_type in ("qwen2", "qwen2_moe", "qwen") or encoder is not None,
+            # Qwen2's attention always has QKV bias (models/qwen2.py Qwen2Attention, bias=True), and
+            # the Qwen2-VL / Qwen2.5-VL wrappers run Qwen2ForCausalLM on their text config
+            model_type in _QWEN2_QKV_BIAS or encoder is not None,
         )
     )
     norms = 4 if model_type in ("gemma2", "gemma3", "gemma3_text") else 2

@@ -103,6 +103,18 @@ def test_qwen2_vl_tower_from_its_vision_config() -> None:
     assert tower_parameter_count(arch.vision) == 675_759_104
 
 
+def test_qwen2_5_vl_text_model_is_qwen2_5_7b() -> None:
+    """qwen2_5_vl.py runs Qwen2ForCausalLM on the text config, whose attention has QKV bias
+    (models/qwen2.py Qwen2Attention: bias=True): the same 7,615,616,512 parameters as
+    Qwen2.5-7B-Instruct (same sizes, vocabulary and untied head), 28 × (3584 + 2 × 512) more than
+    without the biases; with the tower's 676,550,144 the checkpoint's 8,292,166,656
+    (tests/fixtures/published_params.json: its index total_size, 16,584,333,312 B in bf16)."""
+    vl, text = arch_of("Qwen/Qwen2.5-VL-7B-Instruct"), arch_of("Qwen/Qwen2.5-7B-Instruct")
+    assert vl.qkv_bias and vl.vision is not None
+    assert parameter_count(vl) == parameter_count(text) == 7_615_616_512
+    assert parameter_count(vl) + tower_parameter_count(vl.vision) == 8_292_166_656
+
+
 def test_qwen2_5_vl_loads_what_vllm_logged_on_the_h200() -> None:
     """ "Model loading took 15.67 GiB" (bench/gpu/results/h200-i11, qwen2.5-vl-7b). Beyond
     Qwen2.5-7B's text weights: the tower in bf16 (676,550,144 × 2 B), its rotary cache
