@@ -41,7 +41,11 @@ CORE = {
     "gpushare",
     "gpushare.errors",
     "gpushare.units",
+    "gpushare.versions",
+    "gpushare.architectures",  # the architectures gpushare sizes, and the refusals
     "gpushare.hfconfig",
+    "gpushare.hfrope",
+    "gpushare.hfvision",
     "gpushare.weights",
     "gpushare.hub",  # the offline/cache rule and the Hub's interface; huggingface_hub only when asked
     "gpushare.resolve",
@@ -57,7 +61,10 @@ CORE = {
     "gpushare.memory.cudagraphs",
     "gpushare.memory.estimate",
     "gpushare.memory.kv",
+    "gpushare.memory.multimodal",
+    "gpushare.memory.mxfp4",
     "gpushare.memory.settings",
+    "gpushare.memory.vision",
     "gpushare.memory.weights",
     "gpushare.placement",
     "gpushare.placement.greedy",
@@ -152,6 +159,7 @@ EDGE = {
     "gpushare.runtime.store",
     "gpushare.runtime.store.lock",
     "gpushare.runtime.store.logs",
+    "gpushare.runtime.store.service",
     "gpushare.runtime.store.state",
 }
 CLI = {
@@ -313,8 +321,26 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 # Data modules import nothing above them (pip's models/ hold data only).
 DATA_MODULES = {
     "gpushare.units": {"gpushare.errors"},
-    "gpushare.hfconfig": {"gpushare.errors"},
-    "gpushare.memory.settings": {"gpushare.errors", "gpushare.hfconfig", "gpushare.units"},
+    "gpushare.versions": set(),
+    "gpushare.architectures": {"gpushare.errors", "gpushare.versions"},
+    "gpushare.hfconfig": {
+        "gpushare.errors",
+        "gpushare.architectures",
+        "gpushare.hfrope",
+        "gpushare.hfvision",
+        "gpushare.versions",
+    },
+    "gpushare.hfrope": set(),
+    "gpushare.hfvision": {"gpushare.errors"},
+    "gpushare.memory.settings": {
+        "gpushare.errors",
+        "gpushare.hfconfig",
+        "gpushare.hfrope",
+        "gpushare.hfvision",
+        "gpushare.units",
+        "gpushare.architectures",
+        "gpushare.versions",
+    },
     "gpushare.memory.coefficients": {"gpushare.units"},
     "gpushare.memory.budget": set(),
     "gpushare.placement.model": set(),

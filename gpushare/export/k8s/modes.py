@@ -203,8 +203,19 @@ def _kv_and_budget(inst: PlannedInstance) -> tuple[int, Budget]:
     return kv, inst.estimate.budget
 
 
+def _kv_flag(inst: PlannedInstance, kv: int) -> int | None:
+    """The pod's --kv-cache-memory-bytes: the plan's KV size, none for an encoder-only pooling
+    model, which keeps no KV cache (the plan passes none either: planning/build.py)."""
+    assert inst.estimate is not None
+    return kv if inst.estimate.has_kv_cache else None
+
+
 def _measured_note(plan: Plan) -> list[str]:
-    measured = [i.name for i in plan.instances if not i.kv_fixed]
+    measured = [
+        i.name
+        for i in plan.instances
+        if not i.kv_fixed and i.estimate is not None and i.estimate.has_kv_cache
+    ]
     if not measured:
         return []
     return [
@@ -290,7 +301,9 @@ def _hami_pods(plan: Plan, version: str) -> ModePlan:
                 gpu=share,
                 gpu_name=gpu.name,
                 gpus=inst.gpus,
-                vllm_argv=pod_command(inst, gpu_memory_utilization=util, kv_cache_memory_bytes=kv),
+                vllm_argv=pod_command(
+                    inst, gpu_memory_utilization=util, kv_cache_memory_bytes=_kv_flag(inst, kv)
+                ),
                 env=_pod_env(inst),
                 utilization=util,
                 device_total_bytes=limit,
@@ -355,7 +368,9 @@ def _shared_pods(
                     gpu=SharedReplica(renamed=True),
                     gpu_name=name,
                     gpus=inst.gpus,
-                    vllm_argv=pod_command(inst, gpu_memory_utilization=util, kv_cache_memory_bytes=kv),
+                    vllm_argv=pod_command(
+                        inst, gpu_memory_utilization=util, kv_cache_memory_bytes=_kv_flag(inst, kv)
+                    ),
                     env=_pod_env(inst),
                     utilization=util,
                     summary=(

@@ -5,7 +5,11 @@ Live state per instance (an `InstancePhase`), from its process and its HTTP serv
              (its `phase` then says how far the log got: starting, loading, compiling, serving)
   ready      /health answers
   unhealthy  the process runs but /health does not answer, after it had been ready
-  exited     no process of its session is left (`phase.NO_PROCESS`)
+  backoff    no process is left and the running supervisor restarts it after a delay
+  stopped    no process is left: a failed `up` stopped it
+  failed     no process is left and nothing restarts it (`phase.NO_PROCESS`)
+
+Per profile, its background gateway/supervisor (a `ServiceState`, with its pid and URL).
 
 An on-demand instance also has its swap phase (`sleep`: asleep, awake, waking, draining, ...;
 runtime/service/swap/layout.py `SwapPhase`) and its swap count, from the running gateway's
@@ -25,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from gpushare.runtime.launcher.edges import Edges, record_alive
-from gpushare.runtime.phase import NO_PROCESS, InstancePhase
+from gpushare.runtime.phase import NO_PROCESS, InstancePhase, ServiceState
+from gpushare.runtime.store.service import ServiceInfo, read_info
 from gpushare.runtime.store.state import (
     InstanceRecord,
     ProfilePaths,
@@ -77,11 +82,36 @@ class GpuStatus:
 
 
 @dataclass(frozen=True)
+class ServiceStatus:
+    """A profile's background gateway/supervisor."""
+
+    profile: str
+    state: ServiceState
+    pid: int | None
+    """None when not running."""
+    host: str | None = None
+    port: int | None = None
+    """Where it listens, or listened when last seen (a killed one leaves its supervisor.json);
+    None when it never ran or stopped cleanly."""
+
+    @property
+    def url(self) -> str | None:
+        """Its endpoint's base (the OpenAI API is `url/v1`)."""
+        if self.host is None or self.port is None:
+            return None
+        return ServiceInfo(0, 0.0, self.host, self.port).url
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "url": self.url}
+
+
+@dataclass(frozen=True)
 class StatusReport:
     instances: tuple[InstanceStatus, ...]
     gpus: tuple[GpuStatus, ...]
     profiles: tuple[str, ...]
     up_in_progress: tuple[str, ...] = ()
+    services: tuple[ServiceStatus, ...] = ()
     swaps_total: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Per profile with on-demand instances and a gateway running: its swaps so far."""
 
@@ -89,6 +119,7 @@ class StatusReport:
         return {
             "profiles": list(self.profiles),
             "up_in_progress": list(self.up_in_progress),
+            "services": [s.to_json() for s in self.services],
             "swaps_total": dict(self.swaps_total),
             "instances": [dataclasses.asdict(i) for i in self.instances],
             "gpus": [dataclasses.asdict(g) for g in self.gpus],
@@ -109,14 +140,30 @@ def _recorded_bytes(rec: InstanceRecord) -> int | None:
     return None
 
 
+def _without_process(rec: InstanceRecord, supervised: bool) -> InstancePhase:
+    """What an instance none of whose processes is left is: about to be restarted (backoff, while
+    a supervisor runs), stopped by a failed `up`, else given up on (one word with the supervisor
+    and the gateway: `phase.NO_PROCESS`)."""
+    if rec.state == "backoff" and supervised:
+        return "backoff"
+    if rec.state == "stopped":
+        return "stopped"
+    return NO_PROCESS
+
+
 def instance_status(
-    profile: str, rec: InstanceRecord, edges: Edges, gpu_procs: dict[int, list[tuple[int, int]]]
+    profile: str,
+    rec: InstanceRecord,
+    edges: Edges,
+    gpu_procs: dict[int, list[tuple[int, int]]],
+    supervised: bool = False,
 ) -> InstanceStatus:
+    """`supervised`: the profile's gateway/supervisor runs."""
     alive = record_alive(rec, edges.runner)
     metrics = None
     state: InstancePhase
     if not alive:
-        state = NO_PROCESS
+        state = _without_process(rec, supervised)
     elif edges.prober.health(rec.port):
         state = "ready"
         text = edges.prober.metrics(rec.port)
@@ -152,8 +199,24 @@ def instance_status(
         uptime_s=(edges.clock.time() - rec.started_at) if alive and rec.started_at else None,
         restarts=rec.restarts,
         log_path=rec.log_path,
-        error=rec.error if state == NO_PROCESS else None,
+        error=rec.error if not alive else None,
     )
+
+
+LOOPBACK_OR_WILDCARD = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""})
+"""Gateway addresses `status` can reach its /health on, through 127.0.0.1."""
+
+
+def service_status(profile: str, root: Path, edges: Edges) -> ServiceStatus:
+    """The profile's gateway/supervisor: its process (pid and start time) and its /health."""
+    info = read_info(profile_paths(profile, root))
+    if info is None:
+        return ServiceStatus(profile, "not running", None)
+    if not edges.runner.is_running(info.pid, info.pid_start_time):
+        return ServiceStatus(profile, "not running", None, info.host, info.port)
+    answers = info.host not in LOOPBACK_OR_WILDCARD or edges.prober.health(info.port)
+    state: ServiceState = "running" if answers else "not answering"
+    return ServiceStatus(profile, state, info.pid, info.host, info.port)
 
 
 SwapView = Callable[[ProfilePaths], Mapping[str, Any] | None]
@@ -164,7 +227,6 @@ def gateway_swap_view(paths: ProfilePaths) -> Mapping[str, Any] | None:
     """Ask the profile's background gateway (supervisor.json) for its swap manager's view, with
     $GPUSHARE_API_KEY when set."""
     from gpushare.planning.exposure import GATEWAY_API_KEY_ENV
-    from gpushare.runtime.service.process import read_info
     from gpushare.runtime.service.swap.endpoint import SWAP_ROUTE
 
     info = read_info(paths)
@@ -227,6 +289,7 @@ def collect_status(
             free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes - gpu.used_bytes
             gpus.append(GpuStatus(gpu.index, gpu.name, gpu.total_bytes, gpu.used_bytes, free))
             gpu_procs[gpu.index] = [(p.pid, p.used_bytes) for p in gpu.processes]
+    services = {state.profile: service_status(state.profile, root, edges) for state in states}
     instances: list[InstanceStatus] = []
     swaps_total: dict[str, int] = {}
     for state in states:
@@ -234,14 +297,16 @@ def collect_status(
         view = swap_view(profile_paths(state.profile, root)) if on_demand else None
         if view is not None and isinstance(view.get("swaps_total"), int):
             swaps_total[state.profile] = int(view["swaps_total"])
+        supervised = services[state.profile].state != "not running"
         for rec in state.instances:
-            status = instance_status(state.profile, rec, edges, gpu_procs)
+            status = instance_status(state.profile, rec, edges, gpu_procs, supervised)
             if rec.name in on_demand:
                 status = _with_swap(status, rec, edges, view)
             instances.append(status)
     in_progress = tuple(s.profile for s in states if s.up_pid is not None and _pid_exists(s.up_pid))
+    profiles = tuple(s.profile for s in states)
     return StatusReport(
-        tuple(instances), tuple(gpus), tuple(s.profile for s in states), in_progress, swaps_total
+        tuple(instances), tuple(gpus), profiles, in_progress, tuple(services.values()), swaps_total
     )
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gpushare.errors import EnvironmentProblem, InputError
-from gpushare.runtime.service.process import read_info
 from gpushare.runtime.service.swap.endpoint import CONTROL_PREFIX
+from gpushare.runtime.store.service import read_info
 from gpushare.runtime.store.state import list_profiles, load_state, profile_paths
 
 Action = Literal["wake", "sleep"]
