@@ -115,7 +115,7 @@ def sleeping(port: int) -> bool:
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int], int, Path]]:
+def running(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int], int, Path, Path]]:
     plan, ports = fake_plan(tmp_path)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan.to_json()))
@@ -134,7 +134,7 @@ def running(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int], in
             env, "up", "--plan-file", str(plan_file), "--gateway-port", str(gateway_port), "--timeout", "30"
         )
         assert up.returncode == 0, up.stdout + up.stderr
-        yield env, ports, gateway_port, state_dir
+        yield env, ports, gateway_port, state_dir, plan_file
     finally:
         cli(env, "down", "--all")
 
@@ -175,9 +175,9 @@ async def alternate(url: str) -> list[tuple[int, str]]:
 
 
 def test_up_of_an_on_demand_profile_serves_every_model_through_the_gateway(
-    running: tuple[dict[str, str], dict[str, int], int, Path],
+    running: tuple[dict[str, str], dict[str, int], int, Path, Path],
 ) -> None:
-    env, ports, gateway_port, state_dir = running
+    env, ports, gateway_port, state_dir, plan_file = running
     url = f"http://127.0.0.1:{gateway_port}"
     state = load_state(profile_paths("od", state_dir))
     assert state is not None and state.swap is not None
@@ -231,11 +231,18 @@ def test_up_of_an_on_demand_profile_serves_every_model_through_the_gateway(
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 404
 
+    # up again adopts what runs: the sleeping ones count as serving (no completion sent to them)
+    again = cli(
+        env, "up", "--plan-file", str(plan_file), "--gateway-port", str(gateway_port), "--timeout", "30"
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sleeping(ports["llama"]) and held_anywhere(state_dir) == []
+
 
 def test_an_on_demand_instance_killed_while_asleep_comes_back_asleep(
-    running: tuple[dict[str, str], dict[str, int], int, Path],
+    running: tuple[dict[str, str], dict[str, int], int, Path, Path],
 ) -> None:
-    env, ports, gateway_port, state_dir = running
+    env, ports, gateway_port, state_dir, plan_file = running
     paths = profile_paths("od", state_dir)
     before = load_state(paths)
     assert before is not None
