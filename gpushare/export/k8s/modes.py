@@ -138,7 +138,8 @@ class ModePlan:
 
 def plan_for_mode(plan: Plan, mode: Mode, replicas: int | None = None) -> ModePlan:
     """The pods of `plan` in `mode`, or DoesNotFitError (exit 1) saying why the mode cannot hold
-    it; InputError (exit 2) for what no mode can export (a CPU profile, a local model folder)."""
+    it (instances on MIG slices outside mig mode, no slice in it, too little memory...); InputError
+    (exit 2) for what no mode can export (a CPU profile, a local model folder)."""
     version = _exportable(plan)
     if mode == "mig":
         return _mig_pods(plan, version)
