@@ -177,6 +177,7 @@ CLI = {
     "gpushare.cli.term",
     "gpushare.cli.plain_values",
     "gpushare.cli.plan",
+    "gpushare.cli.saved_plan",
     "gpushare.cli.profile",
     "gpushare.cli.render",
     "gpushare.cli.render_gpus",

@@ -45,6 +45,7 @@ from gpushare.cli.render_launch import (
     status_lines,
 )
 from gpushare.cli.render_plan import render_warnings
+from gpushare.cli.saved_plan import read_plan_file
 from gpushare.cli.term import output_width
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
@@ -237,22 +238,6 @@ def _plan_for_up(profile: Path | None, plan_file: Path | None, inventory: GpuInv
         return read_plan_file(plan_file)
     assert profile is not None
     return plan_factory(profile, inventory)
-
-
-def read_plan_file(path: Path) -> Plan:
-    """A plan file (`Plan.to_json`): one line naming the file and the field when it is not one."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"--plan-file {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--plan-file {path}: not JSON ({exc})") from exc
-    try:
-        return Plan.from_json(data)
-    except ValueError as exc:
-        raise InputError(
-            f"--plan-file {path}: {exc}", hint="write one with `gpushare plan PROFILE --json > plan.json`"
-        ) from exc
 
 
 def _up_foreground(
