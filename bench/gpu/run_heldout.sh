@@ -37,7 +37,7 @@ gs_env() {
     local missing
     missing=$(python3 - <<'EOF'
 import glob, importlib.util, os
-need = {"scipy": "scipy", "platformdirs": "platformdirs", "yaml": "pyyaml", "psutil": "psutil",
+need = {"highspy": "highspy", "platformdirs": "platformdirs", "yaml": "pyyaml", "psutil": "psutil",
         "aiohttp": "aiohttp", "multidict": "multidict", "yarl": "yarl", "frozenlist": "frozenlist",
         "aiosignal": "aiosignal", "aiohappyeyeballs": "aiohappyeyeballs", "propcache": "propcache",
         "attr": "attrs", "prometheus_client": "prometheus_client"}

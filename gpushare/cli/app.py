@@ -82,6 +82,12 @@ COMMANDS: dict[str, CommandEntry] = {
     "gateway": CommandEntry(
         "serve", "A gateway only, in the foreground, for servers gpushare did not start (no supervision)."
     ),
+    "wake": CommandEntry(
+        "swap", "Wake an on-demand model now (putting others of its GPU to sleep if needed)."
+    ),
+    "sleep": CommandEntry(
+        "swap", "Put an on-demand model to sleep now (its requests in flight may finish first)."
+    ),
     "export": CommandEntry(
         "export", "Write a profile's plan for another system (today: Kubernetes manifests)."
     ),

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
+from gpushare.architectures import RUNNER_CHOICES, resolve_pooling
 from gpushare.cli.app import app
-from gpushare.errors import InputError
-from gpushare.estimate_job import DEFAULT_GPU, gpu_target, load_model, parse_one_gpu, run_estimate
-from gpushare.memory import DEFAULT_VLLM_VERSION, ServeSettings
-from gpushare.memory.settings import SETTING_RULES, vllm_version_problem
+from gpushare.errors import DoesNotFitError, GpushareError, InputError, KvCacheTooSmallError
+from gpushare.estimate_job import (
+    DEFAULT_GPU,
+    ModelFacts,
+    gpu_target,
+    load_model,
+    parse_one_gpu,
+    run_estimate,
+)
+from gpushare.memory import DEFAULT_VLLM_VERSION, Estimate, GpuTarget, ServeSettings
+from gpushare.memory.settings import SETTING_RULES, vllm_version_problem, with_modalities
 from gpushare.units import parse_bytes
+from gpushare.vllm.command import parse_mm_limits
 
 
 @app.command()
@@ -45,8 +56,36 @@ def estimate(
     quantization: Annotated[str | None, typer.Option(help="Online quantization (fp8).")] = None,
     vllm_version: Annotated[str, typer.Option(help="The vLLM version to model.")] = DEFAULT_VLLM_VERSION,
     runner: Annotated[
-        str, typer.Option(help="generate, or pooling for embedding models (no lm_head, no sampler).")
-    ] = "generate",
+        str,
+        typer.Option(
+            help="auto (vLLM's choice: pooling for embedders and rerankers), generate, or pooling "
+            "(no lm_head, no sampler)."
+        ),
+    ] = "auto",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Pooling task: embed, or classify (score and rerank mean classify); passed to vLLM "
+            "as --convert. Implies --runner pooling."
+        ),
+    ] = None,
+    language_model_only: Annotated[
+        bool,
+        typer.Option(
+            "--language-model-only",
+            help="Multimodal models: text only; vLLM builds no vision tower (as vLLM's flag).",
+        ),
+    ] = False,
+    limit_mm_per_prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--limit-mm-per-prompt",
+            help='Multimodal models: items per prompt, e.g. \'{"image":2,"video":0}\'; all 0: no tower.',
+        ),
+    ] = None,
+    mm_encoder_tp_mode: Annotated[
+        str | None, typer.Option("--mm-encoder-tp-mode", help="weights or data (vision tower over TP ranks).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, sizes in bytes.")] = False,
     no_calibration: Annotated[
         bool,
@@ -59,8 +98,8 @@ def estimate(
     to KV tokens and max concurrency. Inverse: from --concurrency or --kv-tokens to the least
     utilization and the matching --kv-cache-memory-bytes.
     """
-    if runner not in ("generate", "pooling"):
-        raise InputError(f"--runner {runner!r}: use generate or pooling")
+    if runner not in RUNNER_CHOICES:
+        raise InputError(f"--runner {runner!r}: use auto, generate or pooling")
     _check_options(
         max_model_len=max_model_len,
         block_size=block_size,
@@ -73,6 +112,15 @@ def estimate(
     version_problem = vllm_version_problem(vllm_version)
     if version_problem is not None:
         raise InputError(f"--vllm-version {vllm_version}: {version_problem}")
+    limits = None
+    if limit_mm_per_prompt is not None:
+        limits = parse_mm_limits(limit_mm_per_prompt)
+        if limits is None:
+            raise InputError(
+                f"--limit-mm-per-prompt {limit_mm_per_prompt!r}: give a JSON object of counts",
+                hint='e.g. --limit-mm-per-prompt \'{"image":2,"video":0}\'',
+            )
+    modalities: object = "off" if language_model_only else (dict(limits) if limits else None)
     settings = ServeSettings(
         max_model_len=max_model_len,
         dtype=dtype,
@@ -84,12 +132,14 @@ def estimate(
         enforce_eager=enforce_eager,
         quantization=quantization,
         vllm_version=vllm_version,
-        runner="pooling" if runner == "pooling" else "generate",
     )
+    settings = with_modalities(settings, modalities, mm_encoder_tp_mode)
     kv_bytes = (
         parse_bytes(kv_cache_memory_bytes, "--kv-cache-memory-bytes") if kv_cache_memory_bytes else None
     )
     facts = load_model(model)
+    resolved, convert = resolve_pooling(facts.arch.row, runner, task, facts.resolved.sentence_transformers)
+    settings = replace(settings, runner=resolved, task=convert)
     target = gpu_target(parse_one_gpu(gpu))
     measured = None
     if not no_calibration:
@@ -97,16 +147,23 @@ def estimate(
 
         lookup = stored_lookup()
         measured = lookup(facts, target, settings) if lookup is not None else None
-    result = run_estimate(
-        facts,
-        target,
-        settings,
-        measured=measured,
-        gpu_memory_utilization=gpu_memory_utilization,
-        kv_cache_memory_bytes=kv_bytes,
-        concurrency=concurrency,
-        kv_tokens=kv_tokens,
-    )
+
+    def sized(other: ModelFacts, gpu: GpuTarget, changed: ServeSettings) -> Estimate:
+        return run_estimate(
+            other,
+            gpu,
+            changed,
+            measured=measured if other is facts and gpu == target and changed == settings else None,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_memory_bytes=kv_bytes,
+            concurrency=concurrency,
+            kv_tokens=kv_tokens,
+        )
+
+    try:
+        result = sized(facts, target, settings)
+    except (KvCacheTooSmallError, DoesNotFitError) as exc:
+        raise _with_hints(exc, facts, target, settings, sized) from None
     if as_json:
         data = result.to_json()
         data["model_location"] = facts.resolved.location
@@ -123,3 +180,27 @@ def _check_options(**values: int | None) -> None:
         problem = SETTING_RULES[name].problem(value) if value is not None else None
         if problem is not None:
             raise InputError(f"--{name.replace('_', '-')} {value}: {problem}")
+
+
+def _with_hints(
+    exc: KvCacheTooSmallError | DoesNotFitError,
+    facts: ModelFacts,
+    target: GpuTarget,
+    settings: ServeSettings,
+    sized: Callable[[ModelFacts, GpuTarget, ServeSettings], Estimate],
+) -> GpushareError:
+    """The refusal with what would hold the model instead, each checked with the same sizing
+    (planning/suggest.py no_room_hints: --tp N, a quantized catalog variant, a larger GPU)."""
+    from gpushare.planning.suggest import no_room_hints
+
+    def fits(other: ModelFacts, gpu: GpuTarget, changed: ServeSettings) -> Estimate | None:
+        try:
+            return sized(other, gpu, changed)
+        except GpushareError:
+            return None
+
+    hints = no_room_hints(facts, target, settings, fits)
+    if hints:
+        # the same error (its type and fields, e.g. TargetTooLargeError's needed_bytes), a longer hint
+        exc.hint = "would hold it: " + "; ".join(hints) + f"; or {exc.hint}"
+    return exc

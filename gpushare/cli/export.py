@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 
 from gpushare.cli.app import app
-from gpushare.cli.plan import GPUS_HELP, NoCalibration, make_plan
+from gpushare.cli.plan import GPUS_HELP, MigOption, NoCalibration, make_plan, mig_override
+from gpushare.cli.saved_plan import read_plan_file
 from gpushare.errors import InputError
 from gpushare.export.k8s.options import (
     DEFAULT_CPU_MILLICORES,
@@ -41,17 +42,27 @@ README_MARK = "gpushare export k8s:"
 """The first words of an export's README.txt: how `--out` knows a directory is one to replace."""
 
 MODE_HELP = (
-    "gpu-pod (default: gpushare runs the plan in a pod per GPU group, every number kept), hami "
-    "(HAMi gpumem limits), time-slicing or mps (the device plugin's equal replicas; refused when they "
-    "cannot hold the plan)."
+    "gpu-pod (default: gpushare runs the plan in a pod per GPU group, every number kept), mig (a pod "
+    "per planned MIG slice, nvidia.com/mig-<profile>, and the mig-parted config), hami (HAMi gpumem "
+    "limits), time-slicing or mps (the device plugin's equal replicas; refused when they cannot hold "
+    "the plan)."
 )
 
 
 @export_app.command("k8s")
 def k8s(
-    profile: Annotated[Path, typer.Argument(help="The profile YAML.", dir_okay=False)],
+    profile: Annotated[Path | None, typer.Argument(help="The profile YAML.", dir_okay=False)] = None,
     mode: Annotated[str, typer.Option("--mode", help=MODE_HELP)] = "gpu-pod",
     gpus: Annotated[str | None, typer.Option("--gpus", help=GPUS_HELP)] = None,
+    mig: MigOption = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan-file",
+            dir_okay=False,
+            help="Export this plan (what `gpushare plan --json` writes) instead of planning PROFILE.",
+        ),
+    ] = None,
     image: Annotated[
         str, typer.Option(help="The gpushare image (build it from the Dockerfile the export writes).")
     ] = DEFAULT_IMAGE,
@@ -93,11 +104,22 @@ def k8s(
 ) -> None:
     """Write PROFILE's plan as Kubernetes manifests: a kustomize directory, or one YAML stream.
 
-    The same plan as `gpushare plan` (same --gpus, same numbers). Exit 1 when the plan does not fit
-    or the mode cannot hold it (the message gives the numbers and a mode that would), 2 for an
-    invalid profile or option.
+    The same plan as `gpushare plan` (same --gpus and --mig, same numbers), or a plan it wrote
+    (--plan-file). Exit 1 when the plan does not fit or the mode cannot hold it (the message gives
+    the numbers and a mode that would), 2 for an invalid profile or option.
     """
     from gpushare.export.k8s.export import export_plan
+
+    if (profile is None) == (plan_file is None):
+        raise InputError(
+            "give a profile YAML or --plan-file FILE (one of them)", hint="gpushare export k8s PROFILE"
+        )
+    if plan_file is not None and (gpus is not None or mig is not None or no_calibration):
+        raise InputError(
+            "--gpus, --mig and --no-calibration choose how PROFILE is planned; "
+            "a --plan-file is planned already",
+            hint=f"gpushare export k8s --plan-file {plan_file} --mode {mode}",
+        )
 
     options = ExportOptions(
         mode=parse_mode(mode),
@@ -111,7 +133,11 @@ def k8s(
         monitoring=monitoring,
         prometheus_labels=dict(parse_label(text, "--prometheus-label") for text in prometheus_label or []),
     )
-    _, plan = make_plan(profile, gpus, None, not no_calibration)
+    if plan_file is not None:
+        plan = read_plan_file(plan_file)
+    else:
+        assert profile is not None
+        _, plan = make_plan(profile, gpus, None, not no_calibration, mig_override(mig))
     export = export_plan(plan, options)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if out == "-":

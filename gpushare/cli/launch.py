@@ -28,7 +28,14 @@ from rich.live import Live
 from rich.text import Text
 
 from gpushare.cli.app import app
-from gpushare.cli.options import GatewayPortOption
+from gpushare.cli.options import (
+    DEFAULT_GATEWAY_HOST,
+    DEFAULT_GATEWAY_PORT,
+    GatewayPortOption,
+    ReadTimeout,
+    read_timeout_args,
+    read_timeouts,
+)
 from gpushare.cli.render_launch import (
     console,
     progress_table,
@@ -38,6 +45,7 @@ from gpushare.cli.render_launch import (
     status_lines,
 )
 from gpushare.cli.render_plan import render_warnings
+from gpushare.cli.saved_plan import read_plan_file
 from gpushare.cli.term import output_width
 from gpushare.devices.base import GpuInventory
 from gpushare.errors import GpushareError, InputError
@@ -56,7 +64,8 @@ from gpushare.runtime.launcher.up import (
     UpResult,
     up,
 )
-from gpushare.runtime.store.logs import find_log, follow, tail_lines
+from gpushare.runtime.store.logs import find_log, follow, lines_without_own_polls, tail_lines
+from gpushare.runtime.store.service import ServiceInfo
 from gpushare.runtime.store.state import list_profiles, profile_paths, state_root
 
 
@@ -117,8 +126,10 @@ def up_command(
         bool,
         typer.Option(help="Also start the gateway + supervisor (one endpoint, /metrics, restarts)."),
     ] = True,
-    gateway_host: Annotated[str, typer.Option(help="Gateway address (loopback by default).")] = "127.0.0.1",
-    gateway_port: Annotated[int, GatewayPortOption] = 8000,
+    gateway_host: Annotated[
+        str, typer.Option(help="Gateway address (loopback by default).")
+    ] = DEFAULT_GATEWAY_HOST,
+    gateway_port: Annotated[int, GatewayPortOption] = DEFAULT_GATEWAY_PORT,
     plan_file: Annotated[
         Path | None,
         typer.Option(
@@ -135,6 +146,7 @@ def up_command(
             "(a container's main process).",
         ),
     ] = False,
+    read_timeout: ReadTimeout = None,
 ) -> None:
     """Plan PROFILE, check the machine, start every instance and wait until each one serves.
 
@@ -146,33 +158,54 @@ def up_command(
         raise InputError("give a profile YAML or --plan-file FILE (one of them)", hint="gpushare up PROFILE")
     if profile is not None:
         read_profile_file(profile)  # no such file, a directory: one line before NVML is asked
+    read_timeouts(read_timeout)  # bad values: one line before anything starts
     if foreground:
         if keep_going or not gateway:
             raise InputError("--foreground runs the gateway and stops everything when one instance fails")
-        _up_foreground(profile, plan_file, timeout, gateway_host, gateway_port)
+        _up_foreground(profile, plan_file, timeout, gateway_host, gateway_port, read_timeout)
         return
     inventory = inventory_factory()
     plan = _plan_for_up(profile, plan_file, inventory)
     edges = edges_factory(_usable_inventory(inventory))
     paths = profile_paths(plan.profile_name, state_root())
     out = console()
-    options = UpOptions(ready_timeout_s=timeout, keep_going=keep_going)
+    options = UpOptions(
+        ready_timeout_s=timeout, keep_going=keep_going, gateway_port=gateway_port if gateway else None
+    )
     live = Live(console=out, auto_refresh=False, transient=False) if out.is_terminal else None
+    started: list[ServiceInfo] = []
+
+    def start_gateway(result: UpResult) -> None:
+        """Once every instance serves, under the profile lock: a failure here stops what this
+        `up` started (runtime/launcher/up.py), and says why."""
+        if not gateway or result.failed:
+            return
+        from gpushare.runtime.service.process import start_background
+
+        args = ["--host", gateway_host, "--port", str(gateway_port), *read_timeout_args(read_timeout)]
+        started.append(start_background(paths, args, runner=edges.runner, clock=edges.clock))
 
     def on_progress(items: Sequence[InstanceProgress]) -> None:
         if live is not None:
             live.update(progress_table(items), refresh=True)
 
     count = len(plan.instances)
-    render_warnings(out, _exposure_warnings(plan, gateway_host if gateway else None))
+    warnings = _exposure_warnings(plan, gateway_host if gateway else None)
+    sleepers = [i.name for i in plan.instances if i.on_demand]
+    if sleepers and not gateway:
+        warnings.append(
+            f"{', '.join(sleepers)}: on-demand, put to sleep once they serve; without the gateway "
+            f"nothing wakes them (start it with `gpushare supervise {plan.profile_name}`)"
+        )
+    render_warnings(out, warnings)
     out.print(f"starting {count} instance(s) of {plan.profile_name!r}; logs in {paths.logs_dir}")
     try:
         with _terminate_as_interrupt():
             if live is not None:
                 with live:
-                    result = up(plan, paths, edges, options, on_progress)
+                    result = up(plan, paths, edges, options, on_progress, after_ready=start_gateway)
             else:
-                result = up(plan, paths, edges, options)
+                result = up(plan, paths, edges, options, after_ready=start_gateway)
     except InstanceFailedError as exc:
         render_failures(console(stderr=True), exc.failures)
         if exc.stopped:
@@ -184,15 +217,9 @@ def up_command(
     render_up(out, result)
     if result.failed:
         raise typer.Exit(1)
-    if gateway:
-        from gpushare.runtime.service.process import start_background
-
-        info = start_background(
-            paths,
-            ["--host", gateway_host, "--port", str(gateway_port)],
-            runner=edges.runner,
-            clock=edges.clock,
-        )
+    for info in started:
+        if info.port != gateway_port and gateway_port:
+            out.print(f"note: this profile's gateway/supervisor runs already, on port {info.port}")
         out.print(f"gateway {info.url}/v1 (pid {info.pid}), supervising; metrics at {info.url}/metrics")
 
 
@@ -206,43 +233,20 @@ def _exposure_warnings(plan: Plan, gateway_host: str | None) -> list[str]:
 
 
 def _plan_for_up(profile: Path | None, plan_file: Path | None, inventory: GpuInventory) -> Plan:
-    """The plan `up` starts: read from --plan-file, or made for PROFILE on this machine's GPUs.
-    A plan with on-demand instances is refused until the launcher can run them."""
+    """The plan `up` starts: read from --plan-file, or made for PROFILE on this machine's GPUs."""
     if plan_file is not None:
-        plan, source = read_plan_file(plan_file), f"--plan-file {plan_file}"
-    else:
-        assert profile is not None
-        plan, source = plan_factory(profile, inventory), str(profile)
-    sleepers = [i.name for i in plan.instances if i.on_demand]
-    if sleepers:
-        # the launcher does not yet put each one to sleep once it serves (planning/start.py), so
-        # the second would fail vLLM's start check; refuse rather than start half of them
-        raise InputError(
-            f"{source}: {', '.join(sleepers)}: residency on-demand is planned (gpushare plan) but "
-            "`up` cannot run it yet",
-            hint="set residency: always to start this profile now",
-        )
-    return plan
-
-
-def read_plan_file(path: Path) -> Plan:
-    """A plan file (`Plan.to_json`): one line naming the file and the field when it is not one."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"--plan-file {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--plan-file {path}: not JSON ({exc})") from exc
-    try:
-        return Plan.from_json(data)
-    except ValueError as exc:
-        raise InputError(
-            f"--plan-file {path}: {exc}", hint="write one with `gpushare plan PROFILE --json > plan.json`"
-        ) from exc
+        return read_plan_file(plan_file)
+    assert profile is not None
+    return plan_factory(profile, inventory)
 
 
 def _up_foreground(
-    profile: Path | None, plan_file: Path | None, timeout: float, host: str, port: int
+    profile: Path | None,
+    plan_file: Path | None,
+    timeout: float,
+    host: str,
+    port: int,
+    read_timeout: list[str] | None,
 ) -> None:
     """`up --foreground`: runtime/launcher/foreground.py, with NVML where there is a driver."""
     from gpushare.cli.serve import configure_logging, gateway_config
@@ -257,7 +261,8 @@ def _up_foreground(
     paths = profile_paths(plan.profile_name, state_root())
     out = console()
     options = ForegroundOptions(
-        up=UpOptions(ready_timeout_s=timeout), gateway=gateway_config(host, port, None, "32MiB", 3.0)
+        up=UpOptions(ready_timeout_s=timeout, gateway_port=port),
+        gateway=gateway_config(host, port, None, "32MiB", 3.0, read_timeout),
     )
     nvml = usable if isinstance(usable, NvmlInventory) else None
     telemetry = detect_telemetry(nvml)
@@ -403,15 +408,19 @@ def logs_command(
     follow_log: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile, when several have NAME.")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show first (0: all).")] = 200,
+    polls: Annotated[
+        bool, typer.Option("--polls", help="Also show gpushare's own /health and /metrics requests.")
+    ] = False,
 ) -> None:
     """Show an instance's vLLM log."""
     path = find_log(state_root(), name, _resolve_profile(profile) if profile else None)
-    sys.stdout.write(tail_lines(path, lines))
+    sys.stdout.write(tail_lines(path, lines, polls=polls))
     sys.stdout.flush()
     if not follow_log:
         return
+    chunks = follow(path, SystemClock())
     try:
-        for chunk in follow(path, SystemClock()):
+        for chunk in chunks if polls else lines_without_own_polls(chunks):
             sys.stdout.write(chunk)
             sys.stdout.flush()
     except KeyboardInterrupt:

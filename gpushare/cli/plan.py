@@ -125,7 +125,7 @@ MigOption = Annotated[
 ]
 
 
-def _mig(value: MigChoice | None) -> MigOverride | None:
+def mig_override(value: MigChoice | None) -> MigOverride | None:
     if value is None:
         return None
     return "auto" if value is MigChoice.auto else "off"
@@ -157,7 +157,7 @@ def plan(
     commands and the mig-parted config that create them (never runs them).
     """
     chosen = _strategy(strategy)
-    _, result = make_plan(profile, gpus, chosen, not no_calibration, _mig(mig))
+    _, result = make_plan(profile, gpus, chosen, not no_calibration, mig_override(mig))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -185,7 +185,7 @@ def check(
     ] = CheckTarget.host,
     mode: Annotated[
         str | None,
-        typer.Option("--mode", help="With --target k8s: gpu-pod (default), hami, time-slicing or mps."),
+        typer.Option("--mode", help="With --target k8s: gpu-pod (default), mig, hami, time-slicing or mps."),
     ] = None,
 ) -> None:
     """Check that a profile is valid and fits: exit 0 fits, 1 overcommitted or a model does not fit,
@@ -199,7 +199,7 @@ def check(
         raise InputError("--mode is for --target k8s", hint="gpushare check PROFILE --target k8s --mode hami")
 
     try:
-        loaded, result = make_plan(profile, gpus, None, not no_calibration, _mig(mig))
+        loaded, result = make_plan(profile, gpus, None, not no_calibration, mig_override(mig))
     except ProfileValidationError as exc:
         if output is OutputFormat.github:
             for line in problem_annotations(exc.file, exc.problems):

@@ -52,6 +52,16 @@ def estimate_rows(e: Estimate) -> list[tuple[str, str, str]]:
             f"requests {format_bytes(e.requested_bytes)}",
         ),
     ]
+    if not e.has_kv_cache:
+        # Encoder-only: no profile run, no KV cache (memory/estimate.py _encoder_fixed).
+        rows[1] = ("activation peak", "none", "no profile run")
+        rows[3] = ("CUDA graphs", format_bytes(e.cuda_graph_bytes), "PIECEWISE capture, outside any budget")
+        rows[4] = ("context overhead", format_bytes(e.budget.context_bytes), "context and final warm-up")
+        rows[5:9] = [
+            ("KV cache", "none", "encoder-only: vLLM keeps no KV cache"),
+            ("max_num_seqs", f"{e.max_num_seqs:,}", f"batch of {e.max_num_batched_tokens:,} tokens"),
+        ]
+        rows[-1] = ("gpu_memory_utilization", f"{e.gpu_memory_utilization:.4f}", "start check only")
     if e.kv_cache_memory_bytes is not None:
         rows.append(
             ("--kv-cache-memory-bytes", str(e.kv_cache_memory_bytes), format_bytes(e.kv_cache_memory_bytes))

@@ -9,8 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from gpushare.cli import term
+from gpushare.cli.options import DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT
 from gpushare.runtime.launcher.down import DownResult
-from gpushare.runtime.launcher.status import InstanceStatus, StatusReport
+from gpushare.runtime.launcher.status import InstanceStatus, ServiceStatus, StatusReport
 from gpushare.runtime.launcher.up import Failure, InstanceProgress, UpResult
 from gpushare.units import format_bytes
 
@@ -19,8 +20,9 @@ _STATE_STYLE: dict[str, str] = {  # by InstancePhase (runtime/phase.py)
     "starting": "yellow",
     "pending": "dim",
     "unhealthy": "red",
-    "exited": "red",
+    "backoff": "yellow",
     "failed": "red",
+    "stopped": "dim",
 }
 
 
@@ -74,8 +76,10 @@ def render_up(out: Console, result: UpResult) -> None:
     if result.already_running:
         out.print(f"profile {result.state.profile!r} is already up: {', '.join(result.ready)}")
         return
+    if result.adopted:
+        out.print(f"running already (adopted, not started again): {', '.join(result.adopted)}")
     for rec in result.state.instances:
-        if rec.state != "ready":
+        if rec.state != "ready" or rec.name in result.adopted:
             continue
         took = result.start_seconds.get(rec.name)
         kv = rec.actual.get("kv_cache_tokens")
@@ -115,7 +119,7 @@ def status_rows(report: StatusReport) -> list[tuple[str, ...]]:
                 ",".join(map(str, s.gpus)) or "cpu",
                 str(s.pid or "-"),
                 str(s.port),
-                s.state + (f" ({s.phase})" if s.phase else ""),
+                s.state + (f" ({s.phase})" if s.phase else "") + (f" ({s.sleep})" if s.sleep else ""),
                 _bytes(s.planned_bytes) + (" each" if len(s.gpus) > 1 and s.planned_bytes else ""),
                 _actual(s),
                 f"{s.kv_cache_tokens:,}" if s.kv_cache_tokens is not None else "-",
@@ -173,6 +177,24 @@ GPU_COLUMNS = (
 )
 
 
+def service_lines(service: ServiceStatus, name_profile: bool, width: int | None) -> list[Text]:
+    """The profile's gateway/supervisor: where it listens, or what its absence means and the
+    command that starts it (on a line of its own, whole, to copy)."""
+    who = f"{service.profile}: gateway/supervisor" if name_profile else "gateway/supervisor"
+    style = {"running": "green", "not answering": "red"}.get(service.state, "yellow")
+    if service.state != "not running":
+        return term.fold_words(
+            f"{who}: {service.state}, {service.url}/v1 (pid {service.pid})", width, style=style
+        )
+    what = f"{who}: not running: nothing restarts these instances and no gateway routes to them; start it:"
+    command = f"gpushare supervise {service.profile}"
+    if service.host is not None and service.host != DEFAULT_GATEWAY_HOST:
+        command += f" --host {service.host}"
+    if service.port is not None and service.port != DEFAULT_GATEWAY_PORT:
+        command += f" --port {service.port}"
+    return [*term.fold_words(what, width, style=style), Text(f"  {command}")]
+
+
 def status_lines(report: StatusReport, width: int | None) -> list[Text]:
     """`gpushare status`, line by line, fitted to `width` by leaving columns out (never by cutting
     a name short); None (off a terminal): every column."""
@@ -190,8 +212,12 @@ def status_lines(report: StatusReport, width: int | None) -> list[Text]:
     for s in report.instances:
         if s.error:
             lines += term.fold_words(f"{s.name}: {s.error}", width, style="red")
+    for profile, swaps in report.swaps_total.items():
+        lines.append(Text(f"{profile}: {swaps} swap(s) of on-demand models since its gateway started"))
     for profile in report.up_in_progress:
         lines.append(Text(f"{profile}: `gpushare up` is still starting it", style="yellow"))
+    for service in report.services:
+        lines += service_lines(service, len(report.profiles) > 1, width)
     if report.gpus:
         gpu_rows: list[list[term.Cell]] = [
             [

@@ -161,17 +161,23 @@ def host_line(plan: Plan) -> str:
 def _instance_lines(inst: PlannedInstance, color: str, width: int | None, indent: str) -> list[Text]:
     """One planned instance: its parts, target and utilization, folded between parts."""
     weights, kv, overhead = instance_parts(inst)
-    concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
-    max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
     parts: list[Text | str] = [
         Text.assemble(("■", color), f" #{inst.start_order} ", (inst.name, "bold"), f" {inst.model}:"),
         f"weights {format_bytes(weights)},",
-        f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens;",
-        f"target {inst.target}),",
+        *_kv_parts(inst, kv),
         f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)},",
         f"utilization {inst.gpu_memory_utilization}",
     ]
     return term.fold(parts, width, indent=indent, hang=indent + "    ")
+
+
+def _kv_parts(inst: PlannedInstance, kv: int) -> list[str]:
+    """The KV cache's part of an instance line; an encoder-only pooling model keeps none."""
+    if inst.estimate is not None and not inst.estimate.has_kv_cache:
+        return ["no KV cache (encoder-only),"]
+    concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
+    max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
+    return [f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens;", f"target {inst.target}),"]
 
 
 MIG_MODES = {
@@ -269,13 +275,10 @@ def _cpu_lines(plan: Plan, width: int | None) -> list[Text]:
     lines = []
     for inst in sorted(plan.instances, key=lambda i: (i.start_order, i.name)):
         weights, kv, overhead = instance_parts(inst)
-        concurrency = inst.estimate.max_concurrency if inst.estimate is not None else 0
-        max_len = inst.estimate.max_model_len if inst.estimate is not None else "?"
         parts: list[Text | str] = [
             Text.assemble(f"#{inst.start_order} ", (inst.name, "bold"), f" {inst.model}:"),
             f"weights {format_bytes(weights)},",
-            f"KV {format_bytes(kv)} ({concurrency}× {max_len} tokens;",
-            f"target {inst.target}),",
+            *_kv_parts(inst, kv),
             f"overhead {format_bytes(overhead)} = {format_bytes(inst.planned_bytes)} of host memory",
         ]
         lines += term.fold(parts, width, indent="  ", hang="      ")

@@ -14,7 +14,14 @@ from rich.text import Text
 
 from gpushare.cli import term
 from gpushare.cli.app import app
-from gpushare.cli.options import GatewayPort
+from gpushare.cli.options import (
+    DEFAULT_GATEWAY_HOST,
+    DEFAULT_GATEWAY_PORT,
+    GatewayPort,
+    ReadTimeout,
+    read_timeout_args,
+    read_timeouts,
+)
 from gpushare.errors import InputError
 from gpushare.planning.exposure import GATEWAY_API_KEY_ENV, gateway_warning
 from gpushare.runtime.host.clock import SystemClock
@@ -24,6 +31,8 @@ from gpushare.runtime.service.policy import SupervisorPolicy
 from gpushare.runtime.service.process import (
     detect_gpus,
     detect_telemetry,
+    loop_name,
+    run_event_loop,
     run_foreground,
     start_background,
     stop_background,
@@ -56,14 +65,22 @@ def _api_key(key_file: Path | None) -> str | None:
 
 
 def gateway_config(
-    host: str, port: int, key_file: Path | None, max_body: str, connect_timeout: float
+    host: str,
+    port: int,
+    key_file: Path | None,
+    max_body: str,
+    connect_timeout: float,
+    read_timeout: list[str] | None = None,
 ) -> GatewayConfig:
+    every, per_route = read_timeouts(read_timeout)
     config = GatewayConfig(
         host=host,
         port=port,
         api_key=_api_key(key_file),
         max_body_bytes=parse_bytes(max_body, "--max-body"),
         connect_timeout_s=connect_timeout,
+        read_timeout_s=every,
+        read_timeouts=per_route,
     )
     warning = gateway_warning(host, config.api_key is not None)
     if warning is not None:
@@ -85,11 +102,12 @@ def supervise(
     stop: Annotated[
         bool, typer.Option("--stop", help="Stop the profile's background gateway/supervisor.")
     ] = False,
-    host: Host = "127.0.0.1",
-    port: GatewayPort = 8000,
+    host: Host = DEFAULT_GATEWAY_HOST,
+    port: GatewayPort = DEFAULT_GATEWAY_PORT,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,
+    read_timeout: ReadTimeout = None,
     restart: Annotated[bool, typer.Option(help="Restart instances that exit or fail health checks.")] = True,
     restart_on_memory: Annotated[
         bool, typer.Option(help="Also restart an instance over its memory plan.")
@@ -110,6 +128,7 @@ def supervise(
         stopped = stop_background(paths, runner=runner, clock=clock)
         console.print("stopped" if stopped else "not running")
         return
+    read_timeouts(read_timeout)  # bad values: one line, whatever else is wrong
     if load_state(paths) is None:
         raise InputError(f"profile {profile!r} has no instances to supervise", hint=f"gpushare up {profile}")
     policy = SupervisorPolicy(
@@ -119,7 +138,7 @@ def supervise(
         crash_loop_restarts=crash_loop_restarts,
         health_interval_s=health_interval,
     )
-    config = gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    config = gateway_config(host, port, api_key_file, max_body, connect_timeout, read_timeout)
     if foreground:
         configure_logging()
         inventory, utilization = detect_gpus()
@@ -154,6 +173,7 @@ def supervise(
         "--health-interval",
         str(health_interval),
     ]
+    args += read_timeout_args(read_timeout)
     args += ["--restart" if restart else "--no-restart"]
     args += ["--restart-on-memory" if restart_on_memory else "--no-restart-on-memory"]
     if api_key_file is not None:
@@ -180,11 +200,12 @@ def gateway(
             help="A YAML/JSON file: `routes:` [{model, aliases, url}] (the ConfigMap `export k8s` writes).",
         ),
     ] = None,
-    host: Host = "127.0.0.1",
-    port: GatewayPort = 8000,
+    host: Host = DEFAULT_GATEWAY_HOST,
+    port: GatewayPort = DEFAULT_GATEWAY_PORT,
     api_key_file: KeyFile = None,
     max_body: MaxBody = "32MiB",
     connect_timeout: ConnectTimeout = 3.0,
+    read_timeout: ReadTimeout = None,
 ) -> None:
     """A gateway only, in the foreground, for servers gpushare did not start (no supervision)."""
     table = RouteTable()
@@ -197,7 +218,7 @@ def gateway(
         table.replace(listed)
     except DuplicateModelName as exc:
         raise InputError(f"{'--routes ' + str(routes) if routes else '--upstream'}: {exc}") from exc
-    config = gateway_config(host, port, api_key_file, max_body, connect_timeout)
+    config = gateway_config(host, port, api_key_file, max_body, connect_timeout, read_timeout)
     configure_logging()
 
     async def main() -> None:
@@ -207,11 +228,11 @@ def gateway(
             loop.add_signal_handler(sig, stop.set)
         gw = Gateway(table, config)
         await gw.start()
-        logging.getLogger("gpushare").info("gateway on %s:%d", host, gw.bound_port)
+        logging.getLogger("gpushare").info("gateway on %s:%d (%s)", host, gw.bound_port, loop_name())
         await stop.wait()
         await gw.stop()
 
-    asyncio.run(main())
+    run_event_loop(main())
 
 
 def _read_routes(path: Path) -> list[Upstream]:

@@ -17,6 +17,9 @@ MLA_WORKSPACE_MAX_ROWS = 64 * 1024
 SAMPLER_BUFFER_SMS = 132
 # torch's cuBLAS workspace on sm90, allocated through the caching allocator on the first GEMM.
 CUBLAS_WORKSPACE_BYTES = 32 * MiB
+# The pooler's largest task output per token and hidden unit: fp32, the pooling runner's head
+# dtype (config/model.py _get_head_dtype).
+POOLER_OUTPUT_BYTES = 4
 
 
 def _mlp_width(arch: ModelArch, tp: int) -> int:
@@ -28,19 +31,43 @@ def _mlp_width(arch: ModelArch, tp: int) -> int:
     return (3 if arch.gated_mlp else 2) * inter
 
 
-def activation_bytes(arch: ModelArch, dtype_bytes: int, batched: int, tp: int, coeff: Coefficients) -> int:
+def activation_bytes(
+    arch: ModelArch, dtype_bytes: int, batched: int, tp: int, coeff: Coefficients, runner: str = "generate"
+) -> int:
     """Peak activation of vLLM's profile run, as it logs it ("torch peak memory increase").
 
     One forward pass of `max_num_batched_tokens` tokens: the larger of a vocab × hidden matrix
     (the logits projection) and the widest layer's tensors, plus a per-token term. Measured on the
     H200: it barely moves with the batch (Llama-3.1-8B 1.10 GiB at 8192 tokens, 1.01 at 2048).
+
+    Under the pooling runner there are no logits: the profile runs the pooler instead of the
+    sampler (v1/worker/gpu_model_runner.py profile_run → _dummy_pooler_run), whose largest task
+    (token_embed / token_classify) returns every token's hidden state in the fp32 head dtype.
+    Qwen3-Embedding-0.6B at 8192 tokens: 0.19 + 0.10 + 0.03 = 0.32 GiB, as logged on the H200.
     """
     h = arch.hidden_size
     qkv_width = cdiv((arch.num_attention_heads + 2 * arch.num_kv_heads) * arch.head_dim, tp)
     widest = max(_mlp_width(arch, tp), qkv_width) + coeff.activation_hidden_copies * h
     forward = batched * widest * dtype_bytes
+    per_token = batched * coeff.activation_per_token_bytes
+    if runner == "pooling":
+        return forward + per_token + batched * h * POOLER_OUTPUT_BYTES
     vocab_matrix = cdiv(arch.vocab_size, tp) * h * dtype_bytes
-    return max(forward, vocab_matrix) + batched * coeff.activation_per_token_bytes
+    return max(forward, vocab_matrix) + per_token
+
+
+def encoder_warmup_bytes(
+    arch: ModelArch, dtype_bytes: int, batched: int, num_seqs: int, coeff: Coefficients
+) -> int:
+    """What an encoder-only pooling model holds after start-up beyond its weights, the CUDA context
+    and non-torch memory: vLLM profiles nothing for it (no KV cache: v1/engine/core.py
+    _initialize_kv_caches skips determine_available_memory), so the only forward passes it keeps
+    blocks of are the CUDA-graph captures and the final warm-up, `_dummy_run(min(max_num_seqs,
+    max_num_batched_tokens))` then `_dummy_pooler_run` (gpu_worker.py compile_or_warm_up_model,
+    after capture_model's empty_cache), plus cuBLAS's workspace. bge-m3 with --enforce-eager on
+    the H200: 1.89 GiB by NVML, 0.51 + 1.06 + 0.22 + this 0.07 = 1.86 predicted."""
+    tokens = min(num_seqs, batched)
+    return activation_bytes(arch, dtype_bytes, tokens, 1, coeff, "pooling") + CUBLAS_WORKSPACE_BYTES
 
 
 def v1_runner_sampler_bytes(arch: ModelArch, dtype_bytes: int, batched: int, num_seqs: int) -> int:

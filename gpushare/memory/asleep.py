@@ -35,8 +35,10 @@ max_model_len 8192, utilization 0.6; GPU terms from the fitted `Coefficients`):
 the weights and the sampler state on both models: allocator rounding and small buffers (rotary
 caches) inside the pool, not itemised. The Llama residue is 0.66 GiB below the bound: there
 `empty_cache` returned the warm-up blocks. Not measured: MoE models on the V1 runner (its sampler
-is built outside the pool, so nothing but the weights is tagged), pooling models, tensor
-parallelism, other GPUs and versions; `notes` says so.
+is built outside the pool, so nothing but the weights is tagged), pooling models, multimodal
+models with their vision tower (its weights are built in `load_model`, so they are counted in the
+pool; what vLLM allocates for images while serving, and M-RoPE's pinned host buffer, are not in
+these numbers), tensor parallelism, other GPUs and versions; `notes` says so.
 
 Host RAM: vLLM allocates each pinned copy at sleep and drops it at wake, but torch's caching host
 allocator keeps pinned blocks for reuse, which is why only the first sleep is slow (10–14 s
@@ -54,8 +56,10 @@ from dataclasses import dataclass
 from gpushare.hfconfig import ModelArch
 from gpushare.memory.coefficients import Coefficients
 from gpushare.memory.estimate import Estimate
-from gpushare.memory.settings import Runner, moe_on_v1_runner
-from gpushare.units import cdiv
+from gpushare.memory.multimodal import mrope_host_bytes
+from gpushare.memory.settings import Runner, ServeSettings, moe_on_v1_runner, on_v1_runner
+from gpushare.memory.vision import tower_is_built
+from gpushare.units import GiB, cdiv
 from gpushare.vllm.sleep import SleepLevel
 
 INT32_BYTES = 4
@@ -92,27 +96,53 @@ def sampler_state_bytes(arch: ModelArch, max_num_seqs: int, runner: Runner) -> i
     return max_num_seqs * (vocab + 2 * cdiv(vocab, 32)) * INT32_BYTES
 
 
+def multimodal_asleep_note(arch: ModelArch, e: Estimate, settings: ServeSettings) -> str | None:
+    """What the asleep numbers of a model with its vision tower built leave out, or None."""
+    if not tower_is_built(arch, settings):
+        return None
+    note = (
+        "asleep with its vision tower: not measured; the tower's weights are counted with the "
+        "others (copied to host at sleep level 1), what vLLM allocates for images while it serves is not"
+    )
+    if arch.mrope and not on_v1_runner(arch, settings):
+        host = mrope_host_bytes(e.max_num_seqs, e.max_model_len)
+        note += (
+            f"; M-RoPE's pinned host buffer ({host / GiB:.2f} GiB, awake or asleep) is not in the host "
+            "RAM check"
+        )
+    return note
+
+
 def sleep_footprint(
     arch: ModelArch,
     e: Estimate,
-    runner: Runner,
+    settings: ServeSettings,
     level: SleepLevel,
     coeff: Coefficients | None = None,
 ) -> SleepFootprint:
-    """The instance `e` describes (awake) once asleep at `level` (see the module docstring)."""
+    """The instance `e` describes (awake, served with `settings`) once asleep at `level` (see the
+    module docstring)."""
     coeff = coeff or Coefficients()
     b = e.budget
+    runner = settings.runner
     state = sampler_state_bytes(arch, e.max_num_seqs, runner)
     weights_pool = b.weights_bytes + state + coeff.sleep_pool_extra_bytes
     outside_pool = b.context_bytes + b.activation_bytes + b.non_torch_bytes + b.cuda_graph_bytes
     # the sampler state is inside the fitted terms of the awake footprint but leaves with the pool
     asleep = max(outside_pool - state - coeff.sleep_pool_extra_bytes, b.context_bytes)
-    measured_kind = runner == "generate" and not moe_on_v1_runner(arch) and e.tensor_parallel_size == 1
+    multimodal = multimodal_asleep_note(arch, e, settings)
+    measured_kind = (
+        runner == "generate"
+        and not moe_on_v1_runner(arch)
+        and e.tensor_parallel_size == 1
+        and multimodal is None
+    )
+    notes = () if measured_kind else (ASLEEP_NOTE,)
     return SleepFootprint(
         level=level,
         asleep_bytes=asleep,
         weights_pool_bytes=weights_pool,
         kv_pool_bytes=e.kv_cache_bytes,
         host_bytes=weights_pool * e.tensor_parallel_size if level == 1 else 0,
-        notes=() if measured_kind else (ASLEEP_NOTE,),
+        notes=notes + ((multimodal,) if multimodal else ()),
     )

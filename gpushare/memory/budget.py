@@ -59,19 +59,29 @@ class Budget:
     parallel_bytes: int = 0
     """Outside the budget too, when tensor parallel: NCCL's, the custom all-reduce's and symmetric
     memory's buffers, allocated before vLLM's snapshot (memory/parallel.py)."""
+    cuda_graph_estimate_bytes: int | None = None
+    """What vLLM subtracts for CUDA graphs when it counts them (its profiler's estimate, which
+    the V1 runner makes from two captures per mode); None: the graphs' own size."""
+
+    @property
+    def graphs_reserved_bytes(self) -> int:
+        """The CUDA-graph bytes inside the budget."""
+        if not self.cuda_graph_in_budget:
+            return 0
+        if self.cuda_graph_estimate_bytes is None:
+            return self.cuda_graph_bytes
+        return self.cuda_graph_estimate_bytes
 
     @property
     def overhead_bytes(self) -> int:
         """What the budget holds besides the KV cache."""
-        graphs = self.cuda_graph_bytes if self.cuda_graph_in_budget else 0
-        return self.weights_bytes + self.activation_bytes + self.non_torch_bytes + graphs
+        return self.weights_bytes + self.activation_bytes + self.non_torch_bytes + self.graphs_reserved_bytes
 
     @property
     def outside_bytes(self) -> int:
-        """The process's memory beyond what it uses of its budget: the context, the TP buffers and,
-        where vLLM does not count them, the CUDA graphs."""
-        graphs = 0 if self.cuda_graph_in_budget else self.cuda_graph_bytes
-        return self.context_bytes + self.parallel_bytes + graphs
+        """The process's memory beyond what it uses of its budget: the context, the TP buffers and
+        the CUDA graphs beyond what vLLM reserved for them (all of them where it reserves nothing)."""
+        return self.context_bytes + self.parallel_bytes + self.cuda_graph_bytes - self.graphs_reserved_bytes
 
     def kv_budget_bytes(self, utilization: float, cuda_total_bytes: int) -> int:
         """The KV budget vLLM measures from a utilization (before whole blocks)."""

@@ -51,6 +51,18 @@ class Coefficients:
     # sampler state, on both measured models ("15.55 GiB is backed up in CPU" for Llama-3.1-8B,
     # 14.94 for Qwen2.5-7B; ../shared/VLLM-SLEEP.md).
     sleep_pool_extra_bytes: int = int(0.04 * GiB)
+    # What the V1 runner's profiler estimates for its CUDA graphs (memory/cudagraphs.py), fitted on
+    # gpt-oss-20b (H200) and Qwen3-30B-A3B-FP8 (H100): the first piecewise capture per layer ×
+    # hidden × dtype of its largest size, the driver's memory per captured piece and per full graph.
+    v1_cudagraph_first_per_layer_hidden: float = 4 / 3
+    v1_cudagraph_piece_bytes: int = 144 * KiB
+    v1_cudagraph_full_layer_bytes: int = 80 * KiB
+    # An encoder-only pooling model's CUDA-graph capture (PIECEWISE, 51 sizes): vLLM runs no
+    # profile for it, so its first torch.compile'd forward and the graph pool both land in the
+    # capture. bge-m3 on the H200 (bench/gpu/results/h200-i11-pooling): 2.55 GiB by NVML against
+    # 1.89 with --enforce-eager, and 0.73 GiB by vLLM's own "Graph capturing ... took"; 0.61 GiB by
+    # NVML with 35 capture sizes (--max-num-seqs 128). Measured on this one model.
+    encoder_cudagraph_bytes: int = int(0.66 * GiB)
 
 
 @dataclass(frozen=True)

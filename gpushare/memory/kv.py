@@ -46,15 +46,28 @@ def kv_bytes_per_token_per_layer(arch: ModelArch, dtype_bytes: int, tp: int) -> 
     return 2 * heads_per_rank * arch.kv_head_size * dtype_bytes
 
 
+def sliding_in_flight_batches(settings: ServeSettings) -> int:
+    """Batches whose tokens a sliding-window layer still holds KV for (vLLM's
+    `VllmConfig.max_concurrent_batches`, config/vllm.py:511-533 in 0.26.0, the same in 0.32.0):
+    2 with async scheduling, which vLLM turns on for generate models and off for pooling models
+    (config/vllm.py:1059-1107); 1 without it (tensor parallel keeps pipeline parallel at 1)."""
+    return 1 if settings.runner == "pooling" else 2
+
+
 def kv_layout(
     arch: ModelArch, settings: ServeSettings, gpu: GpuTarget, max_model_len: int, batched: int
 ) -> KvLayout:
     """Groups as vLLM's hybrid KV cache manager forms them (kv_cache_utils.get_kv_cache_groups).
 
     Layers of one kind form a group; with several kinds, every group has as many layers as the
-    smallest kind, and the pool's blocks are shared by all groups. A sliding-window group needs at
-    most cdiv(min(window − 1 + max_num_batched_tokens, max_model_len), block_size) + 1 blocks per
-    request (SlidingWindowSpec.max_memory_usage_bytes).
+    smallest kind, unless the largest kind has fewer than 1.5 times as many, and then as many as the
+    largest (padding layers fill the rest: 12 sliding + 13 full → 2 groups of 13;
+    kv_cache_utils.py:1218-1227 in 0.26.0). The pool's blocks are shared by all groups.
+
+    A sliding-window group needs cdiv(min(window − 1 + in-flight tokens, max_model_len),
+    block_size) + 1 blocks per request (kv_cache_interface.py:567-598
+    `max_admission_blocks_per_request`), where the in-flight tokens are max_num_batched_tokens
+    times the batches in flight (`sliding_in_flight_batches`).
     """
     block = settings.block_size or default_block_size(arch, gpu)
     per_layer = kv_bytes_per_token_per_layer(
@@ -64,14 +77,17 @@ def kv_layout(
     for kind in arch.layer_kinds:
         counts[kind] = counts.get(kind, 0) + 1
     group_size = min(counts.values())
+    if max(counts.values()) < 1.5 * group_size:
+        group_size = max(counts.values())
     full_blocks = cdiv(max_model_len, block)
+    in_flight = sliding_in_flight_batches(settings) * batched
     blocks_per_request = 0
     num_groups = 0
     for kind, count in counts.items():
         groups = cdiv(count, group_size)
         num_groups += groups
         if kind == "sliding" and arch.sliding_window:
-            need = cdiv(min(arch.sliding_window - 1 + batched, max_model_len), block) + 1
+            need = cdiv(min(arch.sliding_window - 1 + in_flight, max_model_len), block) + 1
         else:
             need = full_blocks
         blocks_per_request += groups * need

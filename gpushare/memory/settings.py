@@ -7,12 +7,15 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from gpushare.architectures import PoolingTask, Runner
 from gpushare.errors import InputError
 from gpushare.hfconfig import ModelArch, Quantization
 from gpushare.units import GiB
+from gpushare.versions import parse_version as parse_version  # re-exported: memory/ asks here
 
 DTYPE_BYTES = {
     "float32": 4,
@@ -30,15 +33,11 @@ KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5
 """The KV-cache dtypes gpushare knows (vLLM's `--kv-cache-dtype`, config/cache.py CacheDType)."""
 KV_CACHE_DTYPES: tuple[KvCacheDtype, ...] = ("auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2")
 DEFAULT_VLLM_VERSION = "0.26.0"
-Runner = Literal["generate", "pooling"]
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """'0.26.0' → (0, 26, 0); letters are dropped ('0.30.0rc1' → (0, 30, 1)), missing parts are 0."""
-    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:3]]
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
+__all__ = ["PoolingTask", "Runner"]  # the runner vocabulary is gpushare/architectures.py's
+MmEncoderTpMode = Literal["weights", "data"]
+"""vLLM's `--mm-encoder-tp-mode` (config/multimodal.py MMEncoderTPMode)."""
+# vLLM's limit for a modality `--limit-mm-per-prompt` does not name (config/multimodal.py:320-333).
+DEFAULT_MM_LIMIT = 999
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,42 @@ class ServeSettings:
     quantization: str | None = None  # online quantization, e.g. "fp8" of a bf16 checkpoint
     vllm_version: str = DEFAULT_VLLM_VERSION
     estimate_cudagraphs: bool | None = None  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
-    runner: Runner = "generate"  # pooling: embedding models, no lm_head/sampler
+    runner: Runner = "generate"  # pooling: embedders and classifiers, no lm_head/sampler
+    task: PoolingTask | None = None  # under the pooling runner: --convert (None: the model's own)
+    # Multimodal models (vLLM's MultiModalConfig): items per prompt by modality
+    # (--limit-mm-per-prompt; a modality left out keeps vLLM's 999), every limit 0
+    # (--language-model-only), and how the vision tower is split over TP ranks.
+    mm_limits: tuple[tuple[str, int], ...] = ()
+    language_model_only: bool = False
+    mm_encoder_tp_mode: MmEncoderTpMode = "weights"
+
+
+def modality_limit(settings: ServeSettings, modality: str) -> int:
+    """Items of `modality` one prompt may carry, as vLLM reads it
+    (MultiModalConfig.get_limit_per_prompt, config/multimodal.py:320-333): 0 for every modality
+    with --language-model-only, else the --limit-mm-per-prompt count, else 999."""
+    if settings.language_model_only:
+        return 0
+    return dict(settings.mm_limits).get(modality, DEFAULT_MM_LIMIT)
+
+
+def with_modalities(
+    settings: ServeSettings,
+    modalities: object,
+    encoder_tp_mode: str | None = None,
+) -> ServeSettings:
+    """`settings` with a profile's `modalities` (`off`, a mapping of modality to count, or None)
+    and `mm_encoder_tp_mode` applied."""
+    if modalities == "off":
+        settings = replace(settings, language_model_only=True)
+    elif isinstance(modalities, Mapping):
+        limits = tuple(sorted((str(k), int(n)) for k, n in modalities.items()))
+        settings = replace(settings, mm_limits=limits)
+    if encoder_tp_mode is not None:
+        if encoder_tp_mode not in ("weights", "data"):
+            raise InputError(f"--mm-encoder-tp-mode {encoder_tp_mode!r}: use weights or data")
+        settings = replace(settings, mm_encoder_tp_mode="data" if encoder_tp_mode == "data" else "weights")
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,27 +198,45 @@ def default_batching(gpu: GpuTarget, vllm_version: str = DEFAULT_VLLM_VERSION) -
     return 2048, 256
 
 
-def with_batching_defaults(settings: ServeSettings, gpu: GpuTarget) -> ServeSettings:
+def with_batching_defaults(
+    settings: ServeSettings, gpu: GpuTarget, arch: ModelArch | None = None
+) -> ServeSettings:
     """`settings` with vLLM's batching defaults for `gpu` filled in where they were left out, so the
     numbers stay those of `gpu` when the settings are evaluated elsewhere (an unbounded target, a
-    calibration key)."""
+    calibration key).
+
+    As engine/arg_utils.py L2640-2716 fills them: a default batch is raised to max_model_len when
+    chunked prefill is off (encoder-only models: config/model.py "Pooling models with
+    bidirectional attn do not support chunked prefill") and capped at max_num_seqs ×
+    max_model_len; a default max_num_seqs is capped at the batch. `arch` gives the model's
+    defaults (context length, encoder-only); without it only the GPU's are filled in."""
     batched, seqs = default_batching(gpu, settings.vllm_version)
-    return replace(
-        settings,
-        max_num_batched_tokens=settings.max_num_batched_tokens or batched,
-        max_num_seqs=settings.max_num_seqs or seqs,
-    )
+    seqs = settings.max_num_seqs or seqs
+    if settings.max_num_batched_tokens is None:
+        max_len = settings.max_model_len or (arch.max_position_embeddings if arch is not None else None)
+        if max_len is not None:
+            if arch is not None and arch.encoder_only:
+                batched = max(max_len, batched)
+            batched = min(seqs * max_len, batched)
+    else:
+        batched = settings.max_num_batched_tokens
+    if settings.max_num_seqs is None:
+        seqs = min(seqs, batched)
+    return replace(settings, max_num_batched_tokens=batched, max_num_seqs=seqs)
 
 
 def model_dtype(arch: ModelArch, settings: ServeSettings) -> str:
-    """vLLM's `--dtype auto`: the checkpoint's dtype, with float32 served as bfloat16 on GPUs."""
+    """vLLM's `--dtype auto`: the checkpoint's dtype; float32 is served as bfloat16 on GPUs, or
+    float16 under the pooling runner."""
     if settings.dtype != "auto":
         if settings.dtype not in DTYPE_BYTES:
             raise InputError(f"dtype {settings.dtype!r} is not one of bfloat16, float16, float32")
         return settings.dtype
     dtype = arch.torch_dtype
     if dtype in ("float32", "float"):
-        return "bfloat16"
+        # config/model.py _resolve_auto_dtype: a pooling model prefers float16 (bge-m3: "Downcasting
+        # torch.float32 to torch.float16"), a generator the platform's first dtype, bfloat16.
+        return "float16" if settings.runner == "pooling" else "bfloat16"
     if arch.quantization is not None and arch.quantization.method in ("gptq", "awq") and dtype == "bfloat16":
         return "float16"  # GPTQ/AWQ kernels run in half precision; vLLM casts bf16 to fp16
     return dtype if dtype in DTYPE_BYTES else "bfloat16"
@@ -237,8 +289,9 @@ V2_RUNNER_MOE_ARCHITECTURES = frozenset(
 )
 V1_MOE_NOTE = (
     "MoE model on vLLM's V1 model runner: its activation and CUDA-graph terms follow vLLM's source and "
-    "were checked on one model only (Qwen3-30B-A3B-FP8 on an H100: KV tokens +1.2%, footprint not "
-    "measured); `gpushare calibrate` measures it"
+    "were checked on two models (Qwen3-30B-A3B-FP8 on an H100: KV tokens +1.0%, footprint not "
+    "measured; gpt-oss-20b on an H200: KV tokens -0.1%, footprint +0.3%); `gpushare calibrate` "
+    "measures it"
 )
 
 
@@ -246,3 +299,9 @@ def moe_on_v1_runner(arch: ModelArch) -> bool:
     """A MoE model that vLLM 0.26 runs on its older (V1) model runner (every dense model and the
     MoE architectures of V2_RUNNER_MOE_ARCHITECTURES use V2; config/vllm.py)."""
     return arch.moe is not None and not set(arch.architectures) & V2_RUNNER_MOE_ARCHITECTURES
+
+
+def on_v1_runner(arch: ModelArch, settings: ServeSettings) -> bool:
+    """Whether vLLM 0.26 runs this instance on its V1 model runner (config/vllm.py L549-623
+    use_v2_model_runner): every pooling model, and the MoE models of `moe_on_v1_runner`."""
+    return settings.runner == "pooling" or moe_on_v1_runner(arch)

@@ -56,24 +56,31 @@ def mig_parted_config(name: str, geometries: Mapping[int, Geometry | None]) -> d
     """A mig-parted `v1` config named `name`: per GPU index its geometry's profile counts, or MIG
     off where the geometry is None (a GPU that runs whole). GPUs with the same counts share one
     entry. `name` must be a Kubernetes label value, since the GPU Operator selects it by label."""
+    return mig_parted_counts(name, {gpu: None if g is None else g.counts for gpu, g in geometries.items()})
+
+
+def mig_parted_counts(name: str, counts: Mapping[int, Mapping[str, int] | None]) -> dict[str, Any]:
+    """`mig_parted_config` from each GPU's profile counts (`geometry.profile_counts`: largest
+    first), None for MIG off: for slices known by profile alone, such as MIG devices whose start
+    NVML did not give (a mig-parted config holds counts only)."""
     if not _LABEL_VALUE.match(name):
         raise InputError(
             f"mig-parted config name {name!r} is not a Kubernetes label value",
             hint="use at most 63 letters, digits, '-', '_' or '.', with a letter or digit at both ends",
         )
-    if not geometries:
+    if not counts:
         raise ValueError("a mig-parted config needs at least one GPU")
     groups: dict[tuple[tuple[str, int], ...] | None, list[int]] = {}
-    for gpu in sorted(geometries):
-        geometry = geometries[gpu]
-        key = None if geometry is None else tuple(geometry.counts.items())
+    for gpu in sorted(counts):
+        per_profile = counts[gpu]
+        key = None if per_profile is None else tuple(per_profile.items())
         groups.setdefault(key, []).append(gpu)
     entries: list[dict[str, Any]] = []
-    for counts, gpus in groups.items():
-        if counts is None:
+    for listed, gpus in groups.items():
+        if listed is None:
             entries.append({"devices": gpus, "mig-enabled": False})
         else:
-            entries.append({"devices": gpus, "mig-enabled": True, "mig-devices": dict(counts)})
+            entries.append({"devices": gpus, "mig-enabled": True, "mig-devices": dict(listed)})
     return {"version": MIG_PARTED_VERSION, "mig-configs": {name: entries}}
 
 

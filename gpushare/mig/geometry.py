@@ -64,10 +64,7 @@ class Geometry:
     @property
     def counts(self) -> dict[str, int]:
         """Instances per profile name, largest profile first (what a mig-parted config lists)."""
-        counted = Counter(s.profile.name for s in self.slices)
-        profiles = {s.profile.name: s.profile for s in self.slices}
-        order = sorted(counted, key=lambda n: (-profiles[n].slices, -profiles[n].size, n))
-        return {name: counted[name] for name in order}
+        return profile_counts(s.profile for s in self.slices)
 
     @property
     def shape(self) -> tuple[str, ...]:
@@ -77,6 +74,15 @@ class Geometry:
     @property
     def label(self) -> str:
         return " + ".join(s.label for s in self.slices) or "(empty)"
+
+
+def profile_counts(profiles: Iterable[MigProfile]) -> dict[str, int]:
+    """How many of each profile, largest profile first (what a mig-parted config lists)."""
+    listed = list(profiles)
+    counted = Counter(p.name for p in listed)
+    by_name = {p.name: p for p in listed}
+    order = sorted(counted, key=lambda n: (-by_name[n].slices, -by_name[n].size, n))
+    return {name: counted[name] for name in order}
 
 
 def legal_slices(table: MigTable, profiles: Sequence[MigProfile] | None = None) -> tuple[Slice, ...]:

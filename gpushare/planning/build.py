@@ -442,6 +442,8 @@ class _Planner:
         base = [self.needs.need_estimate(m, g) for g in gpus]
         spare = min(item.need_bytes + extra - self.needs.need(m, g) for g in gpus)
         block = base[0].kv_block_bytes
+        if block == 0:  # encoder-only: no KV cache to grow
+            return [self.slot(m, g, 0) for g in gpus]
         kv = base[0].kv_cache_bytes + max(spare, 0) // block * block
         return [self.slot(m, g, kv) for g in gpus]
 
@@ -452,7 +454,7 @@ class _Planner:
         target = self.needs.targets[gpu]
         if util is None:
             util = need.budget.utilization_for(kv, target.cuda_total_bytes)
-        settings = with_batching_defaults(m.settings, target)
+        settings = with_batching_defaults(m.settings, target, m.facts.arch)
         fixed = self.fixed or gpu in self.spots  # a MIG slice always gets a fixed KV size
         e = estimate(
             m.facts.arch,
@@ -616,7 +618,7 @@ class _Planner:
 
     def sleep_of(self, m: Entry, e: Estimate) -> SleepFootprint:
         swap = ondemand.swap_settings(self.profile, m)
-        footprint = sleep_footprint(m.facts.arch, e, m.settings.runner, swap.sleep_level)
+        footprint = sleep_footprint(m.facts.arch, e, m.settings, swap.sleep_level)
         for note in footprint.notes:
             if f"{m.name}: {note}" not in self.notes:
                 self.notes.append(f"{m.name}: {note}")
@@ -637,14 +639,16 @@ class _Planner:
             first = ss[0].estimate
             gpus = tuple(s.gpu for s in ss)
             spot = self.spots.get(gpus[0])
+            # an encoder-only pooling model keeps no KV cache: no --kv-cache-memory-bytes
+            kv_bytes = first.kv_cache_bytes if first.has_kv_cache else None
             if spot is None:
-                kv = first.kv_cache_bytes if self.fixed else None
+                kv = kv_bytes if self.fixed else None
                 argv = instance_command(self.profile, m, util, kv).to_argv()
                 env = instance_env(self.profile, m, gpus)
                 placed_on, mig_slice = gpus, None
             else:
-                kv = first.kv_cache_bytes
-                settings = with_batching_defaults(m.settings, self.needs.targets[spot.index])
+                kv = kv_bytes
+                settings = with_batching_defaults(m.settings, self.needs.targets[spot.index], m.facts.arch)
                 argv = slice_command(self.profile, m, util, kv, settings).to_argv()
                 env = slice_env(self.profile, m, spot.cuda_device)
                 placed_on, mig_slice = (spot.gpu,), mig_plan.spot_slice(spot, m.name)

@@ -38,20 +38,26 @@ def instance_command(profile: Profile, m: Entry, util: float | None, kv_bytes: i
         max_num_seqs=e.max_num_seqs,
         max_num_batched_tokens=e.max_num_batched_tokens,
         quantization=e.quantization,
+        runner=_runner_flag(m),
+        convert=_convert_flag(m),
         enforce_eager=e.enforce_eager,
         enable_sleep_mode=e.residency == "on-demand",
+        language_model_only=m.settings.language_model_only,
+        limit_mm_per_prompt=m.settings.mm_limits,
+        mm_encoder_tp_mode=e.mm_encoder_tp_mode,
         extra_args=tuple(e.extra_args),
     )
 
 
 def slice_command(
-    profile: Profile, m: Entry, util: float, kv_bytes: int, settings: ServeSettings
+    profile: Profile, m: Entry, util: float, kv_bytes: int | None, settings: ServeSettings
 ) -> VllmCommand:
-    """The command of an entry on a MIG slice: always a fixed KV size, and the batching limits
-    written out (`settings`: the entry's, with vLLM's defaults for the slice filled in). vLLM
-    picks its batching defaults from NVML's memory of the device, which on a MIG slice has been
-    the parent GPU's (vLLM #41776, #50463: `get_device_total_memory` asks the index-based
-    handle), so it would not pick what the plan counted."""
+    """The command of an entry on a MIG slice: always a fixed KV size (none for an encoder-only
+    pooling model, which keeps no KV cache), and the batching limits written out (`settings`:
+    the entry's, with vLLM's defaults for the slice filled in). vLLM picks its batching defaults
+    from NVML's memory of the device, which on a MIG slice has been the parent GPU's (vLLM
+    #41776, #50463: `get_device_total_memory` asks the index-based handle), so it would not pick
+    what the plan counted."""
     return replace(
         instance_command(profile, m, util, kv_bytes),
         max_num_seqs=settings.max_num_seqs,
@@ -72,6 +78,23 @@ def slice_env(profile: Profile, m: Entry, device: str) -> dict[str, str]:
     env = profile_env(profile, m)
     env["CUDA_VISIBLE_DEVICES"] = device
     return env
+
+
+def _runner_flag(m: Entry) -> str | None:
+    """--runner: pooling whenever the plan sized a pooling model (explicit, so vLLM cannot pick
+    otherwise); generate only where the profile asked for it; else vLLM's auto."""
+    if m.settings.runner == "pooling":
+        return "pooling"
+    return "generate" if m.entry.runner == "generate" else None
+
+
+def _convert_flag(m: Entry) -> str | None:
+    """--convert: only where it converts a text generator (a pooling class keeps its own task;
+    vLLM's adapters return it unchanged)."""
+    row = m.facts.arch.row
+    if m.settings.runner != "pooling" or (row is not None and row.runner == "pooling"):
+        return None
+    return m.settings.task
 
 
 def instance_env(profile: Profile, m: Entry, gpus: Sequence[int]) -> dict[str, str]:

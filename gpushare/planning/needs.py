@@ -10,13 +10,14 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from gpushare.architectures import resolve_pooling
 from gpushare.devices.base import Gpu
 from gpushare.errors import GpushareError
 from gpushare.estimate_job import ModelFacts, gpu_target
 from gpushare.memory import Estimate, GpuTarget, MeasuredTerms, ServeSettings, minimum_for_target
 from gpushare.memory.budget import utilization_slack_bytes
 from gpushare.memory.estimate import TargetTooLargeError
-from gpushare.memory.settings import with_batching_defaults
+from gpushare.memory.settings import with_batching_defaults, with_modalities
 from gpushare.placement import Item
 from gpushare.profile import ModelEntry, Profile, ProfileProblem, ProfileValidationError
 
@@ -61,6 +62,9 @@ def resolve_entries(profile: Profile, facts: dict[str, ModelFacts]) -> list[Entr
     for i, entry in enumerate(profile.models):
         model_facts = facts[entry.model]
         max_len = entry.max_model_len or model_facts.arch.max_position_embeddings
+        runner, convert = resolve_pooling(
+            model_facts.arch.row, entry.runner, entry.task, model_facts.resolved.sentence_transformers
+        )
         block = d.block_size or (CPU_BLOCK_SIZE if profile.device == "cpu" else None)
         settings = ServeSettings(
             max_model_len=max_len,
@@ -74,7 +78,10 @@ def resolve_entries(profile: Profile, facts: dict[str, ModelFacts]) -> list[Entr
             enforce_eager=entry.enforce_eager or profile.device == "cpu",
             quantization="fp8" if entry.quantization == "fp8" else None,
             vllm_version=d.vllm_version,
+            runner=runner,
+            task=convert,
         )
+        settings = with_modalities(settings, entry.modalities, entry.mm_encoder_tp_mode)
         concurrency = entry.concurrency
         if entry.kv_tokens is None and concurrency is None:
             concurrency = d.concurrency
@@ -108,7 +115,7 @@ def target_estimate(
 ) -> Estimate:
     """The least footprint on `target` that meets the capacity target, whatever the GPU's size
     (`process_bytes` is the need; compare it with the GPU's usable bytes)."""
-    pinned = with_batching_defaults(settings, target)
+    pinned = with_batching_defaults(settings, target, facts.arch)
 
     def on(stand_in: GpuTarget) -> Estimate:
         return minimum_for_target(
@@ -197,7 +204,7 @@ class Needs:
         """A calibration record's terms for this instance, when one matches."""
         if self.calibration is None:
             return None
-        return self.calibration(facts, target, with_batching_defaults(settings, target))
+        return self.calibration(facts, target, with_batching_defaults(settings, target, facts.arch))
 
     def need_estimate(self, m: Entry, gpu: int) -> Estimate:
         try:

@@ -192,7 +192,7 @@ def assign(profile: Profile, needs: Needs, entries: Sequence[Entry]) -> Layout:
         allowed.sort(key=lambda g: (g not in layout.by_gpu, g))
         closest: tuple[int, int, int] | None = None  # (short by, GPU, need)
         for g in allowed:
-            asleep = sleep_footprint(m.facts.arch, needs.need_estimate(m, g), m.settings.runner, level)
+            asleep = sleep_footprint(m.facts.arch, needs.need_estimate(m, g), m.settings, level)
             s = Sleeper(m.name, g, needs.need(m, g), asleep, m.entry.priority)
             here = [*layout.by_gpu.get(g, []), s]
             short = room_need(here, profile.awake_max_on(g)) - needs.usable[g]

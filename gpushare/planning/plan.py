@@ -475,16 +475,18 @@ class Plan:
 
         The instances must hold their GPUs to themselves (a whole start group: nothing outside
         `names` on any of their GPUs), so every number stays the plan's. `CUDA_VISIBLE_DEVICES`
-        follows the new numbers; unplaced models and placement notes stay with the whole plan. A plan
-        on MIG slices has no subset (its slices and MIG setup name the machine's GPUs)."""
-        if self.uses_mig:
-            raise ValueError("a plan on MIG slices has no subset: its slices name the machine's GPUs")
+        follows the new numbers; unplaced models and placement notes stay with the whole plan.
+        Instances on MIG slices have no subset (their slices and the MIG setup name the machine's
+        GPUs); whole-GPU instances of a plan that also has slices do, without the MIG setup."""
         wanted = set(names)
         chosen = [i for i in self.instances if i.name in wanted]
         missing = sorted(wanted - {i.name for i in chosen})
         if missing:
             raise ValueError(f"the plan has no instance {', '.join(missing)}")
         used = sorted({g for i in chosen for g in i.gpus})
+        sliced = [g.index for g in self.gpus if g.index in used and g.mig]
+        if sliced or any(i.mig_slice is not None for i in chosen):
+            raise ValueError("a plan on MIG slices has no subset: its slices name the machine's GPUs")
         number = {old: new for new, old in enumerate(used)}
         gpus = []
         for gpu in self.gpus:
@@ -508,6 +510,7 @@ class Plan:
             gpus=tuple(gpus),
             instances=tuple(renumbered),
             unplaced=(),
+            mig_setup=None,
             overcommitted=tuple(replace(p, gpu=number[p.gpu]) for p in self.overcommitted if p.gpu in number),
         )
 

@@ -9,13 +9,13 @@ Pure apart from reading the bundled catalog's configs (quantized variants).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from gpushare.catalog.gpus import GPU_MODELS
+from gpushare.catalog.gpus import GPU_MODELS, GpuModel
 from gpushare.errors import GpushareError
 from gpushare.estimate_job import ModelFacts, gpu_target
-from gpushare.memory import GpuTarget, ServeSettings
+from gpushare.memory import Estimate, GpuTarget, ServeSettings
 from gpushare.placement import Bin, Item, best_gpu_for
 from gpushare.planning.needs import Entry, Needs
 from gpushare.planning.plan import Unplaced
@@ -23,6 +23,72 @@ from gpushare.units import format_bytes
 
 # The shortest context a "lower max_model_len" suggestion offers.
 _MIN_SUGGESTED_LEN = 256
+# The most GPUs a tensor-parallel suggestion offers (one host's NVLink domain).
+MAX_SUGGESTED_TP = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates: the one list of each kind of change, shared by a plan's suggestions and the
+# estimate's hints
+
+
+def tp_candidates(facts: ModelFacts, tp: int, limit: int = MAX_SUGGESTED_TP) -> list[int]:
+    """Larger tensor-parallel sizes to try: doublings of `tp` up to `limit` that split the
+    attention heads evenly (vLLM refuses the others)."""
+    heads = facts.arch.num_attention_heads
+    out, size = [], tp * 2
+    while size <= limit:
+        if heads % size == 0:
+            out.append(size)
+        size *= 2
+    return out
+
+
+def larger_catalog_gpus(cuda_total_bytes: int) -> list[GpuModel]:
+    """Catalog GPUs with more memory than `cuda_total_bytes`, smallest first."""
+    ordered = sorted(GPU_MODELS, key=lambda g: (g.cuda_total_bytes, g.key))
+    return [g for g in ordered if g.cuda_total_bytes > cuda_total_bytes]
+
+
+def no_room_hints(
+    facts: ModelFacts,
+    gpu: GpuTarget,
+    settings: ServeSettings,
+    fits: Callable[[ModelFacts, GpuTarget, ServeSettings], Estimate | None],
+) -> list[str]:
+    """What would hold a model that leaves no room for one request's KV cache on `gpu`, each
+    checked with the memory model through `fits` (an estimate with the same sizing, or None):
+    the fewest GPUs with --tp N, a quantized catalog variant, fp8 weights, the smallest larger
+    catalog GPU."""
+    hints: list[str] = []
+    for tp in tp_candidates(facts, settings.tensor_parallel_size):
+        e = fits(facts, gpu, replace(settings, tensor_parallel_size=tp))
+        if e is not None:
+            hints.append(f"--tp {tp}: {tp} of these GPUs hold it ({_capacity(e)})")
+            break
+    if facts.arch.quantization is None and settings.quantization is None:
+        for reference, variant in quantized_variants(facts.resolved.reference):
+            e = fits(variant, gpu, replace(settings, dtype="auto"))
+            if e is not None:
+                hints.append(f"{reference} (quantized, in the catalog) fits ({_capacity(e)})")
+                break
+        else:
+            e = fits(facts, gpu, replace(settings, quantization="fp8"))
+            if e is not None:
+                hints.append(f"--quantization fp8 fits ({_capacity(e)})")
+    for model in larger_catalog_gpus(gpu.cuda_total_bytes):
+        e = fits(facts, gpu_target(model.as_gpu(0)), settings)
+        if e is not None:
+            hints.append(f"an {model.nvml_name} ({model.key}) holds it ({_capacity(e)})")
+            break
+    return hints
+
+
+def _capacity(e: Estimate) -> str:
+    if not e.has_kv_cache:
+        return f"{format_bytes(e.process_bytes)}"
+    per_gpu = " per GPU" if e.tensor_parallel_size > 1 else ""
+    return f"{e.kv_cache_tokens:,} KV tokens, {format_bytes(e.process_bytes)}{per_gpu}"
 
 
 def explain_unplaced(
@@ -214,32 +280,26 @@ class Suggester:
 
     def more_gpus(self) -> str | None:
         m = self.m
-        tp = m.entry.tensor_parallel_size * 2
         whole = {g: u for g, u in self.p.usable.items() if g not in self.p.slices}
-        gpu_count = len(whole)
-        if tp > gpu_count or m.facts.arch.num_attention_heads % tp:
-            return None
-        need = self.need(replace(m.settings, tensor_parallel_size=tp))
-        if need is None:
-            return None
-        largest = sorted(whole.values(), reverse=True)[:tp]
-        if need > min(largest):
-            return None
-        return (
-            f"tensor_parallel_size: {tp} needs {format_bytes(need)} on each of {tp} GPUs "
-            "(fits on empty GPUs of this machine)"
-        )
+        for tp in tp_candidates(m.facts, m.entry.tensor_parallel_size, limit=len(whole)):
+            need = self.need(replace(m.settings, tensor_parallel_size=tp))
+            if need is None:
+                continue
+            largest = sorted(whole.values(), reverse=True)[:tp]
+            if need <= min(largest):
+                return (
+                    f"tensor_parallel_size: {tp} needs {format_bytes(need)} on each of {tp} GPUs "
+                    "(fits on empty GPUs of this machine)"
+                )
+        return None
 
     def other_gpu(self) -> str | None:
         """The smallest catalog GPU that holds it alone, with the profile's reserve."""
         m = self.m
         reserve = self.p.reserve
         current = max(self.p.gpus[g].cuda_total_bytes for g in self.gpus)
-        candidates = sorted(GPU_MODELS, key=lambda g: (g.cuda_total_bytes, g.key))
-        for model in candidates:
+        for model in larger_catalog_gpus(current):
             gpu = model.as_gpu(0)
-            if gpu.cuda_total_bytes <= current:
-                continue
             need = self.need(target=gpu_target(gpu))
             usable = math.floor(gpu.cuda_total_bytes * (1 - reserve))
             if need is not None and need <= usable:

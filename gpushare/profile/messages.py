@@ -126,11 +126,25 @@ def _bound_message(kind: str, value: Any, ctx: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _other_branch(
+    error: Mapping[str, Any], loc: tuple[str | int, ...], locs: Sequence[tuple[str | int, ...]]
+) -> bool:
+    """A union's literal member refusing a value another member took further (`modalities:
+    {image: -1}` is no 'off', and the mapping's own error says what is wrong): not a problem."""
+    if error["type"] != "literal_error" or isinstance(error.get("input"), str):
+        return False
+    return any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs)
+
+
 def problems_from_validation(exc: ValidationError, lines: LineIndex) -> list[ProfileProblem]:
     problems: list[ProfileProblem] = []
     seen: set[tuple[str, str]] = set()
-    for error in exc.errors():
-        loc, message = _message(error)
+    errors = exc.errors()
+    located = [_message(error) for error in errors]
+    locs = [loc for loc, _ in located]
+    for error, (loc, message) in zip(errors, located, strict=True):
+        if _other_branch(error, loc, locs):
+            continue
         path = format_path(loc)
         if (path, message) in seen:
             continue

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from gpushare.architectures import TaskName
 from gpushare.errors import GpushareError, ProfileError
 from gpushare.memory.settings import (
     DEFAULT_VLLM_VERSION,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from gpushare.devices.base import Gpu
 
 ModelDtype = Literal["auto", "bfloat16", "float16", "float32"]
+Modality = Literal["image", "video", "audio"]
 Quantization = Literal["fp8", "awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors"]
 
 # What to set instead of each flag that gpushare writes into the argv (vllm/command.py's table);
@@ -57,8 +59,13 @@ _SET_INSTEAD: dict[str, str] = {
     "max_num_seqs": "models[].max_num_seqs",
     "max_num_batched_tokens": "models[].max_num_batched_tokens",
     "quantization": "models[].quantization",
+    "runner": "models[].runner",
+    "convert": "models[].task",
     "enforce_eager": "models[].enforce_eager",
     "enable_sleep_mode": "models[].residency: on-demand",
+    "language_model_only": "models[].modalities: off",
+    "limit_mm_per_prompt": "models[].modalities",
+    "mm_encoder_tp_mode": "models[].mm_encoder_tp_mode",
 }
 MANAGED_FLAGS: dict[str, str] = {flag: _SET_INSTEAD[field] for field, flag in FLAG_OF.items()}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -176,6 +183,27 @@ class ModelEntry(_Strict):
     """Port of this instance; unset: the next free one from defaults.base_port."""
     enforce_eager: bool = False
     """--enforce-eager: no CUDA graphs (less memory, slower decoding)."""
+    modalities: Literal["off"] | dict[Modality, Annotated[int, Field(ge=0)]] | None = None
+    """Multimodal models: what a prompt may carry besides text. `off` serves text only
+    (--language-model-only): vLLM builds no vision tower, so its weights cost nothing. A mapping
+    sets the most items of each modality per prompt (--limit-mm-per-prompt), e.g.
+    `{image: 2, video: 0}`; 0 switches a modality off, and with every modality the tower serves at 0
+    the tower is skipped too. A modality left out keeps vLLM's default of 999. Unset: vLLM's
+    defaults (every modality on)."""
+    mm_encoder_tp_mode: Literal["weights", "data"] | None = None
+    """Multimodal models with tensor_parallel_size > 1 (--mm-encoder-tp-mode): `weights` splits the
+    vision tower's layers over the GPUs like the language model's; `data` keeps a whole tower on
+    every GPU and splits the images instead (Qwen2-VL, Qwen2.5-VL and Qwen3-VL; other models fall
+    back to `weights`). Unset: vLLM's default, `weights`."""
+    runner: Literal["auto", "generate", "pooling"] = "auto"
+    """vLLM's --runner. `auto`: vLLM's choice (pooling for embedders and rerankers such as bge-m3,
+    and for a folder with a Sentence-Transformers config such as Qwen3-Embedding's); `pooling`:
+    embeddings or scores, no lm_head and no sampler (a text generator is converted, --convert
+    embed unless `task` says classify); `generate`: a text generator."""
+    task: TaskName | None = None
+    """The pooling task: `embed` (/v1/embeddings) or `classify` (/classify; `score` and `rerank`
+    mean classify, a cross-encoder's /score and /rerank). Passed as --convert where it converts a
+    text generator; implies runner: pooling."""
     extra_args: list[str] = Field(default_factory=list)
     """More `vllm serve` arguments, passed as they are; may not repeat a flag gpushare sets."""
     env: dict[str, str] = Field(default_factory=dict)
@@ -191,6 +219,12 @@ class ModelEntry(_Strict):
     """Swap settings of this model (residency on-demand only); unset fields come from
     defaults.on_demand."""
 
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
+
     @model_validator(mode="after")
     def _one_target(self) -> ModelEntry:
         if self.concurrency is not None and self.kv_tokens is not None:
@@ -205,6 +239,12 @@ class ModelEntry(_Strict):
                 ("residency",),
                 "an on-demand instance runs on one GPU (its sleep residue under tensor parallelism "
                 "is not modelled); set tensor_parallel_size: 1 or residency: always",
+            )
+        if self.task is not None and self.runner == "generate":
+            raise AtPath(
+                ("task",),
+                f"{self.task!r} needs runner: pooling (or auto), not generate; set runner: pooling "
+                "or remove task",
             )
         if self.gpus is not None:
             if len(set(self.gpus)) != len(self.gpus):

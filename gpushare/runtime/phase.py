@@ -20,7 +20,6 @@ InstancePhase = Literal[
     "stopping",
     "backoff",
     "failed",
-    "exited",
     "stopped",
 ]
 """
@@ -31,11 +30,13 @@ loading    vLLM's log says it loads the weights
 compiling  profiling, torch.compile, CUDA graphs, KV cache allocation
 serving    the HTTP server listens, no real completion answered yet
 ready      it answered a real completion (`up`), or answers /health after that (status, supervisor)
-unhealthy  the process runs but /health stopped answering after it had been ready
-stopping   the supervisor sent SIGTERM to restart it
+unhealthy  the process runs but /health stopped answering after it had been ready, or it is
+           stopped (`T` state); the gateway sends it nothing
+stopping   the supervisor is stopping it to restart it
 backoff    it exited; the supervisor restarts it after a delay
-failed     given up on: failed during `up`, or a crash loop (the supervisor does not restart it)
-exited     no process of its session is left (`status`; the supervisor's record while it backs off)
+failed     no process of its session is left and nothing will restart it: it failed during `up`,
+           the supervisor gave up on it (a crash loop, or `--no-restart`), or it exited while no
+           supervisor ran
 stopped    `down` or a failed `up` stopped it
 """
 
@@ -50,12 +51,21 @@ SUPERVISOR_PHASES: Final[tuple[InstancePhase, ...]] = (
 )
 """What the supervisor tracks; `gpushare_instance_state` has one series per phase, in this order."""
 
-NO_PROCESS: Final[InstancePhase] = "exited"
-"""What `status` and the state file call an instance none of whose processes is left (issue 12
-makes this "failed", the supervisor's and the gateway's word: change it here)."""
+NO_PROCESS: Final[InstancePhase] = "failed"
+"""What `status` and the state file call an instance none of whose processes is left and that
+nothing will restart: the supervisor's and the gateway's word for a crash loop too. (`status`
+shows `backoff` instead while a running supervisor is about to restart it.)"""
 
-SERVES: Final[tuple[InstancePhase, ...]] = ("ready", "unhealthy")
-"""The gateway routes to these; one missed health check is not down yet."""
+SERVES: Final[tuple[InstancePhase, ...]] = ("ready",)
+"""The gateway routes to these only: an unhealthy instance gets a 503 with Retry-After at once,
+never a request that would hang on it."""
 
 RUNNING: Final[tuple[InstancePhase, ...]] = ("starting", "ready", "unhealthy")
 """Phases in which the supervisor expects the process to be alive and probes it."""
+
+ServiceState = Literal["running", "not answering", "not running"]
+"""A profile's background gateway/supervisor, as `status` shows it. running: its process (pid and
+start time) runs and its /health answers (or it listens where `status` cannot ask); not
+answering: its process runs but /health does not answer; not running: no such process (never
+started, `--no-gateway`, stopped, or killed): nothing restarts the instances and no gateway
+routes to them."""

@@ -10,6 +10,7 @@ after `serve` or `--model`. Pure: no I/O.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
@@ -48,9 +49,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max_num_seqs", "--max-num-seqs"),
     Flag("max_num_batched_tokens", "--max-num-batched-tokens"),
     Flag("quantization", "--quantization"),
+    Flag("runner", "--runner"),
+    Flag("convert", "--convert"),
     Flag("enforce_eager", "--enforce-eager", "switch", omit_when=False),
     # on-demand instances (vllm/sleep.py): the cumem allocator, so /sleep can free the memory
     Flag("enable_sleep_mode", "--enable-sleep-mode", "switch", omit_when=False),
+    # Multimodal models (vLLM 0.26.0 engine/arg_utils.py:1250-1280, config/multimodal.py)
+    Flag("language_model_only", "--language-model-only", "switch", omit_when=False),
+    Flag("limit_mm_per_prompt", "--limit-mm-per-prompt", omit_when=()),
+    Flag("mm_encoder_tp_mode", "--mm-encoder-tp-mode"),
 )
 MODEL_FLAG = Flag("model", "--model")
 # vLLM's short spellings of flags in the table (arg_utils.py: `-tp`, `-q`).
@@ -70,7 +77,31 @@ _INTS = frozenset(
         "max_num_batched_tokens",
     }
 )
-_FORMAT: dict[str, Callable[[Any], str]] = {"gpu_memory_utilization": format_utilization}
+
+
+def format_mm_limits(limits: tuple[tuple[str, int], ...]) -> str:
+    """((image, 2), (video, 0)) → '{"image":2,"video":0}', the JSON vLLM's flag takes."""
+    return json.dumps(dict(limits), separators=(",", ":"))
+
+
+def parse_mm_limits(text: str) -> tuple[tuple[str, int], ...] | None:
+    """The counts of a --limit-mm-per-prompt JSON object, or None when it is anything else (the
+    per-item options form, `{"image": {"count": 1, "width": 512}}`, stays an extra argument)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not value:
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value.values()):
+        return None
+    return tuple((str(k), int(n)) for k, n in value.items())
+
+
+_FORMAT: dict[str, Callable[[Any], str]] = {
+    "gpu_memory_utilization": format_utilization,
+    "limit_mm_per_prompt": format_mm_limits,
+}
 
 
 def canonical_flag(arg: str) -> str | None:
@@ -108,8 +139,13 @@ class VllmCommand:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     quantization: str | None = None
+    runner: str | None = None  # generate or pooling (vLLM 0.26.0 config/model.py RunnerOption)
+    convert: str | None = None  # embed or classify: a text generator served as a pooling model
     enforce_eager: bool = False
     enable_sleep_mode: bool = False
+    language_model_only: bool = False
+    limit_mm_per_prompt: tuple[tuple[str, int], ...] = ()
+    mm_encoder_tp_mode: str | None = None
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -215,4 +251,6 @@ def _parse(name: str, text: str) -> Any:
             return float(text)
         except ValueError:
             return None
+    if name == "limit_mm_per_prompt":
+        return parse_mm_limits(text)
     return text

@@ -19,6 +19,9 @@ Lines read, from vLLM 0.26-0.33 (paths relative to `vllm/`):
   "Compiling a graph for compile range" / "Directly load the compiled graph"   compilation/
   "Starting vLLM server on %s"                entrypoints/launchers/api_server/entry.py
   "Application startup complete."             uvicorn
+  '127.0.0.1:55486 - "GET /health HTTP/1.1" 200 OK'   uvicorn's access log (uvicorn/logging.py
+                                              AccessFormatter: client - "request line" status),
+                                              which vLLM's API server writes for every request
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ _VERSION_RE = re.compile(r"Initializing a V1 LLM engine \(v([0-9][^)]*)\)")
 _VLLM_PREFIX_RE = re.compile(
     r"^(?:\([^)]*pid=\d+\)\s+)?(?:[A-Z]+\s+\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?\s+\[[^\]]*\]\s+)?"
 )
+_ACCESS_RE = re.compile(r'[\w.:\[\]-]+:\d+ - "(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" \d{3}\b')
 _EXCEPTION_RE = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception|Exit|Interrupt)\b[^:]*: .+")
 _VALIDATION_RE = re.compile(r"ValidationError: \d+ validation errors? for ")
 # pydantic's line under it: "Value error, <message> [type=value_error, input_value=...]"
@@ -146,6 +150,13 @@ def error_line(text: str) -> str | None:
     if last_exception is not None and detail is not None:
         return f"{last_exception}: {detail}"
     return last_exception or last_error
+
+
+def access_log_request(line: str) -> tuple[str, str] | None:
+    """(method, request target with its query) of an access-log line of vLLM's HTTP server, e.g.
+    ('GET', '/health?gpushare=poll'); None for any other line."""
+    found = _ACCESS_RE.search(line)
+    return (found["method"], found["target"]) if found else None
 
 
 def log_tail(text: str, lines: int = 20) -> str:

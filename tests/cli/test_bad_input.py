@@ -108,3 +108,18 @@ def test_down_of_a_profile_file_that_is_not_up_writes_nothing(lab_is_up: Path) -
     code, output = _run(["down", "profiles/classic.yaml"])
     assert (code, output) == (0, "classic: nothing was running\n")
     assert not (lab_is_up / "classic").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["up", "profiles/classic.yaml", "--read-timeout", "soon"],
+        ["supervise", "lab", "--read-timeout", "qwen=0"],
+        ["gateway", "--upstream", "a=http://127.0.0.1:9", "--read-timeout", "=5"],
+    ],
+)
+def test_a_bad_read_timeout_is_one_line_before_anything_starts(args: list[str], isolated_env: Path) -> None:
+    code, output = _run(args)
+    assert code == 2, output
+    assert output.startswith(f"error: --read-timeout {args[-1]!r}: expected SECONDS or MODEL=SECONDS")
+    assert not list(isolated_env.rglob("lock"))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -126,3 +130,62 @@ def test_status_when_nothing_runs() -> None:
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0
     assert "no profile is up" in result.output
+
+
+def test_up_on_a_running_profile_readopts_and_restarts_a_killed_supervisor(
+    tmp_path: Path, profile_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 12: after the supervisor was killed the instances ran unsupervised and nothing said
+    so; `up` again exited 3."""
+    plan = _plan(tmp_path, ("small", []))
+    monkeypatch.setattr(launch_cli, "plan_factory", lambda path, inventory: plan)
+    runner = CliRunner()
+    try:
+        first = runner.invoke(app, ["up", str(profile_file), "--timeout", "20", "--gateway-port", "0"])
+        assert first.exit_code == 0, first.output
+        gateway = read_info(profile_paths("lab"))
+        assert gateway is not None
+        data = json.loads(runner.invoke(app, ["status", "--json"]).output)
+        assert data["services"] == [
+            {"profile": "lab", "state": "running", "pid": gateway.pid, "host": "127.0.0.1",
+             "port": gateway.port, "url": gateway.url},
+        ]  # fmt: skip
+        text = runner.invoke(app, ["status"]).output
+        assert f"gateway/supervisor: running, {gateway.url}/v1 (pid {gateway.pid})" in text
+
+        os.kill(gateway.pid, signal.SIGKILL)  # as `kill -9`: its supervisor.json stays behind
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(gateway.pid) and psutil.Process(gateway.pid).status() != "zombie":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        data = json.loads(runner.invoke(app, ["status", "--json"]).output)
+        assert data["services"][0]["state"] == "not running" and data["services"][0]["pid"] is None
+        assert [i["state"] for i in data["instances"]] == ["ready"]
+        text = runner.invoke(app, ["status"]).output
+        assert "gateway/supervisor: not running: nothing restarts these instances" in text
+        assert f"\n  gpushare supervise lab --port {gateway.port}\n" in text
+
+        again = runner.invoke(app, ["up", str(profile_file), "--timeout", "20", "--gateway-port", "0"])
+        assert again.exit_code == 0, again.output
+        assert "profile 'lab' is already up: small" in again.output
+        fresh = read_info(profile_paths("lab"))
+        assert fresh is not None and fresh.pid != gateway.pid and f"gateway {fresh.url}/v1" in again.output
+    finally:
+        down = runner.invoke(app, ["down", "lab"])
+    assert down.exit_code == 0, down.output
+
+
+def test_up_with_the_gateway_port_taken_starts_nothing(
+    tmp_path: Path, profile_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 12: `up` started every instance, then exited 1 with the reason only in supervisor.log."""
+    plan = _plan(tmp_path, ("a", []))
+    monkeypatch.setattr(launch_cli, "plan_factory", lambda path, inventory: plan)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["up", str(profile_file), "--gateway-port", str(port)])
+    assert result.exit_code == 3, result.output
+    assert f"gateway: port {port} is already in use" in result.output
+    assert not profile_paths("lab").log_file("a").exists()

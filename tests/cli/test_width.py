@@ -156,7 +156,7 @@ def test_status_through_the_cli(columns: str, lab: Path) -> None:
     code, out = _output(["status"], columns)
     assert code == 0 and "\x1b[" not in out
     lines = out.splitlines()
-    assert lines[1].startswith("llama-3.1-8b ") and " exited " in f"{lines[1]} "
+    assert lines[1].startswith("llama-3.1-8b ") and " failed " in f"{lines[1]} "
     if columns:
         assert max(map(len, lines)) <= 80
     else:

@@ -18,6 +18,7 @@ from gpushare.memory.settings import Runner
 from gpushare.units import GiB
 
 H200 = gpu_target(parse_gpu_spec("H200")[0])
+GENERATE = ServeSettings()
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def test_level_1_against_the_measurements(
     case: str, model: str, asleep_gib: float, host_gib: float, freed_gib: float | None
 ) -> None:
     arch, e = awake(model)
-    s = sleep_footprint(arch, e, "generate", 1)
+    s = sleep_footprint(arch, e, GENERATE, 1)
     # vLLM logs the host copy to 2 decimals.
     assert abs(s.host_bytes / GiB - host_gib) <= 0.01, case
     # The residue is an upper bound (the caching allocator may return the warm-up blocks) and
@@ -59,12 +60,12 @@ def test_level_1_against_the_measurements(
 
 def test_qwen_residue_meets_the_measurement() -> None:
     arch, e = awake("Qwen/Qwen2.5-7B-Instruct")
-    assert abs(sleep_footprint(arch, e, "generate", 1).asleep_bytes / GiB - 2.64) <= 0.01
+    assert abs(sleep_footprint(arch, e, GENERATE, 1).asleep_bytes / GiB - 2.64) <= 0.01
 
 
 def test_level_2_keeps_no_host_copy_and_the_same_residue() -> None:
     arch, e = awake("meta-llama/Llama-3.1-8B-Instruct")
-    one, two = (sleep_footprint(arch, e, "generate", level) for level in (1, 2))
+    one, two = (sleep_footprint(arch, e, GENERATE, level) for level in (1, 2))
     assert two.host_bytes == 0 and one.host_bytes > 14 * GiB
     assert two.asleep_bytes == one.asleep_bytes and two.level == 2
 
@@ -80,8 +81,8 @@ def test_sampler_state_is_the_v2_runners_per_request_tensors() -> None:
 def test_fewer_sequences_shrink_the_host_copy_by_the_sampler_state() -> None:
     arch, big = awake("meta-llama/Llama-3.1-8B-Instruct")
     _, small = awake("meta-llama/Llama-3.1-8B-Instruct", max_num_seqs=256)
-    drop = sleep_footprint(arch, big, "generate", 1).host_bytes
-    drop -= sleep_footprint(arch, small, "generate", 1).host_bytes
+    drop = sleep_footprint(arch, big, GENERATE, 1).host_bytes
+    drop -= sleep_footprint(arch, small, GENERATE, 1).host_bytes
     assert drop == (1024 - 256) * (128256 + 2 * 4008) * 4
 
 
@@ -95,7 +96,7 @@ def test_fewer_sequences_shrink_the_host_copy_by_the_sampler_state() -> None:
 )
 def test_kinds_not_measured_are_noted(case: str, model: str, runner: Runner, tp: int) -> None:
     arch, e = awake(model, tensor_parallel_size=tp, runner=runner)
-    s = sleep_footprint(arch, e, runner, 1)
+    s = sleep_footprint(arch, e, ServeSettings(runner=runner), 1)
     assert s.notes == (ASLEEP_NOTE,), case
     assert s.host_bytes == s.weights_pool_bytes * tp
     assert e.budget.context_bytes <= s.asleep_bytes < e.process_bytes
@@ -104,5 +105,41 @@ def test_kinds_not_measured_are_noted(case: str, model: str, runner: Runner, tp:
 def test_the_residue_follows_the_budget_terms() -> None:
     arch, e = awake("meta-llama/Llama-3.1-8B-Instruct")
     more_graphs = replace(e, budget=replace(e.budget, cuda_graph_bytes=e.cuda_graph_bytes + GiB))
-    base = sleep_footprint(arch, e, "generate", 1).asleep_bytes
-    assert sleep_footprint(arch, more_graphs, "generate", 1).asleep_bytes == base + GiB
+    base = sleep_footprint(arch, e, GENERATE, 1).asleep_bytes
+    assert sleep_footprint(arch, more_graphs, GENERATE, 1).asleep_bytes == base + GiB
+
+
+# --- issue 11's model kinds asleep ---------------------------------------------------------------
+
+
+def test_a_vision_model_asleep_says_what_is_not_modelled() -> None:
+    """Qwen2.5-VL-7B with its tower: the tower's weights are in the pool that goes to host (they are
+    built in load_model), but the asleep numbers were fitted on text models, images' serve-time
+    buffers are not modelled, and M-RoPE's pinned host buffer (max_num_seqs × 3 × max_model_len ×
+    4 B, v1/worker/gpu/mm/rope.py:47-53: 1024 × 3 × 8192 × 4 B = 0.09 GiB) is not in the host check."""
+    arch, e = awake("Qwen/Qwen2.5-VL-7B-Instruct")
+    s = sleep_footprint(arch, e, GENERATE, 1)
+    assert s.notes[0] == ASLEEP_NOTE
+    assert "vision tower: not measured" in s.notes[1]
+    assert "M-RoPE's pinned host buffer (0.09 GiB" in s.notes[1]
+    assert s.weights_pool_bytes >= e.weights_bytes  # the tower's 1.26 GiB go to host with the rest
+
+
+def test_a_text_only_vision_model_asleep_is_its_text_model() -> None:
+    """`modalities: off`: no tower is built, so it sleeps as the dense Qwen2 it serves as."""
+    off = ServeSettings(language_model_only=True)
+    arch, e = awake("Qwen/Qwen2.5-VL-7B-Instruct", language_model_only=True)
+    assert sleep_footprint(arch, e, off, 1).notes == ()
+
+
+def test_gemma3_asleep_has_no_mrope_part() -> None:
+    arch, e = awake("google/gemma-3-4b-it")
+    (generic, vision) = sleep_footprint(arch, e, GENERATE, 1).notes
+    assert generic == ASLEEP_NOTE and "vision tower" in vision and "M-RoPE" not in vision
+
+
+def test_an_encoder_only_model_asleep_has_no_kv_pool() -> None:
+    arch, e = awake("BAAI/bge-m3", runner="pooling")
+    s = sleep_footprint(arch, e, ServeSettings(runner="pooling"), 1)
+    assert s.kv_pool_bytes == 0 and s.notes == (ASLEEP_NOTE,)
+    assert s.host_bytes == s.weights_pool_bytes

@@ -146,6 +146,42 @@ def test_sliding_window_groups_match_vllm_on_h200() -> None:
     assert e.kv_cache_tokens == 157_877
 
 
+def test_sliding_window_holds_two_batches_in_flight() -> None:
+    """vLLM 0.26.0 keeps KV for window − 1 + 2 × max_num_batched_tokens tokens per sliding layer
+    when async scheduling is on (every generate model), for one batch on the pooling runner
+    (kv_cache_interface.py:567-598, config/vllm.py:511-533, 1059-1107)."""
+    gemma = arch_of("google/gemma-2-9b-it")  # window 4096, 21 sliding + 21 full layers
+    page = 16 * 2 * 8 * 256 * 2
+    settings = ServeSettings(max_model_len=8192, max_num_batched_tokens=1024)
+    e = estimate(gemma, H200, settings, kv_cache_memory_bytes=10_000 * page * 21)
+    # full: 8192 / 16 = 512 blocks; sliding: cdiv(min(4095 + 2 × 1024, 8192), 16) + 1 = 385
+    assert e.num_blocks == 10_000
+    assert e.max_concurrency == round(10_000 / (512 + 385), 2)
+    assert e.kv_cache_tokens == int(10_000 / 897 * 8192)
+    pooled = estimate(
+        gemma,
+        H200,
+        ServeSettings(max_model_len=8192, max_num_batched_tokens=1024, runner="pooling"),
+        kv_cache_memory_bytes=10_000 * page * 21,
+    )
+    # one batch in flight: cdiv(4095 + 1024, 16) + 1 = 321
+    assert pooled.max_concurrency == round(10_000 / (512 + 321), 2)
+
+
+def test_nearly_even_layer_kinds_share_groups_of_the_larger_count() -> None:
+    """12 sliding + 13 full layers: vLLM pads the sliding kind to one group of 13 rather than
+    splitting 13 full layers into two groups of 12 (kv_cache_utils.py:1218-1227)."""
+    cfg = json.loads((HF_CONFIGS / "google--gemma-2-9b-it.json").read_text())
+    cfg["num_hidden_layers"] = 25  # even layers slide: 13 sliding, 12 full
+    gemma25 = parse_config(cfg, "gemma-2-25-layers")
+    page = 16 * 2 * 8 * 256 * 2
+    e = estimate(gemma25, H200, ServeSettings(max_model_len=8192), kv_cache_memory_bytes=5000 * page * 13)
+    assert e.kv_block_bytes == page * 13
+    assert e.num_blocks == 5000
+    # 2 groups: 512 blocks (full) + 513 (sliding) per request
+    assert e.max_concurrency == round(5000 / 1025, 2)
+
+
 def test_forward_budget_follows_vllm() -> None:
     llama = arch_of("meta-llama/Llama-3.1-8B-Instruct")
     e = estimate(llama, H100, ServeSettings(max_model_len=8192), gpu_memory_utilization=0.45)

@@ -84,6 +84,32 @@ def test_a_mig_plan_round_trips(case: str, path: Path, gpus: str | None) -> None
         plan.subset([i.name for i in plan.instances])
 
 
+def test_subset_of_the_whole_gpu_instances_of_a_mig_plan() -> None:
+    """export k8s --mode mig runs a MIG plan's whole-GPU groups as gpu-pod does: their subset is a
+    plain plan (no slices, no MIG setup); a subset that takes a slice is refused."""
+    from gpushare.profile import parse_profile_text
+
+    text = """name: mixed
+gpus:
+  - {gpu: H200, mig: auto}
+  - {gpu: H200, mig: "off"}
+models:
+  - {name: big, model: Qwen/Qwen2.5-32B-Instruct, max_model_len: 16384, concurrency: 2, gpus: [1]}
+  - {name: chat, model: Qwen/Qwen2.5-7B-Instruct, max_model_len: 8192, concurrency: 4, gpus: [0]}
+  - {name: tiny, model: Qwen/Qwen2.5-0.5B-Instruct, max_model_len: 8192, concurrency: 4, gpus: [0]}
+"""
+    profile = parse_profile_text(text, "mixed.yaml")
+    plan = build_plan(profile, profile.described_gpus() or [], load=LOAD)
+    assert plan.uses_mig and plan.mig_setup is not None
+    sub = plan.subset(["big"])
+    assert not sub.uses_mig and sub.mig_setup is None
+    assert [g.index for g in sub.gpus] == [0] and sub.instances[0].env["CUDA_VISIBLE_DEVICES"] == "0"
+    assert sub.instances[0].argv == next(i for i in plan.instances if i.name == "big").argv
+    assert Plan.from_json(json.loads(json.dumps(sub.to_json()))) == sub
+    with pytest.raises(ValueError, match="MIG slices has no subset"):
+        plan.subset(["chat"])
+
+
 def test_an_unplaced_and_overcommitted_plan_round_trips() -> None:
     plan = shipped_plan(ROOT / "profiles" / "classic.yaml", "L4")
     assert plan.unplaced and not plan.feasible

@@ -314,3 +314,24 @@ def test_an_on_demand_plan_reads_back_from_its_json() -> None:
     plan = plan_of(three())
     assert plan.host is not None and any(i.swap is not None for i in plan.instances)
     assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+
+
+def test_preflight_free_memory_is_the_gpus_schedule_not_every_instance_awake() -> None:
+    """up's pre-flight asks for the GPU's planned peak (residents + residues + the largest awake
+    set), which the swap manager keeps to; the sum of every awake footprint is more than the GPU
+    (the H200 run of bench/gpu/run_on_demand.sh stopped there: 'needs 209.82 GiB')."""
+    from gpushare.devices.base import Gpu
+    from gpushare.devices.static import StaticInventory
+    from gpushare.runtime.launcher.preflight import check_gpu_memory
+
+    plan = Plan.from_json(plan_of(Path("profiles/on-demand.yaml").read_text()).to_json())
+    (gpu,) = plan.gpus
+    every_awake = sum(i.planned_bytes for i in plan.instances)
+    assert gpu.planned_bytes < gpu.cuda_total_bytes < every_awake
+    free = gpu.planned_bytes + GiB
+    h200 = Gpu(0, gpu.name, gpu.total_bytes, used_bytes=gpu.total_bytes - free, free_bytes=free)
+    assert check_gpu_memory(plan, StaticInventory([h200])) == []
+    short = Gpu(0, gpu.name, gpu.total_bytes, used_bytes=gpu.total_bytes - gpu.planned_bytes + GiB,
+                free_bytes=gpu.planned_bytes - GiB)  # fmt: skip
+    (problem,) = check_gpu_memory(plan, StaticInventory([short]))
+    assert problem.startswith(f"GPU 0 ({gpu.name}): the plan needs ")

@@ -43,6 +43,9 @@ FULL = VllmCommand(
     quantization="fp8",
     enforce_eager=True,
     enable_sleep_mode=True,
+    language_model_only=True,
+    limit_mm_per_prompt=(("image", 2), ("video", 0)),
+    mm_encoder_tp_mode="data",
     extra_args=("--trust-remote-code", "--seed", "1"),
 )
 FULL_ARGV = [
@@ -52,7 +55,8 @@ FULL_ARGV = [
     *("--kv-cache-dtype", "fp8", "--block-size", "32", "--max-num-seqs", "64"),
     *("--max-num-batched-tokens", "2048", "--quantization", "fp8", "--enforce-eager"),
     "--enable-sleep-mode",
-    *("--trust-remote-code", "--seed", "1"),
+    *("--language-model-only", "--limit-mm-per-prompt", '{"image":2,"video":0}'),
+    *("--mm-encoder-tp-mode", "data", "--trust-remote-code", "--seed", "1"),
 ]
 
 
@@ -98,6 +102,11 @@ def test_utilization_is_written_with_four_decimals_at_most(util: float, text: st
     assert format_utilization(util) == text
 
 
+SERVE = ["vllm", "serve", "m"]
+MM = "--limit-mm-per-prompt"
+MM_OPTIONS = '{"image":{"count":1}}'
+
+
 def test_full_command_reads_back() -> None:
     assert VllmCommand.from_argv(FULL_ARGV) == FULL
 
@@ -125,6 +134,12 @@ def test_full_command_reads_back() -> None:
         ("utilization", words("vllm serve m --gpu-memory-utilization .45"), "gpu_memory_utilization", 0.45),
         ("switch", words("vllm serve m --enforce-eager"), "enforce_eager", True),
         ("sleep mode", words("vllm serve m --enable_sleep_mode"), "enable_sleep_mode", True),
+        # Multimodal limits: vLLM's JSON form (its per-item options form stays an extra argument).
+        ("mm limits", [*SERVE, MM, '{"image":1}'], "limit_mm_per_prompt", (("image", 1),)),
+        ("mm limits, = form", [*SERVE, MM + '={"video":0}'], "limit_mm_per_prompt", (("video", 0),)),
+        ("mm options stay extra", [*SERVE, MM, MM_OPTIONS], "extra_args", (MM, MM_OPTIONS)),
+        ("text only", words("vllm serve m --language-model-only"), "language_model_only", True),
+        ("encoder tp mode", words("vllm serve m --mm-encoder-tp-mode data"), "mm_encoder_tp_mode", "data"),
         ("program without serve", words("/opt/wrapper.sh --model m"), "program", ("/opt/wrapper.sh",)),
     ],
 )  # fmt: skip

@@ -8,6 +8,10 @@ must be exactly what that gives:
     <!-- checked: gpushare check X --gpus L4 | head -3 -->          the first 3 lines, then `...`
     <!-- checked: file profiles/classic.yaml -->                    the file, as it is
 
+A command whose output is markdown (`gpushare models --architectures --markdown`, the list of
+supported architectures) is checked without a fence: its output, as it is, stands between the
+marker and a `<!-- checked: end -->` line, so the README renders it.
+
 Commands run in-process (typer's CliRunner, from the repository root) as a user's shell would run
 them piped, with COLUMNS=100, HF_HUB_OFFLINE=1, no calibration records and an empty state
 directory. `CLAIMS` are numbers in other files' prose, each with the command that computes it.
@@ -35,19 +39,22 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 COLUMNS = "100"
 MARKER = re.compile(r"^<!-- checked: (?P<what>.+?) -->$")
+END = "<!-- checked: end -->"
 HEAD = re.compile(r"^(?P<command>.+?) \| head -(?P<lines>\d+)$")
 
 
 @dataclass(frozen=True)
 class Block:
-    """A checked block of README.md: the marker's line and what it names, and the fenced block's
-    body lines (start and end are 0-based indices of the fence lines)."""
+    """A checked block of README.md: the marker's line and what it names, and the body lines
+    between `fence_start` and `fence_end` (0-based indices of the fence lines; for a markdown
+    block, of the marker and its end line)."""
 
     marker_line: int
     what: str
     fence_start: int
     fence_end: int
     body: str
+    markdown: bool = False
 
 
 def blocks(text: str) -> list[Block]:
@@ -55,10 +62,18 @@ def blocks(text: str) -> list[Block]:
     found: list[Block] = []
     for at, line in enumerate(lines):
         match = MARKER.match(line.strip())
-        if match is None:
+        if match is None or line.strip() == END:
             continue
         start = at + 1
-        if start >= len(lines) or not lines[start].startswith("```"):
+        if start < len(lines) and not lines[start].startswith("```"):
+            end = next((n for n in range(start, len(lines)) if lines[n].strip() == END), None)
+            if end is None:
+                raise ValueError(
+                    f"README.md:{at + 1}: a `checked` marker needs a fenced block or an {END} line"
+                )
+            found.append(Block(at + 1, match["what"], at, end, "\n".join(lines[start:end]), markdown=True))
+            continue
+        if start >= len(lines):
             raise ValueError(f"README.md:{at + 1}: a `checked` marker must be followed by a fenced block")
         end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("```")), None)
         if end is None:
@@ -91,8 +106,14 @@ def run_cli(args: list[str]) -> str:
     return result.output
 
 
-def expected_body(what: str) -> str:
-    """The body a marker's block must have."""
+def expected_body(what: str, markdown: bool = False) -> str:
+    """The body a marker's block must have: in a fence, `$ command` and its output; a markdown
+    block, the output as it is."""
+    if markdown:
+        words = what.split()
+        if words[0] != "gpushare" or HEAD.match(what):
+            raise ValueError(f"`{what}`: a markdown block holds a whole gpushare command's output")
+        return run_cli(words[1:]).rstrip("\n")
     if what.startswith("file "):
         return (ROOT / what.removeprefix("file ").strip()).read_text().rstrip("\n")
     head = HEAD.match(what)
@@ -109,7 +130,9 @@ def expected_body(what: str) -> str:
 def refreshed_readme(text: str) -> str:
     lines = text.splitlines()
     for block in reversed(blocks(text)):
-        lines[block.fence_start + 1 : block.fence_end] = expected_body(block.what).splitlines()
+        lines[block.fence_start + 1 : block.fence_end] = expected_body(
+            block.what, block.markdown
+        ).splitlines()
     return "\n".join(lines) + "\n"
 
 

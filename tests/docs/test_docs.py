@@ -22,7 +22,8 @@ REFRESH = "out of date: run scripts/refresh-docs (and commit what it changes)"
 
 def test_the_readme_has_checked_examples() -> None:
     kinds = {"file" if b.what.startswith("file ") else b.what.split()[1] for b in BLOCKS}
-    assert {"file", "estimate", "plan", "check"} <= kinds
+    assert {"file", "estimate", "plan", "check", "models"} <= kinds
+    assert any(b.markdown and b.what == "gpushare models --architectures --markdown" for b in BLOCKS)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.marker_line}: {b.what}" for b in BLOCKS])
@@ -30,7 +31,7 @@ def test_each_checked_block_is_what_its_command_prints(block: object) -> None:
     from examples import Block
 
     assert isinstance(block, Block)
-    expected = expected_body(block.what)
+    expected = expected_body(block.what, block.markdown)
     diff = "\n".join(difflib.unified_diff(block.body.splitlines(), expected.splitlines(), lineterm=""))
     assert block.body == expected, f"README.md:{block.marker_line} {REFRESH}\n{diff}"
 
@@ -56,6 +57,18 @@ def test_refreshing_changes_nothing_else() -> None:
     assert stale != README.read_text()
     assert _outside_blocks(refreshed_readme(stale)) == _outside_blocks(stale)
     assert refreshed_readme(stale) == README.read_text()
+
+
+def test_a_markdown_block_is_refreshed_in_place() -> None:
+    """The architecture list is the command's markdown between its marker and the end line: a
+    stale row is rewritten, and nothing outside the block moves."""
+    text = README.read_text()
+    row = "| `BertModel` | `bert.BertEmbeddingModel` |"
+    assert row in text
+    stale = text.replace(row, "| `BertModel` | `bert.Stale` |", 1)
+    (block,) = [b for b in blocks(stale) if b.markdown]
+    assert "bert.Stale" in block.body
+    assert refreshed_readme(stale) == text
 
 
 def test_other_console_blocks_hold_commands_only() -> None:

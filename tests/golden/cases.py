@@ -21,7 +21,19 @@ PROFILES = sorted((ROOT / "profiles").glob("*.yaml")) + sorted(
     (ROOT / "bench" / "gpu" / "profiles").glob("*.yaml")
 )
 SHIPPED_PROFILES = sorted((ROOT / "profiles").glob("*.yaml"))
-K8S_MODES = ("gpu-pod", "hami", "time-slicing", "mps")  # every `export k8s --mode` (issue 15)
+K8S_MODES = ("gpu-pod", "hami", "time-slicing", "mps", "mig")  # every `export k8s --mode` (issue 15)
+# MIG plans in mig mode: the shipped MIG examples, profiles planned with --mig auto, existing devices
+K8S_MIG_CASES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("mig-lab", "examples/mig-lab.yaml", ()),
+    ("mig-pinned", "examples/mig-pinned.yaml", ()),
+    ("classic-H200-mig-auto", "profiles/classic.yaml", ("--gpus", "H200", "--mig", "auto")),
+    ("quantized-2xH100-mig-auto", "profiles/quantized.yaml", ("--gpus", "2xH100", "--mig", "auto")),
+    (
+        "mig-lab-devices",
+        "examples/mig-lab.yaml",
+        ("--gpus", "tests/fixtures/gpus/nvidia_H200_mig_3g_2g_1g_1g.json"),
+    ),
+]
 FIXTURE_GPUS = sorted((ROOT / "tests" / "fixtures" / "gpus").glob("*.json"))
 CATALOG = ROOT / "gpushare" / "catalog" / "hf_configs"
 MODELS = sorted(
@@ -113,6 +125,11 @@ def cases() -> Iterator[Case]:
                 f"export-k8s-{profile.stem}-{mode}", ("export", "k8s", rel, "--mode", mode, "--out", "-")
             )
             yield Case(f"check-k8s-{profile.stem}-{mode}", ("check", rel, "--target", "k8s", "--mode", mode))
+    for case_id, rel, args in K8S_MIG_CASES:
+        yield Case(f"export-k8s-{case_id}-mig", ("export", "k8s", rel, *args, "--mode", "mig", "--out", "-"))
+        yield Case(f"check-k8s-{case_id}-mig", ("check", rel, *args, "--target", "k8s", "--mode", "mig"))
+    # a MIG plan in another mode: refused, naming --mode mig
+    yield Case("check-k8s-mig-lab-gpu-pod", ("check", "examples/mig-lab.yaml", "--target", "k8s"))
     for results in COMPARE_RESULTS:
         yield Case(
             f"compare-{results.parent.name}",

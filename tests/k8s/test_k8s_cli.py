@@ -69,13 +69,17 @@ def test_a_plan_that_does_not_fit_is_not_a_k8s_question() -> None:
 
 
 @pytest.mark.parametrize("mode", ["gpu-pod", "hami", "time-slicing", "mps"])
-def test_a_plan_on_mig_slices_is_refused_by_every_mode(mode: str) -> None:
-    """No mode writes MIG resources yet; whole-GPU pods would be another plan than `gpushare plan`'s."""
+def test_a_plan_on_mig_slices_is_refused_outside_mig_mode(mode: str) -> None:
+    """A whole GPU, a HAMi share or a replica is another device than the slice each instance was
+    sized for: exit 1 (the mode cannot hold the plan), naming the slices and --mode mig."""
     path = str(ROOT / "examples" / "mig-lab.yaml")
     code, out, err = run("export", "k8s", path, "--mode", mode, "--out", "-")
-    assert code == 2 and "the plan runs on MIG slices, and export k8s has no mig mode yet" in out + err
+    assert code == 1 and out == ""
+    message = " ".join((out + err).split())
+    assert f"{mode}: the plan runs instances on MIG slices (chat on GPU 0's 3g.71gb@4, small on" in message
+    assert "use --mode mig" in message
     code, out, _ = run("check", path, "--target", "k8s", "--mode", mode)
-    assert code == 2 and f"k8s --mode {mode}: lab: the plan runs on MIG slices" in out
+    assert code == 1 and f"k8s --mode {mode}: {mode}: the plan runs instances on MIG slices" in out
 
 
 @pytest.mark.parametrize(
@@ -83,7 +87,7 @@ def test_a_plan_on_mig_slices_is_refused_by_every_mode(mode: str) -> None:
     [
         ("mode-without-target", ["check", "{p}", "--mode", "hami"], "--mode is for --target k8s"),
         ("bad-mode", ["check", "{p}", "--target", "k8s", "--mode", "mig2"], "--mode 'mig2': choose one of"),
-        ("export-bad-mode", ["export", "k8s", "{p}", "--mode", "slices"], "choose one of gpu-pod, hami"),
+        ("export-bad-mode", ["export", "k8s", "{p}", "--mode", "slices"], "choose one of gpu-pod, mig, hami"),
         ("bad-cache", ["export", "k8s", "{p}", "--hf-cache", "nfs:/x"], "--hf-cache 'nfs:/x'"),
         ("bad-label", ["export", "k8s", "{p}", "--prometheus-label", "release"], "expected KEY=VALUE"),
         ("bad-namespace", ["export", "k8s", "{p}", "--namespace", "LLM"], "not a valid Kubernetes namespace"),
@@ -147,3 +151,116 @@ def test_export_refusal_writes_nothing(tmp_path: Path) -> None:
     assert code == 1
     assert "MPS with 3 replicas" in out + err
     assert not (tmp_path / "x").exists()
+
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "code", "fragment"),
+    [
+        (
+            "lab-check",
+            ["check", str(EXAMPLES / "mig-lab.yaml"), "--target", "k8s", "--mode", "mig"],
+            0,
+            "ok: k8s --mode mig holds the plan",
+        ),
+        (
+            "auto-check",
+            ["check", str(PROFILES / "classic.yaml"), "--gpus", "H200", "--mig", "auto"]
+            + ["--target", "k8s", "--mode", "mig"],
+            0,
+            "llama-3.1-8b: nvidia.com/mig-3g.71gb 1 (NVIDIA-H200-MIG-3g.71gb",
+        ),
+        (
+            "whole-gpus-check",
+            ["check", str(PROFILES / "classic.yaml"), "--target", "k8s", "--mode", "mig"],
+            1,
+            "k8s --mode mig: mig: the plan for 'classic' puts no instance on a MIG slice (it runs on whole "
+            "GPUs); plan it on slices: --mig auto, or mig: on the profile's GPU",
+        ),
+        (
+            "pinned-export",
+            ["export", "k8s", str(EXAMPLES / "mig-pinned.yaml"), "--mode", "mig", "--out", "-"],
+            1,
+            "the plan for 'lab' does not fit: chat: needs 18.32 GiB",
+        ),
+        (
+            "whole-gpus-export",
+            ["export", "k8s", str(PROFILES / "quantized.yaml"), "--mode", "mig", "--out", "-"],
+            1,
+            "mig: the plan for 'quantized' puts no instance on a MIG slice",
+        ),
+        (
+            "on-demand-export",
+            ["export", "k8s", str(PROFILES / "on-demand.yaml"), "--mode", "mig", "--out", "-"],
+            2,
+            "residency on-demand is planned (gpushare plan) but cannot be exported",
+        ),
+    ],
+)
+def test_mig_mode_exit_codes(case: str, args: list[str], code: int, fragment: str) -> None:
+    exit_code, out, err = run(*args)
+    assert exit_code == code, out + err
+    assert fragment in " ".join((out + err).split())
+    if code and args[0] == "export":
+        assert out == ""  # a refusal writes no half export
+        assert len(err.strip().splitlines()) <= 2  # one line, and its hint
+
+
+def test_export_mig_auto_writes_slice_pods_and_the_cluster_part(tmp_path: Path) -> None:
+    out_dir = tmp_path / "k8s"
+    code, _, err = run(
+        "export", "k8s", str(PROFILES / "classic.yaml"), "--gpus", "H200", "--mig", "auto",
+        "--mode", "mig", "--out", str(out_dir),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "wrote 19 files" in err and "(mig)" in err
+    cluster = yaml.safe_load((out_dir / "cluster" / "kustomization.yaml").read_text())
+    assert sorted(cluster["resources"]) == [
+        "configmap-gpushare-device-plugin-config.yaml",
+        "configmap-gpushare-mig-parted-config.yaml",
+    ]
+    pod = yaml.safe_load((out_dir / "deployment-classic-llama-3-1-8b.yaml").read_text())
+    limits = pod["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"nvidia.com/mig-3g.71gb": "1"}
+
+
+def test_export_of_a_saved_plan_is_the_export_of_its_profile(tmp_path: Path) -> None:
+    lab = str(EXAMPLES / "mig-lab.yaml")
+    code, planned, _ = run("plan", lab, "--json")
+    assert code == 0
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(planned)
+    code, from_file, err = run("export", "k8s", "--plan-file", str(plan_file), "--mode", "mig", "--out", "-")
+    assert code == 0, err
+    code, from_profile, _ = run("export", "k8s", lab, "--mode", "mig", "--out", "-")
+    assert code == 0 and from_file == from_profile
+    assert "nvidia.com/mig-3g.71gb" in from_file
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "message"),
+    [
+        ("neither", ["export", "k8s", "--mode", "mig"], "give a profile YAML or --plan-file FILE"),
+        (
+            "both",
+            ["export", "k8s", "{lab}", "--plan-file", "{plan}"],
+            "give a profile YAML or --plan-file FILE",
+        ),
+        (
+            "gpus-with-plan-file",
+            ["export", "k8s", "--plan-file", "{plan}", "--gpus", "H200"],
+            "--gpus, --mig and --no-calibration choose how PROFILE is planned",
+        ),
+        ("not-a-plan", ["export", "k8s", "--plan-file", "{lab}"], "--plan-file"),
+    ],
+)
+def test_plan_file_mistakes_exit_2(tmp_path: Path, case: str, args: list[str], message: str) -> None:
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(run("plan", str(EXAMPLES / "mig-lab.yaml"), "--json")[1])
+    code, out, err = run(
+        *(a.replace("{lab}", str(EXAMPLES / "mig-lab.yaml")).replace("{plan}", str(plan_file)) for a in args)
+    )
+    assert code == 2, out + err
+    assert message in " ".join((out + err).split())

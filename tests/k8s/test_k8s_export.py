@@ -50,6 +50,12 @@ EXPECTED: dict[tuple[str, Mode], str] = {
     ("workstation", "hami"): "ok",
     ("workstation", "time-slicing"): "cannot hold 'qwen2.5-32b': it spans 2 GPUs",
     ("workstation", "mps"): "cannot hold 'qwen2.5-32b': it spans 2 GPUs",
+    # planned on whole GPUs: mig mode has no slice to ask for (test_k8s_mig.py exports MIG plans)
+    **{
+        (s, "mig"): f"mig: the plan for '{s}' puts no instance on a MIG slice"
+        for s in ("classic", "quantized")
+    },
+    ("workstation", "mig"): "mig: the plan for 'workstation' puts no instance on a MIG slice",
     **{("on-demand", m): "input: llama, qwen, mistral, qwen-32b: residency on-demand" for m in MODES},
 }
 

@@ -55,8 +55,11 @@ def test_device_plugin_config_shape() -> None:
         gpu.device_plugin_config("mps", 2, mig_strategy="mixed")
 
 
-def test_mig_parted_config() -> None:
-    config = gpu.mig_parted_config("gpushare-h200", {0: {"3g.71gb": 1, "2g.35gb": 1, "1g.18gb": 2}})
+def test_mig_manager_config_adds_the_operators_default() -> None:
+    from gpushare.mig.emit import mig_parted_counts
+
+    planned = mig_parted_counts("gpushare-h200", {0: {"3g.71gb": 1, "2g.35gb": 1, "1g.18gb": 2}, 1: None})
+    config = gpu.mig_manager_config(planned)
     assert config == {
         "version": "v1",
         "mig-configs": {
@@ -65,14 +68,47 @@ def test_mig_parted_config() -> None:
                     "devices": [0],
                     "mig-enabled": True,
                     "mig-devices": {"3g.71gb": 1, "2g.35gb": 1, "1g.18gb": 2},
-                }
-            ]
+                },
+                {"devices": [1], "mig-enabled": False},
+            ],
+            # the GPU Operator labels MIG-capable nodes with this one when they have none
+            "all-disabled": [{"devices": "all", "mig-enabled": False}],
         },
     }
-    with pytest.raises(InputError):
-        gpu.mig_parted_config("x", {0: {"3g": 1}})
-    with pytest.raises(InputError):
-        gpu.mig_parted_config("x", {})
+    assert planned["mig-configs"].keys() == {"gpushare-h200"}  # the plan's own is not changed
+    with pytest.raises(InputError, match="at least one entry"):
+        gpu.mig_manager_config({"version": "v1", "mig-configs": {}})
+
+
+def test_mig_device_plugin_config_has_no_sharing() -> None:
+    assert gpu.mig_device_plugin_config() == {"version": "v1", "flags": {"migStrategy": "mixed"}}
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "profile", "key", "value"),
+    [
+        ("h200", "NVIDIA H200", "3g.71gb", "nvidia.com/mig-3g.71gb.product", "NVIDIA-H200-MIG-3g.71gb"),
+        (
+            "a100-80",
+            "NVIDIA A100-SXM4-80GB",
+            "3g.40gb",
+            "nvidia.com/mig-3g.40gb.product",
+            "NVIDIA-A100-SXM4-80GB-MIG-3g.40gb",
+        ),
+        (
+            "media",
+            "NVIDIA H100 80GB HBM3",
+            "1g.10gb+me",
+            "nvidia.com/mig-1g.10gb.me.product",
+            "NVIDIA-H100-80GB-HBM3-MIG-1g.10gb.me",
+        ),
+    ],
+)
+def test_mig_product_label_is_gfds(case: str, name: str, profile: str, key: str, value: str) -> None:
+    from gpushare.export.k8s.meta import check_labels
+
+    assert gpu.mig_product_label(name, profile) == (key, value)
+    check_labels({key: value}, "test")  # a valid label key and value
 
 
 def test_mps_pinned_limit_matches_the_plugin() -> None:

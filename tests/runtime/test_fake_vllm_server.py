@@ -120,11 +120,16 @@ def test_the_sleep_endpoints_need_dev_mode(tmp_path: Path) -> None:
 def test_a_sleeping_server_holds_requests_until_it_wakes(tmp_path: Path) -> None:
     with fake(tmp_path, "--enable-sleep-mode") as f:
         assert not f.sleeping()
+        f.complete(timeout=5)
         assert f.call("POST", "/sleep?level=1") == (200, b"")
         assert f.sleeping()
         assert f.call("GET", "/health")[0] == 200  # healthy asleep
+        assert "a completion arrived while asleep" not in f.log_text()  # the one awake did not count
         with pytest.raises(TimeoutError):
             f.complete(timeout=0.5)  # no answer and no refusal
+        assert (
+            "fake: a completion arrived while asleep and is held" in f.log_text()
+        )  # what swap tests look for
         thread, answers = in_thread(lambda: f.complete(timeout=10))
         time.sleep(0.3)
         assert not answers

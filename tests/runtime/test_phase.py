@@ -28,8 +28,13 @@ def test_words_users_see() -> None:
         "failed",
         "stopped",
     )
-    # `status` for an instance with no process left (issue 12 unifies it with "failed").
-    assert phase.NO_PROCESS == "exited"
+    # `status`, the supervisor and the gateway: one word for an instance with no process left
+    # that nothing restarts (issue 12: status said "exited" where the others said "failed").
+    assert phase.NO_PROCESS == "failed"
+    assert phase.NO_PROCESS in phase.SUPERVISOR_PHASES
+    assert "exited" not in ALL
+    # The gateway routes to a ready instance only: not to an unhealthy one (issue 12).
+    assert phase.SERVES == ("ready",)
 
 
 def test_the_log_phases_are_instance_phases() -> None:

@@ -19,12 +19,11 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VLLM_START_TIMEOUT_S, free_port, stop_process_group, wait_for_health
+from conftest import VLLM_START_TIMEOUT_S, free_port
 from fixtures.tiny_model import VLLM_CPU_ENV, vllm_cpu_argv
 
 from gpushare.vllm.log import error_line
@@ -61,28 +60,6 @@ def test_enable_sleep_mode_is_refused(tiny_model_dir: Path, tmp_path: Path) -> N
     )
 
 
-@pytest.fixture(scope="module")
-def dev_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm-dev") / "server.log"
-    argv = vllm_cpu_argv(sys.executable, tiny_model_dir, "tiny", port)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **VLLM_CPU_ENV, "VLLM_SERVER_DEV_MODE": "1"},
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_health(url, proc, log_path, VLLM_START_TIMEOUT_S)
-        yield url
-    finally:
-        stop_process_group(proc)
-
-
 def complete(url: str, max_tokens: int = 4, timeout: float = 60) -> dict[str, Any]:
     body = {"model": "tiny", "prompt": "the quick", "max_tokens": max_tokens, "ignore_eos": True}
     answer = call(f"{url}/v1/completions", "POST", body, timeout)
@@ -90,8 +67,8 @@ def complete(url: str, max_tokens: int = 4, timeout: float = 60) -> dict[str, An
     return answer
 
 
-def test_dev_mode_pauses_and_holds_requests_until_the_wake(dev_server: str) -> None:
-    url = dev_server
+def test_dev_mode_pauses_and_holds_requests_until_the_wake(vllm_dev_server: str) -> None:
+    url = vllm_dev_server
     assert call(f"{url}/is_sleeping") == {"is_sleeping": False}
     call(f"{url}/sleep?level=1", "POST")
     assert call(f"{url}/is_sleeping") == {"is_sleeping": True}
@@ -114,8 +91,8 @@ def test_dev_mode_pauses_and_holds_requests_until_the_wake(dev_server: str) -> N
     assert call(f"{url}/is_sleeping") == {"is_sleeping": False}
 
 
-def test_dev_mode_aborts_the_request_in_flight(dev_server: str) -> None:
-    url = dev_server
+def test_dev_mode_aborts_the_request_in_flight(vllm_dev_server: str) -> None:
+    url = vllm_dev_server
     answers: list[dict[str, Any]] = []
     thread = threading.Thread(target=lambda: answers.append(complete(url, max_tokens=250)), daemon=True)
     thread.start()
@@ -128,8 +105,8 @@ def test_dev_mode_aborts_the_request_in_flight(dev_server: str) -> None:
     assert answer["usage"]["completion_tokens"] < 250
 
 
-def test_dev_mode_partial_wake_stays_asleep(dev_server: str) -> None:
-    url = dev_server
+def test_dev_mode_partial_wake_stays_asleep(vllm_dev_server: str) -> None:
+    url = vllm_dev_server
     call(f"{url}/sleep?level=2", "POST")
     call(f"{url}/wake_up?tags=weights", "POST")
     assert call(f"{url}/is_sleeping") == {"is_sleeping": True}

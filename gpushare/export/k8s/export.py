@@ -13,7 +13,10 @@ Every mode emits (modes.py decides the pods):
   supervisors), a PodMonitor for vLLM's own /metrics where vLLM runs alone in its pod, and a
   PrometheusRule with the alerts those sources allow (monitoring.py, the same table as
   examples/prometheus-rules.yml);
-- a Dockerfile (FROM the vLLM image of the plan's version, plus gpushare) and README.txt.
+- a Dockerfile (FROM the vLLM image of the plan's version, plus gpushare) and README.txt;
+- the cluster part (`cluster/`, objects in `gpu-operator` an admin applies): the device plugin's
+  sharing config (time-slicing, mps), or in mig mode the mig-parted config for the GPU Operator's
+  MIG manager and the device plugin's mixed MIG strategy.
 
 Pure: values in, dicts and text out; the CLI writes the files.
 """
@@ -61,6 +64,12 @@ PLAN_KEY = "plan.json"
 ROUTES_KEY = "routes.yaml"
 GPU_OPERATOR_NAMESPACE = "gpu-operator"
 DEVICE_PLUGIN_CONFIGMAP = "gpushare-device-plugin-config"
+MIG_DEVICE_PLUGIN_KEY = "gpushare-mig-mixed"
+"""mig mode's key in the device plugin's ConfigMap: the same config for every profile."""
+MIG_PARTED_CONFIGMAP = "gpushare-mig-parted-config"
+MIG_PARTED_KEY = "config.yaml"
+"""The key the GPU Operator's MIG manager reads (its values.yaml: "ConfigMap MUST have a key named
+config.yaml")."""
 SHARING_STRATEGY_LABEL = "nvidia.com/gpu.sharing-strategy"
 CHECKSUM_ANNOTATION = "gpushare.io/config-sha256"
 GATEWAY_STARTUP_S = 120
@@ -77,7 +86,7 @@ class Export:
     objects: tuple[dict[str, Any], ...]
     """Objects of the export's namespace, in apply order."""
     cluster_objects: tuple[dict[str, Any], ...]
-    """Objects an admin applies (the device plugin's config in `gpu-operator`)."""
+    """Objects an admin applies in `gpu-operator`: the device plugin's config, the mig-parted config."""
     files: Mapping[str, str]
     """Dockerfile and README.txt."""
 
@@ -182,6 +191,11 @@ class _Builder:
         return sum(DEFAULT_TP_SHM_BYTES if len(i.gpus) > 1 else DEFAULT_SHM_BYTES for i in pod.instances)
 
     def _node_selector(self, pod: PodPlan) -> dict[str, str]:
+        if isinstance(pod.gpu, gpu_.MigDevice):
+            # The slice's profile on the planned GPU model (GFD's mixed-strategy label), once the
+            # MIG manager has made the node's geometry: not while it is pending or failed.
+            key, product = gpu_.mig_product_label(pod.gpu_name, pod.gpu.profile)
+            return {key: product, gpu_.MIG_CONFIG_STATE_LABEL: "success"}
         selector = {gpu_.PRODUCT_LABEL: gpu_.gpu_product_label(pod.gpu_name)}
         if pod.sub_plan is not None:
             # A node whose device plugin time-slices or runs MPS hands out replicas, not GPUs.
@@ -346,12 +360,24 @@ class _Builder:
         ]
 
     def _sources(self) -> tuple[monitoring.Source, ...]:
-        if self.opts.mode == "gpu-pod":
-            return ("supervisor", "gateway", "kube-state-metrics")
-        return ("gateway", "vllm-pods", "kube-state-metrics")
+        """gpushare's supervisors where a pod runs gpushare, vLLM's own /metrics where vLLM runs
+        alone in its pod (mig mode has both when the plan has whole-GPU instances)."""
+        supervised = any(p.sub_plan is not None for p in self.mode.pods)
+        alone = any(p.sub_plan is None for p in self.mode.pods)
+        sources: list[monitoring.Source] = ["supervisor"] if supervised else []
+        sources.append("gateway")
+        if alone:
+            sources.append("vllm-pods")
+        sources.append("kube-state-metrics")
+        return tuple(sources)
 
     def _containers(self) -> tuple[str, ...]:
-        return ("gateway", "gpushare") if self.opts.mode == "gpu-pod" else ("gateway", "vllm")
+        names = ["gateway"]
+        if any(p.sub_plan is not None for p in self.mode.pods):
+            names.append("gpushare")
+        if any(p.sub_plan is None for p in self.mode.pods):
+            names.append("vllm")
+        return tuple(names)
 
     def _monitoring(self) -> list[dict[str, Any]]:
         labels = dict(self.opts.prometheus_labels)
@@ -389,6 +415,22 @@ class _Builder:
         return out
 
     def _cluster_objects(self) -> list[dict[str, Any]]:
+        mig = self.mode.mig
+        if mig is not None:
+            return [
+                workload.config_map(
+                    MIG_PARTED_CONFIGMAP,
+                    {MIG_PARTED_KEY: render.to_yaml(gpu_.mig_manager_config(mig.mig_parted))},
+                    namespace=GPU_OPERATOR_NAMESPACE,
+                    labels=self._owner_labels(),
+                ),
+                workload.config_map(
+                    DEVICE_PLUGIN_CONFIGMAP,
+                    {MIG_DEVICE_PLUGIN_KEY: render.to_yaml(gpu_.mig_device_plugin_config("mixed"))},
+                    namespace=GPU_OPERATOR_NAMESPACE,
+                    labels=self._owner_labels(),
+                ),
+            ]
         if not self.mode.sharing:
             return []
         data = {s.key: render.to_yaml(s.config) for s in self.mode.sharing}
@@ -451,6 +493,8 @@ class _Builder:
             )
         elif mode == "hami":
             steps.append("  nodes: HAMi installed (its scheduler, device plugin and HAMi-core)")
+        elif mode == "mig":
+            steps += self._mig_steps()
         else:
             steps.append(
                 f"  as an admin: kubectl apply -k cluster/   (ConfigMap {DEVICE_PLUGIN_CONFIGMAP} in "
@@ -465,6 +509,33 @@ class _Builder:
         if self.opts.monitoring:
             steps.append(
                 "  Prometheus Operator CRDs (kube-prometheus-stack); without them run with --no-monitoring"
+            )
+        return steps
+
+    def _mig_steps(self) -> list[str]:
+        mig = self.mode.mig
+        assert mig is not None
+        steps = [
+            f"  as an admin: kubectl apply -k cluster/   (ConfigMap {MIG_PARTED_CONFIGMAP} in "
+            f"{GPU_OPERATOR_NAMESPACE}: the mig-parted config {mig.name}, plus "
+            f"{gpu_.MIG_MANAGER_DEFAULT_CONFIG} that the operator labels other MIG nodes with; it replaces "
+            "the operator's generated configs, so merge in any others your nodes use)",
+            "  the NVIDIA GPU Operator with its MIG manager reading that config, and the mixed MIG strategy "
+            "(the slice pods ask for nvidia.com/mig-<profile>, which only the mixed strategy advertises), "
+            "e.g. for a release named gpu-operator:",
+            f"    helm upgrade gpu-operator nvidia/gpu-operator -n {GPU_OPERATOR_NAMESPACE} --reuse-values "
+            f"--set mig.strategy=mixed --set migManager.config.name={MIG_PARTED_CONFIGMAP}",
+            f"  for each node of the plan's GPUs: kubectl label node NODE {gpu_.MIG_CONFIG_LABEL}={mig.name} "
+            f"--overwrite   (the MIG manager repartitions its GPUs, which must be free of workloads; the "
+            f"pods wait for {gpu_.MIG_CONFIG_STATE_LABEL}=success)",
+            f"  without the GPU Operator: the device plugin's config {MIG_DEVICE_PLUGIN_KEY} in "
+            f"{DEVICE_PLUGIN_CONFIGMAP} sets migStrategy mixed (the operator's mig.strategy overrides it), "
+            f"and a MIG manager must set the node's {gpu_.MIG_CONFIG_STATE_LABEL}",
+        ]
+        if mig.from_devices:
+            steps.append(
+                "  the plan was made onto existing MIG devices; the config describes them (a node that "
+                "already has these slices needs only the label)"
             )
         return steps
 

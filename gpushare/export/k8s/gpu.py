@@ -4,7 +4,11 @@ Facts from NVIDIA/k8s-device-plugin v0.20.0 (commit 1b826ac) and Project-HAMi, g
 sources in ../shared/K8S-MIG.md:
 - whole GPUs: `nvidia.com/gpu: N`; extended resources are whole numbers (`0.5` is refused);
 - MIG, mixed strategy: `nvidia.com/mig-<profile>: 1`, the profile's `+` written `.`
-  (internal/rm/rm.go: `strings.ReplaceAll("mig-"+p.String(), "+", ".")`);
+  (internal/rm/rm.go: `strings.ReplaceAll("mig-"+p.String(), "+", ".")`), and GPU feature
+  discovery's `nvidia.com/mig-<profile>.product` label naming the parent GPU and the profile. The
+  single strategy advertises slices as `nvidia.com/gpu` and only on a node whose GPUs all have MIG
+  on with one profile (internal/lm/mig-strategy.go `newMigStrategySingleLabeler`): a pod cannot
+  ask for a profile there, so the export writes the mixed strategy only;
 - HAMi: `nvidia.com/gpu` (count), `nvidia.com/gpumem` (MiB per GPU), `nvidia.com/gpucores` (%);
 - time-slicing / MPS: `nvidia.com/gpu: 1` (or `nvidia.com/gpu.shared` with renameByDefault), the
   replicas set in the plugin's `sharing:` config (api/config/v1/sharing.go, replicas.go).
@@ -154,21 +158,44 @@ def device_plugin_config(
     }
 
 
-def mig_parted_config(name: str, devices: Mapping[int, Mapping[str, int]]) -> dict[str, Any]:
-    """A mig-parted config (what the GPU Operator's mig-manager applies for the node label
-    `nvidia.com/mig.config=<name>`): per GPU index the count of each profile.
+def mig_product_label(nvml_name: str, profile: str) -> tuple[str, str]:
+    """The label GPU feature discovery puts on a node with MIG devices of `profile` under the mixed
+    strategy, as (key, value): `nvidia.com/mig-3g.71gb.product: NVIDIA-H200-MIG-3g.71gb`.
 
-    The geometry itself (which profiles fit which start slots) comes from the MIG catalog; this only
-    writes it down in mig-parted's shape (`version: v1`, `mig-configs`).
+    internal/lm/mig-strategy.go `newMigStrategyMixedLabeler` names the resource
+    `nvidia.com/mig-<profile>` (`+` written `.`, internal/resource/nvml-mig-device.go), and
+    internal/lm/resource.go `NewMIGResourceLabeler` labels `<resource>.product` with the parent's
+    sanitised name, "MIG" and the profile joined by `-`. The parent's model matters: one profile
+    name (3g.40gb) is an A100 80GB slice of 40192 MiB and an H100 slice of 40448 MiB.
     """
-    if not devices:
-        raise InputError(f"mig-parted config {name!r}: no GPU to configure")
-    entries: list[dict[str, Any]] = []
-    for index in sorted(devices):
-        profiles = dict(devices[index])
-        for profile, count in profiles.items():
-            MigDevice(profile).resources()  # checks the name
-            if count < 1:
-                raise InputError(f"mig-parted config {name!r}: GPU {index}: {profile} count must be ≥ 1")
-        entries.append({"devices": [index], "mig-enabled": True, "mig-devices": profiles})
-    return {"version": "v1", "mig-configs": {name: entries}}
+    key = mig_resource(profile) + ".product"
+    value = f"{gpu_product_label(nvml_name)}-MIG-{profile.replace('+', '.')}"
+    if not is_label_value(value):
+        raise InputError(f"GPU {nvml_name!r} with MIG profile {profile!r} gives no valid label value")
+    return key, value
+
+
+def mig_device_plugin_config(mig_strategy: MigStrategy = "mixed") -> dict[str, Any]:
+    """The device plugin's config file for MIG nodes: no sharing, only `flags.migStrategy`.
+
+    The plugin takes a flag from its command line first, then its environment, then this file
+    (api/config/v1/config.go `NewConfig`); the GPU Operator sets MIG_STRATEGY from its
+    `mig.strategy` value (controllers/object_controls.go `applyMIGConfiguration`), which then wins.
+    """
+    return {"version": "v1", "flags": {"migStrategy": mig_strategy}}
+
+
+MIG_MANAGER_DEFAULT_CONFIG = "all-disabled"
+"""The config the GPU Operator labels a MIG-capable node with when it has none
+(api/nvidia/v1/clusterpolicy_types.go `MIGPartedConfigSpec.Default`; nodelabeling_controller.go)."""
+
+
+def mig_manager_config(mig_parted: Mapping[str, Any]) -> dict[str, Any]:
+    """A mig-parted config for the GPU Operator's MIG manager: the plan's configs (a `version: v1`
+    document, mig/emit.py) plus `all-disabled`, which the operator's default node label names and
+    which a custom config (`migManager.config.name`) must therefore hold too."""
+    configs = dict(mig_parted["mig-configs"])
+    if not configs:
+        raise InputError("a mig-parted config needs at least one entry in mig-configs")
+    configs.setdefault(MIG_MANAGER_DEFAULT_CONFIG, [{"devices": "all", "mig-enabled": False}])
+    return {"version": mig_parted["version"], "mig-configs": configs}

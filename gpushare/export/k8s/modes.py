@@ -4,6 +4,14 @@ a mode cannot hold the plan (refused with the numbers, exit 1, like `check`).
 - `gpu-pod`: one pod per start group (the instances that share a GPU, a tensor-parallel group
   included), asking for its whole GPUs and running gpushare on that group's sub-plan
   (`Plan.subset`: GPUs renumbered 0..n-1, as the pod sees them). Every number stays the plan's.
+- `mig`: one pod per instance on a MIG slice, asking for `nvidia.com/mig-<profile>: 1` (the device
+  plugin's mixed strategy) and running the plan's slice command: its KV size and batching limits
+  are fixed already, and its utilization is a fraction of the slice's memory, which is the device
+  the container sees (planning/mig.py `slice_target`). Slices of one profile on one GPU model hold
+  the same memory, so whichever slice the plugin hands out holds the plan. The plan's whole-GPU
+  instances become gpu-pod pods. The geometry travels as a mig-parted config for the GPU
+  Operator's MIG manager (the plan's own, `MigSetup`, or, for a plan onto existing MIG devices,
+  one written from its slices).
 - `hami`: one pod per instance with HAMi's `gpumem` limit. HAMi-core shows the container a device
   whose total is the limit (src/cuda/memory.c `cuMemGetInfo_v2`: total = min(limit, physical),
   free = total - usage, built with HOOK_MEMINFO_ENABLE as its build.sh does), so the limit is the
@@ -27,21 +35,28 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from gpushare.catalog.mig import find_mig_table
 from gpushare.errors import DoesNotFitError, InputError
 from gpushare.export.k8s.gpu import (
     GpuRequest,
     HamiShare,
+    MigDevice,
     SharedReplica,
     SharingMethod,
     WholeGpus,
     device_plugin_config,
     gpu_product_label,
+    mig_product_label,
+    mig_resource,
 )
 from gpushare.export.k8s.options import Mode
 from gpushare.export.k8s.sharing import ALTERNATIVES, EqualSplit, NodeGpus, SharedInstance, equal_split
 from gpushare.export.k8s.workload import HF_CACHE_MOUNT
 from gpushare.memory.budget import Budget
-from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
+from gpushare.mig.emit import mig_parted_counts
+from gpushare.mig.geometry import profile_counts
+from gpushare.planning.mig import config_name
+from gpushare.planning.plan import MigSlice, Plan, PlannedGpu, PlannedInstance
 from gpushare.planning.start import start_groups, starts_together
 from gpushare.units import MiB, format_bytes
 
@@ -92,6 +107,17 @@ class SharingConfig:
 
 
 @dataclass(frozen=True)
+class MigConfig:
+    """mig mode: the mig-parted config that makes the plan's slices (`name` is the value of the
+    node label `nvidia.com/mig.config` that selects it), and whether the plan creates them or
+    found them (a plan onto existing MIG devices)."""
+
+    name: str
+    mig_parted: dict[str, object]
+    from_devices: bool = False
+
+
+@dataclass(frozen=True)
 class ModePlan:
     mode: Mode
     pods: tuple[PodPlan, ...]
@@ -99,6 +125,7 @@ class ModePlan:
     sharing: tuple[SharingConfig, ...] = ()
     notes: tuple[str, ...] = ()
     """What the mode changes or cannot keep, for README.txt (never silent)."""
+    mig: MigConfig | None = None
 
     def summary_lines(self) -> list[str]:
         return [p.summary for p in self.pods] + [
@@ -111,8 +138,12 @@ class ModePlan:
 
 def plan_for_mode(plan: Plan, mode: Mode, replicas: int | None = None) -> ModePlan:
     """The pods of `plan` in `mode`, or DoesNotFitError (exit 1) saying why the mode cannot hold
-    it; InputError (exit 2) for what no mode can export (a CPU profile, a local model folder)."""
+    it (instances on MIG slices outside mig mode, no slice in it, too little memory...); InputError
+    (exit 2) for what no mode can export (a CPU profile, a local model folder)."""
     version = _exportable(plan)
+    if mode == "mig":
+        return _mig_pods(plan, version)
+    _no_slices(plan, mode)
     if mode == "gpu-pod":
         return _gpu_pods(plan, version)
     if mode == "hami":
@@ -137,19 +168,14 @@ def _exportable(plan: Plan) -> str:
             f"{plan.profile_name}: a device: cpu profile has no GPU plan to export",
             hint="export a profile planned for GPUs (device: cuda)",
         )
-    if plan.uses_mig:
-        # A pod would need `nvidia.com/mig-<profile>` and the slice's MIG device (gpu.py has the
-        # resource names); no mode writes them yet, and whole-GPU pods would be a different plan.
-        raise InputError(
-            f"{plan.profile_name}: the plan runs on MIG slices, and export k8s has no mig mode yet",
-            hint="export the profile planned on whole GPUs (--gpus without MIG, no mig: in the profile)",
-        )
     sleepers = [inst.name for inst in plan.instances if inst.on_demand]
     if sleepers:
-        # what every mode runs is `gpushare up` or vLLM alone, and neither puts a model to sleep yet
+        # the swaps are the gateway's (runtime/service/swap/), beside the instances on one host;
+        # no mode writes that gateway into a pod yet
         raise InputError(
             f"{plan.profile_name}: {', '.join(sleepers)}: residency on-demand is planned (gpushare plan) "
-            "but cannot be exported: `gpushare up` cannot run it yet",
+            "but cannot be exported: the exported pods have no swap manager "
+            "(`gpushare up` runs it on a host)",
             hint="set residency: always to export this profile",
         )
     versions = set()
@@ -173,6 +199,22 @@ def _exportable(plan: Plan) -> str:
     if len(versions) != 1:
         raise InputError(f"the plan's instances are modelled for different vLLM versions: {sorted(versions)}")
     return versions.pop()
+
+
+def _no_slices(plan: Plan, mode: Mode) -> None:
+    """Outside mig mode, a plan with instances on MIG slices is refused: a whole GPU, a HAMi share
+    or a replica is another device than the slice the plan sized each instance for."""
+    on_slices = [i for i in plan.instances if i.mig_slice is not None]
+    if on_slices:
+        where = ", ".join(f"{i.name} on GPU {i.gpus[0]}'s {_label(i.mig_slice)}" for i in on_slices)
+        raise DoesNotFitError(
+            f"{mode}: the plan runs instances on MIG slices ({where}), which only --mode mig asks for",
+            hint=f"use --mode mig, or plan on whole GPUs (--mig off) for --mode {mode}",
+        )
+
+
+def _label(s: MigSlice | None) -> str:
+    return "" if s is None else s.label
 
 
 def pod_command(inst: PlannedInstance, **changes: object) -> tuple[str, ...]:
@@ -201,8 +243,19 @@ def _kv_and_budget(inst: PlannedInstance) -> tuple[int, Budget]:
     return kv, inst.estimate.budget
 
 
+def _kv_flag(inst: PlannedInstance, kv: int) -> int | None:
+    """The pod's --kv-cache-memory-bytes: the plan's KV size, none for an encoder-only pooling
+    model, which keeps no KV cache (the plan passes none either: planning/build.py)."""
+    assert inst.estimate is not None
+    return kv if inst.estimate.has_kv_cache else None
+
+
 def _measured_note(plan: Plan) -> list[str]:
-    measured = [i.name for i in plan.instances if not i.kv_fixed]
+    measured = [
+        i.name
+        for i in plan.instances
+        if not i.kv_fixed and i.estimate is not None and i.estimate.has_kv_cache
+    ]
     if not measured:
         return []
     return [
@@ -215,39 +268,43 @@ def _measured_note(plan: Plan) -> list[str]:
 
 
 def _gpu_pods(plan: Plan, version: str) -> ModePlan:
-    pods = []
-    for group in start_groups(plan.instances):
-        indices = tuple(sorted({g for inst in group for g in inst.gpus}))
-        names = {_gpu_of(plan, g).name for g in indices}
-        if len(names) != 1:
-            raise DoesNotFitError(
-                f"gpu-pod: {', '.join(i.name for i in group)} share GPUs of {len(names)} models "
-                f"({', '.join(sorted(names))}); a pod's GPUs come from one node, selected by one product",
-                hint="pin the group to GPUs of one model, or use --mode hami",
-            )
-        sub = plan.subset([inst.name for inst in group])
-        sub = replace(sub, instances=tuple(replace(i, argv=pod_command(i)) for i in sub.instances))
-        steps = 1 if starts_together(group) else len(group)
-        (name,) = names
-        pods.append(
-            PodPlan(
-                key="gpu" + "-".join(str(g) for g in indices),
-                instances=tuple(group),
-                gpu=WholeGpus(len(indices)),
-                gpu_name=name,
-                gpus=indices,
-                sub_plan=sub,
-                sequential_starts=steps,
-                summary=_gpu_pod_summary(plan, indices, group, name),
-            )
+    pods = [_gpu_pod(plan, group) for group in start_groups(plan.instances)]
+    return ModePlan("gpu-pod", tuple(pods), version, notes=tuple(_gpu_pod_notes(plan, pods)))
+
+
+def _gpu_pod(plan: Plan, group: Sequence[PlannedInstance]) -> PodPlan:
+    """One start group on its whole GPUs, running gpushare on the group's sub-plan."""
+    indices = tuple(sorted({g for inst in group for g in inst.gpus}))
+    names = {_gpu_of(plan, g).name for g in indices}
+    if len(names) != 1:
+        raise DoesNotFitError(
+            f"gpu-pod: {', '.join(i.name for i in group)} share GPUs of {len(names)} models "
+            f"({', '.join(sorted(names))}); a pod's GPUs come from one node, selected by one product",
+            hint="pin the group to GPUs of one model, or use --mode hami",
         )
-    notes = []
-    if plan.mps != "off" and any(len(p.instances) > 1 for p in pods):
-        notes.append(
+    sub = plan.subset([inst.name for inst in group])
+    sub = replace(sub, instances=tuple(replace(i, argv=pod_command(i)) for i in sub.instances))
+    steps = 1 if starts_together(group) else len(group)
+    (name,) = names
+    return PodPlan(
+        key="gpu" + "-".join(str(g) for g in indices),
+        instances=tuple(group),
+        gpu=WholeGpus(len(indices)),
+        gpu_name=name,
+        gpus=indices,
+        sub_plan=sub,
+        sequential_starts=steps,
+        summary=_gpu_pod_summary(plan, indices, group, name),
+    )
+
+
+def _gpu_pod_notes(plan: Plan, pods: Sequence[PodPlan]) -> list[str]:
+    if plan.mps != "off" and any(p.sub_plan is not None and len(p.instances) > 1 for p in pods):
+        return [
             "MPS: each pod with several instances starts its own MPS daemon (nvidia-cuda-mps-control "
             "from the NVIDIA container toolkit's utilities); without it they time-share the GPU"
-        )
-    return ModePlan("gpu-pod", tuple(pods), version, notes=tuple(notes))
+        ]
+    return []
 
 
 def _gpu_pod_summary(
@@ -261,6 +318,95 @@ def _gpu_pod_summary(
         f"pod {pod} (nvidia.com/gpu {len(indices)}, {gpu_product_label(name)}): {members}; {used}, "
         "the plan's own commands"
     )
+
+
+# --- mig -----------------------------------------------------------------------------------------
+
+
+def _mig_pods(plan: Plan, version: str) -> ModePlan:
+    if not any(i.mig_slice is not None for i in plan.instances):
+        raise DoesNotFitError(
+            f"mig: the plan for {plan.profile_name!r} puts no instance on a MIG slice "
+            "(it runs on whole GPUs)",
+            hint="plan it on slices: --mig auto, or mig: on the profile's GPU (gpushare plan shows them); "
+            "or use --mode gpu-pod",
+        )
+    pods: list[PodPlan] = []
+    for group in start_groups(plan.instances):
+        # a slice's GPU holds only slices, so a group is all on slices or all on whole GPUs
+        if all(i.mig_slice is None for i in group):
+            pods.append(_gpu_pod(plan, group))
+        else:
+            pods += [_slice_pod(plan, inst) for inst in group]
+    notes = [
+        "mig: each slice pod asks for one nvidia.com/mig-<profile> and selects nodes whose GPU model "
+        "has it (nvidia.com/mig-<profile>.product); the device plugin may hand it any slice of that "
+        "profile there, and each holds the memory planned (slices of one profile are the same size)",
+        "mig: the mig-parted config names GPU indices as the plan does; a node labelled with it gets "
+        "that geometry on those GPUs",
+        "mig: each slice command passes --kv-cache-memory-bytes and its batching limits, since vLLM has "
+        "read the parent GPU's memory through NVML on a slice (vLLM #41776, #50463); the container sees "
+        "its slice as device 0 (the device plugin sets NVIDIA_VISIBLE_DEVICES), so no CUDA_VISIBLE_DEVICES",
+    ]
+    notes += _gpu_pod_notes(plan, pods)
+    return ModePlan("mig", tuple(pods), version, notes=tuple(notes), mig=_mig_config(plan))
+
+
+def _slice_pod(plan: Plan, inst: PlannedInstance) -> PodPlan:
+    """One instance alone on its slice, running the plan's slice command."""
+    s = inst.mig_slice
+    assert s is not None
+    gpu = _gpu_of(plan, inst.gpus[0])
+    where = f"GPU {gpu.index}'s MIG slice {s.label}"
+    if len(inst.gpus) > 1:
+        raise DoesNotFitError(
+            f"mig: {inst.name} is tensor parallel over {len(inst.gpus)} GPUs on {where}: slices cannot be "
+            "joined (no NCCL across MIG slices)",
+            hint="plan it on whole GPUs (mig: off on its GPUs) or lower tensor_parallel_size to 1",
+        )
+    planned = next((x for x in gpu.mig_slices if inst.name in x.instances), s)
+    if len(planned.instances) > 1:
+        raise DoesNotFitError(
+            f"mig: {where} holds {', '.join(planned.instances)}; mig mode runs one instance per slice "
+            "(a pod asks for a whole slice)",
+            hint="use --mode gpu-pod, or a geometry with one instance per slice",
+        )
+    resource = MigDevice(s.profile)
+    _, product = mig_product_label(gpu.name, s.profile)
+    return PodPlan(
+        key=inst.name,
+        instances=(inst,),
+        gpu=resource,
+        gpu_name=gpu.name,
+        gpus=inst.gpus,
+        # The plan's command as it stands: KV size and batching limits fixed, the utilization a
+        # fraction of the slice (what the container sees as its device 0).
+        vllm_argv=pod_command(inst),
+        env=_pod_env(inst),
+        utilization=inst.gpu_memory_utilization,
+        device_total_bytes=s.memory_bytes,
+        summary=(
+            f"{inst.name}: {mig_resource(s.profile)} 1 ({product}, {format_bytes(s.memory_bytes)}; "
+            f"planned {format_bytes(inst.planned_bytes)}), the plan's slice command "
+            f"(utilization {inst.gpu_memory_utilization:g} of the slice)"
+        ),
+    )
+
+
+def _mig_config(plan: Plan) -> MigConfig:
+    """The plan's mig-parted config; a plan onto existing MIG devices creates none (`mig_setup` is
+    None), so one is written from its slices: per GPU the count of each profile, MIG off on the
+    MIG-capable GPUs that run whole (as planning/mig.py `setup` writes them)."""
+    if plan.mig_setup is not None:
+        return MigConfig(plan.mig_setup.config_name, dict(plan.mig_setup.mig_parted))
+    counts: dict[int, dict[str, int] | None] = {}
+    for gpu in plan.gpus:
+        table = find_mig_table(gpu.name)
+        if table is None:
+            continue  # no MIG: mig-parted leaves it alone
+        counts[gpu.index] = profile_counts(table.profile(s.profile) for s in gpu.mig_slices) or None
+    name = config_name(plan.profile_name)
+    return MigConfig(name, mig_parted_counts(name, counts), from_devices=True)
 
 
 # --- hami ----------------------------------------------------------------------------------------
@@ -288,7 +434,9 @@ def _hami_pods(plan: Plan, version: str) -> ModePlan:
                 gpu=share,
                 gpu_name=gpu.name,
                 gpus=inst.gpus,
-                vllm_argv=pod_command(inst, gpu_memory_utilization=util, kv_cache_memory_bytes=kv),
+                vllm_argv=pod_command(
+                    inst, gpu_memory_utilization=util, kv_cache_memory_bytes=_kv_flag(inst, kv)
+                ),
                 env=_pod_env(inst),
                 utilization=util,
                 device_total_bytes=limit,
@@ -353,7 +501,9 @@ def _shared_pods(
                     gpu=SharedReplica(renamed=True),
                     gpu_name=name,
                     gpus=inst.gpus,
-                    vllm_argv=pod_command(inst, gpu_memory_utilization=util, kv_cache_memory_bytes=kv),
+                    vllm_argv=pod_command(
+                        inst, gpu_memory_utilization=util, kv_cache_memory_bytes=_kv_flag(inst, kv)
+                    ),
                     env=_pod_env(inst),
                     utilization=util,
                     summary=(

@@ -17,9 +17,10 @@ from gpushare.export.k8s.meta import check_labels, is_dns1123_label
 from gpushare.export.k8s.workload import HostPathCache
 from gpushare.units import GiB, parse_bytes
 
-Mode = Literal["gpu-pod", "hami", "time-slicing", "mps"]
+Mode = Literal["gpu-pod", "mig", "hami", "time-slicing", "mps"]
 """How pods get GPU memory (README "Kubernetes"): gpu-pod keeps the plan as it is (gpushare runs it
-in a pod per GPU group), the others run one vLLM per pod under the cluster's GPU sharing."""
+in a pod per GPU group), mig runs one vLLM per planned MIG slice (and the plan's whole-GPU groups as
+gpu-pod does), the others run one vLLM per pod under the cluster's GPU sharing."""
 MODES: tuple[Mode, ...] = get_args(Mode)
 
 DEFAULT_IMAGE = f"gpushare:{__version__}"

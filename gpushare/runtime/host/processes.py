@@ -9,6 +9,8 @@ session (vLLM's EngineCore, workers, the resource tracker) are found by session 
 stopped even when the leader already died, and the supervisor can tell when one of them is gone
 (`session_members`: each with its start time and title). A live pid with a different start time
 was recycled and is never signalled.
+
+State: psutil's status of each process is mapped once, here (`_state_of`), to a `ProcessState`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,25 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gpushare.errors import EnvironmentProblem
 
 START_TIME_TOLERANCE_S = 0.05
 """psutil derives create_time from boot time + clock ticks (10 ms): equal for one process."""
+
+ProcessState = Literal["running", "stopped"]
+"""What gpushare makes of a live process's scheduler state (psutil's status, mapped once in
+`_state_of`). running: running, sleeping, waiting on the disk, idle, ...; stopped: `T` or `t` in
+`ps` (SIGSTOP, SIGTSTP, a debugger's trace stop): it runs no code, so it answers no request and
+acts on no signal but SIGKILL until it is continued."""
+
+PortHolder = Literal["instance", "shared", "other", "nobody"]
+"""Who listens on an instance's TCP port, on any address (IPv4 or IPv6). instance: processes of
+its session only; shared: its session and another program too (both set SO_REUSEPORT, which vLLM
+does with --api-server-count > 1, or they bound different addresses): any connection may reach the
+other one; other: only processes outside its session (or ones this user cannot see); nobody: no
+listener. Only `instance` lets an answer on the port count as the instance's."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,22 @@ class ProcessRunner(Protocol):
         `start_time`; empty when that process and its session are gone or the pid was recycled."""
         ...
 
+    def session_states(
+        self, pid: int, start_time: float, members: Sequence[int] | None = None
+    ) -> dict[int, ProcessState]:
+        """`session_pids` with the state of each. With `members` (pids an earlier call returned)
+        only those are looked at, those still alive and in the session: a check cheap enough for
+        every tick, where finding the members takes a pass over every process of the machine."""
+        ...
+
     def session_members(self, pid: int, start_time: float) -> list[SessionMember]:
-        """Like `session_pids`, with each process's start time and title."""
+        """Like `session_pids`, with each process's start time and title (a pass over every
+        process of the machine: for once in a while, not every tick)."""
+        ...
+
+    def port_holder(self, pid: int, start_time: float, port: int) -> PortHolder:
+        """Who listens on `port`: that session alone, it and another program, or others only
+        (so an answer on the port is the instance's only when this says `instance`)."""
         ...
 
     def is_running(self, pid: int, start_time: float) -> bool:
@@ -110,6 +139,40 @@ def process_start_time(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:
         return None
+
+
+def holder_of(listeners: set[int | None], session: set[int]) -> PortHolder:
+    """`PortHolder` from the pids listening on a port (None: one this user cannot see) and the
+    pids of the instance's session."""
+    if not listeners:
+        return "nobody"
+    ours = {pid for pid in listeners if pid is not None and pid in session}
+    if not ours:
+        return "other"
+    return "instance" if ours == listeners else "shared"
+
+
+def port_problem(holder: PortHolder, port: int) -> str | None:
+    """Why an answer on `port` cannot be taken for the instance's; None when it can."""
+    who = f"`ss -ltnp 'sport = :{port}'` names it"
+    if holder == "shared":
+        return f"another program listens on port {port} beside this instance and may answer for it ({who})"
+    if holder in ("other", "nobody"):
+        return (
+            f"port {port} answers, but not from this instance's processes: another program holds it ({who})"
+        )
+    return None
+
+
+def _state_of(status: str) -> ProcessState | None:
+    """psutil's status of a process as gpushare reads it; None: not alive (a zombie, dead)."""
+    import psutil
+
+    if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+        return None
+    if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+        return "stopped"
+    return "running"
 
 
 def _live_start_time(pid: int) -> float | None:
@@ -161,7 +224,41 @@ class SubprocessRunner:
         return started is not None and _matches(started, start_time)
 
     def session_pids(self, pid: int, start_time: float) -> list[int]:
-        return [m.pid for m in self.session_members(pid, start_time)]
+        return sorted(self.session_states(pid, start_time))
+
+    def session_states(
+        self, pid: int, start_time: float, members: Sequence[int] | None = None
+    ) -> dict[int, ProcessState]:
+        import psutil
+
+        self._poll(pid)
+        leader_started = process_start_time(pid)
+        if leader_started is not None and not _matches(leader_started, start_time):
+            return {}  # recycled: that session is someone else's
+        # (A leader that is gone: its session id cannot be reused while members live.)
+        found: dict[int, ProcessState] = {}
+        if members is not None:
+            for member in members:
+                try:
+                    state = _state_of(psutil.Process(member).status())
+                    in_session = os.getsid(member) == pid
+                except (psutil.Error, OSError):
+                    continue
+                if state is not None and in_session:
+                    found[member] = state
+            return found
+        for proc in psutil.process_iter(["pid", "create_time", "status"]):
+            info = proc.info
+            state = _state_of(info["status"])
+            if state is None:
+                continue
+            try:
+                sid = os.getsid(info["pid"])
+            except OSError:
+                continue
+            if sid == pid and info["create_time"] >= start_time - START_TIME_TOLERANCE_S:
+                found[int(info["pid"])] = state
+        return dict(sorted(found.items()))
 
     def session_members(self, pid: int, start_time: float) -> list[SessionMember]:
         import psutil
@@ -170,11 +267,10 @@ class SubprocessRunner:
         leader_started = process_start_time(pid)
         if leader_started is not None and not _matches(leader_started, start_time):
             return []  # recycled: that session is someone else's
-        # (A leader that is gone: its session id cannot be reused while members live.)
         found: list[SessionMember] = []
         for proc in psutil.process_iter(["pid", "create_time", "status", "cmdline", "name"]):
             info = proc.info
-            if info["status"] == psutil.STATUS_ZOMBIE:
+            if _state_of(info["status"]) is None:
                 continue
             try:
                 sid = os.getsid(info["pid"])
@@ -185,6 +281,21 @@ class SubprocessRunner:
                 title = " ".join(info["cmdline"] or ()).strip() or str(info["name"] or "")
                 found.append(SessionMember(int(info["pid"]), float(info["create_time"]), title))
         return sorted(found, key=lambda m: m.pid)
+
+    def port_holder(self, pid: int, start_time: float, port: int) -> PortHolder:
+        import psutil
+
+        # Every TCP socket of the machine (tcp4 and tcp6; a socket of another user has pid None):
+        # the one way to see a second listener beside the instance's. About 6 ms with 130
+        # processes; asked once per start and every few seconds per serving instance.
+        try:
+            sockets = psutil.net_connections(kind="tcp")
+        except psutil.Error:
+            return "other"  # cannot vouch for the port
+        listeners = {
+            s.pid for s in sockets if s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port
+        }
+        return holder_of(listeners, set(self.session_pids(pid, start_time)))
 
     def exit_code(self, pid: int) -> int | None:
         return self._poll(pid)
@@ -252,6 +363,9 @@ class FakeProcess:
     """The other processes of its session (pids leader × 10 + 1, + 2, ...); one EngineCore by default."""
     orphans_outlive: bool = False
     """Its members keep running when it dies (else they go with it, as vLLM's do)."""
+    stopped: bool = False
+    """Stopped (`T` state): SIGSTOP sets it, SIGCONT clears it; a SIGTERM waits until then."""
+    term_pending: bool = False
 
     def add_member(self, leader_pid: int, title: str, ignore_sigterm: bool = False) -> FakeMember:
         member = FakeMember(leader_pid * 10 + len(self.members) + 1, title, self.start_time)
@@ -292,6 +406,10 @@ class FakeRunner:
         self.runs: list[tuple[str, ...]] = []
         self._next_pid = 40000
         self.recycled: set[int] = set()
+        self.foreign_ports: set[int] = set()
+        """Ports only another program listens on (`port_holder` says `other`)."""
+        self.shared_ports: set[int] = set()
+        """Ports another program listens on beside the instance (`port_holder` says `shared`)."""
 
     def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> SessionLeader:
         if self.which(argv[0]) is None:
@@ -346,6 +464,20 @@ class FakeRunner:
         others = [SessionMember(m.pid, m.start_time, m.title) for m in proc.members if m.alive]
         return leader + others
 
+    def session_states(
+        self, pid: int, start_time: float, members: Sequence[int] | None = None
+    ) -> dict[int, ProcessState]:
+        proc = self.processes.get(pid)
+        state: ProcessState = "stopped" if proc is not None and proc.stopped else "running"
+        pids = self.session_pids(pid, start_time)
+        return {member: state for member in pids if members is None or member in members}
+
+    def port_holder(self, pid: int, start_time: float, port: int) -> PortHolder:
+        own = {pid} if self.session_pids(pid, start_time) else set()
+        if port in self.foreign_ports:
+            return holder_of({None}, own)
+        return holder_of(own | ({None} if port in self.shared_ports else set()), own)
+
     def exit_code(self, pid: int) -> int | None:
         proc = self.processes.get(pid)
         return proc.exit_status if proc is not None and not proc.alive else None
@@ -363,8 +495,24 @@ class FakeRunner:
             proc.signals.append(sig)
             if proc.uninterruptible:
                 continue
-            if sig == signal.SIGKILL or (sig == signal.SIGTERM and not proc.ignore_sigterm):
-                proc.die(-sig)
+            if sig == signal.SIGSTOP:
+                proc.stopped = True
+            elif sig == signal.SIGCONT:
+                proc.stopped = False
+                if proc.term_pending:
+                    self._terminate(proc, signal.SIGTERM)
+            elif sig == signal.SIGKILL:
+                self._terminate(proc, sig)
+            elif sig == signal.SIGTERM and proc.stopped:
+                proc.term_pending = True  # the kernel holds it until the process is continued
+            elif sig == signal.SIGTERM:
+                self._terminate(proc, sig)
+
+    @staticmethod
+    def _terminate(proc: FakeProcess, sig: int) -> None:
+        if sig == signal.SIGTERM and proc.ignore_sigterm:
+            return
+        proc.die(-sig)
 
     def run(self, argv: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None) -> Completed:
         self.runs.append(tuple(argv))

@@ -34,7 +34,7 @@ from gpushare.runtime.launcher.up import UpOptions, UpResult, up
 from gpushare.runtime.service.gateway import GatewayConfig
 from gpushare.runtime.service.metrics import UtilizationSource
 from gpushare.runtime.service.policy import SupervisorPolicy
-from gpushare.runtime.service.process import serve
+from gpushare.runtime.service.process import run_event_loop, serve
 from gpushare.runtime.store.state import ProfilePaths, load_state
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def run_in_foreground(
             started = up(plan, paths, edges, opts.up)
             if on_serving is not None:
                 on_serving(started)
-            failed = asyncio.run(_serve(paths, edges, opts, signals, utilization, telemetry))
+            failed = run_event_loop(_serve(paths, edges, opts, signals, utilization, telemetry))
         finally:
             signals.phase = "stopping"
             stopped = down(paths, edges, timeout_s=opts.up.stop_timeout_s)

@@ -165,13 +165,21 @@ def check_gpu_models(plan: Plan, inventory: GpuInventory) -> list[str]:
 
 
 def check_gpu_memory(plan: Plan, inventory: GpuInventory) -> list[str]:
-    """Each planned GPU has at least the planned footprint of its instances free right now."""
+    """Each planned GPU has at least the planned footprint of its instances free right now.
+
+    That is the GPU's `planned_bytes` where the plan has it: with on-demand instances it is the
+    residents, every asleep residue and the largest awake set (planning/ondemand.py), not every
+    instance awake at once, which the swap manager never lets happen. A plan without it (0) is
+    checked on the sum of its instances' footprints."""
     needed: dict[int, int] = {}
     for inst in plan.instances:
         if inst.mig_slice is not None:
             continue  # its MIG device's free memory is checked when it is bound (planning/bind.py)
         for index in inst.gpus:
             needed[index] = needed.get(index, 0) + inst.planned_bytes
+    for planned in plan.gpus:
+        if planned.index in needed and planned.planned_bytes > 0 and not planned.mig:
+            needed[planned.index] = planned.planned_bytes
     if not needed:
         return []
     gpus = {gpu.index: gpu for gpu in inventory.gpus()}

@@ -5,22 +5,35 @@ Live state per instance (an `InstancePhase`), from its process and its HTTP serv
              (its `phase` then says how far the log got: starting, loading, compiling, serving)
   ready      /health answers
   unhealthy  the process runs but /health does not answer, after it had been ready
-  exited     no process of its session is left (`phase.NO_PROCESS`)
+  backoff    no process is left and the running supervisor restarts it after a delay
+  stopped    no process is left: a failed `up` stopped it
+  failed     no process is left and nothing restarts it (`phase.NO_PROCESS`)
+
+Per profile, its background gateway/supervisor (a `ServiceState`, with its pid and URL).
+
+An on-demand instance also has its swap phase (`sleep`: asleep, awake, waking, draining, ...;
+runtime/service/swap/layout.py `SwapPhase`) and its swap count, from the running gateway's
+control endpoint (GET /gpushare/swap); without a gateway, `sleep` is what the instance's
+/is_sleeping says and the count is unknown (None).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gpushare.runtime.launcher.edges import Edges, record_alive
-from gpushare.runtime.phase import NO_PROCESS, InstancePhase
+from gpushare.runtime.phase import NO_PROCESS, InstancePhase, ServiceState
+from gpushare.runtime.store.service import ServiceInfo, read_info
 from gpushare.runtime.store.state import (
     InstanceRecord,
+    ProfilePaths,
     ProfileState,
     list_profiles,
     load_state,
@@ -53,6 +66,12 @@ class InstanceStatus:
     restarts: int
     log_path: str
     error: str | None
+    residency: str = "always"
+    sleep: str | None = None
+    """On-demand only: the swap manager's phase (asleep, awake, waking, ...), else /is_sleeping's
+    asleep or awake; None when neither answers."""
+    swaps: int | None = None
+    """On-demand only: wakes done by a swap since the gateway started (None: no gateway)."""
     actual_bytes_per_gpu: dict[int, int] = dataclasses.field(default_factory=dict)
     """What its processes hold on each of its GPUs (NVML now, else what `up` recorded)."""
 
@@ -67,16 +86,45 @@ class GpuStatus:
 
 
 @dataclass(frozen=True)
+class ServiceStatus:
+    """A profile's background gateway/supervisor."""
+
+    profile: str
+    state: ServiceState
+    pid: int | None
+    """None when not running."""
+    host: str | None = None
+    port: int | None = None
+    """Where it listens, or listened when last seen (a killed one leaves its supervisor.json);
+    None when it never ran or stopped cleanly."""
+
+    @property
+    def url(self) -> str | None:
+        """Its endpoint's base (the OpenAI API is `url/v1`)."""
+        if self.host is None or self.port is None:
+            return None
+        return ServiceInfo(0, 0.0, self.host, self.port).url
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "url": self.url}
+
+
+@dataclass(frozen=True)
 class StatusReport:
     instances: tuple[InstanceStatus, ...]
     gpus: tuple[GpuStatus, ...]
     profiles: tuple[str, ...]
     up_in_progress: tuple[str, ...] = ()
+    services: tuple[ServiceStatus, ...] = ()
+    swaps_total: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Per profile with on-demand instances and a gateway running: its swaps so far."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "profiles": list(self.profiles),
             "up_in_progress": list(self.up_in_progress),
+            "services": [s.to_json() for s in self.services],
+            "swaps_total": dict(self.swaps_total),
             "instances": [dataclasses.asdict(i) for i in self.instances],
             "gpus": [dataclasses.asdict(g) for g in self.gpus],
         }
@@ -98,14 +146,30 @@ def _recorded_bytes(rec: InstanceRecord) -> dict[int, int] | None:
     return None
 
 
+def _without_process(rec: InstanceRecord, supervised: bool) -> InstancePhase:
+    """What an instance none of whose processes is left is: about to be restarted (backoff, while
+    a supervisor runs), stopped by a failed `up`, else given up on (one word with the supervisor
+    and the gateway: `phase.NO_PROCESS`)."""
+    if rec.state == "backoff" and supervised:
+        return "backoff"
+    if rec.state == "stopped":
+        return "stopped"
+    return NO_PROCESS
+
+
 def instance_status(
-    profile: str, rec: InstanceRecord, edges: Edges, gpu_procs: dict[int, list[tuple[int, int]]]
+    profile: str,
+    rec: InstanceRecord,
+    edges: Edges,
+    gpu_procs: dict[int, list[tuple[int, int]]],
+    supervised: bool = False,
 ) -> InstanceStatus:
+    """`supervised`: the profile's gateway/supervisor runs."""
     alive = record_alive(rec, edges.runner)
     metrics = None
     state: InstancePhase
     if not alive:
-        state = NO_PROCESS
+        state = _without_process(rec, supervised)
     elif edges.prober.health(rec.port):
         state = "ready"
         text = edges.prober.metrics(rec.port)
@@ -142,11 +206,82 @@ def instance_status(
         uptime_s=(edges.clock.time() - rec.started_at) if alive and rec.started_at else None,
         restarts=rec.restarts,
         log_path=rec.log_path,
-        error=rec.error if state == NO_PROCESS else None,
+        error=rec.error if not alive else None,
     )
 
 
-def collect_status(root: Path, edges: Edges, profiles: Sequence[str] | None = None) -> StatusReport:
+LOOPBACK_OR_WILDCARD = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", ""})
+"""Gateway addresses `status` can reach its /health on, through 127.0.0.1."""
+
+
+def service_status(profile: str, root: Path, edges: Edges) -> ServiceStatus:
+    """The profile's gateway/supervisor: its process (pid and start time) and its /health."""
+    info = read_info(profile_paths(profile, root))
+    if info is None:
+        return ServiceStatus(profile, "not running", None)
+    if not edges.runner.is_running(info.pid, info.pid_start_time):
+        return ServiceStatus(profile, "not running", None, info.host, info.port)
+    answers = info.host not in LOOPBACK_OR_WILDCARD or edges.prober.health(info.port)
+    state: ServiceState = "running" if answers else "not answering"
+    return ServiceStatus(profile, state, info.pid, info.host, info.port)
+
+
+SwapView = Callable[[ProfilePaths], Mapping[str, Any] | None]
+"""The running gateway's GET /gpushare/swap answer for a profile (None: no gateway answers)."""
+
+
+def gateway_swap_view(paths: ProfilePaths) -> Mapping[str, Any] | None:
+    """Ask the profile's background gateway (supervisor.json) for its swap manager's view, with
+    $GPUSHARE_API_KEY when set."""
+    from gpushare.planning.exposure import GATEWAY_API_KEY_ENV
+    from gpushare.runtime.service.swap.endpoint import SWAP_ROUTE
+
+    info = read_info(paths)
+    if info is None:
+        return None
+    request = urllib.request.Request(info.url + SWAP_ROUTE)
+    key = os.environ.get(GATEWAY_API_KEY_ENV)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=2.0) as answer:
+            data = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _with_swap(
+    status: InstanceStatus, rec: InstanceRecord, edges: Edges, view: Mapping[str, Any] | None
+) -> InstanceStatus:
+    """An on-demand instance's swap phase and count (see the module docstring)."""
+    found = next(
+        (
+            i
+            for i in (view or {}).get("instances", [])
+            if isinstance(i, dict) and i.get("instance") == rec.name
+        ),
+        None,
+    )
+    if found is not None:
+        swaps = found.get("swaps")
+        return dataclasses.replace(
+            status,
+            residency="on-demand",
+            sleep=str(found.get("phase")),
+            swaps=int(swaps) if isinstance(swaps, int) else None,
+        )
+    sleeping = edges.prober.is_sleeping(rec.port) if status.state == "ready" else None
+    sleep = None if sleeping is None else ("asleep" if sleeping else "awake")
+    return dataclasses.replace(status, residency="on-demand", sleep=sleep)
+
+
+def collect_status(
+    root: Path,
+    edges: Edges,
+    profiles: Sequence[str] | None = None,
+    swap_view: SwapView = gateway_swap_view,
+) -> StatusReport:
     """Status of `profiles` (default: every profile with a state file under `root`)."""
     names = list(profiles) if profiles else list_profiles(root)
     states: list[ProfileState] = []
@@ -161,11 +296,25 @@ def collect_status(root: Path, edges: Edges, profiles: Sequence[str] | None = No
             free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes - gpu.used_bytes
             gpus.append(GpuStatus(gpu.index, gpu.name, gpu.total_bytes, gpu.used_bytes, free))
             gpu_procs[gpu.index] = [(p.pid, p.used_bytes) for p in gpu.processes]
-    instances = tuple(
-        instance_status(state.profile, rec, edges, gpu_procs) for state in states for rec in state.instances
-    )
+    services = {state.profile: service_status(state.profile, root, edges) for state in states}
+    instances: list[InstanceStatus] = []
+    swaps_total: dict[str, int] = {}
+    for state in states:
+        on_demand = {str(m.get("name")) for m in (state.swap or {}).get("members", []) if isinstance(m, dict)}
+        view = swap_view(profile_paths(state.profile, root)) if on_demand else None
+        if view is not None and isinstance(view.get("swaps_total"), int):
+            swaps_total[state.profile] = int(view["swaps_total"])
+        supervised = services[state.profile].state != "not running"
+        for rec in state.instances:
+            status = instance_status(state.profile, rec, edges, gpu_procs, supervised)
+            if rec.name in on_demand:
+                status = _with_swap(status, rec, edges, view)
+            instances.append(status)
     in_progress = tuple(s.profile for s in states if s.up_pid is not None and _pid_exists(s.up_pid))
-    return StatusReport(instances, tuple(gpus), tuple(s.profile for s in states), in_progress)
+    profiles = tuple(s.profile for s in states)
+    return StatusReport(
+        tuple(instances), tuple(gpus), profiles, in_progress, tuple(services.values()), swaps_total
+    )
 
 
 def _pid_exists(pid: int) -> bool:

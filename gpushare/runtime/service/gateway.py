@@ -8,7 +8,18 @@ small answers with a Content-Length are read whole and sent in one write, which 
 Answers the gateway gives itself, all OpenAI-style `{"error": {...}}` bodies:
   400 no or bad JSON / no `model`; 401 wrong API key; 404 unknown model (the message lists the models);
   413 body over `max_body_bytes`; 503 + Retry-After when the instance is down, restarting or does not
-  accept a connection within `connect_timeout_s` (never a hang).
+  accept a connection within `connect_timeout_s` (never a hang); 504 when it sends nothing for the
+  route's read timeout (`read_timeout_s`, off by default: a long non-streamed answer is normal);
+  404 for vLLM's development endpoints (/sleep, /wake_up, /collective_rpc, ...:
+  gpushare/vllm/sleep.py `DEV_PATHS`), which only the swap manager calls.
+
+On-demand instances (a `SwapManager`, runtime/service/swap/manager.py): every request takes a lease
+from the manager before it is forwarded and gives it back when the answer (the whole stream) is
+done; a request for a sleeping model waits there for its wake. The manager's refusals: 429 +
+Retry-After when the model's queue is full, 503 + Retry-After otherwise (wait timeout, failed
+wake, down, no room). `/gpushare/wake/NAME`, `/gpushare/sleep/NAME` and `/gpushare/swap` are its
+control endpoint (swap/endpoint.py). An answer to a request that was held for a wake carries
+`X-Gpushare-Wake-Wait-Seconds`.
 """
 
 from __future__ import annotations
@@ -18,8 +29,8 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -28,8 +39,12 @@ from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from gpushare.errors import EnvironmentProblem
+from gpushare.runtime.host.probe import own_poll
 from gpushare.runtime.service.metrics import CONTENT_TYPE, GatewayMetrics, VllmMetricsCollector, render
 from gpushare.runtime.service.routes import Routes, Upstream
+from gpushare.runtime.service.swap.endpoint import control_routes
+from gpushare.runtime.service.swap.manager import NO_LEASE, Lease, SwapManager, SwapRefused
+from gpushare.vllm.sleep import DEV_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +90,10 @@ KNOWN_ROUTES = frozenset(
     }
 )
 UNKNOWN_MODEL_LABEL = "(unknown)"
+WAKE_WAIT_HEADER = "X-Gpushare-Wake-Wait-Seconds"
+"""On an answer whose request was held for its model's wake: how many seconds it waited."""
+METRICS_PATH = own_poll("/metrics")
+"""What the gateway asks each instance for: marked, so `gpushare logs` leaves it out."""
 
 # aiohttp's client errors, sorted once into what they mean for a request in flight.
 _NOT_ANSWERING = (
@@ -98,6 +117,13 @@ class GatewayConfig:
     `/metrics` stay open (bind to loopback or firewall them). `upstream_timeout_s`: a cap on a whole
     upstream answer (None: no cap, long generations are normal); the connect timeout is what turns a
     dead instance into a 503.
+
+    `read_timeout_s`: the longest an instance may send nothing, before its status line (the first
+    byte) or between two chunks; past it the client gets a 504 (or, mid-stream, a cut stream) and
+    the supervisor is told to probe it. None: no limit. `read_timeouts` sets it per route, by served
+    name or alias; a routes file's `read_timeout_s` (`Upstream.read_timeout_s`) wins over both.
+    A streamed answer's chunks come once per token, a non-streamed answer only when it is whole, so
+    a route's timeout must cover its longest non-streamed generation.
     """
 
     host: str = "127.0.0.1"
@@ -108,6 +134,17 @@ class GatewayConfig:
     upstream_timeout_s: float | None = None
     metrics_scrape_timeout_s: float = 2.0
     max_connections: int = 1024
+    read_timeout_s: float | None = None
+    read_timeouts: Mapping[str, float] = field(default_factory=dict)
+
+    def read_timeout(self, upstream: Upstream) -> float | None:
+        """The read timeout of the route to `upstream` (see the class docstring)."""
+        if upstream.read_timeout_s is not None:
+            return upstream.read_timeout_s
+        for name in upstream.names if self.read_timeouts else ():
+            if name in self.read_timeouts:
+                return self.read_timeouts[name]
+        return self.read_timeout_s
 
 
 def openai_error(
@@ -138,8 +175,10 @@ class Gateway:
         registry: CollectorRegistry | None = None,
         vllm_metrics: VllmMetricsCollector | None = None,
         on_unreachable: Callable[[str], None] | None = None,
+        swap: SwapManager | None = None,
     ) -> None:
         self.routes = routes
+        self.swap = swap
         self.config = config or GatewayConfig()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
@@ -150,6 +189,7 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._created = int(time.time())
         self._runner: web.AppRunner | None = None
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self.app = self._build_app()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -160,6 +200,8 @@ class Gateway:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model:.+}", self._model)
+        if self.swap is not None:
+            app.router.add_routes(control_routes(self.swap, self._instance_of, self._check_key))
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         app.cleanup_ctx.append(self._client_session)
         return app
@@ -175,8 +217,14 @@ class Gateway:
             total=self.config.upstream_timeout_s, sock_connect=self.config.connect_timeout_s
         )
         # auto_decompress off: bytes pass through as the instance sent them, Content-Encoding kept.
+        # No cookie jar: one session serves every client, so a Set-Cookie meant for one must never
+        # go out with another's request (and each request skips the jar's filtering).
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         yield
         await self._session.close()
@@ -268,7 +316,7 @@ class Gateway:
                 collector.failed(upstream.instance, upstream.served_name)
                 return
             try:
-                async with session.get(f"{upstream.base_url}/metrics", timeout=timeout) as resp:
+                async with session.get(upstream.base_url + METRICS_PATH, timeout=timeout) as resp:
                     resp.raise_for_status()
                     text = (await resp.read()).decode("utf-8", "replace")
             except _SCRAPE_FAILED as exc:
@@ -278,6 +326,13 @@ class Gateway:
             collector.ingest(upstream.instance, upstream.served_name, text)
 
         await asyncio.gather(*(scrape(u) for u in self.routes.upstreams()))
+
+    def _instance_of(self, name: str) -> str | None:
+        """A model name, an alias or an instance name -> the instance."""
+        upstream = self.routes.lookup(name)
+        if upstream is not None:
+            return upstream.instance
+        return next((u.instance for u in self.routes.upstreams() if u.instance == name), None)
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -305,6 +360,32 @@ class Gateway:
             type_="invalid_request_error",
             code="model_not_found",
             param="model",
+        )
+
+    def _client_timeout(self, read_timeout_s: float | None) -> aiohttp.ClientTimeout:
+        """The session's timeouts plus a read timeout: one object per value, made once. (Always
+        one: aiohttp reads `timeout=None` as no timeouts at all, the connect timeout included.)"""
+        timeout = self._timeouts.get(read_timeout_s)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=self.config.upstream_timeout_s,
+                sock_connect=self.config.connect_timeout_s,
+                sock_read=read_timeout_s,
+            )
+            self._timeouts[read_timeout_s] = timeout
+        return timeout
+
+    def _timed_out(self, upstream: Upstream, read_timeout_s: float | None) -> web.Response:
+        self.metrics.error(upstream.served_name, "upstream_timeout")
+        log.info("instance %s sent nothing for %s s", upstream.instance, read_timeout_s)
+        if self._on_unreachable is not None:
+            self._on_unreachable(upstream.instance)
+        return openai_error(
+            504,
+            f"The model {upstream.served_name!r} (instance {upstream.instance}) sent nothing for "
+            f"{read_timeout_s:g} s (the route's read timeout); retry later.",
+            type_="timeout",
+            code="upstream_timeout",
         )
 
     @staticmethod
@@ -342,6 +423,14 @@ class Gateway:
         if (denied := self._check_key(request)) is not None:
             self.metrics.error(unknown, "unauthorized")
             return denied
+        if request.path.rstrip("/") in DEV_PATHS:
+            self.metrics.error(unknown, "bad_request")
+            return openai_error(
+                404,
+                f"{request.path} is not forwarded: the gateway alone puts instances to sleep and wakes them.",
+                type_="invalid_request_error",
+                code="not_found",
+            )
         if request.method != "POST":
             self.metrics.error(unknown, "bad_request")
             return openai_error(
@@ -384,24 +473,57 @@ class Gateway:
         if name != upstream.served_name:
             assert isinstance(payload, dict)
             body = json.dumps({**payload, "model": upstream.served_name}).encode()
+        lease = await self._lease(upstream)
+        if not isinstance(lease, Lease):
+            return lease
         in_flight, _, first_byte = self.metrics.model(model)
         in_flight.inc()
         try:
-            return await self._forward(request, upstream, body, started, first_byte)
+            return await self._forward(request, upstream, body, started, first_byte, lease.waited_s)
         finally:
             in_flight.dec()
+            lease.release()
+
+    async def _lease(self, upstream: Upstream) -> Lease | web.Response:
+        """The swap manager's permission to forward (waits for a wake), or its refusal."""
+        if self.swap is None:
+            return NO_LEASE
+        try:
+            return await self.swap.lease(upstream.instance)
+        except SwapRefused as refused:
+            self.metrics.error(upstream.served_name, f"swap_{refused.reason}")
+            return openai_error(
+                429 if refused.reason == "queue_full" else 503,
+                refused.sentence(upstream.served_name),
+                type_="rate_limit_exceeded" if refused.reason == "queue_full" else "service_unavailable",
+                code=refused.code,
+                headers={"Retry-After": str(refused.retry_after_s)},
+            )
 
     async def _forward(
-        self, request: web.Request, upstream: Upstream, body: bytes, started: float, first_byte: Any
+        self,
+        request: web.Request,
+        upstream: Upstream,
+        body: bytes,
+        started: float,
+        first_byte: Any,
+        waited_s: float | None = None,
     ) -> web.StreamResponse:
         session = self._session
         assert session is not None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST)
         model = upstream.served_name
+        read_timeout = self.config.read_timeout(upstream)
         try:
             upstream_response = await session.request(
-                request.method, upstream.base_url + request.rel_url.path_qs, data=body, headers=headers
+                request.method,
+                upstream.base_url + request.rel_url.path_qs,
+                data=body,
+                headers=headers,
+                timeout=self._client_timeout(read_timeout),
             )
+        except aiohttp.SocketTimeoutError:  # connected; no status line within the read timeout
+            return self._timed_out(upstream, read_timeout)
         except _NOT_ANSWERING as exc:
             log.info("instance %s unreachable: %s", upstream.instance, exc)
             self.metrics.error(model, "unavailable")
@@ -415,12 +537,16 @@ class Gateway:
             out_headers = CIMultiDict(
                 (k, v) for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE
             )
+            if waited_s is not None:
+                out_headers[WAKE_WAIT_HEADER] = f"{waited_s:.4f}"
             streaming = resp.content_length is None or resp.headers.get("Content-Type", "").startswith(
                 "text/event-stream"
             )
             if not streaming:
                 try:
                     data = await resp.read()
+                except aiohttp.SocketTimeoutError:
+                    return self._timed_out(upstream, read_timeout)
                 except _DROPPED as exc:
                     self.metrics.error(model, "upstream_disconnect")
                     log.info("instance %s dropped an answer: %s", upstream.instance, exc)
@@ -442,9 +568,14 @@ class Gateway:
             # iter_any: whatever bytes arrived, as soon as they arrive; never wait for a full buffer.
             async for chunk in resp.content.iter_any():
                 await out.write(chunk)
-        except _DROPPED as exc:
+        except (*_DROPPED, aiohttp.SocketTimeoutError) as exc:
             # Status and headers are out; all we can do is cut the stream so the client sees an error.
-            self.metrics.error(upstream.served_name, "upstream_disconnect")
+            if isinstance(exc, aiohttp.SocketTimeoutError):
+                self.metrics.error(upstream.served_name, "upstream_timeout")
+                if self._on_unreachable is not None:
+                    self._on_unreachable(upstream.instance)
+            else:
+                self.metrics.error(upstream.served_name, "upstream_disconnect")
             log.info("instance %s dropped a stream: %s", upstream.instance, exc)
             if request.transport is not None:
                 request.transport.close()

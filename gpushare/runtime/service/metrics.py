@@ -73,7 +73,7 @@ class GatewayMetrics:
         self.errors = Counter(
             "gpushare_gateway_errors",
             "Requests that failed, by model and kind (unknown_model, unavailable, upstream_5xx, "
-            "upstream_disconnect, bad_request, unauthorized, too_large).",
+            "upstream_disconnect, upstream_timeout, bad_request, unauthorized, too_large).",
             ["model", "kind"],
             registry=registry,
         )

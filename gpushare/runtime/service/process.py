@@ -5,7 +5,7 @@ the gateway guessing from refused connections; the gateway tells the supervisor 
 instance stops answering (`poke`); `/metrics` reads the supervisor's own view (state, restarts,
 memory) in the same scrape as the request counters; and `up`/`down` manage one pid, not two.
 
-Files, in the profile's state folder (see `store/state.py`):
+Files, in the profile's state folder (see `store/state.py` and `store/service.py`):
     supervisor.json        {pid, pid_start_time, host, port}: written by the process once it listens,
                            removed when it exits cleanly; `stop_background` trusts the pid only with
                            its start time
@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from gpushare.devices.base import GpuInventory, TelemetrySource
 from gpushare.errors import GpushareError, LaunchError
-from gpushare.runtime.host.clock import Clock, SystemClock
+from gpushare.runtime.host.clock import Clock, LoopClock, SystemClock
 from gpushare.runtime.host.probe import HttpProber
 from gpushare.runtime.host.processes import ProcessRunner, SessionLeader, SubprocessRunner, process_start_time
 from gpushare.runtime.host.stop import stop_sessions
@@ -44,49 +43,25 @@ from gpushare.runtime.service.policy import SupervisorPolicy
 from gpushare.runtime.service.routes import RouteTable
 from gpushare.runtime.service.supervisor import Supervisor
 from gpushare.runtime.service.supervisor_edges import FileStateStore, HookAlertSink
-from gpushare.runtime.store.state import ProfilePaths
+from gpushare.runtime.service.swap.control import HttpSleepControl
+from gpushare.runtime.service.swap.layout import SwapLayout
+from gpushare.runtime.service.swap.manager import SwapManager
+from gpushare.runtime.service.swap.metrics import SwapCollector
+from gpushare.runtime.store.service import (
+    SERVICE_NAME,
+    ServiceInfo,
+    info_path,
+    read_info,
+    service_log,
+    write_info,
+)
+from gpushare.runtime.store.state import ProfilePaths, load_state
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-SUPERVISOR_FILE = "supervisor.json"
-SUPERVISOR_LOG = "supervisor.log"
-SERVICE_NAME = "gateway/supervisor"
-"""What messages call the background process."""
-
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    """What `supervisor.json` holds."""
-
-    pid: int
-    pid_start_time: float
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-
-def info_path(paths: ProfilePaths) -> Path:
-    return paths.root / SUPERVISOR_FILE
-
-
-def read_info(paths: ProfilePaths) -> ServiceInfo | None:
-    try:
-        data = json.loads(info_path(paths).read_text())
-        return ServiceInfo(
-            int(data["pid"]), float(data["pid_start_time"]), str(data["host"]), int(data["port"])
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_info(paths: ProfilePaths, info: ServiceInfo) -> None:
-    tmp = info_path(paths).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info.__dict__, indent=2) + "\n")
-    os.replace(tmp, info_path(paths))
+STARTUP_STOP_GRACE_S = 2.0
+"""SIGTERM to SIGKILL for a gateway/supervisor that never said it listens."""
 
 
 async def serve(
@@ -102,15 +77,28 @@ async def serve(
     alert_command: str | None = None,
     telemetry: TelemetrySource | None = None,
 ) -> None:
-    """Run the gateway and the supervisor until `stop` is set. The instances are left running."""
+    """Run the gateway and the supervisor until `stop` is set. The instances are left running.
+    A profile with on-demand instances (the state file's swap layout, which `up` wrote) also gets
+    the swap manager: the gateway forwards through it, the supervisor tells it who is down."""
     routes = RouteTable()
     store = FileStateStore(paths)
-    alerts = HookAlertSink(alert_command, paths.logs_dir / SUPERVISOR_LOG)
+    alerts = HookAlertSink(alert_command, service_log(paths))
+    swap, control = _swap_manager(paths, routes)
     supervisor = Supervisor(
-        store, runner, HttpProber(), clock, alerts, inventory=inventory, policy=policy, routes=routes
+        store,
+        runner,
+        HttpProber(),
+        clock,
+        alerts,
+        inventory=inventory,
+        policy=policy,
+        routes=routes,
+        swap=swap,
     )
     registry = CollectorRegistry()
     registry.register(InstanceCollector(supervisor))
+    if swap is not None:
+        registry.register(SwapCollector(swap))
     if inventory is not None:
         registry.register(GpuCollector(inventory, utilization, telemetry))
     gateway = Gateway(
@@ -119,25 +107,57 @@ async def serve(
         registry=registry,
         vllm_metrics=VllmMetricsCollector(),
         on_unreachable=supervisor.poke,
+        swap=swap,
     )
     await supervisor.tick()  # adopt the instances before the first request can arrive
+    await supervisor.adopt_swaps()  # which on-demand ones sleep
     await gateway.start()
+    idle = asyncio.create_task(swap.run(stop), name="idle timeouts") if swap is not None else None
     me = os.getpid()
     started = process_start_time(me)
     assert started is not None  # this very process
-    _write_info(paths, ServiceInfo(me, started, gateway_config.host, gateway.bound_port))
+    write_info(paths, ServiceInfo(me, started, gateway_config.host, gateway.bound_port))
     log.info(
-        "gateway on %s:%d, supervising profile %s", gateway_config.host, gateway.bound_port, paths.profile
+        "gateway on %s:%d, supervising profile %s (%s)",
+        gateway_config.host,
+        gateway.bound_port,
+        paths.profile,
+        loop_name(),
     )
     try:
         await supervisor.run(stop)
     finally:
         await gateway.stop()
+        if idle is not None:
+            idle.cancel()
+        if control is not None:
+            await control.close()
         current = read_info(paths)
         if current is not None and current.pid == me:
             with contextlib.suppress(FileNotFoundError):
                 info_path(paths).unlink()
         log.info("stopped; instances left running")
+
+
+def _swap_manager(
+    paths: ProfilePaths, routes: RouteTable
+) -> tuple[SwapManager | None, HttpSleepControl | None]:
+    """The swap manager of a profile with on-demand instances (None for the others)."""
+    state = load_state(paths)
+    if state is None or state.swap is None:
+        return None, None
+    try:
+        layout = SwapLayout.from_json(state.swap)
+    except ValueError as exc:
+        raise LaunchError(
+            f"{paths.state_file}: swap: {exc}", hint=f"run `gpushare down {paths.profile}` and `up` again"
+        ) from exc
+
+    def url_of(instance: str) -> str | None:
+        return next((u.base_url for u in routes.upstreams() if u.instance == instance), None)
+
+    control = HttpSleepControl()
+    return SwapManager(layout, control, LoopClock(), url_of), control
 
 
 def run_foreground(
@@ -179,13 +199,25 @@ def run_foreground(
             telemetry=telemetry,
         )
 
+    run_event_loop(main())
+
+
+def loop_name() -> str:
+    """The running event loop's kind, for the start-up log line: uvloop or asyncio."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is installed (vllm brings it; the `test` extra too), else on
+    asyncio's loop: what every long-running gpushare process (`supervise`, `gateway`, `up
+    --foreground`) and bench/gateway.py run on. On the same upstream uvloop gave the gateway
+    +12% requests/s and a lower p99 (issue 12; BENCHMARKS.md "Gateway overhead")."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main())
-    else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
-            loop_runner.run(main())
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop_runner:
+        return loop_runner.run(main)
 
 
 # --- start and stop it in the background (for `up` and `down`) -----------------------------------
@@ -211,7 +243,8 @@ def start_background(
     paths.ensure()
     argv = [python, "-m", "gpushare", "supervise", paths.profile, "--foreground", *extra_args]
     env = {"PYTHONUNBUFFERED": "1"}
-    log_path = paths.logs_dir / SUPERVISOR_LOG
+    log_path = service_log(paths)
+    logged_before = log_path.stat().st_size if log_path.exists() else 0
     spawned = runner.spawn(argv, env, log_path)
     deadline = clock.monotonic() + ready_timeout_s
     while clock.monotonic() < deadline:
@@ -219,16 +252,33 @@ def start_background(
         if info is not None and info.pid == spawned.pid:
             return info
         if not runner.is_running(spawned.pid, spawned.start_time):
+            why = _why_it_failed(log_path, logged_before)
             raise LaunchError(
-                f"the gateway/supervisor exited at start (exit {runner.exit_code(spawned.pid)})",
+                f"the gateway/supervisor exited at start (exit {runner.exit_code(spawned.pid)})"
+                + (f": {why}" if why else ""),
                 hint=f"see {log_path}",
             )
         clock.sleep(0.1)
-    # It never said it listens: stop it the one way (host/stop.py), without a grace.
-    stop_sessions({SERVICE_NAME: spawned}, runner, clock, grace_s=0.0, poll_s=0.1)
+    # It never said it listens: stop it the one way (host/stop.py), with a short grace.
+    stop_sessions({SERVICE_NAME: spawned}, runner, clock, grace_s=STARTUP_STOP_GRACE_S, poll_s=0.1)
+    why = _why_it_failed(log_path, logged_before)
     raise LaunchError(
-        f"the gateway/supervisor did not start within {ready_timeout_s:.0f} s", hint=f"see {log_path}"
+        f"the gateway/supervisor did not start within {ready_timeout_s:.0f} s" + (f": {why}" if why else ""),
+        hint=f"see {log_path}",
     )
+
+
+def _why_it_failed(log_path: Path, offset: int) -> str | None:
+    """The reason a gateway/supervisor that just started gave in its log (what it wrote from
+    `offset` on): its `error:` line (the CLI's error boundary, cli/app.py), else its last line."""
+    try:
+        with open(log_path, errors="replace") as handle:
+            handle.seek(offset)
+            lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
+    except OSError:
+        return None
+    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    return errors[-1] if errors else (lines[-1] if lines else None)
 
 
 def stop_background(

@@ -30,6 +30,9 @@ class Upstream:
     available: bool = True
     state: InstancePhase = "ready"
     retry_after_s: int = 5
+    read_timeout_s: float | None = None
+    """This route's read timeout when it has its own (a routes file's `read_timeout_s`); None: the
+    gateway's (GatewayConfig.read_timeout)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -109,6 +112,7 @@ def routes_from_document(data: object, source: str) -> list[Upstream]:
         - model: qwen2.5-7b          # the name vLLM serves (--served-model-name)
           aliases: [qwen]            # more names routed to it (optional)
           url: http://classic-qwen2-5-7b:8001
+          read_timeout_s: 600        # the longest it may send nothing (optional, see gateway.py)
 
     Raises InputError naming `source`, the entry and the field."""
     from gpushare.errors import InputError
@@ -123,17 +127,33 @@ def routes_from_document(data: object, source: str) -> list[Upstream]:
         where = f"{source}: routes[{i}]"
         if not isinstance(entry, dict):
             raise InputError(f"{where}: expected a mapping with model and url")
-        unknown = sorted(set(entry) - {"model", "aliases", "url"})
+        unknown = sorted(set(entry) - {"model", "aliases", "url", "read_timeout_s"})
         if unknown:
-            raise InputError(f"{where}: unknown key {unknown[0]!r} (model, aliases and url are read)")
+            raise InputError(
+                f"{where}: unknown key {unknown[0]!r} (model, aliases, url and read_timeout_s are read)"
+            )
         model, url, aliases = entry.get("model"), entry.get("url"), entry.get("aliases", [])
+        read_timeout = entry.get("read_timeout_s")
         if not isinstance(model, str) or not model:
             raise InputError(f"{where}.model: must be the served model name")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise InputError(f"{where}.url: must start with http:// or https://, got {url!r}")
         if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
             raise InputError(f"{where}.aliases: must be a list of names")
+        if read_timeout is not None and (
+            isinstance(read_timeout, bool) or not isinstance(read_timeout, int | float) or read_timeout <= 0
+        ):
+            raise InputError(
+                f"{where}.read_timeout_s: must be a number of seconds > 0, got {read_timeout!r}; "
+                "leave it out for the gateway's --read-timeout"
+            )
         out.append(
-            Upstream(instance=model, served_name=model, base_url=url.rstrip("/"), aliases=tuple(aliases))
+            Upstream(
+                instance=model,
+                served_name=model,
+                base_url=url.rstrip("/"),
+                aliases=tuple(aliases),
+                read_timeout_s=None if read_timeout is None else float(read_timeout),
+            )
         )
     return out

@@ -1,13 +1,45 @@
-"""`logs`: find an instance's log file and read or follow it."""
+"""`logs`: find an instance's log file and read or follow it, without gpushare's own polls.
+
+vLLM's HTTP server logs every request it answers, and the supervisor asks each instance for
+/health every few seconds (the gateway asks for /metrics at each scrape): hundreds of lines an
+hour that say nothing. Those requests carry `?gpushare=poll` (host/probe.py), so exactly their
+access-log lines are left out of what `logs` shows; every other line, other clients' /health
+included, is kept. `polls=True` shows them too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from gpushare.errors import InputError
 from gpushare.runtime.host.clock import Clock
+from gpushare.runtime.host.probe import OWN_POLL_QUERY, POLLED_PATHS, own_poll
 from gpushare.runtime.store.state import list_profiles, load_state, profile_paths
+from gpushare.vllm.log import access_log_request
+
+_OWN_POLLS = frozenset(("GET", own_poll(path)) for path in POLLED_PATHS)
+
+
+def is_own_poll(line: str) -> bool:
+    """The access-log line of one of gpushare's own /health or /metrics requests."""
+    return OWN_POLL_QUERY in line and access_log_request(line) in _OWN_POLLS
+
+
+def without_own_polls(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if not is_own_poll(line))
+
+
+def lines_without_own_polls(chunks: Iterable[str]) -> Iterator[str]:
+    """`chunks` of a growing log, whole lines at a time, gpushare's own polls left out."""
+    pending = ""
+    for chunk in chunks:
+        pending += chunk
+        whole, newline, pending = pending.rpartition("\n")
+        if newline:
+            kept = without_own_polls(whole + newline)
+            if kept:
+                yield kept
 
 
 def find_log(root: Path, name: str, profile: str | None = None) -> Path:
@@ -33,12 +65,14 @@ def find_log(root: Path, name: str, profile: str | None = None) -> Path:
     return hits[0][1]
 
 
-def tail_lines(path: Path, lines: int) -> str:
-    """The last `lines` lines (all when lines <= 0)."""
+def tail_lines(path: Path, lines: int, polls: bool = False) -> str:
+    """The last `lines` lines (all when lines <= 0), gpushare's own polls left out unless `polls`."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+    if not polls:
+        text = without_own_polls(text)
     if lines <= 0:
         return text
     kept = text.splitlines(keepends=True)[-lines:]

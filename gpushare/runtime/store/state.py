@@ -58,12 +58,15 @@ class InstanceRecord:
     """Process (and process-group/session) leader; vLLM's EngineCore and workers are its children."""
     pid_start_time: float | None = None
     state: InstancePhase = "pending"
-    """What `up`, `down` or the supervisor last wrote: pending, starting, ready, failed, stopped or
-    exited. `status` works out the live phase from the process."""
+    """What `up`, `down` or the supervisor last wrote: pending, starting, ready, backoff, failed or
+    stopped. `status` works out the live phase from the process."""
     restarts: int = 0
     started_at: float | None = None
     """Wall-clock time (time.time()) of the latest start."""
     ready_at: float | None = None
+    last_start_s: float | None = None
+    """How long its latest successful start took, spawn to ready (kept across restarts): the
+    gateway's Retry-After while it starts again."""
     exit_code: int | None = None
     error: str | None = None
     actual: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +100,9 @@ class ProfileState:
     mps: MpsRecord | None = None
     up_pid: int | None = None
     """The `gpushare up` that wrote this, while it runs (None once it has finished)."""
+    swap: dict[str, Any] | None = None
+    """The on-demand part of the plan, as runtime/service/swap/layout.py `SwapLayout.to_json`
+    writes it (None: every instance is resident). The gateway's swap manager reads it."""
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = STATE_VERSION
@@ -205,6 +211,7 @@ def state_to_json(state: ProfileState) -> dict[str, Any]:
         "created_at": state.created_at,
         "updated_at": state.updated_at,
         "up_pid": state.up_pid,
+        "swap": state.swap,
         "mps": dataclasses.asdict(state.mps) if state.mps else None,
         "instances": [_record_to_json(rec) for rec in state.instances],
     }
@@ -233,6 +240,7 @@ def state_from_json(data: Mapping[str, Any]) -> ProfileState:
         instances=tuple(_record_from_json(r) for r in data.get("instances", [])),
         mps=MpsRecord(**_known(MpsRecord, mps)) if mps else None,
         up_pid=data.get("up_pid"),
+        swap=dict(data["swap"]) if isinstance(data.get("swap"), dict) else None,
         created_at=float(data.get("created_at", 0.0)),
         updated_at=float(data.get("updated_at", 0.0)),
         version=int(data.get("version", STATE_VERSION)),

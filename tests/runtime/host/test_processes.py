@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from gpushare.runtime.host.processes import SubprocessRunner, process_start_time
+import pytest
+
+from gpushare.runtime.host.processes import SubprocessRunner, holder_of, process_start_time
 from gpushare.vllm.processes import is_vllm_process
 
 
@@ -72,3 +75,83 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _spawn_listener(
+    runner: SubprocessRunner, tmp_path: Path, reuse_port: bool = False
+) -> tuple[int, int, float]:
+    """A session that listens on a free port (with SO_REUSEPORT, as vLLM sets it with
+    --api-server-count > 1, when `reuse_port`): (port, leader pid, start time)."""
+    reuse = "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1);" if reuse_port else ""
+    code = (
+        f"import socket, sys, time; s = socket.socket(); {reuse} s.bind(('127.0.0.1', 0)); s.listen();"
+        " print(s.getsockname()[1], flush=True); time.sleep(60)"
+    )
+    log = tmp_path / f"server-{reuse_port}.log"
+    leader = runner.spawn([sys.executable, "-c", code], {}, log)
+    deadline = time.monotonic() + 20
+    while not log.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return int(log.read_text().split()[0]), leader.pid, leader.start_time
+
+
+def test_a_stopped_session_reads_stopped_and_its_port_is_its_own(tmp_path: Path) -> None:
+    runner = SubprocessRunner()
+    port, pid, started = _spawn_listener(runner, tmp_path)
+    try:
+        assert runner.session_states(pid, started) == {pid: "running"}
+        assert runner.port_holder(pid, started, port) == "instance"
+        with socket.socket() as other:  # a port someone else listens on is not the session's
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            assert runner.port_holder(pid, started, other.getsockname()[1]) == "other"
+            unused = other.getsockname()[1]
+        assert runner.port_holder(pid, started, unused) == "nobody"
+        runner.signal([pid], signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while runner.session_states(pid, started) != {pid: "stopped"}:
+            assert time.monotonic() < deadline, "SIGSTOP did not show as stopped"
+            time.sleep(0.02)
+    finally:
+        runner.signal([pid], signal.SIGKILL)
+        runner.exit_code(pid)
+
+
+def test_a_second_listener_beside_the_session_is_seen(tmp_path: Path) -> None:
+    """The port hijack: with SO_REUSEPORT another program binds the instance's port too, and the
+    kernel hands it some of the connections; or it binds the same port on IPv6 loopback."""
+    runner = SubprocessRunner()
+    port, pid, started = _spawn_listener(runner, tmp_path, reuse_port=True)
+    try:
+        with socket.socket() as intruder:
+            intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            intruder.bind(("127.0.0.1", port))
+            intruder.listen()
+            assert runner.port_holder(pid, started, port) == "shared"
+        assert runner.port_holder(pid, started, port) == "instance"
+        if socket.has_ipv6:
+            with socket.socket(socket.AF_INET6) as intruder6:
+                try:
+                    intruder6.bind(("::1", port))
+                except OSError:
+                    return  # no IPv6 loopback here
+                intruder6.listen()
+                assert runner.port_holder(pid, started, port) == "shared"
+    finally:
+        runner.signal([pid], signal.SIGKILL)
+        runner.exit_code(pid)
+
+
+@pytest.mark.parametrize(
+    ("case", "listeners", "holder"),
+    [
+        ("its-own", {10, 11}, "instance"),
+        ("nobody", set(), "nobody"),
+        ("another-program", {99}, "other"),
+        ("another-users-socket", {None}, "other"),
+        ("beside-it", {10, 99}, "shared"),
+        ("beside-it-unseen", {10, None}, "shared"),
+    ],
+)
+def test_holder_of(case: str, listeners: set[int | None], holder: str) -> None:
+    assert holder_of(listeners, {10, 11, 12}) == holder

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from gpushare.runtime.host.clock import FakeClock
-from gpushare.runtime.host.processes import FakeRunner, SessionLeader
+from gpushare.runtime.host.clock import FakeClock, SystemClock
+from gpushare.runtime.host.processes import FakeRunner, SessionLeader, SubprocessRunner
 from gpushare.runtime.host.stop import KILL_WAIT_S, StopLadder, StopStep, stop_sessions
 
 GRACE_S = 10.0
@@ -89,3 +91,53 @@ def test_ladder_reports_stuck_only_after_the_kill_wait(tmp_path: Path) -> None:
     assert steps == ["waiting", "killed", "waiting", "stuck"]
     assert runner.processes[session.pid].signals == [signal.SIGTERM, signal.SIGKILL]
     assert ladder.left == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("case", "grace_s", "stop_first", "signals"),
+    [
+        ("stopped (T state): SIGKILL at once", GRACE_S, True, [signal.SIGSTOP, signal.SIGKILL]),
+        ("no grace: SIGKILL at once", 0.0, False, [signal.SIGKILL]),
+    ],
+)
+def test_no_sigterm_grace_where_it_cannot_help(
+    case: str, grace_s: float, stop_first: bool, signals: list[int], tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    runner = FakeRunner(clock.time)
+    session = spawn(runner, tmp_path, "a", "obeys")
+    if stop_first:
+        runner.signal([session.pid], signal.SIGSTOP)
+    before = clock.monotonic()
+    outcome = stop_sessions({"a": session}, runner, clock, grace_s)
+    assert outcome.stopped == ("a",) and outcome.stuck == ()
+    assert runner.processes[session.pid].signals == signals
+    assert clock.monotonic() - before < 1.0
+
+
+def test_a_session_stopped_during_its_grace_is_killed_at_the_next_step(tmp_path: Path) -> None:
+    clock = FakeClock()
+    runner = FakeRunner(clock.time)
+    session = spawn(runner, tmp_path, "a", "ignores SIGTERM")
+    ladder = StopLadder(runner, {"a": session}, grace_s=30.0)
+    ladder.begin(0.0)
+    assert ladder.advance(1.0) == "waiting"
+    runner.signal([session.pid], signal.SIGSTOP)
+    assert ladder.advance(2.0) == "killed"
+    assert ladder.killed_why["a"].startswith("stopped (T state)")
+    assert ladder.advance(3.0) == "gone"
+
+
+def test_a_real_stopped_process_is_killed_without_the_grace(tmp_path: Path) -> None:
+    runner = SubprocessRunner()
+    leader = runner.spawn([sys.executable, "-c", "import time; time.sleep(60)"], {}, tmp_path / "a.log")
+    runner.signal([leader.pid], signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while "stopped" not in runner.session_states(leader.pid, leader.start_time).values():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    outcome = stop_sessions({"a": leader}, runner, SystemClock(), grace_s=30.0)
+    assert outcome.stopped == ("a",) and outcome.stuck == ()
+    assert time.monotonic() - started < 5  # not the 30 s grace
+    assert runner.exit_code(leader.pid) == -signal.SIGKILL

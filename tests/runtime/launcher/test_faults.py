@@ -272,7 +272,7 @@ def test_stale_state_dead_and_recycled_pids(tmp_path: Path, isolated_env: Path) 
         )  # fmt: skip
         save_state(paths, ProfileState("lab", records))
         report = collect_status(isolated_env, real_process_edges())
-        assert [s.state for s in report.instances] == ["exited", "exited"]
+        assert [s.state for s in report.instances] == ["failed", "failed"]
         result = down(paths, real_process_edges(), timeout_s=1)
         assert result.stopped == ()
         assert set(result.gone) == {"dead", "recycled"}

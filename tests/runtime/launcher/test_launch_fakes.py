@@ -22,9 +22,10 @@ from gpushare.runtime.host.processes import FakeProcess, FakeRunner
 from gpushare.runtime.launcher.down import down
 from gpushare.runtime.launcher.edges import Edges
 from gpushare.runtime.launcher.status import StatusReport, collect_status
-from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, up
+from gpushare.runtime.launcher.up import InstanceFailedError, UpOptions, UpResult, up
 from gpushare.runtime.phase import InstancePhase
-from gpushare.runtime.store.state import load_state, profile_paths
+from gpushare.runtime.store.service import ServiceInfo, write_info
+from gpushare.runtime.store.state import load_state, profile_paths, save_state
 from gpushare.units import GiB
 
 VLLM = ["vllm", "serve"]
@@ -383,5 +384,136 @@ def test_up_when_another_plan_of_the_profile_runs(tmp_path: Path) -> None:
     world = World(tmp_path)
     paths = profile_paths("lab", tmp_path / "state")
     up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
-    with pytest.raises(EnvironmentProblem, match="already runs a"):
-        up(plan_of(world.inst("a", 8001), world.inst("b", 8002)), paths, world.edges)
+    other = world.inst("a", 8001)
+    other = dataclasses.replace(other, argv=(*other.argv, "--max-model-len", "4096"))
+    with pytest.raises(EnvironmentProblem, match=r"already runs a \(another command"):
+        up(plan_of(other, world.inst("b", 8002)), paths, world.edges)
+    assert len(world.runner.processes) == 1
+
+
+def test_up_again_on_a_running_profile_adopts_and_starts_only_what_is_missing(tmp_path: Path) -> None:
+    """issue 12: `up` on a fully ready profile exited 3 although the README called it a no-op."""
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    first = up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    assert first.adopted == () and not first.already_running
+    again = up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    assert again.already_running and again.adopted == ("a",) and again.ready == ("a",)
+    assert len(world.runner.processes) == 1  # nothing started
+    state = load_state(paths)
+    assert state is not None and state.instances[0].ready_at == first.state.instances[0].ready_at
+    grown = up(
+        plan_of(world.inst("a", 8001), world.inst("b", 8002)), paths, world.edges, UpOptions(poll_s=1.0)
+    )
+    assert grown.adopted == ("a",) and grown.ready == ("a", "b") and not grown.already_running
+    assert len(world.runner.processes) == 2  # only b
+
+
+def test_up_after_a_killed_up_adopts_the_orphans_and_waits_for_them(tmp_path: Path) -> None:
+    """The instances a killed `up` left starting are waited for, not started twice nor refused."""
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    plan = plan_of(world.inst("a", 8001), world.inst("b", 8002))
+    up(plan, paths, world.edges, UpOptions(poll_s=1.0))
+    state = load_state(paths)
+    assert state is not None
+    # As a killed `up` leaves it: b still "starting" in the state file, and not answering yet.
+    b = dataclasses.replace(state.instances[1], state="starting", ready_at=None)
+    save_state(paths, dataclasses.replace(state.with_instance(b), up_pid=999999))
+    world.prober.healthy.discard(8002)
+    world.countdown[8002] = 2
+    result = up(plan, paths, world.edges, UpOptions(poll_s=1.0))
+    assert result.adopted == ("a", "b") and result.ready == ("a", "b")
+    assert len(world.runner.processes) == 2
+    after = load_state(paths)
+    assert after is not None and [r.state for r in after.instances] == ["ready", "ready"]
+    assert after.up_pid is None
+
+
+def test_a_failure_beside_adopted_instances_stops_only_what_this_up_started(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+
+    def crash(runner: FakeRunner, pid: int, proc: FakeProcess) -> None:
+        runner.exit(pid, 1, log="ValueError: boom\n")
+
+    world.runner.behaviours["vllm"] = crash
+    with pytest.raises(InstanceFailedError, match="b exited with code 1"):
+        up(plan_of(world.inst("a", 8001), world.inst("b", 8002)), paths, world.edges, UpOptions(poll_s=1.0))
+    a_pid = min(world.runner.processes)
+    assert world.runner.processes[a_pid].alive and world.runner.processes[a_pid].signals == []
+
+
+def test_a_busy_gateway_port_fails_the_preflight_before_anything_starts(tmp_path: Path) -> None:
+    """issue 12: `up` started every instance, then the gateway could not listen."""
+    world = World(tmp_path)
+    world.edges = dataclasses.replace(world.edges, port_free=lambda port: port != 8000)
+    paths = profile_paths("lab", tmp_path / "state")
+    with pytest.raises(EnvironmentProblem, match="gateway: port 8000 is already in use"):
+        up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(gateway_port=8000))
+    assert world.runner.processes == {}
+    # the profile's own gateway/supervisor on that port is no problem (up again, to re-adopt)
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+    gateway = world.runner.spawn(["/usr/bin/python3"], {}, tmp_path / "gw.log")
+    write_info(paths, ServiceInfo(gateway.pid, gateway.start_time, "127.0.0.1", 8000))
+    again = up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(gateway_port=8000))
+    assert again.already_running
+
+
+def test_after_ready_failing_stops_what_this_up_started(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    paths = profile_paths("lab", tmp_path / "state")
+    up(plan_of(world.inst("a", 8001)), paths, world.edges, UpOptions(poll_s=1.0))
+
+    def gateway_fails(result: UpResult) -> None:
+        raise LaunchError("the gateway/supervisor exited at start (exit 3): address in use", hint="see log")
+
+    plan = plan_of(world.inst("a", 8001), world.inst("b", 8002))
+    with pytest.raises(LaunchError) as caught:
+        up(plan, paths, world.edges, UpOptions(poll_s=1.0), after_ready=gateway_fails)
+    assert caught.value.message == (
+        "the gateway/supervisor exited at start (exit 3): address in use; stopped what this up started: b"
+    )
+    a, b = sorted(world.runner.processes)
+    assert world.runner.processes[a].alive and not world.runner.processes[b].alive
+    state = load_state(paths)
+    assert state is not None and [r.state for r in state.instances] == ["ready", "stopped"]
+
+
+@pytest.mark.parametrize(
+    ("case", "where", "reason"),
+    [
+        (
+            "taken-after-preflight",
+            "foreign_ports",
+            "port 8001 answers, but not from this instance's processes: another program holds it "
+            "(`ss -ltnp 'sport = :8001'` names it)",
+        ),
+        (
+            "shared-with-reuseport",
+            "shared_ports",
+            "another program listens on port 8001 beside this instance and may answer for it "
+            "(`ss -ltnp 'sport = :8001'` names it)",
+        ),
+    ],
+)
+def test_a_foreign_listener_is_not_taken_for_the_instance(
+    tmp_path: Path, case: str, where: str, reason: str
+) -> None:
+    """issue 10's finisher and issue 12's port hijack: between the pre-flight port check and the
+    start another program could take the port, or listen beside the instance, and answer /health;
+    `up` counted it as ours."""
+    world = World(tmp_path)
+    getattr(world.runner, where).add(8001)
+    with pytest.raises(InstanceFailedError) as caught:
+        up(plan_of(world.inst("a", 8001)), profile_paths("lab", tmp_path / "state"), world.edges)
+    assert caught.value.failures[0].reason == reason
+
+
+def test_a_stopped_instance_fails_up_at_once(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.runner.behaviours["vllm"] = lambda runner, pid, proc: setattr(proc, "stopped", True)
+    with pytest.raises(InstanceFailedError, match=r"a is stopped \(T state"):
+        up(plan_of(world.inst("a", 8001)), profile_paths("lab", tmp_path / "state"), world.edges)
+    assert world.clock.slept < 1.0  # at once, and no SIGTERM grace for the stop either

@@ -4,6 +4,7 @@ profile, same start first), and a GPU whose devices differ from the plan starts 
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -245,6 +246,27 @@ def test_gpushare_up_onto_slices_through_the_cli(tmp_path: Path, monkeypatch: py
     envs = {name: p.env["CUDA_VISIBLE_DEVICES"] for name, p in world.spawned().items()}
     assert envs == {"chat": mig_uuid(0, 3), "small": mig_uuid(0, 0), "tiny": mig_uuid(0, 1)}
     assert all("--kv-cache-memory-bytes" in p.argv for p in world.runner.processes.values())
+
+
+@pytest.mark.usefixtures("cached_models")
+def test_up_plan_file_of_a_mig_plan_binds_its_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `gpushare plan --json > plan.json` on a machine, `gpushare up --plan-file plan.json` later:
+    # the file keeps each slice (profile, start) and the GPU's geometry, so up binds the same devices.
+    device = h200_mig("3g.71gb:4,2g.35gb:0,1g.18gb:2,1g.18gb:3")
+    inventory = nvml(device)
+    world = World(inventory)
+    monkeypatch.setattr(launch_cli, "inventory_factory", lambda: inventory)
+    monkeypatch.setattr(launch_cli, "edges_factory", lambda inv: world.edges)
+    plan = plan_for(PINNED + MODELS)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan.to_json(), indent=2))
+    result = CliRunner().invoke(app, ["up", "--plan-file", str(plan_file), "--no-gateway", "--timeout", "30"])
+    assert result.exit_code == 0, result.output
+    envs = {name: p.env["CUDA_VISIBLE_DEVICES"] for name, p in world.spawned().items()}
+    assert envs == {"chat": mig_uuid(0, 3), "small": mig_uuid(0, 0), "tiny": mig_uuid(0, 1)}
+    for name, proc in world.spawned().items():
+        planned = next(i for i in plan.instances if i.name == name)
+        assert VllmCommand.from_argv(proc.argv) == planned.command
 
 
 @pytest.mark.usefixtures("cached_models")

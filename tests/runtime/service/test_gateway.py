@@ -332,3 +332,118 @@ def test_client_hanging_up_drops_the_upstream_request() -> None:
             assert r.alpha.streams_aborted == 1
 
     run(scenario)
+
+
+@asynccontextmanager
+async def silent_upstream() -> AsyncIterator[str]:
+    """Accepts connections and reads requests, never answers: a stopped (SIGSTOP) or wedged vLLM,
+    whose kernel still completes the TCP handshake."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        with suppress(ConnectionError):
+            await reader.read(1 << 16)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+def test_read_timeout_answers_504_instead_of_hanging() -> None:
+    """issue 12, item 1: a connected instance that sends nothing gets the client a 504 after the
+    route's read timeout (and the supervisor is told), not a 40 s hang."""
+
+    async def scenario() -> None:
+        async with silent_upstream() as url, rig(read_timeouts={"model-stuck": 0.5}) as r:
+            r.table.replace([Upstream("stuck", "model-stuck", url), Upstream("a", "model-a", r.alpha.url)])
+            started = time.monotonic()
+            async with r.client.post(f"{r.url}/v1/completions", json={"model": "model-stuck"}) as resp:
+                assert resp.status == 504
+                error = (await resp.json())["error"]
+            assert time.monotonic() - started < 3
+            assert error["code"] == "upstream_timeout"
+            assert "sent nothing for 0.5 s" in error["message"]
+            assert r.unreachable == ["stuck"]
+            async with r.client.post(f"{r.url}/v1/completions", json={"model": "model-a"}) as resp:
+                assert resp.status == 200  # another route, no timeout of its own: unaffected
+            async with r.client.get(f"{r.url}/metrics") as resp:
+                text = await resp.text()
+            assert 'gpushare_gateway_errors_total{kind="upstream_timeout",model="model-stuck"} 1.0' in text
+
+    run(scenario)
+
+
+def test_read_timeout_cuts_a_stream_that_stops() -> None:
+    async def scenario() -> None:
+        async with rig(read_timeout_s=0.5) as r:
+            r.alpha.stream_gated = True
+            body = {"model": "model-a", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            started = time.monotonic()
+            async with r.client.post(f"{r.url}/v1/chat/completions", json=body) as resp:
+                assert resp.status == 200
+                r.alpha.chunk_gate.release()  # one chunk, then silence
+                assert (await asyncio.wait_for(resp.content.readline(), 5)).startswith(b"data: ")
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await asyncio.wait_for(resp.content.read(), 5)
+            assert time.monotonic() - started < 4
+            assert r.unreachable == ["a"]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("case", "config", "upstream", "seconds"),
+    [
+        ("none", GatewayConfig(), Upstream("a", "m", "http://x"), None),
+        ("every-route", GatewayConfig(read_timeout_s=30), Upstream("a", "m", "http://x"), 30),
+        (
+            "by-alias",
+            GatewayConfig(read_timeout_s=30, read_timeouts={"al": 600}),
+            Upstream("a", "m", "http://x", aliases=("al",)),
+            600,
+        ),
+        (
+            "another-route's",
+            GatewayConfig(read_timeouts={"other": 600}),
+            Upstream("a", "m", "http://x"),
+            None,
+        ),
+        (
+            "routes-file-wins",
+            GatewayConfig(read_timeout_s=30, read_timeouts={"m": 600}),
+            Upstream("a", "m", "http://x", read_timeout_s=5),
+            5,
+        ),
+    ],
+)
+def test_read_timeout_of_a_route(
+    case: str, config: GatewayConfig, upstream: Upstream, seconds: float | None
+) -> None:
+    assert config.read_timeout(upstream) == seconds
+
+
+def test_an_upstream_cookie_is_passed_on_never_kept_for_the_next_client() -> None:
+    """One client session serves every client: a cookie jar would send client 1's cookie with
+    client 2's request. (aiohttp's jar keeps no cookie of an IP address: the route names a host,
+    as a routes file's Kubernetes service names do.)"""
+
+    async def scenario() -> None:
+        async with rig() as r:
+            r.alpha.cookie = "client-1"
+            port = r.alpha.url.rsplit(":", 1)[1]
+            r.table.replace([Upstream("a", "model-a", f"http://localhost:{port}")])
+            async with r.client.post(f"{r.url}/v1/completions", json={"model": "model-a"}) as resp:
+                assert resp.status == 200 and "session=client-1" in resp.headers["Set-Cookie"]
+            async with (
+                aiohttp.ClientSession() as other,
+                other.post(f"{r.url}/v1/completions", json={"model": "model-a"}) as resp,
+            ):
+                assert resp.status == 200
+            assert "Cookie" not in r.alpha.received[-1]["headers"]
+
+    run(scenario)

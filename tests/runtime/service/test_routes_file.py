@@ -3,6 +3,7 @@ ConfigMap), its mistakes, and a real gateway process routing by it to a real (fa
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -27,12 +28,12 @@ def test_a_routes_document_reads_as_upstreams() -> None:
     data = {
         "routes": [
             {"model": "qwen2.5-7b", "aliases": ["qwen"], "url": "http://classic-qwen2-5-7b:8001/"},
-            {"model": "llama", "url": "https://llama.example:443"},
+            {"model": "llama", "url": "https://llama.example:443", "read_timeout_s": 600},
         ]
     }
     assert routes_from_document(data, "routes.yaml") == [
         Upstream("qwen2.5-7b", "qwen2.5-7b", "http://classic-qwen2-5-7b:8001", ("qwen",)),
-        Upstream("llama", "llama", "https://llama.example:443"),
+        Upstream("llama", "llama", "https://llama.example:443", read_timeout_s=600.0),
     ]
 
 
@@ -55,6 +56,16 @@ def test_a_routes_document_reads_as_upstreams() -> None:
             {"routes": [{"model": "a", "url": "http://a", "alias": ["b"]}]},
             r"routes\[0\]: unknown key 'alias'",
         ),
+        (
+            "read-timeout-zero",
+            {"routes": [{"model": "a", "url": "http://a", "read_timeout_s": 0}]},
+            r"routes\[0\].read_timeout_s: must be a number of seconds > 0, got 0; leave it out",
+        ),
+        (
+            "read-timeout-bool",
+            {"routes": [{"model": "a", "url": "http://a", "read_timeout_s": True}]},
+            r"routes\[0\].read_timeout_s: must be a number of seconds > 0, got True",
+        ),
     ],
 )
 def test_routes_document_mistakes(case: str, data: object, message: str) -> None:
@@ -72,13 +83,29 @@ def test_routes_document_mistakes(case: str, data: object, message: str) -> None
             "routes:\n- {model: a, url: 'http://x:1'}\n- {model: b, aliases: [a], url: 'http://y:2'}\n",
             "model name 'a' is served by both",
         ),
+        (
+            "read-timeout-word",
+            "routes:\n- {model: a, url: 'http://x:1'}\n--read-timeout=soon",
+            "expected SECONDS",
+        ),
+        (
+            "read-timeout-negative",
+            "routes:\n- {model: a, url: 'http://x:1'}\n--read-timeout=a=-1",
+            "a number > 0",
+        ),
+        (
+            "read-timeout-no-name",
+            "routes:\n- {model: a, url: 'http://x:1'}\n--read-timeout==5",
+            "MODEL=SECONDS",
+        ),
     ],
 )
 def test_gateway_cli_route_mistakes(tmp_path: Path, case: str, text: str | None, message: str) -> None:
     args = ["gateway"]
     if text is not None:
+        text, _, flag = text.partition("\n--")
         (tmp_path / "routes.yaml").write_text(text)
-        args += ["--routes", str(tmp_path / "routes.yaml")]
+        args += ["--routes", str(tmp_path / "routes.yaml"), *(["--" + flag] if flag else [])]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -118,12 +145,23 @@ def test_gateway_routes_by_the_file(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gpushare", "gateway", "--routes", str(routes), "--port", str(gateway_port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "gateway.log"
+    with open(log, "wb") as out:
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gpushare",
+                "gateway",
+                "--routes",
+                str(routes),
+                "--port",
+                str(gateway_port),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_until_up(f"http://127.0.0.1:{upstream_port}/health", server)
         _wait_until_up(f"http://127.0.0.1:{gateway_port}/health", gateway)
@@ -140,3 +178,6 @@ def test_gateway_routes_by_the_file(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
         codes = [gateway.wait(timeout=10), server.wait(timeout=10)]
     assert codes[0] == 0  # SIGTERM ends the gateway cleanly
+    # issue 12: `gateway` runs on uvloop, as `supervise` does (the test extra installs it)
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"gateway on 127.0.0.1:{gateway_port} ({loop})" in log.read_text()

@@ -41,19 +41,32 @@ def test_start_waits_for_its_own_info_file() -> None:
     assert len(runner.processes) == 1
 
 
-def test_start_reports_an_early_exit() -> None:
+def test_start_reports_an_early_exit_with_the_reason_from_its_log() -> None:
+    """issue 12: the reason was only in supervisor.log."""
     clock = FakeClock()
     runner = FakeRunner(clock.time)
-    runner.behaviours[PY] = lambda r, pid, proc: r.exit(pid, 3, log="address already in use\n")
-    with pytest.raises(LaunchError, match="exited at start"):
-        start_background(profile_paths("lab"), runner=runner, clock=clock, python=PY)
+    paths = profile_paths("lab")
+    paths.ensure()
+    (paths.logs_dir / "supervisor.log").write_text("error: an older run's error, not this one's\n")
+    said = (
+        "2026-01-01 INFO gpushare: starting\n"
+        "error: the gateway cannot listen on 127.0.0.1:8000: address already in use\n"
+        "hint: another gateway may run there: pick another --port\n"
+    )
+    runner.behaviours[PY] = lambda r, pid, proc: r.exit(pid, 3, log=said)
+    with pytest.raises(LaunchError) as caught:
+        start_background(paths, runner=runner, clock=clock, python=PY)
+    assert caught.value.message == (
+        "the gateway/supervisor exited at start (exit 3): "
+        "the gateway cannot listen on 127.0.0.1:8000: address already in use"
+    )
 
 
 @pytest.mark.parametrize(
     ("case", "ignores_sigterm", "signals"),
     [
         ("stops on SIGTERM", False, [signal.SIGTERM]),
-        ("ignores SIGTERM: SIGKILL at once", True, [signal.SIGTERM, signal.SIGKILL]),
+        ("ignores SIGTERM: SIGKILL", True, [signal.SIGTERM, signal.SIGKILL]),
     ],
 )
 def test_start_times_out_and_leaves_nothing(case: str, ignores_sigterm: bool, signals: list[int]) -> None:

@@ -19,7 +19,7 @@ from gpushare.runtime.host.probe import FakeProber
 from gpushare.runtime.host.processes import FakeMember, FakeProcess, FakeRunner
 from gpushare.runtime.service.policy import SupervisorPolicy, backoff_delay
 from gpushare.runtime.service.routes import RouteTable
-from gpushare.runtime.service.supervisor import Supervisor, base_url
+from gpushare.runtime.service.supervisor import PORT_CHECK_S, Supervisor, base_url
 from gpushare.runtime.service.supervisor_edges import MemoryStateStore, RecordingAlertSink
 from gpushare.runtime.store.state import InstanceRecord, ProfileState
 from gpushare.units import GiB
@@ -136,7 +136,7 @@ def test_exited_instance_restarts_with_exponential_backoff(tmp_path: Path) -> No
         upstream = rig.routes.lookup("model-a")
         assert upstream is not None and not upstream.available
         assert upstream.retry_after_s >= 2
-        assert rig.rec("a").state == "exited"
+        assert rig.rec("a").state == "backoff"
         waited = 0.0
         spawns = rig.spawns()
         while rig.spawns() == spawns:
@@ -198,7 +198,9 @@ def test_failed_health_checks_stop_then_restart(tmp_path: Path) -> None:
     rig.prober.healthy.discard(8100)
     rig.tick(1.0)
     assert rig.sup.phase("a") == "unhealthy"
-    assert rig.routes.lookup("model-a").available  # type: ignore[union-attr]  # one miss is not down
+    upstream = rig.routes.lookup("model-a")
+    # Not routed to while unhealthy (issue 12: requests hung on it); retry at the next check.
+    assert upstream is not None and not upstream.available and upstream.retry_after_s == 1
     rig.tick(1.0)
     rig.tick(1.0)
     assert rig.sup.phase("a") == "stopping"
@@ -321,6 +323,7 @@ def test_restart_disabled_watches_only(tmp_path: Path) -> None:
         ("loopback", ("--host", "127.0.0.1"), "http://127.0.0.1:9000"),
         ("wildcard", ("--host", "0.0.0.0"), "http://127.0.0.1:9000"),
         ("specific", ("--host=10.0.0.5",), "http://10.0.0.5:9000"),
+        ("localhost: vLLM's IPv4 socket, never ::1", ("--host", "localhost"), "http://127.0.0.1:9000"),
         ("ipv6", ("--host", "::1"), "http://[::1]:9000"),
         ("ipv6 wildcard", ("--host", "::"), "http://127.0.0.1:9000"),
         ("empty", ("--host", ""), "http://127.0.0.1:9000"),
@@ -336,6 +339,155 @@ def test_base_url(case: str, argv: tuple[str, ...], url: str) -> None:
         name="x", model="m", port=9000, argv=("vllm", "serve", "m", *argv), env={}, log_path="x"
     )
     assert base_url(rec) == url
+
+
+def test_unhealthy_then_healthy_again_is_routed_again(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, unhealthy_after=3)
+    rig.tick()
+    rig.prober.healthy.discard(8100)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "unhealthy"
+    rig.prober.healthy.add(8100)
+    rig.tick(1.0)
+    upstream = rig.routes.lookup("model-a")
+    assert rig.sup.phase("a") == "ready" and upstream is not None and upstream.available
+
+
+def test_a_stopped_process_is_unrouted_at_once_then_killed_without_grace(tmp_path: Path) -> None:
+    """issue 12: `kill -STOP` of an instance hung clients ~40 s (detection, then a 30 s SIGTERM grace
+    that a stopped process cannot act on)."""
+    rig = make_rig(tmp_path, stopped_for_s=3.0, stop_grace_s=30.0, health_interval_s=5.0)
+    rig.tick()
+    pid = rig.rec("a").pid or 0
+    rig.runner.signal([pid], signal.SIGSTOP)
+    rig.tick(1.0)  # the next tick sees it stopped: no more requests for it
+    assert rig.sup.phase("a") == "unhealthy"
+    upstream = rig.routes.lookup("model-a")
+    assert upstream is not None and not upstream.available
+    rig.tick(1.0)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "unhealthy"
+    rig.tick(1.0)  # stopped for 3 s: SIGKILL at once, no SIGTERM it would only hold
+    assert rig.runner.processes[pid].signals == [signal.SIGSTOP, signal.SIGKILL]
+    rig.tick()
+    assert rig.sup.phase("a") == "backoff"
+    assert rig.sup.phase("b") == "ready"
+
+
+def test_a_process_continued_in_time_serves_again(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, stopped_for_s=3.0, health_interval_s=5.0)
+    rig.tick()
+    pid = rig.rec("a").pid or 0
+    rig.runner.signal([pid], signal.SIGSTOP)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "unhealthy"
+    rig.runner.signal([pid], signal.SIGCONT)
+    rig.tick(1.0)  # probed at once, not at the next health interval
+    assert rig.sup.phase("a") == "ready"
+    assert rig.runner.processes[pid].signals == [signal.SIGSTOP, signal.SIGCONT]
+
+
+@pytest.mark.parametrize(
+    ("case", "silent", "signals"),
+    [
+        # no answer at all: its event loop does not run, it could not act on SIGTERM
+        ("silent: SIGKILL at once", True, [signal.SIGKILL]),
+        ("refused: SIGTERM first", False, [signal.SIGTERM]),
+    ],
+)
+def test_grace_depends_on_whether_the_probes_got_an_answer(
+    case: str, silent: bool, signals: list[int], tmp_path: Path
+) -> None:
+    rig = make_rig(tmp_path, unhealthy_after=3, stop_grace_s=30.0)
+    rig.tick()
+    pid = rig.rec("a").pid or 0
+    rig.runner.processes[pid].ignore_sigterm = True
+    rig.prober.healthy.discard(8100)
+    if silent:
+        rig.prober.silent.add(8100)
+    for _ in range(3):
+        rig.tick(1.0)
+    assert rig.sup.phase("a") == "stopping"
+    assert rig.runner.processes[pid].signals == signals
+
+
+def test_retry_after_counts_down_a_start_from_its_last_measured_length(tmp_path: Path) -> None:
+    """issue 12: Retry-After said 60 while ~19 s of a start were left."""
+    rig = make_rig(tmp_path, expected_start_s=60.0, backoff_initial_s=2.0)
+    assert rig.store.state is not None
+    rig.store.state = rig.store.state.with_instance(replace(rig.rec("a"), last_start_s=20.0))
+    rig.tick()
+    rig.prober.healthy.discard(8100)
+    rig.kill("a")
+    rig.tick()
+    upstream = rig.routes.lookup("model-a")
+    assert upstream is not None and upstream.state == "backoff" and upstream.retry_after_s == 22
+    rig.tick(2.0)  # restarted
+    assert rig.sup.phase("a") == "starting"
+    assert rig.routes.lookup("model-a").retry_after_s == 20  # type: ignore[union-attr]
+    rig.tick(1.0)
+    rig.tick(1.0)
+    assert rig.routes.lookup("model-a").retry_after_s == 18  # type: ignore[union-attr]
+    rig.prober.healthy.add(8100)
+    rig.tick(10.0)
+    assert rig.sup.phase("a") == "ready"
+    assert rig.rec("a").last_start_s == 12.0  # measured: the next restart's Retry-After uses it
+    # One without a measured start falls back on the policy's guess.
+    rig.kill("b")
+    rig.tick()
+    assert rig.routes.lookup("model-b").retry_after_s == 62  # type: ignore[union-attr]
+
+
+def test_a_foreign_listener_on_the_port_does_not_make_a_restart_ready(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.tick()
+    rig.kill("a")
+    rig.runner.foreign_ports.add(8100)  # another program took the port; it answers /health
+    rig.tick()
+    rig.tick(2.0)
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "starting"
+    rig.runner.foreign_ports.clear()
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready"
+
+
+def test_a_second_listener_on_a_serving_port_unroutes_it_without_a_restart(tmp_path: Path) -> None:
+    """The port hijack on a ready instance: another program listens beside it (SO_REUSEPORT) and
+    may answer for it. The gateway sends it nothing until the port is its own again; no restart."""
+    rig = make_rig(tmp_path)
+    rig.tick()
+    assert rig.sup.phase("a") == "ready"
+    spawns = rig.spawns()
+    rig.runner.shared_ports.add(8100)
+    rig.tick(PORT_CHECK_S)
+    assert rig.sup.phase("a") == "unhealthy"
+    upstream = rig.routes.lookup("model-a")
+    assert upstream is not None and not upstream.available
+    assert rig.alerts.kinds() == ["port_taken"]
+    assert "another program listens on port 8100 beside this instance" in rig.alerts.alerts[0].message
+    for _ in range(5):  # checked at every probe while taken: still one alert, never a restart
+        rig.tick(1.0)
+    assert rig.sup.phase("a") == "unhealthy" and rig.spawns() == spawns
+    assert rig.alerts.kinds() == ["port_taken"]
+    assert rig.sup.phase("b") == "ready"
+    rig.runner.shared_ports.clear()
+    rig.tick(1.0)
+    assert rig.sup.phase("a") == "ready"
+    assert rig.routes.lookup("model-a").available  # type: ignore[union-attr]
+
+
+def test_a_ready_record_adopted_on_a_port_it_does_not_own_is_never_routed(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.runner.foreign_ports.add(8101)  # b's process runs, but another program holds its port
+    rig.tick()
+    assert rig.sup.phase("b") == "unhealthy" and rig.sup.phase("a") == "ready"
+    upstream = rig.routes.lookup("model-b")
+    assert upstream is not None and not upstream.available
+    assert rig.alerts.kinds() == ["port_taken"]
+    assert rig.alerts.alerts[0].message.startswith(
+        "port 8101 answers, but not from this instance's processes"
+    )
 
 
 # --- a tensor-parallel instance is one unit ------------------------------------------------------

@@ -44,6 +44,8 @@ class FakeUpstream:
     chunks: tuple[str, ...] = ("Hello", " world", "!")
     stream_gated: bool = False
     streams_aborted: int = 0
+    cookie: str | None = None
+    """Set as a `session` cookie on each completion answer, when given."""
     server: TestServer | None = None
 
     @property
@@ -72,7 +74,7 @@ class FakeUpstream:
     async def _completions(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.received.append({"path": request.path, "body": body, "headers": dict(request.headers)})
-        return web.json_response(
+        response = web.json_response(
             {
                 "id": "cmpl-1",
                 "object": "text_completion",
@@ -81,6 +83,9 @@ class FakeUpstream:
             },
             headers={"X-Upstream": self.name},
         )
+        if self.cookie is not None:
+            response.set_cookie("session", self.cookie)
+        return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
