@@ -31,9 +31,9 @@ from gpushare.memory.budget import Budget, requested_bytes, utilization_for
 from gpushare.memory.coefficients import Coefficients, MeasuredTerms
 from gpushare.memory.cudagraphs import cuda_graph_bytes, cudagraphs_in_budget, v1_cudagraph_estimate_bytes
 from gpushare.memory.kv import KvLayout, kv_layout, tokens_for_blocks
-from gpushare.memory.parallel import PARALLEL_NOTE, nccl_communicators, parallel_terms
 from gpushare.memory.multimodal import encoder_inputs_bytes, serve_time_note, v1_encoder_profile
 from gpushare.memory.mxfp4 import gpt_oss_workspace_bytes, is_gpt_oss, mxfp4_backend
+from gpushare.memory.parallel import PARALLEL_NOTE, nccl_communicators, parallel_terms
 from gpushare.memory.settings import (
     DTYPE_BYTES,
     SETTING_RULES,
