@@ -14,7 +14,7 @@ per quantized linear with K inputs, N outputs, b bits and group g (g = -1 means 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -286,6 +286,7 @@ _ROUND_LARGE = 2 * MiB
 _MIN_LARGE_ALLOC = 10 * MiB
 _LOAD_MAX_SPLIT = 20 * MiB
 _LARGE_BUFFER = 20 * MiB
+_ROUND_SMALL = 512  # kMinBlockSize
 
 
 def allocator_segment_bytes(size: int) -> int:
@@ -297,6 +298,22 @@ def allocator_segment_bytes(size: int) -> int:
     if size < _MIN_LARGE_ALLOC:
         return _LARGE_BUFFER
     return cdiv(size, _ROUND_LARGE) * _ROUND_LARGE
+
+
+def allocator_segments(sizes: Iterable[int]) -> list[int]:
+    """The segments the caching allocator maps for requests of `sizes` made one after another with
+    nothing freed (a model's weights as vLLM loads them): one of its own for each of 10 MiB or
+    more; the others packed, in 512-byte steps, into shared 20 MiB segments (over 1 MiB) and 2 MiB
+    ones (the rest), counted as if each shared segment were filled before the next is mapped."""
+    own, medium, small = [], 0, 0
+    for size in sizes:
+        if size >= _MIN_LARGE_ALLOC:
+            own.append(allocator_segment_bytes(size))
+        elif size > MiB:
+            medium += cdiv(size, _ROUND_SMALL) * _ROUND_SMALL
+        elif size > 0:
+            small += cdiv(size, _ROUND_SMALL) * _ROUND_SMALL
+    return own + [_LARGE_BUFFER] * cdiv(medium, _LARGE_BUFFER) + [_ROUND_LARGE] * cdiv(small, _ROUND_LARGE)
 
 
 def _allocator_tail(size: int) -> int:
