@@ -92,7 +92,7 @@ INT32_BYTES = 4
 VLLM_PROCESS_HOST_BYTES = 3 * GiB
 """Host RAM a vLLM 0.26.0 instance's processes hold beyond the pinned copy of its weights (API
 server + EngineCore: Python, torch, CUDA libraries, tokenizer). Measured on the lent H200
-(bench/gpu/results/h200-i13/results.jsonl, "all-asleep" records, VmRSS summed over each
+(bench/gpu/results/h200-i13/on-demand.jsonl, "all-asleep" records, VmRSS summed over each
 instance's session): RSS − the modelled pinned blocks = 3.05 GiB (Llama-3.1-8B, 22,172,270,592
 B), 2.99 (the second Llama, 22,113,234,944 B) and 2.98 (Qwen2.5-7B, 33,123,401,728 B); the same
 awake. Three dense models of one vLLM version; other versions, multimodal processors and tensor

@@ -101,7 +101,7 @@ def test_fewer_sequences_shrink_the_host_copy_by_the_sampler_state() -> None:
 
 
 # Host RSS of each instance's processes (API server + EngineCore), all three asleep, on the lent
-# H200 (vLLM 0.26.0, torch 2.11; bench/gpu/results/h200-i13/results.jsonl, label "all-asleep";
+# H200 (vLLM 0.26.0, torch 2.11; bench/gpu/results/h200-i13/on-demand.jsonl, label "all-asleep";
 # max_model_len 8192, 1024 sequences, utilization 0.6 as `awake` plans them).
 # (case, model, RSS bytes)
 MEASURED_RSS = [
