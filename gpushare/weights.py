@@ -14,7 +14,7 @@ per quantized linear with K inputs, N outputs, b bits and group g (g = -1 means 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -277,15 +277,47 @@ def _vllm_linears(arch: ModelArch, tp: int, quant: Quantization) -> Iterator[tup
 
 
 # PyTorch's caching allocator while vLLM loads weights (gpu_worker.py: max_split_size_mb=20):
-# a request of 10 MiB or more gets a block rounded up to 2 MiB, which is split only when it is
-# under 20 MiB and more than 1 MiB would remain (CUDACachingAllocator should_split).
+# a request of 10 MiB or more gets a segment of its own rounded up to 2 MiB, which is split only
+# when it is under 20 MiB and more than 1 MiB would remain (CUDACachingAllocator should_split);
+# a request over 1 MiB and under 10 MiB is carved from a shared 20 MiB segment, smaller ones from
+# shared 2 MiB segments (CUDACachingAllocator get_allocation_size: kSmallSize, kMinLargeAlloc,
+# kLargeBuffer, kRoundLarge).
 _ROUND_LARGE = 2 * MiB
 _MIN_LARGE_ALLOC = 10 * MiB
 _LOAD_MAX_SPLIT = 20 * MiB
+_LARGE_BUFFER = 20 * MiB
+_ROUND_SMALL = 512  # kMinBlockSize
+
+
+def allocator_segment_bytes(size: int) -> int:
+    """The segment PyTorch's caching allocator maps for one request of `size` bytes when no cached
+    block serves it: what vLLM's cumem pool records as one allocation (and copies whole at sleep
+    level 1). Under 10 MiB the segment is shared with later requests."""
+    if size <= MiB:
+        return _ROUND_LARGE
+    if size < _MIN_LARGE_ALLOC:
+        return _LARGE_BUFFER
+    return cdiv(size, _ROUND_LARGE) * _ROUND_LARGE
+
+
+def allocator_segments(sizes: Iterable[int]) -> list[int]:
+    """The segments the caching allocator maps for requests of `sizes` made one after another with
+    nothing freed (a model's weights as vLLM loads them): one of its own for each of 10 MiB or
+    more; the others packed, in 512-byte steps, into shared 20 MiB segments (over 1 MiB) and 2 MiB
+    ones (the rest), counted as if each shared segment were filled before the next is mapped."""
+    own, medium, small = [], 0, 0
+    for size in sizes:
+        if size >= _MIN_LARGE_ALLOC:
+            own.append(allocator_segment_bytes(size))
+        elif size > MiB:
+            medium += cdiv(size, _ROUND_SMALL) * _ROUND_SMALL
+        elif size > 0:
+            small += cdiv(size, _ROUND_SMALL) * _ROUND_SMALL
+    return own + [_LARGE_BUFFER] * cdiv(medium, _LARGE_BUFFER) + [_ROUND_LARGE] * cdiv(small, _ROUND_LARGE)
 
 
 def _allocator_tail(size: int) -> int:
-    pad = cdiv(size, _ROUND_LARGE) * _ROUND_LARGE - size
+    pad = allocator_segment_bytes(size) - size
     if size >= _LOAD_MAX_SPLIT or (size >= _MIN_LARGE_ALLOC and pad <= MiB):
         return pad
     return 0
@@ -303,6 +335,28 @@ def _stored_parts(n_out: int, k_in: int, quant: Quantization | None, dtype_bytes
     return [whole]
 
 
+def weight_allocations(
+    arch: ModelArch,
+    dtype_bytes: int,
+    tp: int = 1,
+    online_quant: Quantization | None = None,
+    pooling: bool = False,
+    classify: bool = False,
+) -> list[int]:
+    """Bytes of each matrix-sized tensor vLLM allocates for the weights on one rank (qkv and
+    gate_up merged, MoE experts stacked, quantized linears in their stored parts); norms and
+    biases are left out (they share small segments). `allocator_segment_bytes` maps each to its
+    segment."""
+    quant = arch.quantization or online_quant
+    sizes = []
+    for t, n_out, k_in in _vllm_tensors(arch, tp, pooling, classify):
+        if t.in_features == 1:
+            continue  # norms and biases: small
+        parts = _stored_parts(n_out, k_in, _quant_of(t, quant), t.fixed_bytes or dtype_bytes)
+        sizes += [size * t.count for size in parts]
+    return sizes
+
+
 def load_rounding_bytes(
     arch: ModelArch,
     dtype_bytes: int,
@@ -315,14 +369,8 @@ def load_rounding_bytes(
     2 MiB-rounded blocks that vLLM's load-time allocator setting keeps whole. Zero for models whose
     matrices are 2 MiB multiples (Llama, Mistral, Qwen3); Qwen2.5-7B: 0.10 GiB, as logged
     (14.29 GiB against 14.19 of tensors, on an H100 and an H200)."""
-    quant = arch.quantization or online_quant
-    total = 0
-    for t, n_out, k_in in _vllm_tensors(arch, tp, pooling, classify):
-        if t.in_features == 1:
-            continue  # norms and biases: small
-        parts = _stored_parts(n_out, k_in, _quant_of(t, quant), t.fixed_bytes or dtype_bytes)
-        total += sum(_allocator_tail(size * t.count) for size in parts)
-    return total
+    sizes = weight_allocations(arch, dtype_bytes, tp, online_quant, pooling, classify)
+    return sum(_allocator_tail(size) for size in sizes)
 
 
 def machete_extra_bytes(arch: ModelArch, dtype_bytes: int, tp: int = 1) -> int:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from gpushare.cli import term
+from gpushare.memory.asleep import VLLM_PROCESS_HOST_BYTES
 from gpushare.planning.commands import command_line
 from gpushare.planning.plan import MigSlice, Plan, PlannedGpu, PlannedInstance
 from gpushare.planning.start import starts_together
@@ -126,8 +127,14 @@ def _gpu_lines(plan: Plan, gpu: PlannedGpu, width: int | None) -> list[Text]:
 def on_demand_line(inst: PlannedInstance) -> str:
     """An on-demand instance's sleep numbers (its awake ones are on the line above)."""
     assert inst.swap is not None
+    # host_bytes = the pinned copy of the weights + the vLLM processes' own (memory/asleep.py)
+    pinned = max(inst.host_bytes - VLLM_PROCESS_HOST_BYTES, 0)
+    processes = f"vLLM processes {format_bytes(inst.host_bytes - pinned)}"
+    held = f"host RAM {format_bytes(inst.host_bytes)}"
     host = (
-        f"host RAM {format_bytes(inst.host_bytes)}" if inst.host_bytes else "no host copy (reloads on wake)"
+        f"{held} (pinned weights copy {format_bytes(pinned)} + {processes})"
+        if pinned
+        else f"{held} ({processes}; no copy of the weights, reloads on wake)"
     )
     level = inst.swap.sleep_level
     return (
@@ -148,13 +155,15 @@ def awake_lines(gpu: PlannedGpu) -> list[str]:
 
 
 def host_line(plan: Plan) -> str:
-    """The host RAM the on-demand instances' level-1 copies take, of what the host has."""
+    """The host RAM the on-demand instances hold (level-1 copies and their processes), of what the
+    host has."""
     host = plan.host
     assert host is not None
     have = format_bytes(host.available_bytes) if host.available_bytes is not None else "unknown"
     return (
-        f"host RAM for sleeping weights (level 1, pinned): {format_bytes(host.needed_bytes)} of {have} "
-        f"({host.source})"
+        f"host RAM for on-demand instances (pinned weights copies at level 1, power-of-two blocks, "
+        f"+ {format_bytes(VLLM_PROCESS_HOST_BYTES)} of vLLM processes each): "
+        f"{format_bytes(host.needed_bytes)} of {have} ({host.source})"
     )
 
 

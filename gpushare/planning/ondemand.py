@@ -289,8 +289,9 @@ def host_memory(profile: Profile, needed: int, reported: int | None) -> tuple[Ho
     if host.available_bytes is not None and needed > host.available_bytes:
         problems.append(
             Problem(
-                f"host RAM: the on-demand instances' weights need {format_bytes(needed)} of pinned "
-                f"host memory at sleep level 1, but {host.source} gives {format_bytes(host.available_bytes)} "
+                f"host RAM: the on-demand instances need {format_bytes(needed)} (the pinned copies of "
+                f"their weights at sleep level 1 and their vLLM processes), but {host.source} gives "
+                f"{format_bytes(host.available_bytes)} "
                 f"(short by {format_bytes(needed - host.available_bytes)})",
                 hint="set on_demand.sleep_level: 2 for some (no host copy), make some residency: always, "
                 "or raise host_memory",

@@ -151,10 +151,11 @@ class PlannedInstance:
     MPS: `env` has no CUDA_MPS_PIPE_DIRECTORY; the launcher adds its own pipe directory when
     `Plan.mps` is not "off".
     On-demand (`residency`): `planned_bytes` is its footprint awake, `asleep_bytes` what stays on
-    its GPU asleep (memory/asleep.py), `host_bytes` the pinned host RAM its weights take from its
-    first sleep on (0 at sleep level 2), `swap` the gateway's settings; it starts after the
-    resident instances of its group, one at a time, and is put to sleep once it serves
-    (planning/start.py).
+    its GPU asleep (memory/asleep.py), `host_bytes` the host RAM it holds from its first sleep on,
+    awake or asleep: the pinned copy of its weights in power-of-two blocks (none at sleep level 2)
+    plus its vLLM processes' own (`VLLM_PROCESS_HOST_BYTES`, measured), `swap` the gateway's
+    settings; it starts after the resident instances of its group, one at a time, and is put to
+    sleep once it serves (planning/start.py).
     """
 
     name: str

@@ -11,6 +11,7 @@ import pytest
 
 from gpushare.estimate_job import ModelFacts
 from gpushare.memory import SleepFootprint
+from gpushare.memory.asleep import VLLM_PROCESS_HOST_BYTES
 from gpushare.planning.build import build_plan, plan_loader
 from gpushare.planning.ondemand import Sleeper, maximal_sets, room_need
 from gpushare.planning.plan import Plan, PlannedGpu, PlannedInstance
@@ -139,11 +140,11 @@ def test_commands_have_sleep_mode_and_dev_mode_for_on_demand_only() -> None:
 def test_host_bytes_follow_the_sleep_level_and_are_summed() -> None:
     plan = plan_of(three())
     insts = by_name(plan)
-    assert insts["mistral"].host_bytes == 0  # level 2
-    assert insts["llama"].host_bytes > insts["llama"].estimate.weights_bytes  # type: ignore[union-attr]
+    assert insts["mistral"].host_bytes == VLLM_PROCESS_HOST_BYTES  # level 2: its processes only
+    assert insts["llama"].host_bytes > insts["llama"].estimate.weights_bytes + VLLM_PROCESS_HOST_BYTES  # type: ignore[union-attr]
     assert insts["small"].host_bytes == 0 and insts["small"].asleep_bytes == 0
     assert plan.host is not None
-    assert plan.host.needed_bytes == insts["llama"].host_bytes + insts["qwen"].host_bytes
+    assert plan.host.needed_bytes == sum(insts[n].host_bytes for n in ("llama", "qwen", "mistral"))
     assert (plan.host.available_bytes, plan.host.source) == (256 * GiB, "profile host_memory")
 
 
@@ -262,7 +263,7 @@ def test_json_adds_the_on_demand_keys_only_for_on_demand_profiles() -> None:
 
 def sleeper(name: str, awake_gib: float, asleep_gib: float = 2.0) -> Sleeper:
     asleep = int(asleep_gib * GiB)
-    return Sleeper(name, 0, int(awake_gib * GiB) + asleep, SleepFootprint(1, asleep, 0, 0, 0))
+    return Sleeper(name, 0, int(awake_gib * GiB) + asleep, SleepFootprint(1, asleep, 0, 0, 0, 0))
 
 
 def test_room_need_is_every_residue_and_the_largest_awake() -> None:

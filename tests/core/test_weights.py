@@ -10,6 +10,8 @@ import pytest
 from gpushare.hfconfig import parse_config
 from gpushare.memory.vision import tower_parameter_count
 from gpushare.weights import (
+    allocator_segment_bytes,
+    allocator_segments,
     load_rounding_bytes,
     machete_extra_bytes,
     model_tensors,
@@ -249,3 +251,18 @@ def test_model_facts_read_their_headers_once_per_dtype(monkeypatch: pytest.Monke
     assert wider is not None and first is not None and wider > first
     assert walks == [2, 4]
     assert facts.weights_bytes(ServeSettings(tensor_parallel_size=2)) is None
+
+
+def test_allocator_segments_give_large_tensors_their_own_and_pack_the_rest() -> None:
+    """CUDACachingAllocator: 10 MiB or more its own segment rounded to 2 MiB; over 1 MiB shared
+    20 MiB segments; the rest shared 2 MiB ones."""
+    MiB = 1 << 20
+    assert allocator_segment_bytes(112 * MiB) == 112 * MiB
+    assert allocator_segment_bytes(129 * MiB + MiB // 2) == 130 * MiB
+    assert allocator_segments([259 * MiB, 3 * MiB, 4 * MiB, 8 * MiB, 14 * MiB, 4096, 8192]) == [
+        260 * MiB,
+        14 * MiB,
+        20 * MiB,
+        2 * MiB,
+    ]
+    assert allocator_segments([8 * MiB] * 5) == [20 * MiB] * 2
