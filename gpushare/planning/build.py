@@ -239,10 +239,7 @@ class _Planner:
         if self.calibrated:
             self.notes.append(f"calibrated (gpushare calibrate): {', '.join(sorted(self.calibrated))}")
         planned_gpus = self.planned_gpus(instances)
-        sharing = any(len(g.instances) > 1 for g in planned_gpus)
-        mps = self.profile.defaults.mps
-        if mps == "auto":
-            mps = "auto" if sharing else "off"
+        mps = self.mps_mode(planned_gpus)
         return Plan(
             profile_name=self.profile.display_name,
             feasible=not unplaced and not problems and bool(bins),
@@ -299,10 +296,7 @@ class _Planner:
         if self.calibrated:
             self.notes.append(f"calibrated (gpushare calibrate): {', '.join(sorted(self.calibrated))}")
         planned_gpus = self.planned_gpus(instances, choice)
-        sharing = any(len(g.instances) > 1 for g in planned_gpus if not g.mig)
-        mps = self.profile.defaults.mps
-        if mps == "auto":
-            mps = "auto" if sharing else "off"
+        mps = self.mps_mode(planned_gpus)
         setup: MigSetup | None = mig_plan.setup(
             self.layout, choice.geometries, choice.whole, self.profile.display_name
         )
@@ -328,6 +322,15 @@ class _Planner:
             overcommitted=tuple(problems),
             mig_setup=setup,
         )
+
+    def mps_mode(self, planned_gpus: Sequence[PlannedGpu]) -> str:
+        """The profile's MPS setting, with `auto` kept only where some whole GPU is shared (a MIG
+        GPU's slices are isolated: no MPS there)."""
+        mps = self.profile.defaults.mps
+        if mps != "auto":
+            return mps
+        sharing = any(len(g.instances) > 1 for g in planned_gpus if not g.mig)
+        return "auto" if sharing else "off"
 
     def explain_mig(self, search: mig_plan.Search, choice: mig_plan.Choice, m: Entry) -> Unplaced:
         """A model left out of a MIG plan: explained on whole GPUs where it needs one (tensor
